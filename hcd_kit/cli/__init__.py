@@ -1,0 +1,13 @@
+"""The ``hcd`` command line: a thin Typer layer over the ``hcd_kit`` library.
+
+Each module here registers the commands of one pipeline stage on ``app``; each command parses and checks
+its options, calls one library function and prints the result. Heavy imports (torch, timm, kaggle) happen
+inside the commands so that ``hcd --help`` is instant.
+"""
+
+from __future__ import annotations
+
+from ._app import app  # noqa: F401  (the console-script entry point)
+from . import data, download, train, predict, kaggle, demo  # noqa: F401,E402  (register commands)
+
+__all__ = ["app"]

@@ -1,0 +1,68 @@
+"""Atomic file writes: a file hcd writes is either the old one or the complete new one, never half of it.
+
+Write to a temporary file in the same folder, flush and fsync it, then ``os.replace`` it over the target
+(atomic on POSIX and Windows). An interrupted run leaves at most a ``.tmp-*`` file behind, which never
+looks like a finished output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
+
+    Use it for writers that want a file name (``np.save``, ``torch.save``, ``zipfile``)::
+
+        with atomic_path(run_dir / "best.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary file for writing that atomically becomes ``target`` when the block succeeds."""
+    if not any(m in mode for m in "wx"):
+        raise ValueError("atomic_open is for writing")
+    with atomic_path(target) as tmp:
+        with open(tmp, mode.replace("x", "w"), **kwargs) as fh:
+            yield fh
+            fh.flush()
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
+    with atomic_open(target, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_open(target, "wb") as fh:
+        fh.write(data)
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

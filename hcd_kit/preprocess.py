@@ -1,0 +1,39 @@
+"""Turning packed uint8 batches into model input, on the model's device: one definition for train and predict.
+
+Batches travel as uint8 NHWC (4x smaller than float32, so host-to-device copies stay cheap); conversion to
+float, ImageNet normalisation and the optional upscale (96 -> ``img_size``) run on the device, batch-wise.
+Training and prediction must agree exactly, so both call ``to_input``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_float_nchw(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [0, 1], contiguous in channels-last memory."""
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def resize(x: torch.Tensor, img_size: int) -> torch.Tensor:
+    """Bilinear upscale of float NCHW to ``img_size`` (no-op when it already has that size)."""
+    if x.shape[-1] == img_size and x.shape[-2] == img_size:
+        return x
+    return F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False, antialias=False)
+
+
+def to_input(x: torch.Tensor, img_size: int = 96, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 NHWC batch -> normalised float32 NCHW at ``img_size`` on ``device`` (the model's input)."""
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    return normalise(resize(to_float_nchw(x), img_size))
