@@ -2,8 +2,9 @@
 
 A batch is one fancy-index gather from the ``(N, 96, 96, 3)`` uint8 memmap (sorted indices, so pages are
 read in order), handed over as a uint8 tensor: four times less to copy to the device than float32, and
-augmentation then runs batch-wise on the device (``hcd_kit.augment``). A background thread prepares the
-next batches while the model works on the current one, so the loader never starves a GPU.
+augmentation then runs batch-wise on the device (``hcd_kit.augment``). Background threads prepare the
+next batches while the model works on the current one (numpy copies without holding the GIL), so the
+loader never starves a GPU; errors raised while loading surface in the training loop.
 
 Shuffling is seeded per epoch (``set_epoch``) so a resumed run sees the same order as an uninterrupted one.
 Under DDP every rank draws the same global permutation and takes its own slice of each global batch, so
@@ -18,8 +19,8 @@ two processes of batch ``b`` see exactly what one process of batch ``2b`` sees.
 
 from __future__ import annotations
 
-import queue
-import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -50,12 +51,14 @@ class BatchLoader:
         world_size: int = 1,
         prefetch: int = 3,
         pin_memory: bool = False,
+        threads: int = 2,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in a world of {world_size}")
-        self.images = images
+        # a plain ndarray view of a memmap: indexing an np.memmap wraps every result in a memmap object
+        self.images = images.view(np.ndarray) if isinstance(images, np.memmap) else images
         self.labels = None if labels is None else np.asarray(labels)
         self.indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.batch_size = batch_size
@@ -66,6 +69,7 @@ class BatchLoader:
         self.world_size = world_size
         self.prefetch = prefetch
         self.pin_memory = pin_memory
+        self.threads = max(1, threads)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -105,30 +109,18 @@ class BatchLoader:
             for idx in batches:
                 yield self._load(idx)
             return
-        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def work() -> None:
-            try:
-                for idx in batches:
-                    if stop.is_set():
-                        return
-                    q.put(self._load(idx))
-                q.put(None)
-            except BaseException as exc:  # hand the error to the consumer
-                q.put(exc)
-
-        thread = threading.Thread(target=work, daemon=True, name="hcd-loader")
-        thread.start()
+        # numpy releases the GIL while gathering rows, so a few threads fill batches in parallel with each
+        # other and with the training step; results are yielded in order, at most `prefetch` ahead
+        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hcd-loader")
+        pending: deque[Future] = deque()
         try:
-            while (item := q.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            for idx in batches:
+                pending.append(pool.submit(self._load, idx))
+                if len(pending) > self.prefetch:
+                    yield pending.popleft().result()  # re-raises a worker's error here
+            while pending:
+                yield pending.popleft().result()
         finally:
-            stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    thread.join(0.01)
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -48,3 +48,117 @@ def subset_factory(mini_root, tmp_path):
         return make_subset(mini_root, tmp_path / f"data{next(counter)}", n_train, n_test, seed)
 
     return make
+
+
+# =============================================================================================================
+# Kaggle stand-in (helper A1): a local server the real `kaggle` client talks to, and an environment pointing
+# the client (in-process or in an `hcd` subprocess) at it. See tests/kaggle_stub.py for the server's API.
+# =============================================================================================================
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from kaggle_stub import KaggleStub, build_competition_zip  # noqa: E402
+
+FAKE_KAGGLE_USER = "testuser"
+# Searched for in outputs and written files to prove hcd never prints or writes the key.
+FAKE_KAGGLE_KEY = "hcdfakekey-0c9d8e7f6a5b4c3d"
+STUB_COMPETITION = "histopathologic-cancer-detection"
+
+
+@dataclass
+class KaggleEnv:
+    """What ``kaggle_env`` gives a test: the server, the environment, and two ways to run ``hcd``."""
+
+    server: KaggleStub
+    home: Path
+    env: dict[str, str] = field(repr=False)  # the full environment a subprocess gets
+    user: str = FAKE_KAGGLE_USER
+    key: str = FAKE_KAGGLE_KEY
+
+    def run(self, *args: str, timeout: float = 120, cwd: Path | None = None,
+            env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+        """``hcd ARGS...`` as a subprocess (exactly how the outside checks call it); text stdout/stderr."""
+        full = dict(self.env)
+        for k, v in (env or {}).items():
+            if v is None:
+                full.pop(k, None)
+            else:
+                full[k] = v
+        exe = Path(sys.executable).with_name("hcd")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hcd_kit"]
+        return subprocess.run(cmd + [str(a) for a in args], env=full, cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def invoke(self, *args: str):
+        """``hcd ARGS...`` in-process via typer's CliRunner (result.exit_code, .stdout, .stderr)."""
+        from typer.testing import CliRunner
+
+        from hcd_kit.cli import app
+
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    def assert_no_secret(self, *texts: str, paths: tuple[Path, ...] = ()) -> None:
+        """Fail if the fake key appears in any text or in any file under ``paths`` (recursively)."""
+        for text in texts:
+            assert self.key not in (text or ""), "the Kaggle key leaked into output"
+        needle = self.key.encode()
+        for root in paths:
+            files = [root] if Path(root).is_file() else [p for p in Path(root).rglob("*") if p.is_file()]
+            for f in files:
+                assert needle not in f.read_bytes(), f"the Kaggle key leaked into {f}"
+
+
+@pytest.fixture
+def kaggle_server():
+    """A running ``KaggleStub`` that accepts Basic auth ``testuser`` / ``FAKE_KAGGLE_KEY`` only."""
+    stub = KaggleStub(credentials=(FAKE_KAGGLE_USER, FAKE_KAGGLE_KEY)).start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def kaggle_env(kaggle_server, tmp_path, monkeypatch) -> KaggleEnv:
+    """Point the real kaggle client at ``kaggle_server`` for this test, in-process and in subprocesses.
+
+    HOME, KAGGLE_CONFIG_DIR and TMPDIR go to fresh folders; other KAGGLE_* vars are cleared; credentials are
+    KAGGLE_USERNAME=testuser + KAGGLE_KEY=FAKE_KAGGLE_KEY; KAGGLE_API_ENVIRONMENT=LOCALHOST; HTTP(S)_PROXY is
+    the server, NO_PROXY empty. hcd's own retry backoff is shortened (HCD_KAGGLE_BACKOFF=0.05) and its
+    time limit set to 20 s so error paths stay fast.
+    """
+    home = tmp_path / "kaggle-home"
+    for sub in ("home", "config", "tmp"):
+        (home / sub).mkdir(parents=True)
+    for name in list(os.environ):
+        if name.startswith(("KAGGLE_", "HCD_KAGGLE_")) or name.lower() in ("https_proxy", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+    settings = {
+        "HOME": str(home / "home"),
+        "KAGGLE_CONFIG_DIR": str(home / "config"),
+        "TMPDIR": str(home / "tmp"),
+        "KAGGLE_USERNAME": FAKE_KAGGLE_USER,
+        "KAGGLE_KEY": FAKE_KAGGLE_KEY,
+        "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+        "HTTP_PROXY": kaggle_server.url,
+        "http_proxy": kaggle_server.url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "HCD_KAGGLE_BACKOFF": "0.05",
+        "HCD_KAGGLE_TIMEOUT": "20",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return KaggleEnv(server=kaggle_server, home=home, env=dict(os.environ))
+
+
+@pytest.fixture
+def kaggle_competition(kaggle_server, subset_factory, tmp_path):
+    """Register a small real competition zip (24 train, 8 test patches) on the server.
+
+    Returns ``(source_dir, zip_path)``: the competition-layout folder the zip was built from, and the zip.
+    """
+    src = subset_factory(n_train=24, n_test=8)
+    zip_path = build_competition_zip(src, tmp_path / "served" / f"{STUB_COMPETITION}.zip")
+    kaggle_server.add_competition(STUB_COMPETITION, zip_path)
+    return src, zip_path

@@ -1,5 +1,99 @@
-"""Commands: data (registered on the hcd app)."""
+"""Commands: ``hcd prepare`` (pack the patches into the memory-mapped store) and ``hcd folds`` (CV split)."""
 
 from __future__ import annotations
 
-from ._app import app, handle_errors  # noqa: F401
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..console import console
+from ._app import app, handle_errors
+
+
+class SplitChoice(str, Enum):
+    train = "train"
+    test = "test"
+    all = "all"
+
+
+DataDir = Annotated[Path, typer.Option(help="Competition folder: train/, test/, train_labels.csv, ...")]
+
+
+@app.command()
+@handle_errors
+def prepare(
+    data_dir: DataDir = Path("data"),
+    out: Annotated[
+        Optional[Path], typer.Option(help="Where to write the store \\[default: DATA_DIR/packed].")
+    ] = None,
+    split: Annotated[
+        SplitChoice, typer.Option(help="Which split to pack; 'all' packs every split whose folder exists.")
+    ] = SplitChoice.all,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out bad images/rows (recorded in the manifest) instead of failing.")
+    ] = False,
+    workers: Annotated[
+        Optional[int], typer.Option(min=1, help="Processes to decode with \\[default: all cores].")
+    ] = None,
+) -> None:
+    """Decode every TIFF patch once into a memory-mapped uint8 store that training reads at memory speed.
+
+    Writes OUT/{train,test}_images.npy (uint8 N x 96 x 96 x 3), OUT/{train,test}_ids.csv (id[,label], same
+    row order) and, last, OUT/manifest.json. Corrupt, truncated, wrong-size, non-RGB and missing images and
+    bad label rows are listed by name, and nothing is written unless you pass --skip-bad. Re-running on
+    unchanged inputs does nothing.
+
+    Example: hcd prepare --data-dir data
+    """
+    from ..pack import prepare as run_prepare
+
+    splits = ("train", "test") if split is SplitChoice.all else (split.value,)
+    summary = run_prepare(data_dir, out=out, splits=splits, skip_bad=skip_bad, workers=workers)
+    for r in summary.splits.values():
+        if r.up_to_date:
+            console.print(f"{r.split}: {r.count:,} images, up to date (nothing to do)")
+        else:
+            rate = f", {r.images_per_s:,.0f} images/s" if r.seconds > 0 else ""
+            console.print(f"{r.split}: packed {r.count:,} images{rate}")
+        for kind, names in r.skipped.items():
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            console.print(f"{r.split}: [yellow]skipped {len(names)} {kind}[/] ({shown})", soft_wrap=True)
+    console.print(f"store: {summary.out}")
+
+
+@app.command()
+@handle_errors
+def folds(
+    data_dir: DataDir = Path("data"),
+    n_folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Shuffle seed; the same seed always gives the same folds.")] = 0,
+    groups: Annotated[
+        Optional[Path],
+        typer.Option(help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds."),
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write \\[default: DATA_DIR/folds.csv].")] = None,
+) -> None:
+    """Split the training patches into stratified cross-validation folds and write DATA_DIR/folds.csv (id,fold).
+
+    Reads only train_labels.csv (no packed store needed). With --groups, folds are also grouped by slide,
+    so validation never sees a slide the model trained on; ids missing from that file are reported and
+    each kept as its own group. Prints the size and positive rate of every fold.
+
+    Example: hcd folds --data-dir data --n-folds 5 --seed 0
+    """
+    from ..folds import create_folds
+
+    summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out)
+    if summary.ungrouped:
+        shown = ", ".join(summary.ungrouped[:3]) + (", ..." if len(summary.ungrouped) > 3 else "")
+        console.print(
+            f"[yellow]{len(summary.ungrouped)} id(s) not in {groups}[/] ({shown}): each kept as its own group",
+            soft_wrap=True,
+        )
+    if summary.groups is not None:
+        console.print(f"{summary.groups:,} slide groups")
+    for k, (n, rate) in enumerate(zip(summary.counts, summary.positive_rates)):
+        console.print(f"fold {k}: {n:,} patches, {rate:.1%} positive")
+    console.print(f"wrote {summary.path}")

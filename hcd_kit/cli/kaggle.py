@@ -1,5 +1,265 @@
-"""Commands: kaggle (registered on the hcd app)."""
+"""Commands that talk to Kaggle after training: submit, submissions, kernel push|status|output, dataset push.
+
+Every Kaggle call goes through ``hcd_kit.kaggle_api`` (credentials check, time limit, retries, one-line
+errors); the library modules are ``submit``/``submission`` (upload, validation, ledger), ``kernel`` and
+``dataset``. Credentials come from KAGGLE_USERNAME + KAGGLE_KEY, ~/.kaggle/kaggle.json or KAGGLE_API_TOKEN.
+"""
 
 from __future__ import annotations
 
-from ._app import app, handle_errors  # noqa: F401
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import app, fail, handle_errors
+
+COMPETITION = "histopathologic-cancer-detection"  # == paths.COMPETITION, kept here so --help imports nothing
+
+kernel_app = typer.Typer(
+    help="Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.",
+    no_args_is_help=True,
+)
+dataset_app = typer.Typer(
+    help="Kaggle datasets that carry hcd_kit (its wheel) and trained weights into offline kernels.",
+    no_args_is_help=True,
+)
+app.add_typer(kernel_app, name="kernel")
+app.add_typer(dataset_app, name="dataset")
+
+Timeout = Annotated[
+    Optional[float],
+    typer.Option(help="Seconds one Kaggle call may take (default: $HCD_KAGGLE_TIMEOUT or 120)."),
+]
+Ledger = Annotated[Optional[Path], typer.Option(help="Ledger file (default: submissions/ledger.jsonl).")]
+Poll = Annotated[float, typer.Option(help="Seconds between the first polls (backs off to 60 s).")]
+
+
+def _score(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+@app.command()
+@handle_errors
+def submit(
+    file: Annotated[Path, typer.Argument(help="Submission CSV (id,label), e.g. from `hcd predict`.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="Description shown on Kaggle.")],
+    wait: Annotated[bool, typer.Option(help="Wait until Kaggle scores it and print the scores.")] = False,
+    data_dir: Annotated[Path, typer.Option(help="Folder with sample_submission.csv.")] = Path("data"),
+    competition: Annotated[str, typer.Option(help="Competition slug.")] = COMPETITION,
+    timeout: Timeout = None,
+    wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits for a score.")] = 3600.0,
+    ledger: Ledger = None,
+    poll_interval: Poll = 10.0,
+) -> None:
+    """Check a submission file, upload it to the competition, and record it in the ledger.
+
+    The file must have the header id,label, exactly the ids of DATA_DIR/sample_submission.csv and labels
+    in [0, 1]; otherwise every problem is listed and nothing is uploaded. An accepted submission is
+    appended to submissions/ledger.jsonl (file sha256, message, the runs / CV AUC / TTA from the
+    `<file>.json` sidecar `hcd predict` writes, Kaggle's ref, status and scores).
+
+    Example: hcd submit runs/r18/submission.csv -m "resnet18 5 folds tta8" --wait
+    """
+    from ..console import console
+    from ..paths import DataLayout
+    from ..submit import ledger_path, submit_file, wait_for_score
+
+    path = ledger_path(ledger)
+    rec = submit_file(file, message, DataLayout.of(data_dir).sample_submission, competition, path, timeout)
+    cv = f" (CV AUC {rec.cv_auc:.5f})" if rec.cv_auc is not None else ""
+    console.print(f"submitted {file} as ref {rec.ref}{cv}; recorded in {path}")
+    if wait:
+        rec = wait_for_score(
+            rec, path, wait_timeout=wait_timeout, poll=poll_interval, timeout=timeout,
+            on_poll=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
+        )
+        if rec.status == "ERROR":
+            raise fail(f"Kaggle could not score submission {rec.ref}; see its page for the reason")
+        console.print(f"public score {_score(rec.public_score)}  private score {_score(rec.private_score)}")
+
+
+@app.command()
+@handle_errors
+def submissions(
+    refresh: Annotated[bool, typer.Option(help="Fetch current status and scores from Kaggle first.")] = True,
+    ledger: Ledger = None,
+    timeout: Timeout = None,
+) -> None:
+    """List the ledger of submissions (newest last) with their runs, CV AUC and Kaggle scores.
+
+    With --refresh (the default) unfinished records are updated from Kaggle and saved back to the ledger.
+
+    Example: hcd submissions --no-refresh
+    """
+    from rich.table import Table
+
+    from ..console import console, err_console
+    from ..errors import KaggleError
+    from ..submission import read_ledger
+    from ..submit import ledger_path, refresh_ledger
+
+    path = ledger_path(ledger)
+    records = read_ledger(path)
+    if refresh and records:
+        try:
+            records = refresh_ledger(path, timeout)
+        except KaggleError as exc:  # the local ledger is still worth showing
+            err_console.print(f"[yellow]warning:[/] scores not refreshed: {exc}", soft_wrap=True)
+    if not records:
+        console.print(f"no submissions recorded in {path} yet; make one with `hcd submit FILE -m MSG`")
+        return
+    table = Table(title=f"submissions ({path})")
+    table.add_column("ref / UTC", no_wrap=True)
+    table.add_column("message / file, runs, tta", overflow="fold", ratio=1)
+    for col in ("CV AUC", "status", "public", "private"):  # the numbers compared: never cut short
+        table.add_column(col, no_wrap=True, justify="right")
+    for r in records:
+        source = ", ".join([Path(r.file).name, *(Path(x).name for x in r.runs)] + ([f"tta {r.tta}"] if r.tta else []))
+        table.add_row(
+            f"{r.ref or '-'}\n[dim]{r.time[:16].replace('T', ' ')}[/]", f"{r.message}\n[dim]{source}[/]",
+            _score(r.cv_auc), r.status, _score(r.public_score), _score(r.private_score),
+        )
+    console.print(table)
+
+
+def _opt(text: str):
+    return typer.Option(help=text)
+
+
+@kernel_app.command("push")
+@handle_errors
+def kernel_push(
+    fold: Annotated[str, _opt("Folds to train: a number, a list like 0,2, or all.")] = "all",
+    name: Annotated[Optional[str], _opt("Kernel slug (default: hcd-train, hcd-train-fold-K or hcd-predict).")] = None,
+    machine_shape: Annotated[str, _opt("Accelerator asked for (the kernel logs what it got).")] = "NvidiaTeslaT4",
+    internet: Annotated[bool, _opt("Give the kernel internet access (off: it needs nothing outside Kaggle).")] = False,
+    weights_dataset: Annotated[
+        str, _opt("Weights dataset (from `hcd dataset push --run-dir`): makes an inference-only kernel.")
+    ] = "",
+    wheel_dataset: Annotated[str, _opt("Dataset holding the hcd_kit wheel (`hcd dataset push`).")] = "hcd-kit",
+    dataset: Annotated[
+        Optional[list[str]],
+        _opt("Another dataset to attach (repeatable), e.g. pretrained weights for "
+             "--train-args \"--weights /kaggle/input/...\": the kernel has no internet."),
+    ] = None,
+    train_args: Annotated[str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --model resnet34\".")] = "",
+    predict_args: Annotated[str, _opt("Extra `hcd predict` flags.")] = "",
+    tta: Annotated[int, _opt("TTA views for the kernel's prediction: 1, 2, 4 or 8.")] = 8,
+    competition: Annotated[str, _opt("Competition attached to the kernel.")] = COMPETITION,
+    root: Annotated[Path, _opt("Folder with templates/; the kernel is rendered into ROOT/NAME/.")] = Path("kernels"),
+    dry_run: Annotated[bool, _opt("Render the kernel folder but do not push it.")] = False,
+    timeout: Timeout = None,
+) -> None:
+    """Render a Kaggle kernel that trains (and predicts) with hcd on a GPU, and push it.
+
+    Writes ROOT/NAME/kernel-metadata.json (private, GPU, internet off, the competition and the hcd_kit
+    wheel dataset attached) and ROOT/NAME/<script>.py, which logs its real GPUs, installs hcd_kit offline
+    from the wheel, then runs prepare -> folds -> train -> cv -> predict --tta 8 into
+    /kaggle/working/submission.csv. Push the wheel first with `hcd dataset push`.
+
+    Example: hcd kernel push --fold 0 --train-args "--epochs 6"
+    (then: hcd kernel status --name hcd-train-fold-0 --wait)
+    """
+    from ..console import console
+    from ..kernel import KernelSpec, default_name, push_kernel, render_kernel
+    from .. import kaggle_api
+
+    mode = "predict" if weights_dataset else "train"
+    spec = KernelSpec(
+        name=name or default_name(mode, fold), mode=mode, fold=fold, machine_shape=machine_shape,
+        internet=internet, competition=competition, wheel_dataset=wheel_dataset,
+        weights_dataset=weights_dataset, train_args=train_args, predict_args=predict_args, tta=tta,
+        extra_datasets=list(dataset or []),
+    )
+    user = kaggle_api.username()
+    folder = render_kernel(spec, user, root)
+    net = "on" if internet else "off"
+    console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})")
+    if dry_run:
+        return
+    res = push_kernel(folder, timeout=timeout)
+    version = f" version {res.version}" if res.version else ""
+    console.print(f"pushed {res.ref}{version} asking for {res.machine_shape} {res.url}".rstrip())
+    console.print(f"watch it with: hcd kernel status --name {spec.name} --wait")
+
+
+@kernel_app.command("status")
+@handle_errors
+def kernel_status_cmd(
+    name: Annotated[str, typer.Option(help="Kernel slug, or owner/slug.")] = "hcd-train",
+    wait: Annotated[bool, typer.Option(help="Poll until the session finishes.")] = False,
+    wait_timeout: Annotated[float, _opt("Seconds --wait waits (a GPU session lasts 12 h at most).")] = 43200.0,
+    poll_interval: Poll = 10.0,
+    timeout: Timeout = None,
+) -> None:
+    """Show a kernel's session status (QUEUED, RUNNING, COMPLETE, ERROR, ...); exit non-zero on ERROR.
+
+    Example: hcd kernel status --name hcd-train --wait
+    """
+    from ..console import console
+    from ..kernel import kernel_ref, kernel_status
+
+    ref = kernel_ref(name)
+    st = kernel_status(
+        ref, wait=wait, wait_timeout=wait_timeout, poll=poll_interval, timeout=timeout,
+        on_poll=(lambda s: console.print(f"  {s.ref}: {s.status}")) if wait else None,
+    )
+    if st.status == "ERROR":
+        raise fail(f"kernel {ref} failed: {st.failure_message or 'no message'}; see its log with hcd kernel output")
+    console.print(f"{ref}: {st.status}")
+
+
+@kernel_app.command("output")
+@handle_errors
+def kernel_output_cmd(
+    name: Annotated[str, typer.Option(help="Kernel slug, or owner/slug.")] = "hcd-train",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the files (default: kernels/NAME/output).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the whole download may take.")] = 3600.0,
+) -> None:
+    """Download every output file of a kernel's latest session (submission.csv, run/, gpus.json, the log).
+
+    Example: hcd kernel output --name hcd-train --out kaggle-out/
+    """
+    from ..console import console
+    from ..kernel import kernel_output, kernel_ref
+
+    ref = kernel_ref(name)
+    dest = out or Path("kernels") / ref.split("/")[1] / "output"
+    files = kernel_output(ref, dest, timeout=timeout)
+    console.print(f"downloaded {len(files)} files of {ref} into {dest}")
+
+
+@dataset_app.command("push")
+@handle_errors
+def dataset_push(
+    run_dir: Annotated[Optional[Path], typer.Option(help="Also ship this run's config.toml and fold weights.")] = None,
+    name: Annotated[Optional[str], _opt("Dataset slug (default: hcd-kit, or hcd-weights with --run-dir).")] = None,
+    wheel: Annotated[Optional[Path], typer.Option(help="Use this hcd_kit wheel instead of building one.")] = None,
+    out: Annotated[Optional[Path], _opt("Folder to assemble the dataset in (default: build/kaggle/NAME).")] = None,
+    notes: Annotated[str, typer.Option(help="Version notes when the dataset exists already.")] = "hcd update",
+    dry_run: Annotated[bool, typer.Option(help="Assemble the folder but do not upload it.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds the whole upload may take.")] = 3600.0,
+) -> None:
+    """Build and upload the Kaggle dataset that kernels install hcd_kit from (plus weights with --run-dir).
+
+    The folder holds the hcd_kit wheel (`pip wheel` of this repository, or --wheel), and with --run-dir
+    the run's config.toml and fold{k}_best.pt / fold{k}_oof.csv, plus dataset-metadata.json. The
+    dataset is created, or versioned when it exists.
+
+    Example: hcd dataset push --run-dir runs/resnet18 --name hcd-weights-r18
+    """
+    from ..console import console
+    from ..dataset import DEFAULT_NAME, build_dataset, check_slug, push_dataset
+    from .. import kaggle_api
+
+    slug = name or ("hcd-weights" if run_dir else DEFAULT_NAME)
+    check_slug(slug)
+    ref = f"{kaggle_api.username()}/{slug}"
+    folder = out or Path("build") / "kaggle" / slug
+    names = build_dataset(folder, ref, wheel=wheel, run_dir=run_dir)
+    console.print(f"assembled {folder}/: {', '.join(names)}")
+    if dry_run:
+        return
+    res = push_dataset(folder, notes, timeout=timeout)
+    console.print(f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip())

@@ -1,0 +1,84 @@
+"""What test-time augmentation costs: inference time for 1, 2, 4 and 8 dihedral views, batched on the device.
+
+All views of a batch go through the model as ONE forward pass (``hcd_kit.tta.tta_stack``), so TTA x n costs
+at most n times a single view, and less when a single view leaves the device under-used. The target is
+TTA x 8 <= 8.5 x one view. Uses ``hcd_kit.predict.predict_views`` (the code path of ``hcd predict``) on
+random uint8 patches, with randomly initialised weights (speed does not depend on the weights)::
+
+    python benchmarks/predict.py                        # resnet18, 2048 patches, batch 256, auto device
+    python benchmarks/predict.py --device cuda --n 8192 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from hcd_kit.device import amp_dtype, resolve_device
+from hcd_kit.model import create_model
+from hcd_kit.predict import predict_views, to_device
+from hcd_kit.tta import TTA_CHOICES
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_tta(model, images: np.ndarray, device, tta: int, batch_size: int, dtype, repeats: int) -> float:
+    """Best-of-``repeats`` seconds to predict every image with ``tta`` views (after one warm-up batch)."""
+    idx = np.arange(len(images))
+    predict_views(model, images, idx[:batch_size], img_size=96, device=device, tta=tta, batch_size=batch_size, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        predict_views(model, images, idx, img_size=96, device=device, tta=tta, batch_size=batch_size, dtype=dtype)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="resnet18", help="timm model name")
+    ap.add_argument("--n", type=int, default=2048, help="patches to predict per measurement")
+    ap.add_argument("--batch-size", type=int, default=256, help="patches per forward pass (x tta views)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--precision", default="auto", help="auto, fp16, bf16 or fp32")
+    ap.add_argument("--repeats", type=int, default=1, help="measurements per TTA size (best is kept)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    dtype = amp_dtype(device, args.precision)
+    torch.backends.cudnn.benchmark = True
+    model = to_device(create_model(args.model, pretrained=False), device)
+    images = np.random.default_rng(0).integers(0, 256, (args.n, 96, 96, 3), dtype=np.uint8)
+    seconds = {n: time_tta(model, images, device, n, args.batch_size, dtype, args.repeats) for n in TTA_CHOICES}
+    rows = [
+        {"tta": n, "seconds": s, "images_per_s": args.n / s, "views_per_s": args.n * n / s, "cost_vs_1": s / seconds[1]}
+        for n, s in seconds.items()
+    ]
+    result = {
+        "model": args.model, "device": str(device), "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+        "n": args.n, "batch_size": args.batch_size, "threads": torch.get_num_threads(), "rows": rows,
+        "tta8_within_target": rows[-1]["cost_vs_1"] <= 8.5,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{args.model} on {result['device']} ({result['dtype']}), {args.n} patches, batch {args.batch_size}")
+    print(f"{'tta':>4} {'seconds':>9} {'images/s':>10} {'views/s':>10} {'cost vs 1':>10}")
+    for r in rows:
+        print(f"{r['tta']:>4} {r['seconds']:>9.2f} {r['images_per_s']:>10,.0f} {r['views_per_s']:>10,.0f} {r['cost_vs_1']:>9.2f}x")
+    verdict = "meets" if result["tta8_within_target"] else "MISSES"
+    print(f"TTA x8 costs {rows[-1]['cost_vs_1']:.2f}x one view: {verdict} the <= 8.5x target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Benchmark: training throughput per model, fed from device memory vs. by the real packed-store loader.
+
+For each model it times the full training step hcd runs (uint8 -> float on the device, ``augment_batch``,
+upscale + normalise from ``hcd_kit.preprocess``, forward + backward + optimiser step under the AMP that
+``hcd_kit.device`` picks) twice: (a) on batches already resident on the device, which is what the model
+alone can do, and (b) on batches from ``BatchLoader`` over the packed memory map, which adds the gather,
+the host-to-device copy and the background thread. The difference is the loader overhead; the target is
+at most 5 % of model throughput. This is a benchmark, not a test: numbers depend on the machine.
+
+    python benchmarks/train.py                                          # hcd-mini, resnet18 + efficientnet_b0
+    python benchmarks/train.py --data-dir data --models resnet34 --batch-size 256 --steps 50 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "hcd-mini"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="competition-layout data folder")
+    p.add_argument("--out", type=Path, default=None, help="packed store folder (default DIR/packed, or a temp "
+                   "folder when DIR is read-only)")
+    p.add_argument("--models", default="resnet18,efficientnet_b0", help="comma-separated timm model names")
+    p.add_argument("--img-size", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return p.parse_args(argv)
+
+
+def packed_store(data_dir: Path, out: Path | None):
+    """The packed train store of ``data_dir``, packing it with ``hcd_kit.pack.prepare`` when needed."""
+    import os
+    import tempfile
+
+    from hcd_kit.pack import prepare
+    from hcd_kit.paths import DataLayout
+    from hcd_kit.store import open_store
+
+    if out is None:
+        out = DataLayout.of(data_dir).packed_dir
+        if not os.access(data_dir, os.W_OK) and not (out / "manifest.json").is_file():
+            out = Path(tempfile.gettempdir()) / f"hcd-bench-{data_dir.resolve().name}-packed"
+    prepare(data_dir, out=out, splits=("train",))  # a no-op when the store is current
+    return open_store(out, "train")
+
+
+class Stepper:
+    """One model, optimiser and AMP setup; ``step`` is ``hcd train``'s step without its bookkeeping."""
+
+    def __init__(self, name: str, device: torch.device, precision: str, img_size: int) -> None:
+        from hcd_kit.augment import AugmentConfig
+        from hcd_kit.device import amp_dtype, grad_scaler
+        from hcd_kit.model import create_model
+
+        self.device, self.img_size = device, img_size
+        self.model = create_model(name, pretrained=False).to(device).train()
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.dtype = amp_dtype(device, precision)  # type: ignore[arg-type]
+        self.scaler = grad_scaler(device, self.dtype)
+        self.loss = nn.BCEWithLogitsLoss()
+        self.aug = AugmentConfig()
+        self.epoch = 0
+
+    def step(self, x_u8: torch.Tensor, y: torch.Tensor, index: np.ndarray) -> None:
+        from hcd_kit.augment import augment_batch
+        from hcd_kit.device import autocast
+        from hcd_kit.preprocess import normalise, resize, to_float_nchw
+
+        x = augment_batch(to_float_nchw(x_u8), torch.from_numpy(index), self.epoch, 0, self.aug)
+        x = normalise(resize(x, self.img_size))
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.device, self.dtype):
+            loss = self.loss(self.model(x).squeeze(1).float(), y)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 2.0)  # hcd train's default grad_clip
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _timed(stepper: Stepper, batches, warmup: int, steps: int, batch_size: int, label: str) -> float:
+    """Images/s over ``steps`` steps after ``warmup`` untimed ones; ``batches`` yields (x, y, index)."""
+    from hcd_kit.console import progress
+
+    with progress("img", transient=True) as bar:
+        task = bar.add_task(label, total=(warmup + steps) * batch_size)
+        for i, (x, y, idx) in enumerate(batches):
+            if i == warmup:
+                stepper.sync()
+                start = time.perf_counter()
+            stepper.step(x, y, idx)
+            bar.advance(task, len(y))
+            if i + 1 == warmup + steps:
+                break
+        stepper.sync()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def from_memory(store, device: torch.device, batch_size: int, n_batches: int = 4):
+    """Endless batches that already live on the device (a few distinct ones, cycled)."""
+    rng = np.random.default_rng(0)
+    held = []
+    for _ in range(n_batches):
+        idx = np.sort(rng.choice(len(store), batch_size, replace=len(store) < batch_size))
+        x = torch.from_numpy(np.ascontiguousarray(store.images[idx])).to(device)
+        y = torch.from_numpy(store.labels[idx].astype(np.float32)).to(device)
+        held.append((x, y, idx))
+    while True:
+        yield from held
+
+
+def from_loader(store, device: torch.device, batch_size: int):
+    """Endless batches from the real ``BatchLoader``, moved to the device as ``hcd train`` does."""
+    from hcd_kit.loader import BatchLoader
+
+    loader = BatchLoader(store.images, store.labels, batch_size=batch_size, shuffle=True, seed=0,
+                         drop_last=True, pin_memory=device.type == "cuda")
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        for b in loader:
+            yield b.images.to(device, non_blocking=True), b.labels.to(device, non_blocking=True), b.index
+        epoch += 1
+
+
+def bench_model(name: str, store, device: torch.device, args: argparse.Namespace) -> dict:
+    stepper = Stepper(name, device, args.precision, args.img_size)
+    mem = _timed(stepper, from_memory(store, device, args.batch_size), args.warmup, args.steps,
+                 args.batch_size, f"{name} memory")
+    gen = from_loader(store, device, args.batch_size)
+    try:
+        load = _timed(stepper, gen, args.warmup, args.steps, args.batch_size, f"{name} loader")
+    finally:
+        gen.close()  # stops the loader's background thread
+    return {"memory_ips": round(mem, 1), "loader_ips": round(load, 1),
+            "overhead_pct": round(100.0 * (mem - load) / mem, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hcd_kit.console import console, err_console
+    from hcd_kit.device import resolve_device
+    from hcd_kit.errors import HcdError
+    from hcd_kit.model import check_model_name
+
+    args = parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+        for name in names:
+            check_model_name(name)
+        store = packed_store(args.data_dir, args.out)
+    except HcdError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        return 1
+    if len(store) < args.batch_size:
+        err_console.print(f"[bold red]error:[/] the store holds {len(store)} patches, fewer than --batch-size")
+        return 1
+    results = {name: bench_model(name, store, device, args) for name in names}
+    info = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "threads": torch.get_num_threads(), "batch_size": args.batch_size, "img_size": args.img_size,
+            "steps": args.steps, "models": results}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"training images/s on {info['device']} (batch {args.batch_size}, {args.img_size} px)")
+    for col in ("model", "in memory", "with loader", "loader overhead"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, r in results.items():
+        flag = "" if r["overhead_pct"] <= 5 else " [red](> 5 %)[/]"
+        table.add_row(name, f"{r['memory_ips']:,.0f}", f"{r['loader_ips']:,.0f}", f"{r['overhead_pct']:.1f} %{flag}")
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

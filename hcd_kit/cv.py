@@ -1,0 +1,207 @@
+"""Cross-validation report of a training run: per-fold and pooled out-of-fold AUC, and two diagnostic plots.
+
+``cv_report(run_dir)`` reads every ``RUN/fold*/oof.csv`` (id,fold,prob,label, written by ``hcd train`` from
+each fold's best weights) and returns the numbers: per-fold n / positives / AUC, the mean and std of the
+fold AUCs, and the **overall OOF AUC** pooled over all folds, the best estimate of the leaderboard score
+from training data alone (fold AUCs hide calibration differences between folds; the pooled AUC does not).
+It also says what looks wrong: a fold without predictions, ids predicted by two folds. ``write_plots``
+draws ``learning_curves.png`` (per fold: train/val loss and val AUC per epoch, from ``history.csv``) and
+``oof_roc.png`` (the pooled ROC curve and each fold's) into the run folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .fsutil import atomic_path
+from .metrics import roc_auc
+from .run import RunLayout
+
+OOF_COLUMNS = ("id", "fold", "prob", "label")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc")
+
+
+@dataclass
+class FoldScore:
+    fold: int
+    n: int
+    positives: int
+    auc: float  # NaN when the fold holds one class only
+
+
+@dataclass
+class CvReport:
+    run_dir: Path
+    folds: list[FoldScore]
+    overall_auc: float  # pooled over every fold's out-of-fold predictions
+    mean_auc: float  # mean of the defined fold AUCs
+    std_auc: float  # their (population) standard deviation
+    n: int
+    positives: int
+    warnings: list[str] = field(default_factory=list)
+    oof: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OOF_COLUMNS)), repr=False)
+
+
+def read_oof(path: Path) -> pd.DataFrame:
+    """One fold's ``oof.csv``, checked: the four columns, finite probabilities, labels 0/1."""
+    try:
+        df = pd.read_csv(path, dtype={"id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}); re-run that fold") from None
+    missing = [c for c in OOF_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(OOF_COLUMNS)}")
+    prob = pd.to_numeric(df["prob"], errors="coerce")
+    if not np.isfinite(prob.to_numpy(float)).all():
+        raise DataError(f"{path} has missing or non-numeric probabilities; re-run that fold")
+    if not df["label"].isin([0, 1]).all():
+        raise DataError(f"{path} has labels other than 0 and 1")
+    return df.assign(prob=prob.astype(float), label=df["label"].astype(np.int64))
+
+
+def read_histories(run_dir: str | os.PathLike[str]) -> dict[int, pd.DataFrame]:
+    """Each fold's ``history.csv`` that exists and has the columns a learning curve needs."""
+    run = RunLayout.of(run_dir)
+    out = {}
+    for k in run.folds_present():
+        path = run.history(k)
+        if path.is_file():
+            try:
+                df = pd.read_csv(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+                continue  # a curve is a diagnostic: an unreadable history only loses its own line
+            if all(c in df.columns for c in HISTORY_COLUMNS) and len(df):
+                out[k] = df
+    return out
+
+
+def _expected_folds(run: RunLayout, present: list[int]) -> list[int]:
+    """Folds the run should have: from its config.toml (``n_folds`` or ``folds``) if it says, else 0..max."""
+    want = set(range(max(present) + 1)) if present else set()
+    if run.config.is_file():
+        try:
+            cfg = tomllib.loads(run.config.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return sorted(want)
+        folds, n_folds = cfg.get("folds"), cfg.get("n_folds")
+        if isinstance(folds, list) and all(isinstance(f, int) for f in folds):
+            return sorted(folds)
+        if isinstance(n_folds, int) and not isinstance(n_folds, bool):
+            return list(range(n_folds))
+    return sorted(want)
+
+
+def _fold_score(fold: int, df: pd.DataFrame) -> FoldScore:
+    return FoldScore(fold, len(df), int(df["label"].sum()), roc_auc(df["label"], df["prob"]))
+
+
+def cv_report(run_dir: str | os.PathLike[str]) -> CvReport:
+    """The out-of-fold numbers of ``run_dir`` (see the module docstring); DataError if there are none."""
+    run = RunLayout.of(run_dir)
+    if not run.root.is_dir():
+        raise DataError(f"run folder {run.root} not found; pass the --run-dir of a `hcd train` run")
+    present = [k for k in run.folds_present() if run.oof(k).is_file()]
+    if not present:
+        raise DataError(f"no out-of-fold predictions in {run.root}; run `hcd train --run-dir {run.root}` first")
+    warnings = []
+    missing = [k for k in _expected_folds(run, present) if k not in present]
+    if missing:
+        warnings.append(
+            f"fold(s) {', '.join(map(str, missing))} have no oof.csv: the overall AUC covers "
+            f"{len(present)} fold(s) only; finish training them (`hcd train --resume`)"
+        )
+    frames = []
+    for k in present:
+        df = read_oof(run.oof(k))
+        if len(df) and (df["fold"] != k).any():
+            warnings.append(f"{run.oof(k)} has rows whose fold column is not {k}; counted as fold {k}")
+        frames.append(df.assign(fold=k))
+    oof = pd.concat(frames, ignore_index=True)
+    dup = int(oof["id"].duplicated().sum())
+    if dup:
+        warnings.append(f"{dup} id(s) appear in more than one fold's oof.csv: folds overlap, so the CV is leaky")
+    folds = [_fold_score(k, oof[oof["fold"] == k]) for k in present]
+    aucs = np.array([f.auc for f in folds if not math.isnan(f.auc)])
+    for f in folds:
+        if math.isnan(f.auc):
+            warnings.append(f"fold {f.fold} has a single class in its {f.n} predictions: its AUC is undefined")
+    return CvReport(
+        run_dir=run.root,
+        folds=folds,
+        overall_auc=roc_auc(oof["label"], oof["prob"]),
+        mean_auc=float(aucs.mean()) if aucs.size else math.nan,
+        std_auc=float(aucs.std()) if aucs.size else math.nan,
+        n=len(oof),
+        positives=int(oof["label"].sum()),
+        warnings=warnings,
+        oof=oof,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_learning_curves(histories: dict[int, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
+    """Loss (train solid, val dashed) and val AUC per epoch, one colour per fold, as a PNG at ``path``."""
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state: safe headless and in threads
+
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_auc = fig.subplots(1, 2)
+    for i, (k, h) in enumerate(sorted(histories.items())):
+        color = f"C{i % 10}"
+        ax_loss.plot(h["epoch"], h["train_loss"], color=color, label=f"fold {k} train")
+        ax_loss.plot(h["epoch"], h["val_loss"], color=color, linestyle="--", label=f"fold {k} val")
+        ax_auc.plot(h["epoch"], h["val_auc"], color=color, marker="o", markersize=3, label=f"fold {k}")
+    ax_loss.set(title="loss", xlabel="epoch", ylabel="BCE loss")
+    ax_auc.set(title="validation AUC", xlabel="epoch", ylabel="ROC AUC")
+    for ax in (ax_loss, ax_auc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, Path(path))
+
+
+def plot_oof_roc(report: CvReport, path: str | os.PathLike[str]) -> Path:
+    """The pooled out-of-fold ROC curve (AUC in the legend) over each fold's, as a PNG at ``path``."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
+
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.subplots()
+    oof = report.oof
+    for score in report.folds:
+        part = oof[oof["fold"] == score.fold]
+        if not math.isnan(score.auc):
+            fpr, tpr, _ = roc_curve(part["label"], part["prob"])
+            ax.plot(fpr, tpr, linewidth=1, alpha=0.6, label=f"fold {score.fold} (AUC {score.auc:.4f})")
+    if not math.isnan(report.overall_auc):
+        fpr, tpr, _ = roc_curve(oof["label"], oof["prob"])
+        ax.plot(fpr, tpr, color="black", linewidth=2.2, label=f"pooled OOF (AUC {report.overall_auc:.4f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(title="out-of-fold ROC", xlabel="false positive rate", ylabel="true positive rate")
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, Path(path))
+
+
+def write_plots(report: CvReport) -> list[Path]:
+    """``oof_roc.png`` and, when some fold has a history, ``learning_curves.png`` in the run folder."""
+    written = [plot_oof_roc(report, report.run_dir / "oof_roc.png")]
+    histories = read_histories(report.run_dir)
+    if histories:
+        written.insert(0, plot_learning_curves(histories, report.run_dir / "learning_curves.png"))
+    return written

@@ -1,0 +1,134 @@
+"""Kaggle datasets that carry hcd into offline kernels: the hcd_kit wheel, and optionally a run's weights.
+
+``build_dataset`` fills a folder with the wheel (built from the repository with ``pip wheel``, or one you
+pass) and, for inference kernels, a run's ``config.toml`` plus each fold's ``best.pt`` and ``oof.csv``
+flattened to ``fold{k}_best.pt`` / ``fold{k}_oof.csv`` (the client skips sub-folders; the kernel template
+rebuilds ``RUN/fold{k}/``), then writes ``dataset-metadata.json``. ``push_dataset`` creates the dataset,
+or adds a version when Kaggle already has it (GetDatasetStatus answering 404 means "create"), and checks
+the ``status``/``error`` the ``kaggle`` command ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import kaggle_api
+from .errors import ConfigError, DataError
+from .fsutil import atomic_path, atomic_write_text
+from .run import RunLayout
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_NAME = "hcd-kit"
+
+
+def check_slug(name: str) -> None:
+    # the client refuses slugs outside 6..50 characters, after uploading nothing; say so before any work
+    if not (6 <= len(name) <= 50) or not name.replace("-", "").isalnum() or name != name.lower():
+        raise ConfigError(f"dataset name {name!r} must be 6-50 lowercase letters, digits or '-'")
+
+
+def build_wheel(dest: Path, repo: Path = REPO_ROOT) -> Path:
+    """``pip wheel`` the hcd_kit project at ``repo`` into ``dest`` (no deps: Kaggle has them) and return it."""
+    if not (repo / "pyproject.toml").is_file():
+        raise DataError(f"no pyproject.toml in {repo}; run from the hcd repository or pass --wheel FILE")
+    for old in dest.glob("hcd_kit-*.whl"):
+        old.unlink()
+    cmd = [sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q", "-w", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("hcd_kit-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"building the hcd_kit wheel failed: {last}")
+    return wheels[-1]
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def add_run(folder: Path, run_dir: Path) -> list[str]:
+    """Copy ``config.toml`` and every fold's ``best.pt`` / ``oof.csv`` from ``run_dir``, flattened."""
+    run = RunLayout.of(run_dir)
+    if not run.config.is_file():
+        raise DataError(f"{run.config} not found; pass a run folder written by `hcd train`")
+    folds = [k for k in run.folds_present() if run.best(k).is_file()]
+    if not folds:
+        raise DataError(f"no fold*/best.pt in {run_dir}; train at least one fold first")
+    names = ["config.toml"]
+    _copy(run.config, folder / "config.toml")
+    for k in folds:
+        _copy(run.best(k), folder / f"fold{k}_best.pt")
+        names.append(f"fold{k}_best.pt")
+        if run.oof(k).is_file():
+            _copy(run.oof(k), folder / f"fold{k}_oof.csv")
+            names.append(f"fold{k}_oof.csv")
+    return names
+
+
+def build_dataset(
+    folder: str | os.PathLike[str],
+    ref: str,
+    wheel: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """Fill ``folder`` (emptied first) for dataset ``ref`` (owner/slug); return the file names in it."""
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    if wheel is not None:
+        wheel = Path(wheel)
+        if not wheel.is_file():
+            raise DataError(f"wheel {wheel} not found; build one with `python -m pip wheel . --no-deps -w dist`")
+        _copy(wheel, folder / wheel.name)
+        names = [wheel.name]
+    else:
+        names = [build_wheel(folder).name]
+    if run_dir is not None:
+        names += add_run(folder, Path(run_dir))
+    slug = ref.split("/")[1]
+    meta = {"title": slug, "id": ref, "licenses": [{"name": "CC0-1.0"}]}
+    atomic_write_text(folder / "dataset-metadata.json", json.dumps(meta, indent=2) + "\n")
+    return names
+
+
+@dataclass
+class DatasetResult:
+    ref: str
+    url: str
+    created: bool  # False: a new version of an existing dataset
+
+
+def _exists(api, ref: str) -> bool:
+    from requests import HTTPError
+
+    try:
+        api.dataset_status(ref)
+    except HTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return False
+        raise
+    return True
+
+
+def push_dataset(folder: str | os.PathLike[str], notes: str, timeout: float | None = None) -> DatasetResult:
+    """Create the dataset in ``folder`` or, if Kaggle has it, add a version with ``notes``."""
+    folder = str(folder)
+    ref = json.loads(Path(folder, "dataset-metadata.json").read_text(encoding="utf-8"))["id"]
+    api = kaggle_api.get_api()
+    exists = kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref))
+    if exists:
+        what = f"add a version to dataset '{ref}'"
+        resp = kaggle_api.call(what, lambda: api.dataset_create_version(folder, notes, quiet=True), timeout=timeout)
+    else:
+        what = f"create dataset '{ref}'"
+        resp = kaggle_api.call(what, lambda: api.dataset_create_new(folder, quiet=True), timeout=timeout)
+    kaggle_api.check_reported(what, resp)  # the `kaggle` command exits 0 on status "Error"
+    return DatasetResult(ref=ref, url=getattr(resp, "url", None) or "", created=not exists)

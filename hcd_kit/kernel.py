@@ -1,0 +1,213 @@
+"""Kaggle kernels for hcd: render a kernel folder from ``kernels/templates``, push it, watch it, fetch its output.
+
+``render_kernel`` writes ``ROOT/<name>/kernel-metadata.json`` and ``ROOT/<name>/<name with _>.py`` from
+the templates (a private GPU script with internet off, the competition and the hcd_kit wheel dataset
+attached, and, for inference, a weights dataset). ``push_kernel`` sends it with the official client and
+checks the ``error`` field the ``kaggle`` command ignores; ``kernel_status`` polls the session (bounded,
+with backoff) and ``kernel_output`` downloads every output file, page after page. The machine shape a
+push asked for is recorded in the metadata and in ``ROOT/<name>/last_push.json``; the kernel itself logs
+the GPUs it really got (Kaggle has been seen to hand out another GPU than the one asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import kaggle_api
+from .errors import ConfigError, KaggleError
+from .fsutil import atomic_write_text
+from .paths import COMPETITION
+
+DEFAULT_ROOT = Path("kernels")
+DEFAULT_SHAPE = "NvidiaTeslaT4"  # the client's own help names it for T4 x2; the kernel logs what it got
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{3,48})[a-z0-9]")
+_FOLD = re.compile(r"all|\d+(?:,\d+)*")
+
+
+@dataclass
+class KernelSpec:
+    """What to run on Kaggle; defaults give a private T4 GPU training kernel over all folds, no internet."""
+
+    name: str = "hcd-train"
+    mode: str = "train"  # "train" (prepare, folds, train, predict) or "predict" (from a weights dataset)
+    fold: str = "all"
+    machine_shape: str = DEFAULT_SHAPE
+    internet: bool = False
+    competition: str = COMPETITION
+    wheel_dataset: str = "hcd-kit"  # slug under your user, or owner/slug
+    weights_dataset: str = ""
+    train_args: str = ""
+    predict_args: str = ""
+    tta: int = 8
+    extra_datasets: list[str] = field(default_factory=list)
+
+
+def default_name(mode: str, fold: str) -> str:
+    if mode == "predict":
+        return "hcd-predict"
+    return "hcd-train" if fold == "all" else "hcd-train-fold-" + fold.replace(",", "-")
+
+
+def _check(spec: KernelSpec) -> None:
+    if not _SLUG.fullmatch(spec.name):
+        raise ConfigError(
+            f"kernel name {spec.name!r} must be 5-50 lowercase letters, digits or '-' (it becomes the slug)"
+        )
+    if not _FOLD.fullmatch(spec.fold):
+        raise ConfigError(f"--fold {spec.fold!r}: use a fold number, a list like 0,2, or all")
+    if spec.mode not in ("train", "predict"):
+        raise ConfigError(f"kernel mode {spec.mode!r}: use train or predict")
+    if spec.mode == "predict" and not spec.weights_dataset:
+        raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
+    if spec.tta not in (1, 2, 4, 8):
+        raise ConfigError(f"--tta {spec.tta}: use 1, 2, 4 or 8")
+
+
+def _owned(ref: str, user: str) -> str:
+    return ref if "/" in ref else f"{user}/{ref}"
+
+
+def kernel_ref(name: str, user: str | None = None) -> str:
+    """``owner/slug`` for ``name`` (a bare slug belongs to the authenticated user)."""
+    return name if "/" in name else f"{user or kaggle_api.username()}/{name}"
+
+
+def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
+    """Write ``root/<name>/kernel-metadata.json`` and the script from ``root/templates``; return the folder.
+
+    Example: ``render_kernel(KernelSpec(fold="0"), "alice")`` -> ``kernels/hcd-train/`` with the id
+    ``alice/hcd-train``.
+    """
+    _check(spec)
+    root = Path(root)
+    templates = root / "templates"
+    meta_t, script_t = templates / "kernel-metadata.json", templates / "kernel.py"
+    if not (meta_t.is_file() and script_t.is_file()):
+        raise ConfigError(f"no kernel templates in {templates}; run from the hcd repository root or pass --root")
+    code_file = spec.name.replace("-", "_") + ".py"
+    meta = json.loads(meta_t.read_text(encoding="utf-8"))
+    datasets = [_owned(spec.wheel_dataset, user)]
+    if spec.weights_dataset:
+        datasets.append(_owned(spec.weights_dataset, user))
+    datasets += [_owned(d, user) for d in spec.extra_datasets]
+    meta.update(
+        id=f"{user}/{spec.name}",
+        title=spec.name.replace("-", " "),  # slugifies back to the id: the client warns otherwise
+        code_file=code_file,
+        enable_gpu=True,
+        enable_internet=spec.internet,
+        machine_shape=spec.machine_shape,
+        dataset_sources=list(dict.fromkeys(datasets)),
+        competition_sources=[spec.competition],
+    )
+    values = {
+        "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_ARGS": spec.train_args, "PREDICT_ARGS": spec.predict_args,
+        "TTA": str(spec.tta), "COMPETITION": spec.competition, "WHEEL_DATASET": datasets[0],
+        "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
+        "MACHINE_SHAPE": spec.machine_shape,
+    }
+    script = script_t.read_text(encoding="utf-8")
+    for key, value in values.items():
+        # a JSON string literal is a valid Python string literal, so any value is quoted safely
+        script = script.replace(f'"__HCD_{key}__"', json.dumps(value))
+    folder = root / spec.name
+    atomic_write_text(folder / code_file, script)
+    atomic_write_text(folder / "kernel-metadata.json", json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+@dataclass
+class PushResult:
+    ref: str
+    url: str
+    version: int | None
+    machine_shape: str
+
+
+def push_kernel(folder: str | os.PathLike[str], timeout: float | None = None) -> PushResult:
+    """Push a rendered kernel folder; a refusal reported inside a 200 answer is a ``KaggleError``."""
+    folder = Path(folder)
+    meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
+    api = kaggle_api.get_api()
+    # no retries: a second push after a lost answer would start (and bill) a second GPU session
+    resp = kaggle_api.call(f"push kernel '{meta['id']}'", lambda: api.kernels_push(str(folder)), timeout=timeout,
+                           retries=0)
+    kaggle_api.check_reported(f"push kernel '{meta['id']}'", resp)  # the `kaggle` command exits 0 on these
+    result = PushResult(
+        ref=meta["id"],  # the answer's ref is a URL path (/code/owner/slug)
+        url=getattr(resp, "url", None) or "",
+        version=getattr(resp, "version_number", None),
+        machine_shape=meta.get("machine_shape", ""),
+    )
+    record = asdict(result) | {"time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    atomic_write_text(folder / "last_push.json", json.dumps(record, indent=2) + "\n")
+    return result
+
+
+@dataclass
+class KernelStatus:
+    ref: str
+    status: str  # QUEUED, RUNNING, COMPLETE, ERROR, CANCEL_*, ...
+    failure_message: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status not in ("QUEUED", "RUNNING", "NEW_SCRIPT", "CANCEL_REQUESTED")
+
+
+def _status_once(ref: str, timeout: float | None) -> KernelStatus:
+    api = kaggle_api.get_api()
+    resp = kaggle_api.call(f"get the status of kernel '{ref}'", lambda: api.kernels_status(ref), timeout=timeout,
+                           not_found=f"kernel '{ref}'")
+    status = getattr(resp.status, "name", str(resp.status))  # enums print as KernelWorkerStatus.X
+    return KernelStatus(ref, status, kaggle_api.redact(getattr(resp, "failure_message", None) or ""))
+
+
+def kernel_status(
+    ref: str,
+    wait: bool = False,
+    wait_timeout: float = 12 * 3600.0,
+    poll: float = 10.0,
+    on_poll: Callable[[KernelStatus], None] | None = None,
+    timeout: float | None = None,
+) -> KernelStatus:
+    """The session status of kernel ``ref``; with ``wait``, poll (backoff up to 60 s) until it finishes.
+
+    ``on_poll(status)`` is called after each poll (the CLI shows it); ``timeout`` bounds each call.
+    Waiting longer than ``wait_timeout`` seconds is a ``KaggleError``.
+    """
+    deadline = time.monotonic() + wait_timeout
+    delay = poll
+    while True:
+        st = _status_once(ref, timeout)
+        if on_poll:
+            on_poll(st)
+        if not wait or st.done:
+            return st
+        if time.monotonic() + delay > deadline:
+            raise KaggleError(
+                f"kernel {ref} still {st.status} after {wait_timeout:g} s; check later with hcd kernel status"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 60.0)
+
+
+def kernel_output(ref: str, out_dir: str | os.PathLike[str], timeout: float | None = None) -> list[Path]:
+    """Download every output file of kernel ``ref`` (all pages) and its log into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    api = kaggle_api.get_api()
+    # page_token=None makes the client follow nextPageToken itself; force: never keep a stale copy
+    files, _ = kaggle_api.call(
+        f"download the output of kernel '{ref}'",
+        lambda: api.kernels_output(ref, str(out_dir), force=True, quiet=True),
+        timeout=timeout, not_found=f"kernel '{ref}'",
+    )
+    return [Path(f) for f in files]

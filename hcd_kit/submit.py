@@ -1,0 +1,139 @@
+"""Uploading a checked submission to Kaggle, waiting for its score, and refreshing the ledger's scores.
+
+``submit_file`` validates the CSV first (an invalid file is never uploaded), runs the client's three-step
+upload through the gateway, and treats the client's silent failure (``ref`` 0 / "Could not submit")
+as an error; only an accepted submission is appended to the ledger, so the ledger mirrors what Kaggle
+holds. ``wait_for_score`` polls ListSubmissions with backoff until the submission is scored or failed;
+``refresh_ledger`` updates every unfinished record from Kaggle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import kaggle_api
+from .errors import KaggleError
+from .submission import (
+    DEFAULT_LEDGER,
+    LedgerRecord,
+    append_record,
+    as_score,
+    read_ledger,
+    validate_submission,
+    write_ledger,
+)
+
+FINAL = ("COMPLETE", "ERROR")
+
+
+def submit_file(
+    path: str | os.PathLike[str],
+    message: str,
+    sample_csv: str | os.PathLike[str],
+    competition: str,
+    ledger: str | os.PathLike[str],
+    timeout: float | None = None,
+) -> LedgerRecord:
+    """Validate ``path`` against ``sample_csv``, upload it, append the accepted submission to ``ledger``."""
+    validate_submission(path, sample_csv)
+    record = LedgerRecord.for_file(path, message, competition)
+    api = kaggle_api.get_api()
+    # no retries: a 5xx after Kaggle stored the file would spend a second daily submission
+    resp = kaggle_api.call(
+        f"submit {path} to competition '{competition}'",
+        lambda: api.competition_submit(str(path), message, competition, quiet=True),
+        timeout=timeout, retries=0, not_found=f"competition '{competition}'", competition=competition,
+    )
+    ref = int(getattr(resp, "ref", 0) or 0)
+    if ref <= 0:
+        said = kaggle_api.redact((getattr(resp, "message", "") or "no reason given").strip().rstrip("."))
+        raise KaggleError(f"Kaggle did not accept {path}: {said}; nothing was recorded, try again later")
+    record.ref = ref
+    append_record(ledger, record)
+    return record
+
+
+def _list(competition: str, timeout: float | None, pages: int = 5) -> dict[int, object]:
+    """Recent submissions by ref (a few pages: the ledger's unfinished ones are recent)."""
+    api = kaggle_api.get_api()
+    found: dict[int, object] = {}
+    for page in range(1, pages + 1):
+        subs = kaggle_api.call(
+            f"list the submissions of competition '{competition}'",
+            lambda: api.competition_submissions(competition, page_number=page, page_size=100),
+            timeout=timeout, not_found=f"competition '{competition}'", competition=competition,
+        ) or []
+        for s in subs:
+            found[int(s.ref)] = s
+        if len(subs) < 100:
+            break
+    return found
+
+
+def _apply(record: LedgerRecord, sub: object) -> None:
+    status = getattr(sub, "status", None)
+    record.status = getattr(status, "name", str(status))  # enums print as SubmissionStatus.X
+    record.public_score = as_score(getattr(sub, "public_score", None))
+    record.private_score = as_score(getattr(sub, "private_score", None))
+
+
+def wait_for_score(
+    record: LedgerRecord,
+    ledger: str | os.PathLike[str],
+    wait_timeout: float = 3600.0,
+    poll: float = 10.0,
+    on_poll: Callable[[LedgerRecord], None] | None = None,
+    timeout: float | None = None,
+) -> LedgerRecord:
+    """Poll Kaggle (backoff up to 60 s) until ``record`` is COMPLETE or ERROR; save its scores to ``ledger``.
+
+    ``timeout`` bounds each call; waiting longer than ``wait_timeout`` seconds is a ``KaggleError``.
+    """
+    deadline = time.monotonic() + wait_timeout
+    delay = poll
+    while True:
+        sub = _list(record.competition, timeout).get(record.ref)
+        if sub is not None:
+            _apply(record, sub)
+        if on_poll:
+            on_poll(record)
+        if record.status in FINAL:
+            _save(ledger, [record])
+            return record
+        if time.monotonic() + delay > deadline:
+            raise KaggleError(
+                f"submission {record.ref} still {record.status} after {wait_timeout:g} s; "
+                "see its score later with `hcd submissions`"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 60.0)
+
+
+def _save(ledger: str | os.PathLike[str], updated: list[LedgerRecord]) -> None:
+    by_ref = {r.ref: r for r in updated}
+    records = [by_ref.get(r.ref, r) if r.ref is not None else r for r in read_ledger(ledger)]
+    write_ledger(ledger, records)
+
+
+def refresh_ledger(ledger: str | os.PathLike[str], timeout: float | None = None) -> list[LedgerRecord]:
+    """Update every record not yet COMPLETE/ERROR (and lacking a private score) from Kaggle; return all."""
+    records = read_ledger(ledger)
+    stale = [r for r in records if r.ref and (r.status not in FINAL or r.private_score is None)]
+    changed = False
+    for competition in sorted({r.competition for r in stale}):
+        subs = _list(competition, timeout=timeout)
+        for r in stale:
+            if r.competition == competition and r.ref in subs:
+                _apply(r, subs[r.ref])
+                changed = True
+    if changed:
+        write_ledger(ledger, records)
+    return records
+
+
+def ledger_path(ledger: str | os.PathLike[str] | None) -> Path:
+    """``ledger`` or the default ``submissions/ledger.jsonl`` (relative to the current directory)."""
+    return Path(ledger) if ledger is not None else DEFAULT_LEDGER

@@ -1,0 +1,138 @@
+"""hcd on a Kaggle GPU: install hcd_kit offline, then train and/or predict, failing loudly on any error.
+
+Rendered by `hcd kernel push` (which fills in the constants below); edit kernels/templates/kernel.py,
+not a rendered copy. Modes:
+  train    prepare -> folds -> train (FOLD) -> cv report -> predict (TTA x8) -> /kaggle/working/submission.csv
+  predict  rebuild the run folder from a weights dataset (`hcd dataset push --run-dir RUN`) -> predict
+The session's real GPUs are logged first (and saved to gpus.json): Kaggle may not give the machine shape
+that was asked for.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+MODE = "__HCD_MODE__"                      # "train" or "predict"
+FOLD = "__HCD_FOLD__"                      # a fold number, a list like "0,2", or "all"
+TRAIN_ARGS = "__HCD_TRAIN_ARGS__"          # extra `hcd train` flags, e.g. "--epochs 8 --model resnet34"
+PREDICT_ARGS = "__HCD_PREDICT_ARGS__"      # extra `hcd predict` flags
+TTA = "__HCD_TTA__"
+COMPETITION = "__HCD_COMPETITION__"
+WHEEL_DATASET = "__HCD_WHEEL_DATASET__"    # owner/slug of the dataset holding the hcd_kit wheel
+WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (predict mode), or ""
+MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"    # what the push asked for; compare with the GPUs logged below
+
+# Overridable only to rehearse the kernel locally (tests/test_kernel.py does, with HCD_KERNEL_DRY_RUN=1).
+INPUT = Path(os.environ.get("HCD_KAGGLE_INPUT", "/kaggle/input"))
+WORK = Path(os.environ.get("HCD_KAGGLE_WORKING", "/kaggle/working"))
+DRY_RUN = os.environ.get("HCD_KERNEL_DRY_RUN") == "1"  # print the pip/hcd steps instead of running them
+DATA = WORK / "data"  # /kaggle/input is read-only, hcd writes packed stores and folds beside the data
+RUN = WORK / "run"
+
+
+def sh(*cmd: str) -> None:
+    """Run a command, echoing it; any failure stops the kernel with its exit code (the session shows ERROR)."""
+    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    if DRY_RUN:
+        return
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        print(f"FAILED (exit {rc}): {' '.join(cmd)}", flush=True)
+        sys.exit(rc)
+
+
+def hcd(*args: str) -> None:
+    sh(sys.executable, "-m", "hcd_kit", *args)
+
+
+def log_gpus() -> None:
+    try:
+        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        smi = f"nvidia-smi unavailable: {exc}"
+    import torch
+
+    n = torch.cuda.device_count()
+    info = {
+        "machine_shape_asked": MACHINE_SHAPE,
+        "nvidia_smi": smi.strip().splitlines(),
+        "cuda_device_count": n,
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(n)],
+        "torch": torch.__version__,
+    }
+    print("GPUS " + json.dumps(info), flush=True)
+    (WORK / "gpus.json").write_text(json.dumps(info, indent=2))
+
+
+def mounted(ref: str, marker: str) -> Path:
+    """Where Kaggle mounted dataset/competition ``ref``: the known places first, then a shallow search."""
+    slug = ref.split("/")[-1]
+    owner = ref.split("/")[0] if "/" in ref else ""
+    known = [INPUT / slug, INPUT / "datasets" / owner / slug, INPUT / "competitions" / slug]
+    for base in known:
+        if list(base.glob(marker)):
+            return base
+    for depth in ("*", "*/*", "*/*/*"):  # shallow: a competition folder holds 220k files one level down
+        hits = sorted(INPUT.glob(f"{depth}/{marker}"))
+        if hits:
+            return hits[0].parent
+    sys.exit(f"{ref} is not attached (no {marker} under {INPUT}); add it to the kernel's sources")
+
+
+def install() -> None:
+    wheels = mounted(WHEEL_DATASET, "hcd_kit-*.whl")
+    wheel = sorted(wheels.glob("hcd_kit-*.whl"))[-1]
+    # No internet: resolve against what the Kaggle image already has (torch, timm, pandas, ...).
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), str(wheel)]
+    print("+", " ".join(cmd), flush=True)
+    if DRY_RUN:
+        return
+    if subprocess.run(cmd).returncode != 0:
+        print("dependency resolution failed offline; installing hcd_kit with --no-deps", flush=True)
+        sh(sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(wheel))
+
+
+def link_data() -> None:
+    src = mounted(COMPETITION, "train_labels.csv")
+    DATA.mkdir(parents=True, exist_ok=True)
+    for name in ("train", "test", "train_labels.csv", "sample_submission.csv"):
+        dst = DATA / name
+        if (src / name).exists() and not dst.exists():
+            dst.symlink_to(src / name)
+
+
+def link_weights() -> None:
+    """A weights dataset is flat (fold0_best.pt, fold0_oof.csv, config.toml): rebuild RUN/fold{k}/."""
+    src = mounted(WEIGHTS_DATASET, "config.toml")
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "config.toml").write_bytes((src / "config.toml").read_bytes())
+    for f in sorted(src.glob("fold*_*")):
+        fold, rest = f.name.split("_", 1)
+        (RUN / fold).mkdir(exist_ok=True)
+        if not (RUN / fold / rest).exists():
+            (RUN / fold / rest).symlink_to(f)
+
+
+def main() -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    log_gpus()
+    install()
+    link_data()
+    d, r = str(DATA), str(RUN)
+    if MODE == "train":
+        hcd("prepare", "--data-dir", d)
+        hcd("folds", "--data-dir", d)
+        hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *shlex.split(TRAIN_ARGS))
+        hcd("cv", "--run-dir", r)
+    else:
+        link_weights()
+    out = str(WORK / "submission.csv")
+    hcd("predict", "--data-dir", d, "--run-dir", r, "--tta", TTA, "--out", out, *shlex.split(PREDICT_ARGS))
+    print(f"done: {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""``hcd folds``: stratified, deterministic, grouped by slide on request, and checked when read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hcd_kit.cli import app
+from hcd_kit.errors import DataError
+from hcd_kit.folds import make_folds, read_folds, read_groups, write_folds
+from hcd_kit.labels import read_labels
+
+
+@pytest.fixture(scope="module")
+def labels(mini_root) -> pd.DataFrame:
+    return read_labels(mini_root / "train_labels.csv")
+
+
+def _hcd(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_stratified_and_deterministic(labels):
+    folds = make_folds(labels, n_folds=5, seed=3)
+    assert folds["id"].tolist() == labels["id"].tolist()
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
+    sizes = folds["fold"].value_counts()
+    assert sizes.max() - sizes.min() <= 1
+    rate = labels["label"].mean()
+    per_fold = labels["label"].groupby(folds["fold"]).mean()
+    assert (per_fold - rate).abs().max() < 0.01
+    assert folds.equals(make_folds(labels, n_folds=5, seed=3))
+    assert not folds["fold"].equals(make_folds(labels, n_folds=5, seed=4)["fold"])
+
+
+def _slides(labels: pd.DataFrame, n_slides: int = 60, seed: int = 0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    return pd.Series(rng.integers(0, n_slides, len(labels)).astype(str), index=labels["id"].to_numpy())
+
+
+def test_groups_never_span_two_folds(labels):
+    slides = _slides(labels)
+    folds = make_folds(labels, n_folds=4, seed=0, groups=slides)
+    per_slide = folds.groupby(slides.reindex(folds["id"]).to_numpy())["fold"].nunique()
+    assert (per_slide == 1).all() and folds["fold"].nunique() == 4
+    assert folds.equals(make_folds(labels, n_folds=4, seed=0, groups=slides))
+
+
+def test_cli_with_groups_reports_unknown_ids(mini_root, labels, tmp_path):
+    slides = _slides(labels)
+    known = slides.iloc[: len(slides) - 7]
+    groups = tmp_path / "patch_to_wsi.csv"
+    pd.DataFrame({"id": known.index, "wsi": known.to_numpy()}).to_csv(groups, index=False)
+    out = tmp_path / "folds.csv"
+    result = _hcd("folds", "--data-dir", mini_root, "--n-folds", 3, "--groups", groups, "--out", out)
+    assert result.exit_code == 0, result.output
+    missing = labels["id"].tolist()[-7:]
+    assert "7 id(s) not in" in result.stdout and missing[0] in result.stdout
+    assert f"{slides.iloc[:-7].nunique() + 7} slide groups" in result.stdout
+    for k in range(3):
+        assert f"fold {k}:" in result.stdout and "% positive" in result.stdout
+    folds = read_folds(out, ids=labels["id"], n_folds=3)
+    per_slide = folds.iloc[:-7].groupby(known.to_numpy())["fold"].nunique()
+    assert (per_slide == 1).all()
+
+
+def test_groups_file_formats(tmp_path):
+    two = tmp_path / "two.csv"
+    two.write_text("a.tif,s1\nb.tif,s2\n")  # headerless, file names like the community's file
+    assert read_groups(two).to_dict() == {"a": "s1", "b": "s2"}
+    named = tmp_path / "named.csv"
+    named.write_text("slide,id,x\ns9,a,0\n")
+    assert read_groups(named).to_dict() == {"a": "s9"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,x,y\na,1,2\n")
+    with pytest.raises(DataError, match="wsi, slide, group"):
+        read_groups(bad)
+
+
+def test_cli_default_path_and_bad_n_folds(subset_factory):
+    root = subset_factory(n_train=20, n_test=0)
+    ok = _hcd("folds", "--data-dir", root, "--n-folds", 2, "--seed", 1)
+    assert ok.exit_code == 0 and (root / "folds.csv").is_file()
+    assert read_folds(root / "folds.csv", n_folds=2)["fold"].value_counts().tolist() == [10, 10]
+    bad = _hcd("folds", "--data-dir", root, "--n-folds", 11)
+    assert bad.exit_code != 0 and "fewer than --n-folds 11" in bad.stderr
+
+
+def test_read_folds_validates(labels, tmp_path):
+    folds = make_folds(labels.head(100), n_folds=4, seed=0)
+    path = write_folds(folds, tmp_path / "folds.csv")
+    back = read_folds(path, ids=labels["id"].head(100)[::-1], n_folds=4)
+    assert back["id"].tolist() == labels["id"].head(100)[::-1].tolist()
+    assert back.set_index("id")["fold"].sort_index().equals(folds.set_index("id")["fold"].sort_index())
+    assert len(read_folds(path, ids=labels["id"].head(10))) == 10  # extra rows in the file are fine
+
+    with pytest.raises(DataError, match="no fold for 1 id"):
+        read_folds(path, ids=[*labels["id"].head(3), "nope"])
+    with pytest.raises(DataError, match="expected 0..4"):
+        read_folds(path, n_folds=5)
+    for text, message in [
+        ("id,fold\na,0\nb,1\na,1\n", "1 duplicate id"),
+        ("id,fold\na,0\nb,2\n", "expected 0..2"),
+        ("id,fold\na,0\nb,x\n", "not an integer"),
+        ("id,k\na,0\n", "expected id,fold"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_folds(path)

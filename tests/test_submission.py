@@ -1,0 +1,123 @@
+"""Submission validation and the ledger, against the real sample_submission.csv of hcd-mini (no server)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import sha256_file
+from hcd_kit.submission import (
+    LedgerRecord,
+    append_record,
+    read_ledger,
+    validate_submission,
+    write_ledger,
+)
+
+
+@pytest.fixture
+def sample(mini_root):
+    return mini_root / "sample_submission.csv"
+
+
+@pytest.fixture
+def ids(sample):
+    return pd.read_csv(sample, dtype=str)["id"].tolist()
+
+
+def write(path, header, rows):
+    path.write_text("\n".join([header] + [f"{i},{v}" for i, v in rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_valid_file_round_trips(tmp_path, sample, ids):
+    rows = [(i, n / len(ids)) for n, i in enumerate(ids)]
+    df = validate_submission(write(tmp_path / "s.csv", "id,label", rows), sample)
+    assert df["id"].tolist() == ids
+    assert df["label"].tolist() == pytest.approx([v for _, v in rows])
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda ids: ("id,prob", [(i, 0.5) for i in ids]), "header is 'id,prob'"),
+        (lambda ids: ("id,label", [(i, 0.5) for i in ids[3:]]), "3 missing ids"),
+        (lambda ids: ("id,label", [(i, 0.5) for i in ids] + [("deadbeef", 0.5)]), "1 ids not in the sample (deadbeef)"),
+        (lambda ids: ("id,label", [(i, 0.5) for i in ids] + [(ids[7], 0.5)]), "1 duplicated ids"),
+        (lambda ids: ("id,label", [(i, "nan" if n == 4 else 0.5) for n, i in enumerate(ids)]), "line 6: 'nan'"),
+        (lambda ids: ("id,label", [(i, 1.5 if n == 0 else 0.5) for n, i in enumerate(ids)]), "line 2: '1.5'"),
+        (lambda ids: ("id,label", [(i, "high" if n == 1 else 0.5) for n, i in enumerate(ids)]), "line 3: 'high'"),
+        (lambda ids: ("id,label", [(i, "inf" if n == 2 else 0.5) for n, i in enumerate(ids)]), "1 labels not a finite"),
+    ],
+    ids=["header", "missing", "extra", "duplicate", "nan", "range", "text", "inf"],
+)
+def test_each_problem_is_named(tmp_path, sample, ids, mutate, expected):
+    header, rows = mutate(ids)
+    with pytest.raises(DataError) as err:
+        validate_submission(write(tmp_path / "s.csv", header, rows), sample)
+    msg = str(err.value)
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_all_problems_in_one_line(tmp_path, sample, ids):
+    rows = [(i, 0.5) for i in ids[2:]] + [("extra1", -0.1), (ids[5], 0.5)]
+    with pytest.raises(DataError) as err:
+        validate_submission(write(tmp_path / "s.csv", "id,label", rows), sample)
+    msg = str(err.value)
+    assert "2 missing ids" in msg and "1 ids not in the sample" in msg
+    assert "1 duplicated ids" in msg and "1 labels not a finite number" in msg
+    assert len(msg.splitlines()) == 1
+    # names a few, not hundreds
+    assert ids[0] in msg and len(msg) < 600
+
+
+def test_malformed_csv(tmp_path, sample, ids):
+    p = tmp_path / "s.csv"
+    p.write_text("id,label\n" + "\n".join(f"{i},0.5" for i in ids[:-1]) + f"\n{ids[-1]},0.5,extra\n")
+    with pytest.raises(DataError, match="1 rows without exactly 2 fields"):
+        validate_submission(p, sample)
+    p.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(DataError, match="not a UTF-8"):
+        validate_submission(p, sample)
+    p.write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        validate_submission(p, sample)
+    with pytest.raises(DataError, match="not found"):
+        validate_submission(tmp_path / "absent.csv", sample)
+    with pytest.raises(DataError, match="sample_submission"):
+        validate_submission(write(p, "id,label", [(i, 0.5) for i in ids]), tmp_path / "sample_submission.csv")
+
+
+def test_ledger_record_reads_sidecar_and_appends(tmp_path, sample, ids):
+    sub = write(tmp_path / "s.csv", "id,label", [(i, 0.25) for i in ids])
+    (tmp_path / "s.csv.json").write_text(
+        json.dumps({"runs": ["runs/r18"], "cv_auc": 0.9512, "tta": 8, "folds": [0, 1], "ensemble": "mean"})
+    )
+    rec = LedgerRecord.for_file(sub, "first try", "histopathologic-cancer-detection")
+    assert rec.sha256 == sha256_file(sub) and rec.time.endswith("Z")
+    assert (rec.runs, rec.cv_auc, rec.tta, rec.folds) == (["runs/r18"], 0.9512, 8, [0, 1])
+    ledger = tmp_path / "sub" / "ledger.jsonl"
+    rec.ref = 11
+    append_record(ledger, rec)
+    rec2 = LedgerRecord.for_file(write(tmp_path / "t.csv", "id,label", [(i, 0.5) for i in ids]), "b", "c")
+    assert rec2.runs == [] and rec2.cv_auc is None  # no sidecar: unknowns stay empty
+    rec2.ref = 12
+    append_record(ledger, rec2)
+    lines = ledger.read_text().splitlines()
+    assert [json.loads(x)["ref"] for x in lines] == [11, 12]
+    back = read_ledger(ledger)
+    back[0].public_score = 0.97
+    write_ledger(ledger, back)
+    assert read_ledger(ledger)[0].public_score == 0.97 and read_ledger(ledger)[1].message == "b"
+    assert not list(ledger.parent.glob(".tmp-*"))
+
+
+def test_corrupt_ledger_line_is_one_error(tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text('{"time": "x"\n')
+    with pytest.raises(DataError, match="line 1"):
+        read_ledger(ledger)

@@ -1,0 +1,173 @@
+"""`hcd submit` and `hcd submissions` with the real kaggle client against the local Kaggle stand-in."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hcd_kit.fsutil import sha256_file
+
+COMP = "histopathologic-cancer-detection"
+
+
+@pytest.fixture
+def comp(kaggle_env, kaggle_competition):
+    """(data dir with sample_submission.csv, its ids); the server scores a file by its mean label."""
+    src, _ = kaggle_competition
+
+    def score(data: bytes) -> tuple[str, str]:
+        labels = [float(line.split(",")[1]) for line in data.decode().splitlines()[1:]]
+        mean = sum(labels) / len(labels)
+        return f"{mean:.4f}", f"{mean / 2:.4f}"
+
+    kaggle_env.server.score_fn = score
+    return src, pd.read_csv(src / "sample_submission.csv", dtype=str)["id"].tolist()
+
+
+def write_sub(path, ids, labels):
+    pd.DataFrame({"id": ids, "label": labels}).to_csv(path, index=False)
+    return path
+
+
+def uploads(server) -> int:
+    return len(server.calls("StartSubmissionUpload")) + len(server.calls("PUT")) + len(server.calls("CreateSubmission"))
+
+
+def test_submit_wait_records_scores(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    labels = [round((n + 1) / (len(ids) + 1), 4) for n in range(len(ids))]
+    sub = write_sub(tmp_path / "submission.csv", ids, labels)
+    sub.with_name("submission.csv.json").write_text(
+        json.dumps({"runs": ["runs/r18"], "folds": [0, 1], "tta": 8, "ensemble": "mean", "cv_auc": 0.9731})
+    )
+    ledger = tmp_path / "subs" / "ledger.jsonl"
+    r = kaggle_env.run("submit", sub, "-m", "r18 tta8", "--data-dir", src, "--wait", "--poll-interval", "0.05",
+                       "--ledger", ledger)
+    assert r.returncode == 0, r.stderr
+    server = kaggle_env.server
+    # what the server received: the three-step upload with the file's exact bytes and the message
+    start, = server.calls("StartSubmissionUpload")
+    assert start.body["fileName"] == "submission.csv" and start.body["contentLength"] == sub.stat().st_size
+    token = server.calls("CreateSubmission")[0].body["blobFileTokens"]
+    assert bytes(server.blobs[token].data) == sub.read_bytes()
+    assert server.calls("CreateSubmission")[0].body["submissionDescription"] == "r18 tta8"
+    mean = sum(labels) / len(labels)
+    assert f"public score {mean:.4f}  private score {mean / 2:.4f}" in r.stdout
+    rec, = [json.loads(line) for line in ledger.read_text().splitlines()]
+    ref = server.submissions[COMP][0]["ref"]
+    assert rec["ref"] == ref and rec["status"] == "COMPLETE" and rec["message"] == "r18 tta8"
+    assert rec["public_score"] == pytest.approx(mean, abs=1e-4)
+    assert rec["private_score"] == pytest.approx(mean / 2, abs=1e-4)
+    assert rec["sha256"] == sha256_file(sub) and rec["competition"] == COMP
+    assert (rec["runs"], rec["cv_auc"], rec["tta"]) == (["runs/r18"], 0.9731, 8)
+    kaggle_env.assert_no_secret(r.stdout, r.stderr, paths=(ledger,))
+
+
+def _bad_files(ids):
+    return {
+        "header": ("id,prob\n" + "".join(f"{i},0.5\n" for i in ids), "must be exactly 'id,label'"),
+        "missing": ("id,label\n" + "".join(f"{i},0.5\n" for i in ids[1:]), f"1 missing ids ({ids[0]})"),
+        "extra": ("id,label\n" + "".join(f"{i},0.5\n" for i in ids) + "f00d,0.5\n", "1 ids not in the sample (f00d)"),
+        "duplicate": ("id,label\n" + "".join(f"{i},0.5\n" for i in ids + ids[:1]), f"1 duplicated ids ({ids[0]})"),
+        "nan": ("id,label\n" + "".join(f"{i},{'NaN' if n == 2 else 0.5}\n" for n, i in enumerate(ids)),
+                "line 4: 'NaN'"),
+        "range": ("id,label\n" + "".join(f"{i},{-0.2 if n == 0 else 0.5}\n" for n, i in enumerate(ids)),
+                  "line 2: '-0.2'"),
+        "malformed": ("id,label\n" + "".join(f"{i};0.5\n" for i in ids), "rows without exactly 2 fields"),
+    }
+
+
+@pytest.mark.parametrize("case", ["header", "missing", "extra", "duplicate", "nan", "range", "malformed"])
+def test_invalid_file_never_reaches_kaggle(kaggle_env, comp, tmp_path, case):
+    src, ids = comp
+    text, expected = _bad_files(ids)[case]
+    sub = tmp_path / "bad.csv"
+    sub.write_text(text)
+    ledger = tmp_path / "ledger.jsonl"
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger)
+    assert r.exit_code != 0
+    assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert uploads(kaggle_env.server) == 0
+    assert not ledger.exists()
+
+
+def test_failed_upload_is_an_error_and_not_recorded(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    ledger = tmp_path / "ledger.jsonl"
+    kaggle_env.server.fail("PUT", status=500, times=1)  # the client returns ref 0 instead of raising
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger)
+    assert r.exit_code == 1 and "Could not submit" in r.stderr and "nothing was recorded" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not ledger.exists() and kaggle_env.server.submissions.get(COMP, []) == []
+
+
+def test_error_inside_200_is_an_error(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    kaggle_env.server.fail_in_body("CreateSubmission", code=403, message="daily submission limit reached")
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", tmp_path / "l.jsonl")
+    assert r.exit_code == 1 and "daily submission limit reached" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "l.jsonl").exists()
+    kaggle_env.assert_no_secret(r.stdout, r.stderr)
+
+
+def test_stalled_upload_times_out(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    kaggle_env.server.delay("StartSubmissionUpload", seconds=30)
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", tmp_path / "l.jsonl",
+                          "--timeout", "1")
+    assert r.exit_code == 1 and "no answer from Kaggle within 1 s" in r.stderr
+    assert not (tmp_path / "l.jsonl").exists()
+
+
+def test_scoring_error_with_wait_exits_nonzero(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    kaggle_env.server.submission_outcome = "ERROR"
+    ledger = tmp_path / "l.jsonl"
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, "--wait",
+                          "--poll-interval", "0.05")
+    assert r.exit_code == 1 and "could not score" in r.stderr
+    assert json.loads(ledger.read_text())["status"] == "ERROR"
+
+
+def test_submissions_lists_and_refreshes(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    ledger = tmp_path / "l.jsonl"
+    for n, msg in enumerate(["first", "second"]):
+        sub = write_sub(tmp_path / f"s{n}.csv", ids, [0.2 * (n + 1)] * len(ids))
+        assert kaggle_env.invoke("submit", sub, "-m", msg, "--data-dir", src, "--ledger", ledger).exit_code == 0
+    assert [json.loads(x)["status"] for x in ledger.read_text().splitlines()] == ["PENDING", "PENDING"]
+    r = kaggle_env.invoke("submissions", "--no-refresh", "--ledger", ledger)
+    assert r.exit_code == 0 and "first" in r.stdout and "PENDING" in r.stdout
+    assert kaggle_env.server.calls("ListSubmissions") == []
+    kaggle_env.server.submission_polls = 1
+    for sub in kaggle_env.server.submissions[COMP]:
+        sub["_polls"] = 1
+    r = kaggle_env.invoke("submissions", "--ledger", ledger)
+    assert r.exit_code == 0, r.stderr
+    assert "COMPLETE" in r.stdout and "0.2000" in r.stdout and "0.4000" in r.stdout
+    recs = [json.loads(x) for x in ledger.read_text().splitlines()]
+    assert [(x["message"], x["status"], x["public_score"]) for x in recs] == [
+        ("first", "COMPLETE", 0.2), ("second", "COMPLETE", 0.4)
+    ]
+    kaggle_env.assert_no_secret(r.stdout, paths=(ledger,))
+
+
+def test_submissions_without_credentials_still_lists(kaggle_env, comp, tmp_path, monkeypatch):
+    src, ids = comp
+    ledger = tmp_path / "l.jsonl"
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    assert kaggle_env.invoke("submit", sub, "-m", "offline later", "--data-dir", src, "--ledger", ledger).exit_code == 0
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    r = kaggle_env.invoke("submissions", "--ledger", ledger)
+    assert r.exit_code == 0 and "offline later" in r.stdout and "PENDING" in r.stdout
+    assert "scores not refreshed" in r.stderr and "KAGGLE_USERNAME" in r.stderr
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger)
+    assert r.exit_code == 1 and "no Kaggle credentials" in r.stderr
+    assert len(ledger.read_text().splitlines()) == 1

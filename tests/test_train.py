@@ -1,0 +1,207 @@
+"""``hcd train`` and hcd_kit.train: learning, outputs, resume, non-finite steps, errors, config.
+
+Training runs use timm's tiny ``test_*`` models at 32 px (the 96 px patches are downscaled on the device),
+one CPU thread and a few hundred images, so each run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hcd_kit.cli import app
+from hcd_kit.errors import ConfigError, TrainingError
+from hcd_kit.run import RunLayout
+from hcd_kit.train import Hooks, TrainConfig, _step, resolve_config, train
+
+FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "32"]
+
+
+def make_synthetic(root: Path, n: int = 192, n_folds: int = 3, seed: int = 0) -> Path:
+    """A packed store + folds.csv whose positives carry a dark purple blob in the central 32x32."""
+    packed = root / "packed"
+    packed.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    images = np.lib.format.open_memmap(packed / "train_images.npy", "w+", np.uint8, (n, 96, 96, 3))
+    yy, xx = np.mgrid[:96, :96]
+    for i in range(n):
+        x = np.array([220.0, 160.0, 200.0]) + rng.normal(0, 20, (96, 96, 3))
+        if labels[i]:
+            cy, cx = rng.integers(38, 58, 2)
+            x[(yy - cy) ** 2 + (xx - cx) ** 2 < rng.integers(80, 160)] = [90, 40, 120]
+        images[i] = np.clip(x, 0, 255).astype(np.uint8)
+    images.flush()
+    del images
+    ids = [f"{seed:02d}{i:038x}" for i in range(n)]
+    pd.DataFrame({"id": ids, "label": labels}).to_csv(packed / "train_ids.csv", index=False)
+    (packed / "manifest.json").write_text(json.dumps({"splits": {"train": {"count": n}}}))
+    pd.DataFrame({"id": ids, "fold": np.arange(n) % n_folds}).to_csv(root / "folds.csv", index=False)
+    return root
+
+
+def fast_config(**kw) -> TrainConfig:
+    base = dict(model="test_efficientnet_ln", pretrained=False, device="cpu", img_size=32, threads=1,
+                batch_size=32, epochs=2, lr=3e-3, precision="fp32")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("synth"))
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["train", *map(str, args)])
+
+
+def test_learns_a_synthetic_signal(synth, tmp_path):
+    results = train(fast_config(epochs=3, model="test_resnet", precision="auto"), synth, tmp_path / "run", folds=[0])
+    hist = pd.read_csv(RunLayout.of(tmp_path / "run").history(0))
+    assert list(hist.columns) == ["epoch", "lr", "train_loss", "val_loss", "val_auc", "images_per_s", "skipped_steps"]
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert results[0].best_auc > 0.9 and results[0].best_auc == pytest.approx(hist["val_auc"].max())
+    assert (hist["skipped_steps"] == 0).all() and (hist["images_per_s"] > 0).all()
+    best = torch.load(RunLayout.of(tmp_path / "run").best(0), weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in best.values())
+
+
+def test_cli_fold_all_on_real_patches_covers_every_id_once(subset_factory, tmp_path):
+    from hcd_kit.folds import create_folds
+    from hcd_kit.pack import prepare
+
+    data = subset_factory(n_train=96, n_test=4)
+    prepare(data, workers=1)
+    create_folds(data, n_folds=3)
+    run = tmp_path / "run"
+    res = invoke("--data-dir", data, "--fold", "all", "--model", "test_resnet", "--epochs", "1", "--run-dir", run, *FAST)
+    assert res.exit_code == 0, res.output
+    oof = pd.concat(pd.read_csv(p, dtype={"id": str}) for p in sorted(run.glob("fold*/oof.csv")))
+    assert list(oof.columns) == ["id", "fold", "prob", "label"]
+    labels = pd.read_csv(data / "train_labels.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(labels["id"])  # every training id exactly once
+    merged = oof.merge(labels, on="id", suffixes=("", "_true"))
+    assert (merged["label"] == merged["label_true"]).all() and oof["prob"].between(0, 1).all()
+    folds = pd.read_csv(data / "folds.csv", dtype={"id": str}).set_index("id")["fold"]
+    assert (oof.set_index("id")["fold"] == folds.loc[oof["id"]].to_numpy()).all()
+    cfg = (run / "config.toml").read_text()
+    assert 'model = "test_resnet"' in cfg and "img_size = 32" in cfg
+    assert "CV AUC" in res.output and "fold 2: best val AUC" in (run / "train.log").read_text()
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(synth, tmp_path):
+    cfg = fast_config(epochs=3, ema=True, drop_rate=0.3, schedule="cosine", imbalance="balanced")
+    train(cfg, synth, tmp_path / "full", folds=[1])
+
+    def stop_after_first(fold, epoch):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, synth, tmp_path / "cut", folds=[1], hooks=Hooks(epoch_end=stop_after_first))
+    assert len(pd.read_csv(tmp_path / "cut/fold1/history.csv")) == 1
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, synth, tmp_path / "cut", folds=[1])  # never overwrite a started fold silently
+    train(cfg, synth, tmp_path / "cut", folds=[1], resume=True)
+
+    a = torch.load(tmp_path / "full/fold1/best.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut/fold1/best.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    ha, hb = pd.read_csv(tmp_path / "full/fold1/history.csv"), pd.read_csv(tmp_path / "cut/fold1/history.csv")
+    cols = ["epoch", "train_loss", "val_loss", "val_auc"]
+    pd.testing.assert_frame_equal(ha[cols], hb[cols], atol=1e-6)
+
+    again = train(cfg, synth, tmp_path / "cut", folds=[1], resume=True)  # finished folds are skipped
+    assert again[1].status == "already finished" and again[1].epochs_run == 3
+
+
+def test_nonfinite_losses_are_skipped_and_counted(synth, tmp_path):
+    poisoned = {1, 3}
+    hooks = Hooks(loss=lambda step, loss: loss * math.nan if step in poisoned else loss)
+    res = train(fast_config(epochs=1, precision="auto"), synth, tmp_path / "run", folds=[2], hooks=hooks)
+    hist = pd.read_csv(tmp_path / "run/fold2/history.csv")
+    assert hist["skipped_steps"].tolist() == [2] and res[2].skipped_steps == 2
+    assert np.isfinite(hist["train_loss"]).all() and np.isfinite(hist["val_auc"]).all()
+    best = torch.load(tmp_path / "run/fold2/best.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in best.values() if v.is_floating_point())
+
+
+def test_persistent_nonfinite_losses_stop_with_a_clear_error(synth, tmp_path):
+    hooks = Hooks(loss=lambda step, loss: loss + math.inf)
+    with pytest.raises(TrainingError, match="3 consecutive steps with non-finite loss"):
+        train(fast_config(epochs=1, max_bad_steps=3), synth, tmp_path / "run", folds=[0], hooks=hooks)
+
+
+def test_skipped_step_leaves_weights_and_loss_scale_untouched():
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    from hcd_kit.distributed import DistInfo
+
+    loss = model(torch.ones(2, 4)).mean() * math.inf
+    assert not _step(loss, model, opt, scaler, 1.0, torch.device("cpu"), DistInfo())
+    assert scaler.get_scale() == 1024.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert _step(model(torch.ones(2, 4)).mean(), model, opt, scaler, 1.0, torch.device("cpu"), DistInfo())
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "no_such_net"], "unknown model 'no_such_net'"),
+        (["--fold", "7"], "--fold 7 is out of range: folds.csv has folds 0..2"),
+        (["--fold", "x"], "--fold must be 'all'"),
+        (["--weights", "missing.pth"], "weights file not found"),
+    ],
+)
+def test_bad_options_fail_in_one_line(synth, tmp_path, args, message):
+    res = invoke("--data-dir", synth, "--run-dir", tmp_path / "run", *FAST, *args)
+    assert res.exit_code != 0 and message in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "run" / "fold0").exists()
+
+
+def test_missing_store_and_missing_folds_fail_in_one_line(synth, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = invoke("--data-dir", empty, "--run-dir", tmp_path / "run", *FAST)
+    assert res.exit_code == 1 and "hcd prepare --data-dir" in res.output
+    nofolds = tmp_path / "nofolds"
+    (nofolds / "packed").mkdir(parents=True)
+    for f in (synth / "packed").iterdir():
+        (nofolds / "packed" / f.name).symlink_to(f)
+    res = invoke("--data-dir", nofolds, "--run-dir", tmp_path / "run", *FAST)
+    assert res.exit_code == 1 and "hcd folds --data-dir" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_toml_config_unknown_key_and_flag_override(tmp_path):
+    toml = tmp_path / "train.toml"
+    toml.write_text('epochs = 4\nlr = 0.02\n[augment]\nstain = 0.1\n')
+    cfg, run = resolve_config(toml, {"epochs": 9, "lr": None}, None, resume=False)
+    assert (cfg.epochs, cfg.lr, cfg.augment.stain) == (9, 0.02, 0.1)  # flag beats file, file beats default
+    assert run == Path("runs") / cfg.model
+    toml.write_text("epochz = 4\n")
+    res = invoke("--data-dir", tmp_path, "--config", toml)
+    assert res.exit_code == 2 and "unknown config key 'epochz'" in res.output
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    import timm
+
+    from hcd_kit.model import create_model
+
+    source = timm.create_model("test_resnet", num_classes=1)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    model = create_model("test_resnet", weights=tmp_path / "w.pth")
+    got, want = model.state_dict(), source.state_dict()
+    body = [k for k in want if not k.startswith("fc.")]  # timm re-initialises the classifier head
+    assert body and all(torch.equal(got[k], want[k]) for k in body)
