@@ -70,9 +70,6 @@ class AugmentConfig:
 
 # ---------------------------------------------------------------------------------------------- draws
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 def _splitmix64(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser over uint64 arrays (wrapping arithmetic is well defined for numpy uint64)."""
     with np.errstate(over="ignore"):

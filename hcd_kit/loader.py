@@ -2,9 +2,9 @@
 
 A batch is one fancy-index gather from the ``(N, 96, 96, 3)`` uint8 memmap (sorted indices, so pages are
 read in order), handed over as a uint8 tensor: four times less to copy to the device than float32, and
-augmentation then runs batch-wise on the device (``hcd_kit.augment``). Background threads prepare the
-next batches while the model works on the current one (numpy copies without holding the GIL), so the
-loader never starves a GPU; errors raised while loading surface in the training loop.
+augmentation then runs batch-wise on the device (``hcd_kit.augment``). A background thread prepares the
+next batches while the model works on the current one, so the loader never starves a GPU; an error raised
+while loading surfaces in the training loop.
 
 Shuffling is seeded per epoch (``set_epoch``) so a resumed run sees the same order as an uninterrupted one.
 Under DDP every rank draws the same global permutation and takes its own slice of each global batch, so
@@ -51,7 +51,7 @@ class BatchLoader:
         world_size: int = 1,
         prefetch: int = 3,
         pin_memory: bool = False,
-        threads: int = 2,
+        threads: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -109,8 +109,9 @@ class BatchLoader:
             for idx in batches:
                 yield self._load(idx)
             return
-        # numpy releases the GIL while gathering rows, so a few threads fill batches in parallel with each
-        # other and with the training step; results are yielded in order, at most `prefetch` ahead
+        # background thread(s) gather the next batches while the caller trains on this one; results come
+        # in order, at most `prefetch` ahead. One thread measured fastest on 2 cores (a second one only
+        # competes with the training loop); more may pay off on a many-core GPU host.
         pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hcd-loader")
         pending: deque[Future] = deque()
         try:

@@ -518,8 +518,13 @@ def prepare(
         if not p.ids:
             why = p.problems.summary() if p.problems else "no .tif files"
             raise DataError(f"nothing to pack in {p.folder} ({why}); check --data-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _clean_stale(out)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise DataError(f"cannot write the store to {out} ({exc.strerror}); pass --out DIR to write elsewhere") from None
     tmps: list[Path] = []
     try:
         packed = {p.split: _pack_split(out, p, workers, tmps) for p in todo}
