@@ -187,7 +187,8 @@ def run_fold_parallel(
     failed = [f for f, c in sorted(codes.items()) if c != 0]
     if failed:
         raise TrainingError(
-            f"fold {failed[0]} failed in its worker (exit {codes[failed[0]]}); see {Path(run_dir) / f'fold{failed[0]}' / 'worker.log'}"
+            f"fold {failed[0]} failed in its worker (exit {codes[failed[0]]}); "
+            f"see {Path(run_dir) / f'fold{failed[0]}' / 'worker.log'}"
         )
     return codes
 

@@ -2,9 +2,10 @@
 
 ``build_optimizer`` makes AdamW or SGD (momentum, Nesterov) with weight decay kept off biases and norm
 weights (decaying them only hurts). ``build_schedule`` makes a per-step schedule: one-cycle (warm up to the
-peak, then cosine down) or cosine with a linear warm-up; both are plain ``LambdaLR`` objects over a picklable multiplier,
-so their state resumes exactly from a checkpoint. ``Ema`` keeps a shadow copy of the model whose weights
-trail the trained ones; validating the EMA copy is usually a free AUC gain and smooths noisy epochs.
+peak, then cosine down) or cosine with a linear warm-up; both are plain ``LambdaLR`` objects over a
+picklable multiplier, so their state resumes exactly from a checkpoint. ``Ema`` keeps a shadow copy of the
+model whose weights trail the trained ones; validating the EMA copy is usually a free AUC gain and smooths
+noisy epochs.
 
     opt = build_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-2)
     sched = build_schedule(opt, "onecycle", total_steps=epochs * len(loader), warmup_steps=len(loader))

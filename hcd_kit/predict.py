@@ -197,14 +197,21 @@ def sample_ids(data_dir: str | os.PathLike[str]) -> np.ndarray:
     return ids
 
 
-def test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
+def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
     """The packed test store of ``DIR``, packing ``DIR/test`` first when it is not packed yet."""
     layout = DataLayout.of(data_dir)
     try:
         return open_store(layout.packed_dir, "test")
     except DataError:
         if not layout.test_dir.is_dir():
-            raise DataError(f"no packed test store and no {layout.test_dir} folder; get the data with `hcd download`") from None
+            raise DataError(
+                f"no packed test store and no {layout.test_dir} folder; get the data with `hcd download`"
+            ) from None
+    if not os.access(layout.root, os.W_OK):
+        raise DataError(
+            f"{layout.root} is read-only, so test/ cannot be packed there; link test/ and sample_submission.csv "
+            "into a writable folder and pass that as --data-dir"
+        )
     from .pack import prepare
 
     prepare(layout.root, splits=("test",))
@@ -228,7 +235,8 @@ def _oof_plan(run_dir, data_dir, folds: list[int]) -> tuple[PackedStore | None, 
         store = open_store(layout.packed_dir, "train")
     except DataError:
         if layout.train_labels.is_file():
-            return None, {}, f"train data not packed; run `hcd prepare --data-dir {layout.root}` to see OOF AUC with/without TTA"
+            hint = f"run `hcd prepare --data-dir {layout.root}` to see OOF AUC with/without TTA"
+            return None, {}, f"train data not packed; {hint}"
         return None, {}, "no training data in --data-dir, so OOF AUC with/without TTA is skipped"
     if store.labels is None:
         return None, {}, "packed train store has no labels; OOF AUC skipped"
@@ -343,7 +351,7 @@ def predict_run(
     dtype = amp_dtype(dev, precision)
     # Every fold's weights are checked (on the CPU) before any image is touched: a wrong file fails in seconds.
     models = {k: load_fold_model(run_dir, k, spec, torch.device("cpu")) for k in fold_ids}
-    store = test_store(data_dir)
+    store = open_test_store(data_dir)
     test_rows = store.index_of(ids)
     train, val_rows, note = _oof_plan(run_dir, data_dir, fold_ids) if oof else (None, {}, "OOF check turned off")
 

@@ -90,6 +90,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "img_size", "max_bad_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ConfigError(f"config key 'lr' must be positive, got {self.lr}")
         for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
@@ -224,7 +226,8 @@ def train(
     if cfg.strategy == "ddp":
         info, device = init_distributed(device)
     try:
-        return _train(cfg, DataLayout.of(data_dir), RunLayout.of(run_dir), folds, resume, hooks or Hooks(), device, info)
+        data, run = DataLayout.of(data_dir), RunLayout.of(run_dir)
+        return _train(cfg, data, run, folds, resume, hooks or Hooks(), device, info)
     finally:
         if cfg.strategy == "ddp":
             shutdown_distributed()
@@ -253,7 +256,8 @@ def _train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     where = f"{device}" + (f" x{info.world_size} ranks (ddp)" if info.distributed else "")
-    log(f"train {cfg.model} @ {cfg.img_size}px on {where}, precision {_PRECISION_NAMES[dtype]}, folds {wanted} -> {run.root}")
+    precision = _PRECISION_NAMES[dtype]
+    log(f"train {cfg.model} @ {cfg.img_size}px on {where}, precision {precision}, folds {wanted} -> {run.root}")
     results = {}
     for fold in wanted:
         done = _finished(run, fold) if resume else None
@@ -261,18 +265,24 @@ def _train(
             log(f"fold {fold}: already finished (best val AUC {done.best_auc:.4f} at epoch {done.best_epoch}); skipped")
             results[fold] = done
             continue
-        results[fold] = _run_fold(cfg, fold, store, table, run, device, dtype, info, resume, hooks, log)
+        try:
+            results[fold] = _run_fold(cfg, fold, store, table, run, _Env(device, dtype, info), resume, hooks, log)
+        except KeyboardInterrupt:
+            log(f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to continue")
+            raise
     _summary(results, run, log)
     return results
 
 
 def _summary(results: dict[int, FoldResult], run: RunLayout, log: _Log) -> None:
     for r in results.values():
-        log(f"fold {r.fold}: best val AUC {r.best_auc:.4f} (epoch {r.best_epoch}/{r.epochs_run}, {r.skipped_steps} skipped steps)")
+        log(f"fold {r.fold}: best val AUC {r.best_auc:.4f} "
+            f"(epoch {r.best_epoch}/{r.epochs_run}, {r.skipped_steps} skipped steps)")
     oof = [pd.read_csv(run.oof(f), dtype={"id": str}) for f in run.folds_present() if run.oof(f).is_file()]
     if oof:
         pooled = pd.concat(oof)
-        log(f"CV AUC (pooled OOF of {len(oof)} fold(s), {len(pooled)} images): {roc_auc(pooled['label'], pooled['prob']):.4f}")
+        auc = roc_auc(pooled["label"], pooled["prob"])
+        log(f"CV AUC (pooled OOF of {len(oof)} fold(s), {len(pooled)} images): {auc:.4f}")
 
 
 def _finished(run: RunLayout, fold: int) -> FoldResult | None:
@@ -294,9 +304,11 @@ def _fold_parallel(cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: li
     from .distributed import fold_devices, python_module_cmd, run_fold_parallel
 
     devices = fold_devices(cfg.device, cfg.fold_workers)
-    threads = cfg.threads or (max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else 0)
-    log(f"fold-parallel: folds {folds} over {len(devices)} worker(s) on {', '.join(devices)}; worker logs in {run.root}/fold*/worker.log")
-    cmd = [*python_module_cmd(), "train", "--data-dir", str(data.root), "--run-dir", str(run.root), "--config", str(run.config)]
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // len(devices))  # share the cores, don't fight
+    log(f"fold-parallel: folds {folds} over {len(devices)} worker(s) on {', '.join(devices)}; "
+        f"worker logs in {run.root}/fold*/worker.log")
+    cmd = [*python_module_cmd(), "train", "--data-dir", str(data.root), "--run-dir", str(run.root),
+           "--config", str(run.config)]
     run_fold_parallel(cmd + (["--resume"] if resume else []), folds, devices, run.root, threads)
     results = {f: r for f in folds if (r := _finished(run, f)) is not None}
     _summary(results, run, log)
@@ -310,7 +322,9 @@ def _split(table: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray]:
     train_rows = np.sort(table.loc[table["fold"] != fold, "row"].to_numpy(np.int64))
     val_rows = np.sort(table.loc[table["fold"] == fold, "row"].to_numpy(np.int64))
     if len(train_rows) == 0 or len(val_rows) == 0:
-        raise DataError(f"fold {fold} has {len(train_rows)} training and {len(val_rows)} validation images; re-run `hcd folds`")
+        raise DataError(
+            f"fold {fold} has {len(train_rows)} training and {len(val_rows)} validation images; re-run `hcd folds`"
+        )
     return train_rows, val_rows
 
 
@@ -332,42 +346,77 @@ def _loss_fn(imbalance: str, labels: np.ndarray, device: torch.device) -> nn.Mod
     return nn.BCEWithLogitsLoss()
 
 
-def _run_fold(
-    cfg: TrainConfig, fold: int, store: PackedStore, table: pd.DataFrame, run: RunLayout, device: torch.device,
-    dtype: torch.dtype | None, info: DistInfo, resume: bool, hooks: Hooks, log: _Log,
-) -> FoldResult:
-    train_rows, val_rows = _split(table, fold)
-    cuda = device.type == "cuda"
-    loader = BatchLoader(
-        store.images, store.labels, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + fold,
-        drop_last=True, rank=info.rank, world_size=info.world_size, pin_memory=cuda,
-    )  # drop_last: a tiny last batch gives a noisy step (and BatchNorm fails on one image)
-    if len(loader) == 0:
-        raise ConfigError(f"fold {fold}: {len(train_rows)} training images make no full batch of {cfg.batch_size * info.world_size}; lower --batch-size")
-    _seed(cfg.seed + fold)  # identical initial weights on every rank and every resumed session
-    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate).to(device)
-    if cuda:
+@dataclass
+class _Env:
+    """Where a fold runs: its device, autocast dtype (None = fp32) and place in a DDP job."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    info: DistInfo
+
+
+@dataclass
+class _Trainer:
+    """Everything one fold trains and checkpoints."""
+
+    model: nn.Module  # the bare model: checkpointed, averaged by the EMA
+    net: nn.Module  # what the forward pass calls: the model, or its DataParallel / DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: Ema | None
+    loss_fn: nn.Module
+
+
+def _build(cfg: TrainConfig, steps: int, train_labels: np.ndarray, env: _Env) -> _Trainer:
+    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate).to(env.device)
+    if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    steps = len(loader)
-    scheduler = build_schedule(optimizer, cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps))
-    scaler = grad_scaler(device, dtype)
-    ema = Ema(model, cfg.ema_decay) if cfg.ema else None
+    return _Trainer(
+        model=model,
+        net=model,
+        optimizer=optimizer,
+        scheduler=build_schedule(optimizer, cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps)),
+        scaler=grad_scaler(env.device, env.dtype),
+        ema=Ema(model, cfg.ema_decay) if cfg.ema else None,
+        loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device),
+    )
+
+
+def _run_fold(
+    cfg: TrainConfig, fold: int, store: PackedStore, table: pd.DataFrame, run: RunLayout, env: _Env,
+    resume: bool, hooks: Hooks, log: _Log,
+) -> FoldResult:
+    train_rows, val_rows = _split(table, fold)
+    info = env.info
+    loader = BatchLoader(
+        store.images, store.labels, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + fold,
+        drop_last=True, rank=info.rank, world_size=info.world_size, pin_memory=env.device.type == "cuda",
+    )  # drop_last: a tiny last batch gives a noisy step (and BatchNorm fails on one image)
+    global_batch = cfg.batch_size * info.world_size
+    if len(loader) == 0:
+        raise ConfigError(
+            f"fold {fold}: {len(train_rows)} training images make no full batch of {global_batch}; lower --batch-size"
+        )
+    _seed(cfg.seed + fold)  # identical initial weights on every rank and every resumed session
+    t = _build(cfg, len(loader), store.labels[train_rows], env)
     state = _FoldState()
     if resume and run.last(fold).is_file():
-        state = _load_checkpoint(run.last(fold), model, optimizer, scheduler, scaler, ema)
+        state = _load_checkpoint(run.last(fold), t)
         log(f"fold {fold}: resuming after epoch {state.epoch} (best val AUC so far {state.best_auc:.4f})")
-    net = wrap_model(model, cfg.strategy, device, info)
-    loss_fn = _loss_fn(cfg.imbalance, store.labels[train_rows], device)
-    log(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, {steps} steps/epoch of {cfg.batch_size * info.world_size}")
+    t.net = wrap_model(t.model, cfg.strategy, env.device, info)
+    log(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, "
+        f"{len(loader)} steps/epoch of {global_batch}")
 
     for epoch in range(state.epoch, cfg.epochs):
         loader.set_epoch(epoch)
         if cfg.imbalance == "balanced":
             loader.indices = balanced_rows(train_rows, store.labels, cfg.seed, fold, epoch)
-        stats = _train_epoch(net, model, loader, optimizer, scheduler, scaler, ema, loss_fn, cfg, fold, epoch, device, dtype, info, hooks)
-        evaluated = ema.module if ema is not None else model
-        probs = _predict_rows(evaluated, store, val_rows, cfg.val_batch_size or 2 * cfg.batch_size, cfg.img_size, device, dtype, info)
+        stats = _train_epoch(t, loader, cfg, fold, epoch, env, hooks)
+        evaluated = t.ema.module if t.ema is not None else t.model
+        val_batch = cfg.val_batch_size or 2 * cfg.batch_size
+        probs = _predict_rows(evaluated, store, val_rows, val_batch, cfg.img_size, env)
         labels = store.labels[val_rows]
         auc, val_loss = roc_auc(labels, probs), _bce(labels, probs)
         score = auc if math.isfinite(auc) else -val_loss  # a single-class fold has no AUC: fall back to loss
@@ -378,16 +427,16 @@ def _run_fold(
                 save_weights(evaluated, run.best(fold))
                 _write_oof(run.oof(fold), store.ids[val_rows], fold, probs, labels)
         state.epoch = epoch + 1
-        state.history.append(dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], train_loss=stats["loss"],
-                                  val_loss=val_loss, val_auc=auc, images_per_s=stats["images_per_s"],
-                                  skipped_steps=stats["skipped"]))
+        lr = t.optimizer.param_groups[0]["lr"]
+        state.history.append(dict(epoch=epoch + 1, lr=lr, train_loss=stats["loss"], val_loss=val_loss, val_auc=auc,
+                                  images_per_s=stats["images_per_s"], skipped_steps=stats["skipped"]))
         stalled = cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience
         state.finished = stalled or state.epoch == cfg.epochs
         if info.is_main:
             _write_history(run.history(fold), state.history)
-            _save_checkpoint(run.last(fold), model, optimizer, scheduler, scaler, ema, state)
+            _save_checkpoint(run.last(fold), t, state)
         log(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}: train_loss {stats['loss']:.4f} val_loss {val_loss:.4f} "
-            f"val_auc {auc:.4f}{' *' if improved else ''} lr {state.history[-1]['lr']:.2e} "
+            f"val_auc {auc:.4f}{' *' if improved else ''} lr {lr:.2e} "
             f"{stats['images_per_s']:,.0f} img/s skipped {stats['skipped']}")
         if hooks.epoch_end is not None:
             hooks.epoch_end(fold, epoch)
@@ -401,47 +450,47 @@ def _run_fold(
 
 
 def _train_epoch(
-    net: nn.Module, model: nn.Module, loader: BatchLoader, optimizer, scheduler, scaler, ema: Ema | None,
-    loss_fn: nn.Module, cfg: TrainConfig, fold: int, epoch: int, device: torch.device,
-    dtype: torch.dtype | None, info: DistInfo, hooks: Hooks,
+    t: _Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, epoch: int, env: _Env, hooks: Hooks
 ) -> dict:
-    net.train()
-    steps = len(loader)
+    """One pass over ``loader``: returns the mean loss (all ranks), skipped steps and images/s."""
+    t.net.train()
+    steps, world = len(loader), env.info.world_size
     total, skipped, streak, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
-    bar = progress("img") if info.is_main else contextlib.nullcontext()
-    with bar, warnings.catch_warnings():
+    bar = progress("img") if env.info.is_main else None
+    with bar or contextlib.nullcontext(), warnings.catch_warnings():
         # The schedule advances on skipped steps too (it counts batches); torch warns when the very first
         # optimizer step is one of them.
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-        task = bar.add_task(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", total=steps * loader.batch_size * info.world_size) if info.is_main else None
+        title = f"fold {fold} epoch {epoch + 1}/{cfg.epochs}"
+        task = bar.add_task(title, total=steps * loader.batch_size * world) if bar else None
         for i, batch in enumerate(loader):
-            x = _train_input(batch, epoch, cfg, device)
-            y = batch.labels.to(device, non_blocking=True)
-            with autocast(device, dtype):
-                logits = net(x).squeeze(1)
-            loss = loss_fn(logits.float(), y)
+            x = _train_input(batch, epoch, cfg, env.device)
+            y = batch.labels.to(env.device, non_blocking=True)
+            with autocast(env.device, env.dtype):
+                logits = t.net(x).squeeze(1)
+            loss = t.loss_fn(logits.float(), y)
             if hooks.loss is not None:
                 loss = hooks.loss(epoch * steps + i, loss)
-            ok = _step(loss, model, optimizer, scaler, cfg.grad_clip, device, info)
-            scheduler.step()
+            ok = _step(loss, t.model, t.optimizer, t.scaler, cfg.grad_clip, env)
+            t.scheduler.step()
             if ok:
                 streak = 0
                 total += loss.item()
-                if ema is not None:
-                    ema.update(model)
+                if t.ema is not None:
+                    t.ema.update(t.model)
             else:
                 skipped, streak = skipped + 1, streak + 1
                 if streak >= cfg.max_bad_steps:
                     raise TrainingError(
-                        f"fold {fold} epoch {epoch + 1}: {streak} consecutive steps with non-finite loss or "
-                        f"gradients; lower --lr, try --precision fp32, or check the data (last good epoch is in last.pt)"
+                        f"fold {fold} epoch {epoch + 1}: {streak} consecutive steps with non-finite loss or gradients; "
+                        "lower --lr, try --precision fp32, or check the data (last.pt keeps the last good epoch)"
                     )
-            seen += len(y) * info.world_size
-            if task is not None:
-                bar.advance(task, len(y) * info.world_size)
+            seen += len(y) * world
+            if bar:
+                bar.advance(task, len(y) * world)
     elapsed = time.perf_counter() - start
-    total, good = sum_across([total, steps - skipped], info)  # every rank's losses, not just rank 0's
+    total, good = sum_across([total, steps - skipped], env.info)  # every rank's losses, not just rank 0's
     return dict(loss=total / good if good else math.nan, skipped=skipped, images_per_s=seen / max(elapsed, 1e-9))
 
 
@@ -453,7 +502,7 @@ def _train_input(batch, epoch: int, cfg: TrainConfig, device: torch.device) -> t
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def _step(loss: torch.Tensor, model: nn.Module, optimizer, scaler, grad_clip: float, device: torch.device, info: DistInfo) -> bool:
+def _step(loss: torch.Tensor, model: nn.Module, optimizer, scaler, grad_clip: float, env: _Env) -> bool:
     """Backward + optimiser step; False (and no update at all) when the loss or gradients are not finite.
 
     A non-finite loss never reaches ``backward`` or the GradScaler, so the loss scale is untouched. Under
@@ -461,7 +510,7 @@ def _step(loss: torch.Tensor, model: nn.Module, optimizer, scaler, grad_clip: fl
     dynamics, not counted); without a scaler a non-finite gradient norm skips the step here.
     """
     optimizer.zero_grad(set_to_none=True)
-    if not all_true(bool(torch.isfinite(loss)), info, device):  # every rank must agree, or DDP hangs
+    if not all_true(bool(torch.isfinite(loss)), env.info, env.device):  # every rank must agree, or DDP hangs
         return False
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
@@ -476,27 +525,27 @@ def _step(loss: torch.Tensor, model: nn.Module, optimizer, scaler, grad_clip: fl
 
 @torch.inference_mode()
 def _predict_rows(
-    model: nn.Module, store: PackedStore, rows: np.ndarray, batch_size: int, img_size: int,
-    device: torch.device, dtype: torch.dtype | None, info: DistInfo,
+    model: nn.Module, store: PackedStore, rows: np.ndarray, batch_size: int, img_size: int, env: _Env
 ) -> np.ndarray:
     """Sigmoid probabilities for store ``rows`` (in that order); under DDP each rank does a slice."""
     was_training = model.training
     model.eval()
-    mine = np.array_split(rows, info.world_size)[info.rank]
-    loader = BatchLoader(store.images, None, mine, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    cuda = env.device.type == "cuda"
+    mine = np.array_split(rows, env.info.world_size)[env.info.rank]
+    loader = BatchLoader(store.images, None, mine, batch_size=batch_size, shuffle=False, pin_memory=cuda)
     idx, out = [], []
     for batch in loader:
-        x = to_input(batch.images, img_size, device)
-        if device.type == "cuda":
+        x = to_input(batch.images, img_size, env.device)
+        if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
+        with autocast(env.device, env.dtype):
             logits = model(x).squeeze(1)
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
         idx.append(batch.index)
     model.train(was_training)
     local_idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
     local_p = np.concatenate(out) if out else np.zeros(0, np.float32)
-    all_idx, all_p = gather_arrays([local_idx, local_p], info)
+    all_idx, all_p = gather_arrays([local_idx, local_p], env.info)
     order = pd.Series(np.arange(len(all_idx)), index=all_idx).loc[rows].to_numpy()
     return all_p[order].astype(np.float64)
 
@@ -520,33 +569,35 @@ def _write_history(path: Path, history: list[dict]) -> None:
         pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(fh, index=False)
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema: Ema | None, state: _FoldState) -> None:
+def _save_checkpoint(path: Path, t: _Trainer, state: _FoldState) -> None:
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "ema": t.ema.state_dict() if t.ema is not None else None,
+        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},  # dropout, drop-path
         "state": vars(state),
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, ema: Ema | None) -> _FoldState:
+def _load_checkpoint(path: Path, t: _Trainer) -> _FoldState:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        t.model.load_state_dict(ckpt["model"])
+        t.optimizer.load_state_dict(ckpt["optimizer"])
+        t.scheduler.load_state_dict(ckpt["scheduler"])
+        t.scaler.load_state_dict(ckpt["scaler"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise DataError(f"cannot resume from {path} ({str(exc).splitlines()[0][:160]}); delete it to restart the fold") from None
-    if ema is not None:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot resume from {path} ({first}); delete it to restart the fold") from None
+    if t.ema is not None:
         if ckpt["ema"] is None:
             raise ConfigError(f"{path} was trained without --ema; resume with the same settings")
-        ema.load_state_dict(ckpt["ema"])
+        t.ema.load_state_dict(ckpt["ema"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     if ckpt["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])

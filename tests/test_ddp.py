@@ -7,6 +7,7 @@ b must reproduce one process with batch 2b: same gradients, hence the same weigh
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,12 @@ from test_train import fast_config, make_synthetic
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     return make_synthetic(tmp_path_factory.mktemp("synth"), n=128, n_folds=2, seed=1)
@@ -30,17 +37,20 @@ def test_ddp_two_gloo_ranks_match_one_process(synth, tmp_path):
     cfg_file = tmp_path / "ddp.toml"
     cfg_file.write_text('precision = "fp32"\ndrop_rate = 0.0\nlr = 0.003\n')
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        # an explicit 127.0.0.1 and free port: --standalone resolves "localhost", which sandboxes may lack
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
         "-m", "hcd_kit", "train", "--data-dir", str(synth), "--fold", "0", "--run-dir", str(tmp_path / "ddp"),
         "--model", "test_efficientnet_ln", "--no-pretrained", "--device", "cpu", "--img-size", "32",
         "--epochs", "2", "--batch-size", "16", "--strategy", "ddp", "--threads", "1", "--config", str(cfg_file),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "x2 ranks (ddp)" in proc.stdout and proc.stdout.count("fold 0 epoch 2/2") == 1  # rank 0 logs
 
-    train(fast_config(model="test_efficientnet_ln", batch_size=32, epochs=2, lr=0.003), synth, tmp_path / "one", folds=[0])
+    one = fast_config(model="test_efficientnet_ln", batch_size=32, epochs=2, lr=0.003)  # 1 process x 2b
+    train(one, synth, tmp_path / "one", folds=[0])
 
     a = torch.load(tmp_path / "one/fold0/best.pt", weights_only=True)
     b = torch.load(tmp_path / "ddp/fold0/best.pt", weights_only=True)
@@ -61,3 +71,14 @@ def test_fold_parallel_spreads_folds_over_worker_processes(synth, tmp_path):
         assert f"fold {k} epoch 1/1" in (tmp_path / f"run/fold{k}/worker.log").read_text()
     log = (tmp_path / "run/train.log").read_text()
     assert "fold-parallel: folds [0, 1] over 2 worker(s)" in log and "CV AUC" in log
+
+
+def test_a_failing_fold_worker_is_reported_with_its_log(tmp_path):
+    from hcd_kit.distributed import run_fold_parallel
+    from hcd_kit.errors import TrainingError
+
+    # A stand-in worker: fails for fold 1, succeeds otherwise (the real one is `python -m hcd_kit train`).
+    script = "import sys; k = sys.argv[sys.argv.index('--fold') + 1]; print('worker', k); sys.exit(k == '1')"
+    with pytest.raises(TrainingError, match=r"fold 1 failed in its worker \(exit 1\); see .*fold1/worker.log"):
+        run_fold_parallel([sys.executable, "-c", script], [0, 1, 2], ["cpu", "cpu"], tmp_path)
+    assert all((tmp_path / f"fold{k}/worker.log").read_text().startswith(f"worker {k}") for k in (0, 1, 2))

@@ -107,3 +107,17 @@ def test_errors(two_runs, tmp_path):
     (b / "submission.csv").unlink()
     assert f"missing test predictions {b / 'submission.csv'}" in run(a, b)
     assert "--how must be 'mean' or 'rank'" in run(a, "--how", "max")
+
+
+def test_pred_files_replace_the_runs_submissions(two_runs, tmp_path):
+    a, b = two_runs
+    pa, pb = tmp_path / "pa.csv", tmp_path / "pb.csv"
+    (a / "submission.csv").rename(pa), (b / "submission.csv").rename(pb)
+    out = tmp_path / "blend.csv"
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--pred", str(pa), "--pred", str(pb), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ta, tb = _read(tmp_path, "pa.csv"), _read(tmp_path, "pb.csv")
+    got = pd.read_csv(out, dtype={"id": str}).set_index("id")["label"]
+    assert np.allclose(got.loc[ta.index], (ta + tb.loc[ta.index]) / 2, atol=1e-7)
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--pred", str(pa), "--out", str(out)])
+    assert res.exit_code != 0 and "1 --pred file(s) for 2 run(s)" in res.stderr

@@ -34,14 +34,12 @@ def make_run(run: Path, folds=(0, 1), model: str = MODEL, img_size: int = 96) ->
     return run
 
 
-def test_only_dir(data: Path) -> Path:
+def keep_test_only(data: Path) -> Path:
     """Strip a competition folder to what a Kaggle test-time kernel sees: test/ and sample_submission.csv."""
     shutil.rmtree(data / "train")
     (data / "train_labels.csv").unlink()
     return data
 
-
-test_only_dir.__test__ = False  # a helper, not a test
 
 
 def shuffle_sample(data: Path, seed: int = 1) -> list[str]:
@@ -57,7 +55,7 @@ def predict(*args: str):
 
 
 def test_predict_with_only_test_data_writes_the_sample_ids_in_order(subset_factory, tmp_path):
-    data = test_only_dir(subset_factory(n_train=2, n_test=8))
+    data = keep_test_only(subset_factory(n_train=2, n_test=8))
     ids = shuffle_sample(data)
     run = make_run(tmp_path / "run")
     out = tmp_path / "subs" / "sub.csv"
@@ -132,10 +130,11 @@ def test_oof_auc_with_and_without_tta_matches_an_independent_computation(subset_
 
 
 def test_rank_and_mean_fold_ensembles(subset_factory, tmp_path):
-    data = test_only_dir(subset_factory(n_train=2, n_test=8))
+    data = keep_test_only(subset_factory(n_train=2, n_test=8))
     run = make_run(tmp_path / "run")
     got = {}
-    for name, extra in {"f0": ["--folds", "0"], "f1": ["--folds", "1"], "mean": [], "rank": ["--ensemble", "rank"]}.items():
+    variants = {"f0": ["--folds", "0"], "f1": ["--folds", "1"], "mean": [], "rank": ["--ensemble", "rank"]}
+    for name, extra in variants.items():
         out = tmp_path / f"{name}.csv"
         res = predict("--data-dir", data, "--run-dir", run, "--tta", 1, "--precision", "fp32", "--out", out, *extra)
         assert res.exit_code == 0, res.output
@@ -187,7 +186,7 @@ def _break_wrong_architecture(run: Path, data: Path) -> None:
     ],
 )
 def test_errors_are_one_actionable_line(subset_factory, tmp_path, breaker, extra, message):
-    data = test_only_dir(subset_factory(n_train=2, n_test=4))
+    data = keep_test_only(subset_factory(n_train=2, n_test=4))
     run = make_run(tmp_path / "run")
     if breaker is not None:
         breaker(run, data)

@@ -17,9 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
+from hcd_kit.distributed import DistInfo
 from hcd_kit.errors import ConfigError, TrainingError
 from hcd_kit.run import RunLayout
-from hcd_kit.train import Hooks, TrainConfig, _step, resolve_config, train
+from hcd_kit.train import Hooks, TrainConfig, _Env, _step, resolve_config, train
 
 FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "32"]
 
@@ -81,7 +82,7 @@ def test_cli_fold_all_on_real_patches_covers_every_id_once(subset_factory, tmp_p
     prepare(data, workers=1)
     create_folds(data, n_folds=3)
     run = tmp_path / "run"
-    res = invoke("--data-dir", data, "--fold", "all", "--model", "test_resnet", "--epochs", "1", "--run-dir", run, *FAST)
+    res = invoke("--data-dir", data, "--fold", "all", "--model", "test_resnet", "--epochs", 1, "--run-dir", run, *FAST)
     assert res.exit_code == 0, res.output
     oof = pd.concat(pd.read_csv(p, dtype={"id": str}) for p in sorted(run.glob("fold*/oof.csv")))
     assert list(oof.columns) == ["id", "fold", "prob", "label"]
@@ -144,13 +145,12 @@ def test_skipped_step_leaves_weights_and_loss_scale_untouched():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
     before = [p.detach().clone() for p in model.parameters()]
-    from hcd_kit.distributed import DistInfo
-
+    env = _Env(torch.device("cpu"), None, DistInfo())
     loss = model(torch.ones(2, 4)).mean() * math.inf
-    assert not _step(loss, model, opt, scaler, 1.0, torch.device("cpu"), DistInfo())
+    assert not _step(loss, model, opt, scaler, 1.0, env)
     assert scaler.get_scale() == 1024.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert _step(model(torch.ones(2, 4)).mean(), model, opt, scaler, 1.0, torch.device("cpu"), DistInfo())
+    assert _step(model(torch.ones(2, 4)).mean(), model, opt, scaler, 1.0, env)
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 

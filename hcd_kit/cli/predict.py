@@ -56,8 +56,9 @@ def predict(
         for k, n, a1, an in res.oof.per_fold:
             console.print(f"         {k:>4} {n:>4}   {_auc(a1):>6}   {_auc(an):>7}")
         gain = res.oof.auc_n - res.oof.auc_1
+        what = f"   (TTA x{res.tta}: {gain:+.4f})" if gain == gain else ""  # NaN when a class is missing
         console.print(f"OOF AUC  all  {sum(r[1] for r in res.oof.per_fold):>4}   {_auc(res.oof.auc_1):>6}   "
-                      f"{_auc(res.oof.auc_n):>7}   (TTA x{res.tta}: {gain:+.4f})")
+                      f"{_auc(res.oof.auc_n):>7}{what}")
     elif res.note:
         console.print(f"note: {res.note}")
     console.print(f"folds {','.join(map(str, res.folds))} | tta {res.tta} | ensemble {res.ensemble} | "
