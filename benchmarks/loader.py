@@ -34,6 +34,8 @@ from hcd_kit.loader import BatchLoader  # noqa: E402
 from hcd_kit.pack import default_workers, prepare  # noqa: E402
 from hcd_kit.store import open_store  # noqa: E402
 
+from common import store_dir  # noqa: E402  (benchmarks/common.py, beside this file)
+
 
 def timed(fn, min_seconds: float = 1.0) -> float:
     """Images/s of ``fn()`` (which returns images delivered): one warm-up call, then repeat for min_seconds."""
@@ -135,21 +137,21 @@ def bench_prepare(data_dir: Path, scratch: Path, workers: int) -> tuple[float, f
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, required=True, help="competition-layout folder")
-    ap.add_argument("--out", type=Path, default=None, help="packed store folder [default: DATA_DIR/packed]")
+    ap.add_argument("--out", type=Path, default=None, help="packed store folder [default: DATA_DIR/packed if prepared, else a temp folder]")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--n", type=int, default=None, help="use the first N train patches [default: all]")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=default_workers(), help="DataLoader / prepare processes")
     args = ap.parse_args(argv)
 
-    out = args.out or args.data_dir / "packed"
+    out = store_dir(args.data_dir, args.out)
     prepare(args.data_dir, out=out, splits=("train",), workers=args.workers)
     store = open_store(out, "train")
     n = min(args.n or len(store), len(store))
     images, labels = np.ascontiguousarray(store.images[:n]), store.labels[:n]  # same patches for everyone
     paths = [str(args.data_dir / "train" / f"{i}.tif") for i in store.ids[:n]]
 
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix="hcd-bench-") as tmp:
         scratch = Path(tmp)
         result = {
             "n": n, "batch_size": args.batch_size, "workers": args.workers, "cpus": os.cpu_count(),

@@ -8,6 +8,6 @@ inside the commands so that ``hcd --help`` is instant.
 from __future__ import annotations
 
 from ._app import app  # noqa: F401  (the console-script entry point)
-from . import data, download, train, cv, predict, kaggle, demo  # noqa: F401,E402  (register commands)
+from . import demo, download, data, train, cv, predict, kaggle  # noqa: F401,E402  (order = help order)
 
 __all__ = ["app"]

@@ -1,0 +1,22 @@
+"""Shared by the benchmarks: where to find or build the packed store without writing into the data folder."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hcd_kit.paths import DataLayout
+from hcd_kit.store import manifest_path
+
+
+def store_dir(data_dir: Path, out: Path | None) -> Path:
+    """``out`` if given; else ``DATA_DIR/packed`` when `hcd prepare` already made it; else a temp folder.
+
+    Benchmarks are often pointed at shared, read-only data: they reuse a store but never create one there.
+    """
+    if out is not None:
+        return out
+    packed = DataLayout.of(data_dir).packed_dir
+    if manifest_path(packed).is_file():
+        return packed
+    return Path(tempfile.gettempdir()) / f"hcd-bench-{Path(data_dir).resolve().name}-packed"
