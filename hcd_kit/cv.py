@@ -84,7 +84,7 @@ def read_histories(run_dir: str | os.PathLike[str]) -> dict[int, pd.DataFrame]:
 
 
 def _expected_folds(run: RunLayout, present: list[int]) -> list[int]:
-    """Folds the run should have: from its config.toml (``n_folds`` or ``folds``) if it says, else 0..max."""
+    """Folds the run should have: from config.toml (``n_folds``/``folds``), else RUN/folds.csv, else 0..max."""
     want = set(range(max(present) + 1)) if present else set()
     if run.config.is_file():
         try:
@@ -96,6 +96,11 @@ def _expected_folds(run: RunLayout, present: list[int]) -> list[int]:
             return sorted(folds)
         if isinstance(n_folds, int) and not isinstance(n_folds, bool):
             return list(range(n_folds))
+    if run.folds.is_file():  # the split the run was trained on (written by hcd train)
+        try:
+            return sorted(set(pd.read_csv(run.folds, usecols=["fold"])["fold"].astype(int)))
+        except (ValueError, KeyError, pd.errors.ParserError):
+            return sorted(want)
     return sorted(want)
 
 

@@ -2,6 +2,7 @@
 
     RUN/config.toml           resolved TrainConfig (model name, img_size, ... everything to rebuild it)
     RUN/train.log             the log lines printed during training
+    RUN/folds.csv             the id,fold split the run was trained on (copied from DIR/folds.csv)
     RUN/fold{k}/best.pt       best weights by validation AUC (plain state_dict, ``weights_only=True``)
     RUN/fold{k}/last.pt       full checkpoint of the last finished epoch (for ``--resume``)
     RUN/fold{k}/history.csv   epoch,lr,train_loss,val_loss,val_auc,images_per_s,skipped_steps
@@ -27,6 +28,10 @@ class RunLayout:
     @property
     def config(self) -> Path:
         return self.root / "config.toml"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.csv"
 
     @property
     def log(self) -> Path:

@@ -39,7 +39,7 @@ from .distributed import (
     DistInfo, all_true, gather_arrays, init_distributed, shutdown_distributed, sum_across, wrap_model,
 )
 from .errors import ConfigError, DataError, TrainingError
-from .fsutil import atomic_open, atomic_path
+from .fsutil import atomic_open, atomic_path, atomic_write_bytes
 from .loader import BatchLoader
 from .metrics import roc_auc
 from .model import DEFAULT_MODEL, check_model_name, create_model, save_weights
@@ -158,6 +158,17 @@ def _read_folds(layout: DataLayout, store: PackedStore) -> pd.DataFrame:
     return read_folds(layout.folds_csv, ids=store.ids).assign(row=np.arange(len(store)))
 
 
+def _record_split(data: DataLayout, run: RunLayout) -> None:
+    """Keep the split beside the run: OOF scores only mean something against the split they came from."""
+    split = data.folds_csv.read_bytes()
+    if run.folds.is_file() and run.folds.read_bytes() != split:
+        raise ConfigError(
+            f"{run.folds} differs from {data.folds_csv}: this run was trained on another split; "
+            "use a new --run-dir (or restore the original folds.csv)"
+        )
+    atomic_write_bytes(run.folds, split)
+
+
 def _check_folds(wanted: Sequence[int] | None, n_folds: int) -> list[int]:
     if wanted is None:
         return list(range(n_folds))
@@ -247,6 +258,7 @@ def _train(
     _check_run_dir(cfg, run, wanted, resume)
     if info.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
+        _record_split(data, run)
         dump_toml(cfg, run.config)
     log = _Log(run.log, info.is_main)
     if cfg.strategy == "fold-parallel":

@@ -205,3 +205,15 @@ def test_local_weights_file_is_loaded(tmp_path):
     got, want = model.state_dict(), source.state_dict()
     body = [k for k in want if not k.startswith("fc.")]  # timm re-initialises the classifier head
     assert body and all(torch.equal(got[k], want[k]) for k in body)
+
+
+def test_run_keeps_its_split_and_refuses_another(synth, tmp_path):
+    run = tmp_path / "run"
+    train(fast_config(epochs=1), synth, run, folds=[0])
+    assert (run / "folds.csv").read_bytes() == (synth / "folds.csv").read_bytes()
+    # cv knows the run should have 3 folds although only fold 0 was trained
+    res = CliRunner().invoke(app, ["cv", "--run-dir", str(run), "--no-plots"])
+    assert res.exit_code == 0 and "fold(s) 1, 2 have no oof.csv" in res.output
+    other = make_synthetic(tmp_path / "other", n_folds=2)
+    res = invoke("--data-dir", other, "--run-dir", run, "--fold", "1", "--resume", *FAST, "--model", "test_efficientnet_ln")
+    assert res.exit_code != 0 and "trained on another split" in res.output
