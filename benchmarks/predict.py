@@ -29,17 +29,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_tta(model, images: np.ndarray, device, tta: int, batch_size: int, dtype, repeats: int) -> float:
-    """Best-of-``repeats`` seconds to predict every image with ``tta`` views (after one warm-up batch)."""
-    idx = np.arange(len(images))
-    predict_views(model, images, idx[:batch_size], img_size=96, device=device, tta=tta, batch_size=batch_size, dtype=dtype)
-    best = float("inf")
+def time_once(model, images: np.ndarray, device, tta: int, batch_size: int, dtype) -> float:
+    """Seconds to predict every image with ``tta`` views."""
+    _sync(device)
+    t0 = time.perf_counter()
+    predict_views(model, images, np.arange(len(images)), img_size=96, device=device, tta=tta,
+                  batch_size=batch_size, dtype=dtype)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def time_all(model, images: np.ndarray, device, batch_size: int, dtype, repeats: int) -> dict[int, float]:
+    """Best-of-``repeats`` seconds per TTA size, sizes interleaved per round so that a machine whose load
+    changes during the run (shared CPUs) biases no size in particular; one warm-up batch per size first."""
+    for n in TTA_CHOICES:
+        time_once(model, images[:batch_size], device, n, batch_size, dtype)
+    best = {n: float("inf") for n in TTA_CHOICES}
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        predict_views(model, images, idx, img_size=96, device=device, tta=tta, batch_size=batch_size, dtype=dtype)
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
+        for n in TTA_CHOICES:
+            best[n] = min(best[n], time_once(model, images, device, n, batch_size, dtype))
     return best
 
 
@@ -59,7 +67,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     model = to_device(create_model(args.model, pretrained=False), device)
     images = np.random.default_rng(0).integers(0, 256, (args.n, 96, 96, 3), dtype=np.uint8)
-    seconds = {n: time_tta(model, images, device, n, args.batch_size, dtype, args.repeats) for n in TTA_CHOICES}
+    seconds = time_all(model, images, device, args.batch_size, dtype, args.repeats)
     rows = [
         {"tta": n, "seconds": s, "images_per_s": args.n / s, "views_per_s": args.n * n / s, "cost_vs_1": s / seconds[1]}
         for n, s in seconds.items()

@@ -219,12 +219,14 @@ def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
 
 
 def _validation_ids(run: RunLayout, layout: DataLayout, fold: int) -> np.ndarray | None:
-    """Ids fold ``fold``'s model never trained on: its ``oof.csv`` if written, else ``DIR/folds.csv``."""
+    """Ids fold ``fold``'s model never trained on: its ``oof.csv``, else the run's own split
+    (``RUN/folds.csv``), else ``DIR/folds.csv``; None when none of them exists."""
     if run.oof(fold).is_file():
         return pd.read_csv(run.oof(fold), dtype={"id": str})["id"].to_numpy(str)
-    if layout.folds_csv.is_file():
-        folds = pd.read_csv(layout.folds_csv, dtype={"id": str})
-        return folds.loc[folds["fold"] == fold, "id"].to_numpy(str)
+    for split in (run.folds, layout.folds_csv):
+        if split.is_file():
+            folds = pd.read_csv(split, dtype={"id": str})
+            return folds.loc[folds["fold"] == fold, "id"].to_numpy(str)
     return None
 
 
@@ -244,7 +246,7 @@ def _oof_plan(run_dir, data_dir, folds: list[int]) -> tuple[PackedStore | None, 
     for k in folds:
         ids = _validation_ids(run, layout, k)
         if ids is None:
-            return None, {}, f"no {run.oof(k)} and no {layout.folds_csv}; OOF AUC with/without TTA skipped"
+            return None, {}, f"no {run.oof(k)}, {run.folds} or {layout.folds_csv}; OOF AUC with/without TTA skipped"
         try:
             rows[k] = store.index_of(ids)
         except DataError as exc:  # e.g. a store packed with --skip-bad: predicting must still work
