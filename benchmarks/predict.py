@@ -1,11 +1,11 @@
 """What test-time augmentation costs: inference time for 1, 2, 4 and 8 dihedral views, batched on the device.
 
-All views of a batch go through the model as ONE forward pass (``hcd_kit.tta.tta_stack``), so TTA x n costs
-at most n times a single view, and less when a single view leaves the device under-used. The target is
+The views of each patch are stacked into the same forward pass (``hcd_kit.tta.tta_stack``), and every pass
+holds ``--batch-size`` views whatever the TTA, so TTA x n costs about n times a single view. The target is
 TTA x 8 <= 8.5 x one view. Uses ``hcd_kit.predict.predict_views`` (the code path of ``hcd predict``) on
 random uint8 patches, with randomly initialised weights (speed does not depend on the weights)::
 
-    python benchmarks/predict.py                        # resnet18, 2048 patches, batch 256, auto device
+    python benchmarks/predict.py                        # resnet18, 2048 patches, 256 views a pass, auto device
     python benchmarks/predict.py --device cuda --n 8192 --json
 """
 
@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resnet18", help="timm model name")
     ap.add_argument("--n", type=int, default=2048, help="patches to predict per measurement")
-    ap.add_argument("--batch-size", type=int, default=256, help="patches per forward pass (x tta views)")
+    ap.add_argument("--batch-size", type=int, default=256, help="views per forward pass (as hcd predict)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--precision", default="auto", help="auto, fp16, bf16 or fp32")
     ap.add_argument("--repeats", type=int, default=1, help="measurements per TTA size (best is kept)")

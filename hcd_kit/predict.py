@@ -2,7 +2,7 @@
 
 ``predict_run`` rebuilds the model from ``RUN/config.toml`` (``model``, ``img_size``), packs the test set
 if it is not packed yet, runs each fold's ``best.pt`` over it with ``n`` dihedral views per patch stacked
-into one batch (``hcd_kit.tta``), averages the views, then the folds (mean probability or mean rank), and
+into the same batch (``hcd_kit.tta``), averages the views, then the folds (mean probability or mean rank), and
 writes ``id,label`` in exactly the order of ``sample_submission.csv`` plus a ``<out>.json`` sidecar (runs,
 folds, tta, ensemble, cv_auc) that ``hcd submit`` keeps in its ledger. When the packed train store is there
 too, it re-predicts each fold's validation ids with 1 and with ``n`` views, so the user sees what TTA buys::
@@ -136,9 +136,9 @@ def load_fold_model(run_dir: str | os.PathLike[str], fold: int, spec: RunModel, 
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move an eval-mode model to ``device``; channels-last on CUDA, where cuDNN's tensor-core kernels want it."""
-    model = model.to(device).eval()
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    """Move an eval-mode model to ``device`` in channels-last memory, which both cuDNN's tensor-core kernels and
+    the CPU's oneDNN convolutions run fastest on (resnet18 on 2 CPU cores: ~30 % faster than NCHW)."""
+    return model.to(device).eval().to(memory_format=torch.channels_last)
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -162,16 +162,19 @@ def predict_views(
 ) -> np.ndarray:
     """Per-view logits (len(indices), tta) of ``images[indices]``; column 0 is the untransformed view.
 
-    Each batch of ``batch_size`` patches goes to the device as one forward pass of ``batch_size * tta``
-    views. ``on_batch(n)`` is called after each batch (progress bars).
+    ``batch_size`` counts views: each forward pass holds ``batch_size // tta`` patches in all ``tta`` of
+    their views, so one pass is the same size whatever the TTA and x8 costs 8x one view, not more (bigger
+    passes fall out of the CPU's caches: 2048-view passes ran 20 % slower per view than 256-view ones).
+    ``on_batch(n)`` is called after each batch with its number of patches (progress bars).
     """
     order = np.sort(np.asarray(indices, dtype=np.int64))
-    loader = BatchLoader(images, None, order, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    per_pass = max(1, batch_size // tta)
+    loader = BatchLoader(images, None, order, batch_size=per_pass, shuffle=False, pin_memory=device.type == "cuda")
     chunks = []
     for batch in loader:
-        x = tta_stack(to_input(batch.images, img_size, device), tta)
-        if device.type == "cuda":  # cuDNN's fastest (tensor-core) convolutions want NHWC
-            x = x.contiguous(memory_format=torch.channels_last)
+        # Stacking views makes a contiguous NCHW copy; NHWC again is what convolutions run fastest on, on
+        # CUDA and on the CPU alike (without it TTA x8 cost 14.6x one view on the CPU instead of ~8x).
+        x = tta_stack(to_input(batch.images, img_size, device), tta).contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             logits = model(x)
         chunks.append(tta_views(logits, tta).float().cpu().numpy())

@@ -1,8 +1,8 @@
 """Test-time augmentation over the dihedral group D4 (flips and 90-degree rotations), as pure functions.
 
 Tissue patches have no canonical orientation, so all 8 dihedral views of a patch are equally valid
-inputs; averaging a model's predictions over them is the cheapest AUC gain there is. Views are stacked into
-one batch so the device sees a single large forward pass, and merged with ``view(B, T).mean(1)``.
+inputs; averaging a model's predictions over them is the cheapest AUC gain there is. The views of each patch
+are stacked into the same batch, so the device sees whole forward passes, and merged with ``view(B, T).mean(1)``.
 ``fold_ensemble`` then blends the models of several folds (or runs) by mean probability or mean rank.
 """
 

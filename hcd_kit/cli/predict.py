@@ -26,13 +26,13 @@ def predict(
     ensemble: Annotated[str, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="Autocast: auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Patches per forward pass; the device sees batch-size x tta views.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.")] = 256,
     folds: Annotated[str, typer.Option(help="Folds to use: all, or a list such as 0,2.")] = "all",
     oof: Annotated[bool, typer.Option(help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).")] = True,
 ) -> None:
     """Predict the test set with every fold of a run, with test-time augmentation, and write a submission.
 
-    Each fold's best.pt scores every test patch in --tta flipped/rotated views, stacked into one batch on
+    Each fold's best.pt scores every test patch in --tta flipped/rotated views, stacked into batches on
     the device; views are averaged as probabilities, then folds (mean or rank). Writes id,label in exactly
     the order of sample_submission.csv (packing test/ first if needed) and OUT.json with runs, folds, tta,
     ensemble and cv_auc, which `hcd submit` records. With the packed train store present it also reports
