@@ -61,7 +61,7 @@ def download_competition(
     if done is not None:
         shutil.rmtree(root / WORK, ignore_errors=True)  # leftovers of a run killed after its marker
         return done
-    kaggle_api.get_api()  # credentials first: nothing is written or shown without them
+    kaggle_api.get_api(timeout)  # credentials first: nothing is written or shown without them
     work = root / WORK
     work.mkdir(parents=True, exist_ok=True)
     archive = _fetch_archive(competition, work, timeout, retries)

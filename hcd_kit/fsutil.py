@@ -14,6 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
+os.umask(UMASK)  # ... and put it back at once
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -25,8 +28,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             torch.save(state, tmp)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, f"cannot write {target}: {exc.strerror}") from None
+    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
     os.close(fd)
     tmp = Path(name)
     try:

@@ -147,8 +147,11 @@ def redact(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the client
-def _import_client() -> Any:
-    """Import ``kaggle`` once, with its import-time printing captured and its config-dir race avoided."""
+def _import_client(limit: float) -> Any:
+    """Import ``kaggle`` once, with its import-time printing captured and its config-dir race avoided.
+
+    The import authenticates, and with a ``KAGGLE_API_TOKEN`` that is a network call, so it runs under the
+    same time limit as every other call."""
     if "kaggle" in sys.modules:
         return sys.modules["kaggle"].api
     # The client creates its config dir with exists-then-makedirs at import; two hcd processes starting
@@ -158,10 +161,16 @@ def _import_client() -> Any:
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink):
-            import kaggle  # noqa: PLC0415  (lazy on purpose: import authenticates and may print)
+            _bounded("check the Kaggle credentials", _import_kaggle, limit, None)
+    except KaggleError:
+        raise
     except Exception as exc:  # the client's own import failed, e.g. a broken install
         raise KaggleError(redact(f"could not import the kaggle client: {type(exc).__name__}: {exc}")) from exc
-    return kaggle.api
+    return sys.modules["kaggle"].api
+
+
+def _import_kaggle() -> None:
+    import kaggle  # noqa: F401,PLC0415  (lazy on purpose: import authenticates and may print)
 
 
 def _fingerprint(api: Any) -> str:
@@ -170,12 +179,16 @@ def _fingerprint(api: Any) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()  # hashed: never keep a key in clear
 
 
-def get_api() -> Any:
-    """The authenticated ``kaggle.KaggleApi``; re-reads credentials and the endpoint if the env changed."""
+def get_api(timeout: float | None = None) -> Any:
+    """The authenticated ``kaggle.KaggleApi``; re-reads credentials and the endpoint if the env changed.
+
+    ``timeout`` (default ``$HCD_KAGGLE_TIMEOUT`` or 120 s) bounds the import and the authentication, which
+    are network calls with token credentials."""
     global _auth_fingerprint
     credentials_source()
+    limit = default_timeout() if timeout is None else float(timeout)
     with _lock:
-        api = _import_client()
+        api = _import_client(limit)
         # The client decides local-vs-production once at import; re-decide at every call so one process (a
         # test session, a notebook) follows the current KAGGLE_API_ENVIRONMENT.
         args = [a for a in api.args if a != "--local"]
@@ -186,16 +199,17 @@ def get_api() -> Any:
         api.config = os.path.join(api.config_dir, "kaggle.json")
         fingerprint = _fingerprint(api)
         if fingerprint != _auth_fingerprint:
-            _authenticate(api)
+            _authenticate(api, limit)
             _auth_fingerprint = fingerprint
     return api
 
 
-def _authenticate(api: Any) -> None:
+def _authenticate(api: Any, limit: float) -> None:
     api.config_values = {}
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            api.authenticate()
+        _bounded("check the Kaggle credentials", api.authenticate, limit, None)
+    except KaggleError:
+        raise
     except SystemExit:
         raise KaggleError(NO_CREDENTIALS) from None
     except Exception as exc:  # a token introspection that failed on the network

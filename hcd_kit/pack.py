@@ -35,7 +35,7 @@ import pandas as pd
 
 from .console import progress
 from .errors import DataError
-from .fsutil import atomic_write_text, sha256_file
+from .fsutil import UMASK, atomic_write_text, sha256_file
 from .labels import Problems, read_labels, read_sample_submission
 from .paths import IMAGE_SHAPE, DataLayout
 from .store import ids_path, images_path, manifest_path
@@ -392,6 +392,7 @@ def _is_current(out: Path, entry: dict | None, plan: SplitPlan, skip_bad: bool) 
 
 def _new_tmp(out: Path, target: Path, tmps: list[Path]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=out)
+    os.fchmod(fd, 0o666 & ~UMASK)  # the store is data, not a secret: usual permissions, not mkstemp's 0600
     os.close(fd)
     tmps.append(Path(name))
     return Path(name)

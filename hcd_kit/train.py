@@ -92,7 +92,7 @@ class TrainConfig:
                 raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"config key 'lr' must be positive, got {self.lr}")
-        for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip"):
+        for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
 

@@ -194,3 +194,17 @@ def test_access_token_credentials(kaggle_env, kaggle_competition, monkeypatch):
     assert ka.username() == "tokenuser"
     assert kaggle_env.server.calls("ListDataFiles")[-1].headers["authorization"] == "Bearer tok-abcdef-123456"
     assert "tok-abcdef-123456" not in ka.redact("token tok-abcdef-123456 in a message")
+
+
+def test_stalled_token_check_hits_the_outer_timeout(kaggle_env, kaggle_competition, monkeypatch):
+    # With a token the client asks the server to introspect it: a network call that has no limit of its own.
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "tok-stall-000001")
+    kaggle_env.server.tokens["tok-stall-000001"] = "tokenuser"
+    kaggle_env.server.delay("IntrospectToken", seconds=30)
+    start = time.monotonic()
+    with pytest.raises(KaggleError, match="no answer from Kaggle within 0.5 s while trying to check the Kaggle credentials"):
+        ka.get_api(timeout=0.5)
+    assert time.monotonic() - start < 5
+    assert kaggle_env.server.calls("IntrospectToken")

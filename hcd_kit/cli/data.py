@@ -68,7 +68,7 @@ def prepare(
 def folds(
     data_dir: DataDir = Path("data"),
     n_folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Shuffle seed; the same seed always gives the same folds.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Shuffle seed (0 to 2^32-1); the same seed always gives the same folds.")] = 0,
     groups: Annotated[
         Optional[Path],
         typer.Option(help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds."),

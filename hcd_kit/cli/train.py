@@ -48,7 +48,7 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help="auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="auto, single, dp (DataParallel), ddp (under torchrun) or fold-parallel.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for weights init, shuffling and augmentation.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seed for weights init, shuffling and augmentation (0 to 2^32-1).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch; 0 = cores / processes.")] = None,
 ) -> None:
     """Train a timm model on one fold, several or all, keeping honest out-of-fold (OOF) predictions.

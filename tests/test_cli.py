@@ -1,0 +1,53 @@
+"""The ``hcd`` entry point as a user runs it: every command listed with its help, and a wrong flag, an
+unknown command or a file-system refusal reported as one line on stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["demo", "download", "prepare", "folds", "train", "cv", "predict", "ensemble", "submit",
+            "submissions", "kernel", "dataset"]
+
+
+def hcd(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hcd_kit", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_help_lists_every_command():
+    res = hcd("--help")
+    assert res.returncode == 0
+    for name in COMMANDS:
+        assert f" {name} " in res.stdout, name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["folds", "--n-folds", "abc"], "Invalid value for '--n-folds'"),
+    (["folds", "--seed", "-1"], "Invalid value for '--seed'"),
+    (["prepare", "--frobnicate"], "No such option: --frobnicate"),
+    (["trian"], "No such command 'trian'"),
+])
+def test_usage_errors_are_one_line(args, message):
+    res = hcd(*args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert "--help" in lines[0] and "Traceback" not in res.stderr + res.stdout
+
+
+def test_file_system_refusal_is_one_line_naming_the_file(subset_factory, tmp_path):
+    data = subset_factory(n_train=20, n_test=0)
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    res = hcd("folds", "--data-dir", data, "--n-folds", "2", "--out", blocker / "folds.csv")
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot write {blocker / 'folds.csv'}" in lines[0], res.stderr
+
+
+def test_a_group_without_a_subcommand_shows_its_help():
+    res = hcd("kernel")
+    assert res.returncode == 0 and "push" in res.stdout and "status" in res.stdout
