@@ -77,7 +77,13 @@ def read_predictions(path: str | os.PathLike[str], run: Path | None = None) -> p
         raise DataError(f"{path} must have the columns id,label (has {','.join(map(str, df.columns))})")
     if df["id"].duplicated().any():
         raise DataError(f"{path} lists id {df.loc[df['id'].duplicated(), 'id'].iloc[0]} twice")
-    return df[["id", "label"]].astype({"label": float})
+    label = pd.to_numeric(df["label"], errors="coerce")
+    bad = ~np.isfinite(label) | (label < 0) | (label > 1)
+    if bad.any():  # one NaN would turn a rank blend into all-NaN rows; a 7 would skew a mean blend
+        first = df.index[bad][0]
+        raise DataError(f"{path}: {int(bad.sum())} label(s) are not probabilities in [0, 1] "
+                        f"(first: id {df.at[first, 'id']} = {df.at[first, 'label']!r}); re-run `hcd predict`")
+    return pd.DataFrame({"id": df["id"], "label": label.astype(float)})
 
 
 def read_oof(run_dir: str | os.PathLike[str]) -> pd.DataFrame | None:

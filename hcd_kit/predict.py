@@ -364,7 +364,11 @@ def predict_run(
                                                    tta=tta, batch_size=batch_size, dtype=dtype)
     probs = fold_ensemble(np.stack(fold_probs), how=ensemble)
     oof_auc = _oof_auc(train, val_rows, oof_views, tta) if train is not None else None
-    cv_auc = (_finite(oof_auc.auc_n) if oof_auc is not None else None) or _recorded_cv_auc(run_dir, fold_ids)
+    # cv_auc means one thing in every ledger row: the single-view OOF AUC that `hcd cv` reports, whether or
+    # not this --data-dir had the packed train store; what TTA adds is kept apart as oof_auc_tta.
+    cv_auc = _recorded_cv_auc(run_dir, fold_ids)
+    if cv_auc is None and oof_auc is not None:
+        cv_auc = _finite(oof_auc.auc_1)
     out_path = Path(out) if out is not None else RunLayout.of(run_dir).root / "submission.csv"
     write_submission(ids, probs, out_path)
     side = write_sidecar(out_path, {

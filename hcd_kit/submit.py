@@ -119,9 +119,11 @@ def _save(ledger: str | os.PathLike[str], updated: list[LedgerRecord]) -> None:
 
 
 def refresh_ledger(ledger: str | os.PathLike[str], timeout: float | None = None) -> list[LedgerRecord]:
-    """Update every record not yet COMPLETE/ERROR (and lacking a private score) from Kaggle; return all."""
+    """Update every record still pending, or COMPLETE without a private score yet, from Kaggle; return all.
+
+    An ERROR record is final and never scored, so it costs no call."""
     records = read_ledger(ledger)
-    stale = [r for r in records if r.ref and (r.status not in FINAL or r.private_score is None)]
+    stale = [r for r in records if r.ref and (r.status not in FINAL or (r.status == "COMPLETE" and r.private_score is None))]
     changed = False
     for competition in sorted({r.competition for r in stale}):
         subs = _list(competition, timeout=timeout)

@@ -109,6 +109,19 @@ def test_errors(two_runs, tmp_path):
     assert "--how must be 'mean' or 'rank'" in run(a, "--how", "max")
 
 
+@pytest.mark.parametrize("bad", ["nan", "7", "-0.1", "high"])
+def test_a_prediction_that_is_not_a_probability_is_refused(two_runs, tmp_path, bad):
+    a, b = two_runs
+    sub = pd.read_csv(b / "submission.csv", dtype={"id": str, "label": str})
+    sub.loc[3, "label"] = bad
+    sub.to_csv(b / "submission.csv", index=False)
+    out = tmp_path / "blend.csv"
+    for how in ("mean", "rank"):
+        res = runner.invoke(app, ["ensemble", str(a), str(b), "--how", how, "--out", str(out)])
+        assert res.exit_code == 1 and not out.exists()
+        assert f"1 label(s) are not probabilities in [0, 1] (first: id {sub.loc[3, 'id']}" in " ".join(res.stderr.split())
+
+
 def test_pred_files_replace_the_runs_submissions(two_runs, tmp_path):
     a, b = two_runs
     pa, pb = tmp_path / "pa.csv", tmp_path / "pb.csv"

@@ -156,6 +156,12 @@ def test_submissions_lists_and_refreshes(kaggle_env, comp, tmp_path):
         ("first", "COMPLETE", 0.2), ("second", "COMPLETE", 0.4)
     ]
     kaggle_env.assert_no_secret(r.stdout, paths=(ledger,))
+    # A failed submission is final and never gets a score: listing again asks Kaggle nothing about it.
+    ledger.write_text("".join(json.dumps({**x, "status": "ERROR", "private_score": None}) + "\n" for x in recs))
+    calls = len(kaggle_env.server.calls("ListSubmissions"))
+    r = kaggle_env.invoke("submissions", "--ledger", ledger)
+    assert r.exit_code == 0 and r.stdout.count("ERROR") == 2
+    assert len(kaggle_env.server.calls("ListSubmissions")) == calls
 
 
 def test_submissions_without_credentials_still_lists(kaggle_env, comp, tmp_path, monkeypatch):
