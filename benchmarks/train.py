@@ -30,8 +30,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "hcd-mini"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="competition-layout data folder")
-    p.add_argument("--out", type=Path, default=None, help="packed store folder (default DIR/packed, or a temp "
-                   "folder when DIR is read-only)")
+    p.add_argument("--out", type=Path, default=None, help="packed store folder (default DIR/packed if "
+                   "`hcd prepare` made it, else a temp folder)")
     p.add_argument("--models", default="resnet18,efficientnet_b0", help="comma-separated timm model names")
     p.add_argument("--img-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=128)
@@ -49,18 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def packed_store(data_dir: Path, out: Path | None):
-    """The packed train store of ``data_dir``, packing it with ``hcd_kit.pack.prepare`` when needed."""
-    import os
-    import tempfile
-
+    """The packed train store of ``data_dir`` (see ``common.store_dir``: never created inside the data folder),
+    packed with ``hcd_kit.pack.prepare`` when needed."""
+    from common import store_dir  # benchmarks/common.py, beside this file
     from hcd_kit.pack import prepare
-    from hcd_kit.paths import DataLayout
     from hcd_kit.store import open_store
 
-    if out is None:
-        out = DataLayout.of(data_dir).packed_dir
-        if not os.access(data_dir, os.W_OK) and not (out / "manifest.json").is_file():
-            out = Path(tempfile.gettempdir()) / f"hcd-bench-{data_dir.resolve().name}-packed"
+    out = store_dir(data_dir, out)
     prepare(data_dir, out=out, splits=("train",))  # a no-op when the store is current
     return open_store(out, "train")
 

@@ -9,14 +9,17 @@ Layout while working (all under the data folder, so every rename stays on one fi
     DIR/.hcd-download.json                 completion marker (members and sizes), written LAST
 
 A tree without a valid marker is never taken as complete: a later run re-uses a complete archive, wipes
-staging, and extracts again. Member names are checked before anything is written: absolute paths, ``..``
-components and symlinks are refused. The archive is never read into memory (the real one is ~6.3 GB with
-~277k members).
+staging, and extracts again. The competition name must be a Kaggle slug (it becomes a file name) and is
+checked before credentials or any write. Member names are checked before anything is extracted: absolute
+paths, ``..`` components, symlinks, and top-level names hcd itself uses in DIR (``packed/``, ``folds.csv``,
+the working folder, the marker, ...) are refused; installing those would delete hcd's own files. The
+archive is never read into memory (the real one is ~6.3 GB with ~277k members).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import stat
 import zipfile
@@ -26,16 +29,22 @@ from pathlib import Path, PurePosixPath
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from . import kaggle_api
+from . import folds, kaggle_api, pack
 from .console import err_console, progress
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .fsutil import atomic_write_text
-from .paths import COMPETITION
+from .paths import COMPETITION, DataLayout
 
 MARKER = ".hcd-download.json"
 WORK = ".hcd-download"
 EXPECTED = {COMPETITION: ("train", "test", "train_labels.csv", "sample_submission.csv")}
 CHUNK = 1 << 20
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # Kaggle's competition slugs; no '/', '.' or '..' can pass
+# what hcd itself keeps in DIR: an archive entry with one of these names would replace (or delete) it;
+# compared case-folded, since on a case-insensitive file system "Packed" is "packed"
+_LAYOUT = DataLayout(Path("."))
+RESERVED = frozenset(n.casefold() for n in (WORK, MARKER, _LAYOUT.packed_dir.name, _LAYOUT.folds_csv.name,
+                                             pack.REPORT, folds.REPORT))
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ def download_competition(
     retries: int | None = None,
 ) -> DownloadResult:
     """Make ``data_dir`` hold the competition's files, downloading and extracting only what is missing."""
+    check_competition(competition)
     root = Path(data_dir)
     done = read_marker(root, competition)
     if done is not None:
@@ -81,6 +91,14 @@ def download_competition(
     atomic_write_text(root / MARKER, json.dumps(marker, separators=(",", ":")))
     shutil.rmtree(work, ignore_errors=True)
     return DownloadResult(root, competition, False, entries, len(sizes), marker["archive_bytes"])
+
+
+def check_competition(competition: str) -> None:
+    """ConfigError unless ``competition`` is a Kaggle slug: it names files (``<competition>.zip``), so a
+    name like ``../x`` would write outside the data folder."""
+    if not SLUG.fullmatch(competition):
+        raise ConfigError(f"--competition {competition!r} is not a Kaggle competition slug (lowercase letters, "
+                          f"digits and hyphens, as in {COMPETITION}); copy it from the competition's URL")
 
 
 def read_marker(root: Path, competition: str) -> DownloadResult | None:
@@ -147,6 +165,11 @@ def _checked_members(archive: Path, competition: str) -> list[zipfile.ZipInfo]:
             raise DataError(f"refusing to extract {archive}: member {info.filename!r} {problem}; nothing was "
                             "extracted, delete the archive if it is not a genuine Kaggle download")
     tops = {PurePosixPath(m.filename).parts[0] for m in members if m.filename.strip("/")}
+    clash = sorted(t for t in tops if t.casefold() in RESERVED)
+    if clash:
+        raise DataError(f"refusing to extract {archive}: top-level entry {clash[0]!r} is a name hcd uses in the "
+                        "data folder; nothing was extracted, delete the archive if it is not a genuine Kaggle "
+                        "download")
     missing = [e for e in EXPECTED.get(competition, ()) if e not in tops]
     if missing:
         raise DataError(f"the archive {archive} lacks {', '.join(missing)}; is --competition right?")
@@ -187,7 +210,11 @@ def _extract(archive: Path, members: list[zipfile.ZipInfo], staging: Path) -> No
 
 
 def _install(staging: Path, root: Path, members: list[zipfile.ZipInfo]) -> tuple[str, ...]:
-    """Move the extracted top-level entries into ``root``, replacing stale copies; the marker comes after."""
+    """Move the extracted top-level entries into ``root``, replacing stale copies; the marker comes after.
+
+    ``_checked_members`` refused any entry named like hcd's own files, so what is replaced here is only a
+    stale copy of the competition's own entries.
+    """
     (root / MARKER).unlink(missing_ok=True)
     entries = sorted({PurePosixPath(m.filename).parts[0] for m in members})
     for name in entries:

@@ -3,7 +3,9 @@
 Folds are stratified on the label so every fold has the data set's positive rate. Patches cut from the
 same slide look alike, so a model validated on a slide it trained on scores too high; given a CSV that maps
 patch ids to slides (``--groups``), folds are also grouped: no slide spans two folds. Ids the groups file
-does not know are reported and each kept as a group of its own. The same seed always gives the same folds.
+does not know, or gives no slide, are reported and each kept as a group of its own. The same seed always
+gives the same folds. Bad label rows are an error naming a few (all of them go to ``DIR/folds-problems.csv``)
+unless ``skip_bad`` leaves them out.
 
     folds = make_folds(read_labels("data/train_labels.csv"), n_folds=5, seed=0)
     write_folds(folds, "data/folds.csv")
@@ -21,10 +23,11 @@ import pandas as pd
 
 from .errors import ConfigError, DataError
 from .fsutil import atomic_write_text
-from .labels import read_labels
+from .labels import Problems, forget_report, read_labels, report_note, write_report
 from .paths import DataLayout
 
 GROUP_COLUMNS = ("wsi", "slide", "group")
+REPORT = "folds-problems.csv"  # every bad label row of the last `hcd folds` that met some, beside the data
 
 
 def read_groups(path: str | os.PathLike[str]) -> pd.Series:
@@ -52,6 +55,9 @@ def read_groups(path: str | os.PathLike[str]) -> pd.Series:
     ids = ids.str.strip()
     ids = ids.str.removesuffix(".tif")  # the community's file names patches, not ids
     mapping = pd.Series(groups.str.strip().to_numpy(), index=ids.to_numpy())
+    # an empty cell (or a short row) is "slide unknown", not a slide called "": dropping it here makes those
+    # ids ungrouped (reported, one group each) instead of lumping them all into one giant slide
+    mapping = mapping[mapping.notna() & (mapping != "")]
     conflict = mapping.groupby(level=0).nunique()
     if (conflict > 1).any():
         bad = conflict.index[conflict > 1]
@@ -93,9 +99,9 @@ def _check_n_folds(n_folds: int, y: np.ndarray, grouped: bool) -> None:
 
 
 def fill_groups(ids: pd.Series, groups: pd.Series) -> tuple[pd.Series, list[str]]:
-    """The group of every id (ids absent from ``groups`` get their own), and the list of those absent ones."""
+    """The group of every id (ids absent from ``groups`` or with an empty slide get their own), and those ids."""
     g = pd.Series(groups.reindex(ids.to_numpy()).to_numpy(), index=ids.to_numpy(), dtype=object)
-    missing = g.isna().to_numpy()
+    missing = (g.isna() | (g.astype(str).str.strip() == "")).to_numpy()  # callers may pass "" or None slides
     g[missing] = [f"__own__{i}" for i in ids.to_numpy()[missing]]
     return g, ids.to_numpy(str)[missing].tolist()
 
@@ -152,7 +158,9 @@ class FoldsSummary:
     counts: list[int]  # patches per fold
     positive_rates: list[float]
     groups: int | None = None  # number of slide groups, when grouped
-    ungrouped: list[str] = field(default_factory=list)  # ids the groups file did not know
+    ungrouped: list[str] = field(default_factory=list)  # ids the groups file did not know or gave no slide
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # bad label rows left out (skip_bad), by kind
+    report: Path | None = None  # where every skipped row is listed
 
 
 def create_folds(
@@ -161,17 +169,36 @@ def create_folds(
     seed: int = 0,
     groups_csv: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
+    skip_bad: bool = False,
 ) -> FoldsSummary:
-    """Read ``train_labels.csv``, make the folds, write ``folds.csv`` (default ``data_dir/folds.csv``)."""
+    """Read ``train_labels.csv``, make the folds, write ``folds.csv`` (default ``data_dir/folds.csv``).
+
+    Bad label rows raise a DataError unless ``skip_bad``, which leaves them out exactly as ``hcd prepare
+    --skip-bad`` does, so the folds cover the same ids as such a store. Either way all of them are listed in
+    ``data_dir/folds-problems.csv`` (or beside ``out`` when the data folder is read-only).
+    """
     layout = DataLayout.of(data_dir)
-    labels = read_labels(layout.train_labels)
+    problems = Problems()
+    labels = read_labels(layout.train_labels, problems)
+    target = Path(out) if out is not None else layout.folds_csv
+    places = (layout.root, target.parent)
+    report = None
+    if problems:
+        report = write_report({"train": problems}, REPORT, *places)
+    else:
+        forget_report(REPORT, *places)
+    if problems and not skip_bad:
+        raise DataError(
+            f"{layout.train_labels}: {problems.summary()}; {report_note(report)}; "
+            "fix the file, or pass --skip-bad to leave those rows out"
+        )
     groups = read_groups(groups_csv) if groups_csv is not None else None
     folds = make_folds(labels, n_folds, seed, groups)
-    path = write_folds(folds, out if out is not None else layout.folds_csv)
+    path = write_folds(folds, target)
     y = labels["label"].to_numpy()
     counts = [int((folds["fold"] == k).sum()) for k in range(n_folds)]
     rates = [float(y[folds["fold"].to_numpy() == k].mean()) if counts[k] else float("nan") for k in range(n_folds)]
-    summary = FoldsSummary(path, counts, rates)
+    summary = FoldsSummary(path, counts, rates, skipped=problems.as_dict(), report=report)
     if groups is not None:
         filled, summary.ungrouped = fill_groups(labels["id"], groups)
         summary.groups = int(filled.nunique())

@@ -6,17 +6,21 @@ report; ``hcd prepare`` also files its image problems (corrupt, truncated, ...) 
 
 A malformed file (not a CSV, missing columns, empty) is always an error. Row problems (duplicate ids,
 labels other than 0/1, empty ids) raise by default; pass a ``Problems`` to collect them instead and get
-back only the clean rows (``hcd prepare --skip-bad``).
+back only the clean rows (``hcd prepare --skip-bad``, ``hcd folds --skip-bad``). A one-line error shows
+only a few names, so commands also write every problem to a small report CSV (``write_report``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DataError
+from .fsutil import atomic_write_text
 
 
 class Problems:
@@ -56,6 +60,42 @@ class Problems:
 
     def as_dict(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self.by_kind.items()}
+
+
+def write_report(problems: dict[str, Problems], name: str, *folders: Path) -> Path | None:
+    """Write every problem as ``split,name,problem`` lines to ``<folder>/<name>`` and return that path.
+
+    The first folder that exists and takes the write wins: the data folder may be read-only (a Kaggle
+    input), and the report must never be the reason a command fails, so None means none could be written.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["split", "name", "problem"])
+    for split, found in problems.items():
+        writer.writerows((split, n, kind) for kind, names in found.by_kind.items() for n in names)
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        if not folder.is_dir():
+            continue
+        try:
+            atomic_write_text(folder / name, buf.getvalue())
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
+def forget_report(name: str, *folders: Path) -> None:
+    """Remove the report an earlier run left: after a clean run it would only mislead."""
+    for folder in folders:
+        try:
+            (Path(folder) / name).unlink(missing_ok=True)
+        except OSError:  # a read-only data folder: no report of ours can be there
+            pass
+
+
+def report_note(path: Path | None) -> str:
+    """The clause an error adds to point at the full list (or to say why there is none)."""
+    return f"full list in {path}" if path is not None else "no folder would take the full list (read-only?)"
 
 
 def _read_csv(path: Path, what: str, hint: str) -> pd.DataFrame:
@@ -99,6 +139,13 @@ def _finish(problems: Problems, collect: Problems | None, path: Path, hint: str)
         raise DataError(f"{path}: {problems.summary()}; {hint}")
 
 
+# Said only when the caller did not collect the problems. Labels: both commands that read them (`hcd prepare`,
+# `hcd folds`) can drop bad rows. The sample submission is read whole by `hcd predict` and `hcd ensemble`,
+# which cannot drop rows: the submission must list every id Kaggle expects.
+LABELS_HINT = "fix the file, or leave those rows out with `hcd prepare --skip-bad` / `hcd folds --skip-bad`"
+SAMPLE_HINT = "fix the file or fetch it again with `hcd download`; a submission needs every row of it"
+
+
 def read_labels(path: str | os.PathLike[str], problems: Problems | None = None) -> pd.DataFrame:
     """``train_labels.csv`` as a DataFrame with ``id`` (str) and ``label`` (int 0/1), in file order.
 
@@ -112,7 +159,7 @@ def read_labels(path: str | os.PathLike[str], problems: Problems | None = None) 
     label = table["label"].str.strip()
     bad_label = ~label.isin(["0", "1"]) & good
     found.extend("label not 0/1", (f"{i} ({v!r})" for i, v in zip(table["id"][bad_label], label[bad_label])))
-    _finish(found, problems, path, "fix the file or pass --skip-bad to drop those rows")
+    _finish(found, problems, path, LABELS_HINT)
     keep = good & ~bad_label
     return pd.DataFrame(
         {"id": table["id"][keep].str.strip().to_numpy(str), "label": label[keep].astype(int).to_numpy()}
@@ -126,5 +173,5 @@ def read_sample_submission(path: str | os.PathLike[str], problems: Problems | No
     _require_columns(table, path, ["id"])
     found = Problems()
     good = _check_ids(table, found)
-    _finish(found, problems, path, "fix the file or pass --skip-bad to drop those rows")
+    _finish(found, problems, path, SAMPLE_HINT)
     return pd.DataFrame({"id": table["id"][good].str.strip().to_numpy(str)})

@@ -10,7 +10,8 @@ each writing its rows into the shared ``.npy`` memmap, so peak memory does not g
 
 Writes go to temporary files in the output folder and are renamed into place only when every split
 succeeded; ``manifest.json`` (removed first, written last) marks a complete store and holds a fingerprint
-of the inputs, so re-running on unchanged inputs does nothing.
+of the inputs, so re-running on unchanged inputs does nothing. When bad inputs stop the run, the one-line
+error names a few and ``DIR/prepare-problems.csv`` lists them all (a report, not part of any store).
 
     summary = prepare("data/")                      # train + test, whatever exists
     summary = prepare("data/", splits=("test",))    # what `hcd predict` does when test is not packed
@@ -18,6 +19,7 @@ of the inputs, so re-running on unchanged inputs does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -36,12 +38,13 @@ import pandas as pd
 from .console import progress
 from .errors import DataError
 from .fsutil import UMASK, atomic_write_text, sha256_file
-from .labels import Problems, read_labels, read_sample_submission
+from .labels import Problems, forget_report, read_labels, read_sample_submission, report_note, write_report
 from .paths import IMAGE_SHAPE, DataLayout
 from .store import ids_path, images_path, manifest_path
 
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1
+REPORT = "prepare-problems.csv"  # every bad input of the last failed `hcd prepare`, beside the data
 PIXELS = int(np.prod(IMAGE_SHAPE))
 
 # --- TIFF layout -----------------------------------------------------------------------------------------
@@ -438,8 +441,9 @@ def _pack_split(out: Path, plan: SplitPlan, workers: int, tmps: list[Path]) -> t
     seconds = time.perf_counter() - t0
     for row, kind in sorted(bad):
         plan.problems.add(kind, f"{plan.ids[row]}.tif")
-    if len(bad) == n:
-        raise DataError(f"no good image in {plan.folder}: {plan.problems.summary()}; check --data-dir")
+    if len(bad) == n:  # nothing to keep; the caller reports it (with the full list)
+        plan.ids = []
+        return npy, SplitResult(plan.split, 0, {}, fast=fast, pil=pil, seconds=seconds)
     if bad:
         keep = np.setdiff1d(np.arange(n), [r for r, _ in bad])
         npy = _compact(out, npy, keep, tmps)
@@ -485,6 +489,13 @@ def _clean_stale(out: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
+def _report(layout: DataLayout, out: Path, plans: list[SplitPlan]) -> str:
+    """Write every problem of ``plans`` to ``DIR/prepare-problems.csv``; the clause naming it for the error."""
+    found = {p.split: p.problems for p in plans if p.problems}
+    # beside the data; beside the store when the data folder is read-only (a Kaggle input)
+    return report_note(write_report(found, REPORT, layout.root, out.parent))
+
+
 def prepare(
     data_dir: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -517,8 +528,9 @@ def prepare(
     for p in todo:
         _order(p)
         if not p.ids:
-            why = p.problems.summary() if p.problems else "no .tif files"
+            why = f"{p.problems.summary()}; {_report(layout, out, [p])}" if p.problems else "no .tif files"
             raise DataError(f"nothing to pack in {p.folder} ({why}); check --data-dir")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         _clean_stale(out)
@@ -528,13 +540,18 @@ def prepare(
         raise DataError(f"cannot write the store to {out} ({exc.strerror}); pass --out DIR to write elsewhere") from None
     tmps: list[Path] = []
     try:
-        packed = {p.split: _pack_split(out, p, workers, tmps) for p in todo}
+        packed = {}
+        for p in todo:
+            packed[p.split] = _pack_split(out, p, workers, tmps)
+            if not p.ids:
+                raise DataError(f"no good image in {p.folder}: {p.problems.summary()}; "
+                                f"{_report(layout, out, [p])}; check --data-dir")
         bad = [p for p in todo if p.problems]
         if bad and not skip_bad:
             total = sum(len(p.problems) for p in bad)
             detail = " | ".join(f"{p.split}: {p.problems.summary()}" for p in bad)
             raise DataError(
-                f"{total} bad input(s) in {layout.root}, nothing written: {detail}; "
+                f"{total} bad input(s) in {layout.root}, no store written: {detail}; {_report(layout, out, bad)}; "
                 "fix or remove them, or rerun with --skip-bad to pack the rest"
             )
         manifest_path(out).unlink(missing_ok=True)  # from here on the store must not look complete
@@ -547,7 +564,11 @@ def prepare(
     finally:
         for t in tmps:
             t.unlink(missing_ok=True)
+        if created:  # a failed first run leaves no empty store folder behind (rmdir refuses a full one)
+            with contextlib.suppress(OSError):
+                out.rmdir()
     write_manifest(out, layout, plans, results, entries)
+    forget_report(REPORT, layout.root, out.parent)
     return PrepareSummary(out, {s: results[s] for s in sorted(results, key=SPLITS.index)})
 
 

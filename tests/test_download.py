@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import STUB_COMPETITION
+from kaggle_stub import build_competition_zip
 from hcd_kit.download import MARKER, WORK
 
 C = STUB_COMPETITION
@@ -199,3 +200,60 @@ def test_unsafe_members_are_refused(kaggle_env, kaggle_competition, tmp_path, ki
 def test_bad_options_exit_2(kaggle_env, tmp_path):
     r = kaggle_env.invoke("download", "--data-dir", tmp_path, "--timeout", "0")
     assert r.exit_code == 2 and "--timeout must be positive" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../../../escaped/x", "Histopathologic-Cancer-Detection", "a/b", "-x", ""])
+def test_competition_must_be_a_slug_before_anything_is_written(kaggle_env, tmp_path, name):
+    data = tmp_path / "a" / "b" / "DIR"
+    r = kaggle_env.invoke("download", "--data-dir", data, "--competition", name)
+    assert r.exit_code == 2
+    line = one_error_line(r.stderr)
+    assert f"--competition {name!r} is not a Kaggle competition slug" in line and C in line
+    assert not (tmp_path / "a").exists() and not list(tmp_path.rglob("escaped"))
+    assert not kaggle_env.server.requests
+
+
+def test_bad_slug_is_reported_before_missing_credentials(kaggle_env, tmp_path):
+    data = tmp_path / "DIR"
+    r = kaggle_env.run("download", "--data-dir", data, "--competition", "../../../escaped/x",
+                       env={"KAGGLE_USERNAME": None, "KAGGLE_KEY": None})
+    assert r.returncode == 2 and "not a Kaggle competition slug" in one_error_line(r.stderr)
+    assert not data.exists() and not list(tmp_path.rglob("escaped"))
+
+
+def _zip_with(src: Path, dest: Path, extra: dict[str, bytes]) -> Path:
+    build_competition_zip(src, dest)
+    with zipfile.ZipFile(dest, "a") as zf:
+        for name, data in extra.items():
+            zf.writestr(name, data)
+    return dest
+
+
+@pytest.mark.parametrize("entry", ["packed/manifest.json", "folds.csv", f"{WORK}/staging/train/x.tif", MARKER,
+                                   "prepare-problems.csv", "Packed/train_ids.csv"])
+def test_entries_named_like_hcd_files_are_refused(kaggle_env, kaggle_competition, tmp_path, entry):
+    src, _ = kaggle_competition
+    kaggle_env.server.add_competition(C, _zip_with(src, tmp_path / "clash.zip", {entry: b"from the archive"}))
+    data = tmp_path / "DIR"
+    (data / "packed").mkdir(parents=True)
+    mine = {data / "packed" / "manifest.json": b"the user's store", data / "folds.csv": b"id,fold\n"}
+    for path, content in mine.items():
+        path.write_bytes(content)
+    r = kaggle_env.invoke("download", "--data-dir", data)
+    assert r.exit_code == 1
+    line = one_error_line(r.stderr)
+    top = entry.split("/")[0]
+    assert "refusing to extract" in line and f"top-level entry {top!r} is a name hcd uses" in line
+    assert {p: p.read_bytes() for p in mine} == mine  # the user's files are untouched
+    assert sorted(p.name for p in data.iterdir()) == sorted(["packed", "folds.csv", WORK])  # nothing installed
+    assert not (data / WORK / "staging").exists()
+
+
+def test_other_plain_entries_are_installed(kaggle_env, kaggle_competition, tmp_path):
+    src, _ = kaggle_competition
+    kaggle_env.server.add_competition(C, _zip_with(src, tmp_path / "more.zip", {"README.txt": b"about"}))
+    data = tmp_path / "DIR"
+    r = kaggle_env.invoke("download", "--data-dir", data)
+    assert r.exit_code == 0, r.stderr
+    assert (data / "README.txt").read_bytes() == b"about" and tree(data) == tree(src)
+    assert json.loads((data / MARKER).read_text())["entries"] == sorted(ENTRIES + ["README.txt"])

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from hcd_kit.cli import app
 from hcd_kit.errors import DataError
-from hcd_kit.folds import make_folds, read_folds, read_groups, write_folds
+from hcd_kit.folds import fill_groups, make_folds, read_folds, read_groups, write_folds
 from hcd_kit.labels import read_labels
 
 
@@ -109,3 +109,77 @@ def test_read_folds_validates(labels, tmp_path):
         path.write_text(text)
         with pytest.raises(DataError, match=message):
             read_folds(path)
+
+
+def test_empty_slide_values_are_reported_and_kept_apart(labels, tmp_path):
+    slides = _slides(labels, n_slides=40)
+    blank = labels["id"].tolist()[:6]  # four empty cells, one blank after stripping, one short row
+    rows = [f"{i},{s}" for i, s in slides.items() if i not in blank]
+    rows += [f"{i}," for i in blank[:4]] + [f"{blank[4]},  ", blank[5]]
+    groups = tmp_path / "groups.csv"
+    groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
+    root = tmp_path / "data"
+    root.mkdir()
+    labels.to_csv(root / "train_labels.csv", index=False)
+    result = _hcd("folds", "--data-dir", root, "--n-folds", 3, "--groups", groups)
+    assert result.exit_code == 0, result.output
+    assert "6 id(s) not in" in result.stdout and "or with no slide there" in result.stdout
+    assert blank[0] in result.stdout
+    assert f"{slides.drop(blank).nunique() + 6} slide groups" in result.stdout  # not one slide "" for all six
+
+
+def test_fill_groups_treats_empty_and_missing_slides_alike():
+    ids = pd.Series(["a", "b", "c", "d", "e"])
+    groups = pd.Series(["s1", "", None, " "], index=["a", "b", "c", "d"], dtype=object)
+    filled, ungrouped = fill_groups(ids, groups)
+    assert ungrouped == ["b", "c", "d", "e"] and filled.nunique() == 5
+
+
+def _bad_labels(root) -> list[str]:
+    """Give six rows of ``root``'s labels a label other than 0/1; their ids, in file order."""
+    table = pd.read_csv(root / "train_labels.csv", dtype=str)
+    table.loc[:5, "label"] = "7"
+    table.to_csv(root / "train_labels.csv", index=False)
+    return table["id"][:6].tolist()
+
+
+def test_bad_labels_name_the_flag_that_exists_and_list_every_row(subset_factory):
+    root = subset_factory(n_train=40, n_test=0)
+    bad = _bad_labels(root)
+    result = _hcd("folds", "--data-dir", root, "--n-folds", 2)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error:")
+    report = root / "folds-problems.csv"
+    assert f"6 label not 0/1 ({bad[0]} ('7')" in errors[0] and ", ...)" in errors[0]
+    assert f"full list in {report}" in result.stderr and "pass --skip-bad" in errors[0]
+    assert not (root / "folds.csv").exists()
+    listed = pd.read_csv(report, dtype=str)
+    assert listed.columns.tolist() == ["split", "name", "problem"]
+    assert listed["name"].tolist() == [f"{i} ('7')" for i in bad] and set(listed["problem"]) == {"label not 0/1"}
+
+    ok = _hcd("folds", "--data-dir", root, "--n-folds", 2, "--skip-bad")  # the flag the message names
+    assert ok.exit_code == 0, ok.output
+    assert "skipped 6 label not 0/1" in ok.stdout and str(report) in ok.stdout
+    folds = read_folds(root / "folds.csv", n_folds=2)
+    assert len(folds) == 34 and not set(bad) & set(folds["id"])
+
+
+def test_skip_bad_folds_cover_the_skip_bad_store(subset_factory):
+    from hcd_kit.pack import prepare
+    from hcd_kit.store import open_store
+
+    root = subset_factory(n_train=40, n_test=0)
+    _bad_labels(root)
+    prepare(root, splits=("train",), skip_bad=True, workers=1)
+    assert _hcd("folds", "--data-dir", root, "--n-folds", 2, "--skip-bad").exit_code == 0
+    store = open_store(root / "packed", "train")
+    assert read_folds(root / "folds.csv", ids=store.ids, n_folds=2)["id"].tolist() == store.ids.tolist()
+    assert len(store) == len(pd.read_csv(root / "folds.csv")) == 34
+
+
+def test_a_clean_run_removes_an_old_report(subset_factory):
+    root = subset_factory(n_train=20, n_test=0)
+    (root / "folds-problems.csv").write_text("split,name,problem\ntrain,x ('7'),label not 0/1\n")
+    assert _hcd("folds", "--data-dir", root, "--n-folds", 2).exit_code == 0
+    assert not (root / "folds-problems.csv").exists()

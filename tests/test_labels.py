@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hcd_kit.errors import DataError
-from hcd_kit.labels import Problems, read_labels, read_sample_submission
+from hcd_kit.labels import Problems, read_labels, read_sample_submission, write_report
 
 
 def _write(tmp_path, text: str, name: str = "train_labels.csv"):
@@ -40,7 +40,18 @@ def test_sample_submission_keeps_order(mini_root):
 def test_row_problems_raise_with_names(tmp_path, text, message):
     with pytest.raises(DataError) as err:
         read_labels(_write(tmp_path, text))
-    assert message in str(err.value) and "--skip-bad" in str(err.value)
+    # only commands that really have --skip-bad are named
+    assert message in str(err.value) and "`hcd prepare --skip-bad` / `hcd folds --skip-bad`" in str(err.value)
+
+
+def test_sample_submission_problems_do_not_offer_a_flag_predict_lacks(tmp_path):
+    from hcd_kit.predict import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
+
+    _write(tmp_path, "id,label\na,0\nb,0\na,0\n", "sample_submission.csv")
+    with pytest.raises(DataError) as err:
+        sample_ids(tmp_path)
+    msg = str(err.value)
+    assert "1 duplicate id (a)" in msg and "hcd download" in msg and "--skip-bad" not in msg
 
 
 def test_row_problems_collected_and_dropped(tmp_path):
@@ -69,3 +80,15 @@ def test_malformed_files_are_errors_naming_the_file(tmp_path, text, message):
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="hcd download"):
         read_sample_submission(tmp_path / "sample_submission.csv")
+
+
+def test_report_lists_every_problem_in_the_first_writable_folder(tmp_path):
+    found = Problems()
+    found.extend("corrupt", [f"{k}.tif" for k in range(5)])
+    found.add("label not 0/1", "x ('7'), with a comma")
+    path = write_report({"train": found}, "r.csv", tmp_path / "gone", tmp_path)
+    assert path == tmp_path / "r.csv" and not (tmp_path / "gone").exists()
+    lines = path.read_text().splitlines()
+    assert lines[0] == "split,name,problem" and len(lines) == 7
+    assert lines[1] == "train,0.tif,corrupt" and lines[-1] == 'train,"x (\'7\'), with a comma",label not 0/1'
+    assert write_report({"train": found}, "r.csv", tmp_path / "gone") is None  # nowhere to write: no error

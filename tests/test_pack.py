@@ -122,7 +122,8 @@ def test_each_bad_image_is_named_and_nothing_is_written(subset_factory, kind):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1  # one summary line (above it only progress bars)
     assert f"1 {kind.strip()} ({victim}.tif)" in errors[0] and "--skip-bad" in errors[0]
-    assert _store_files(root / "packed") == []  # no store, no temporary leftovers
+    assert f"full list in {root / 'prepare-problems.csv'}" in errors[0]
+    assert not (root / "packed").exists()  # no store, no temporary leftovers, not even an empty folder
 
 
 def test_skip_bad_packs_the_rest_and_records_what_it_skipped(subset_factory):
@@ -169,7 +170,7 @@ def test_label_problems_reported_together(subset_factory):
         prepare(root, workers=1)
     msg = str(err.value)
     assert f"1 duplicate id ({ids[7]})" in msg and f"1 label not 0/1 ({ids[3]} ('-1'))" in msg
-    assert f"1 missing ({'0' * 40}.tif)" in msg and "nothing written" in msg
+    assert f"1 missing ({'0' * 40}.tif)" in msg and "no store written" in msg
     assert not (root / "packed" / "manifest.json").exists()
 
     (root / "train_labels.csv").write_text("image,target\na,1\n")
@@ -238,3 +239,58 @@ def test_interrupted_commit_never_looks_complete(subset_factory, monkeypatch):
     result = _hcd("prepare", "--data-dir", root)
     assert result.exit_code == 0 and "train: packed 16 images" in result.stdout
     assert len(open_store(root / "packed", "train")) == 16
+
+
+def _report(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / "prepare-problems.csv", dtype=str)
+
+
+def test_every_bad_input_is_listed_in_the_report_the_error_names(subset_factory):
+    root = subset_factory(n_train=16, n_test=4)
+    ids = _train_ids(root)
+    for i in ids[:5]:
+        BREAK["corrupt"](root, i, root / "train" / f"{i}.tif")
+    labels = pd.read_csv(root / "train_labels.csv", dtype=str)
+    labels.loc[9, "label"] = "x"
+    labels.to_csv(root / "train_labels.csv", index=False)
+    sub = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    (root / "test" / f"{sub['id'][0]}.tif").unlink()
+
+    result = _hcd("prepare", "--data-dir", root, "--workers", 1)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert f"5 corrupt ({ids[0]}.tif, {ids[1]}.tif, {ids[2]}.tif, ...)" in errors[0]  # a few on screen ...
+    assert f"full list in {root / 'prepare-problems.csv'}" in errors[0]  # ... and where to find them all
+    listed = _report(root)
+    assert listed.values.tolist() == [
+        ["train", f"{ids[9]} ('x')", "label not 0/1"],
+        *[["train", f"{i}.tif", "corrupt"] for i in ids[:5]],
+        ["test", f"{sub['id'][0]}.tif", "missing"],
+    ]
+    assert not (root / "packed").exists()
+
+    ok = _hcd("prepare", "--data-dir", root, "--skip-bad", "--workers", 1)
+    assert ok.exit_code == 0, ok.output
+    assert f"every skipped input is listed in {root / 'packed' / 'manifest.json'}" in ok.stdout
+    assert not (root / "prepare-problems.csv").exists()  # the report of the failed run would only mislead
+
+
+def test_all_images_bad_names_the_report_and_leaves_no_folder(subset_factory):
+    root = subset_factory(n_train=4, n_test=0)
+    for i in _train_ids(root):
+        BREAK["truncated"](root, i, root / "train" / f"{i}.tif")
+    with pytest.raises(DataError) as err:
+        prepare(root, splits=("train",), skip_bad=True, workers=1)
+    assert "no good image" in str(err.value) and "prepare-problems.csv" in str(err.value)
+    assert len(_report(root)) == 4 and not (root / "packed").exists()
+
+
+def test_failed_run_keeps_an_existing_store_folder(subset_factory):
+    root = subset_factory(n_train=12, n_test=4)
+    prepare(root, workers=1)
+    victim = _train_ids(root)[2]
+    BREAK["corrupt"](root, victim, root / "train" / f"{victim}.tif")
+    with pytest.raises(DataError, match="no store written"):
+        prepare(root, workers=1)
+    assert len(open_store(root / "packed", "test")) == 4  # only a folder hcd just made is removed

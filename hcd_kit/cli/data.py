@@ -42,12 +42,14 @@ def prepare(
 
     Writes OUT/{train,test}_images.npy (uint8 N x 96 x 96 x 3), OUT/{train,test}_ids.csv (id[,label], same
     row order) and, last, OUT/manifest.json. Corrupt, truncated, wrong-size, non-RGB and missing images and
-    bad label rows are listed by name, and nothing is written unless you pass --skip-bad. Re-running on
-    unchanged inputs does nothing.
+    bad label rows stop the command: the error names a few, DATA_DIR/prepare-problems.csv lists them all,
+    and no store is written unless you pass --skip-bad (then the manifest lists what was left out).
+    Re-running on unchanged inputs does nothing.
 
     Example: hcd prepare --data-dir data
     """
     from ..pack import prepare as run_prepare
+    from ..store import manifest_path
 
     splits = ("train", "test") if split is SplitChoice.all else (split.value,)
     summary = run_prepare(data_dir, out=out, splits=splits, skip_bad=skip_bad, workers=workers)
@@ -58,8 +60,9 @@ def prepare(
             rate = f", {r.images_per_s:,.0f} images/s" if r.seconds > 0 else ""
             console.print(f"{r.split}: packed {r.count:,} images{rate}")
         for kind, names in r.skipped.items():
-            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-            console.print(f"{r.split}: [yellow]skipped {len(names)} {kind}[/] ({shown})", soft_wrap=True)
+            console.print(f"{r.split}: [yellow]skipped {len(names)} {kind}[/] ({_some(names)})", soft_wrap=True)
+    if any(r.skipped for r in summary.splits.values()):
+        console.print(f"every skipped input is listed in {manifest_path(summary.out)}", soft_wrap=True)
     console.print(f"store: {summary.out}")
 
 
@@ -74,22 +77,31 @@ def folds(
         typer.Option(help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds."),
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Where to write \\[default: DATA_DIR/folds.csv].")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out bad label rows (as `hcd prepare --skip-bad` does) instead of failing.")
+    ] = False,
 ) -> None:
     """Split the training patches into stratified cross-validation folds and write DATA_DIR/folds.csv (id,fold).
 
     Reads only train_labels.csv (no packed store needed). With --groups, folds are also grouped by slide,
-    so validation never sees a slide the model trained on; ids missing from that file are reported and
-    each kept as its own group. Prints the size and positive rate of every fold.
+    so validation never sees a slide the model trained on; ids missing from that file, or with no slide
+    there, are reported and each kept as its own group. Bad label rows (duplicate or empty ids, labels
+    other than 0/1) are listed in DATA_DIR/folds-problems.csv and stop the command unless you pass
+    --skip-bad. Prints the size and positive rate of every fold.
 
     Example: hcd folds --data-dir data --n-folds 5 --seed 0
     """
     from ..folds import create_folds
 
-    summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out)
+    summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out, skip_bad=skip_bad)
+    for kind, names in summary.skipped.items():
+        console.print(f"[yellow]skipped {len(names)} {kind}[/] ({_some(names)})", soft_wrap=True)
+    if summary.skipped and summary.report is not None:
+        console.print(f"every skipped row is listed in {summary.report}", soft_wrap=True)
     if summary.ungrouped:
-        shown = ", ".join(summary.ungrouped[:3]) + (", ..." if len(summary.ungrouped) > 3 else "")
         console.print(
-            f"[yellow]{len(summary.ungrouped)} id(s) not in {groups}[/] ({shown}): each kept as its own group",
+            f"[yellow]{len(summary.ungrouped)} id(s) not in {groups} or with no slide there[/] "
+            f"({_some(summary.ungrouped)}): each kept as its own group",
             soft_wrap=True,
         )
     if summary.groups is not None:
@@ -97,3 +109,8 @@ def folds(
     for k, (n, rate) in enumerate(zip(summary.counts, summary.positive_rates)):
         console.print(f"fold {k}: {n:,} patches, {rate:.1%} positive")
     console.print(f"wrote {summary.path}")
+
+
+def _some(names: list[str], n: int = 3) -> str:
+    """The first few names, and "..." when there are more (full lists go to files, not the terminal)."""
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")

@@ -14,7 +14,7 @@ from ._app import app, fail, handle_errors
 @handle_errors
 def download(
     competition: Annotated[
-        str, typer.Option(help="Kaggle competition slug.")
+        str, typer.Option(help="Kaggle competition slug, as in its URL (lowercase letters, digits, hyphens).")
     ] = "histopathologic-cancer-detection",
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Folder to fill with train/, test/ and the two CSVs.")
@@ -31,8 +31,9 @@ def download(
     """Download the competition data (needs Kaggle credentials and accepted competition rules).
 
     Streams the competition zip into DATA_DIR/.hcd-download/, checks every member (CRC; no absolute
-    paths, '..' or symlinks), extracts it and moves train/, test/, train_labels.csv and
-    sample_submission.csv into DATA_DIR, then writes DATA_DIR/.hcd-download.json last. Running it
+    paths, '..', symlinks, or top-level names hcd uses itself such as packed/ and folds.csv), extracts
+    it and moves train/, test/, train_labels.csv and sample_submission.csv into DATA_DIR, then writes
+    DATA_DIR/.hcd-download.json last. Running it
     again over a complete download does nothing; after an interruption it resumes or redoes what is
     missing. Credentials: KAGGLE_USERNAME + KAGGLE_KEY, ~/.kaggle/kaggle.json or KAGGLE_API_TOKEN.
 
