@@ -20,6 +20,15 @@ def mini_root() -> Path:
     return MINI
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_data_untouched():
+    """hcd-mini is shared, read-only input (root can write to it anyway): no test may leave anything there."""
+    before = sorted(p.name for p in MINI.iterdir()) if MINI.is_dir() else []
+    yield
+    after = sorted(p.name for p in MINI.iterdir()) if MINI.is_dir() else []
+    assert after == before, f"tests wrote into {MINI}: {sorted(set(after) - set(before))}"
+
+
 def make_subset(mini: Path, dest: Path, n_train: int = 64, n_test: int = 16, seed: int = 0) -> Path:
     """Copy a stratified sample of hcd-mini into ``dest`` in the competition's exact layout."""
     labels = pd.read_csv(mini / "train_labels.csv", dtype={"id": str})
