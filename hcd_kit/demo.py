@@ -75,7 +75,7 @@ def run_demo(
     work_dir: str | os.PathLike[str] = "hcd-demo",
     data_dir: str | os.PathLike[str] | None = None,
     model: str = DEMO_MODEL,
-    epochs: int = 4,
+    epochs: int = 8,
     batch_size: int = 64,
     device: str = "auto",
     tta: int = 8,
