@@ -1,9 +1,9 @@
 """Kaggle datasets that carry hcd into offline kernels: the hcd_kit wheel, and optionally a run's weights.
 
-``build_dataset`` fills a folder with the wheel (built from the repository with ``pip wheel``, or one you
-pass) and, for inference kernels, a run's ``config.toml`` plus each fold's ``best.pt`` and ``oof.csv``
-flattened to ``fold{k}_best.pt`` / ``fold{k}_oof.csv`` (the client skips sub-folders; the kernel template
-rebuilds ``RUN/fold{k}/``), then writes ``dataset-metadata.json``. ``push_dataset`` creates the dataset,
+``build_dataset`` fills a folder with the wheel (built with ``pip wheel`` from a clean temporary copy of
+the package, or one you pass) and, for inference kernels, a run's ``config.toml`` plus each fold's
+``best.pt`` and ``oof.csv`` flattened to ``fold{k}_best.pt`` / ``fold{k}_oof.csv`` (the client skips
+sub-folders; the kernel template rebuilds ``RUN/fold{k}/``), then writes ``dataset-metadata.json``. ``push_dataset`` creates the dataset,
 or adds a version when Kaggle already has it (GetDatasetStatus answering 404 means "create"), and checks
 the ``status``/``error`` the ``kaggle`` command ignores.
 """
@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +34,35 @@ def check_slug(name: str) -> None:
         raise ConfigError(f"dataset name {name!r} must be 6-50 lowercase letters, digits or '-'")
 
 
+# What the wheel is built from: the project's own files only. Building in the repository itself would
+# write build/ and *.egg-info there, and setuptools reuses build/lib, so a module deleted from hcd_kit/ but
+# left in build/lib would still ship to Kaggle.
+_WHEEL_SOURCES = ("pyproject.toml", "README.md")
+_WHEEL_JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+
+
 def build_wheel(dest: Path, repo: Path = REPO_ROOT) -> Path:
-    """``pip wheel`` the hcd_kit project at ``repo`` into ``dest`` (no deps: Kaggle has them) and return it."""
+    """``pip wheel`` the hcd_kit project at ``repo`` into ``dest`` (no deps: Kaggle has them) and return it.
+
+    The build runs in a fresh temporary copy of ``pyproject.toml``, ``README.md`` and ``hcd_kit/``, so
+    nothing is written into ``repo`` and nothing stale from an earlier build gets into the wheel.
+    """
     if not (repo / "pyproject.toml").is_file():
         raise DataError(f"no pyproject.toml in {repo}; run from the hcd repository or pass --wheel FILE")
+    if not (repo / "hcd_kit").is_dir():
+        raise DataError(f"no hcd_kit/ package in {repo}; run from the hcd repository or pass --wheel FILE")
+    dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("hcd_kit-*.whl"):
         old.unlink()
-    cmd = [sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q", "-w", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="hcd-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(repo / "hcd_kit", src / "hcd_kit", ignore=_WHEEL_JUNK)
+        for name in _WHEEL_SOURCES:
+            if (repo / name).is_file():
+                shutil.copyfile(repo / name, src / name)
+        cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
+               "-w", str(dest)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("hcd_kit-*.whl"))
     if proc.returncode != 0 or not wheels:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

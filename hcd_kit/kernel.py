@@ -2,9 +2,11 @@
 
 ``render_kernel`` writes ``ROOT/<name>/kernel-metadata.json`` and ``ROOT/<name>/<name with _>.py`` from
 the templates (a private GPU script with internet off, the competition and the hcd_kit wheel dataset
-attached, and, for inference, a weights dataset). ``push_kernel`` sends it with the official client and
-checks the ``error`` field the ``kaggle`` command ignores; ``kernel_status`` polls the session (bounded,
-with backoff) and ``kernel_output`` downloads every output file, page after page. The machine shape a
+attached, and, for inference, a weights dataset); ``check_spec`` first refuses what cannot run there, such
+as an offline training kernel whose train args name no local ``--weights`` and no ``--no-pretrained`` (the
+hub is out of reach). ``push_kernel`` sends it with the official client and checks the ``error`` field
+the ``kaggle`` command ignores; ``kernel_status`` polls the session (bounded, with backoff) and
+``kernel_output`` downloads every output file, page after page. The machine shape a
 push asked for is recorded in the metadata and in ``ROOT/<name>/last_push.json``; the kernel itself logs
 the GPUs it really got (Kaggle has been seen to hand out another GPU than the one asked for).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -55,7 +58,17 @@ def default_name(mode: str, fold: str) -> str:
     return "hcd-train" if fold == "all" else "hcd-train-fold-" + fold.replace(",", "-")
 
 
-def _check(spec: KernelSpec) -> None:
+def _offline_weights_given(train_args: str) -> bool:
+    """Whether ``hcd train`` flags say where pretrained weights come from without the hub."""
+    try:
+        words = shlex.split(train_args)
+    except ValueError as exc:
+        raise ConfigError(f"--train-args {train_args!r}: {exc}") from None
+    return any(w in ("--weights", "--no-pretrained") or w.startswith("--weights=") for w in words)
+
+
+def check_spec(spec: KernelSpec) -> None:
+    """Refuse a kernel that cannot work on Kaggle, before anything is rendered or pushed."""
     if not _SLUG.fullmatch(spec.name):
         raise ConfigError(
             f"kernel name {spec.name!r} must be 5-50 lowercase letters, digits or '-' (it becomes the slug)"
@@ -68,6 +81,14 @@ def _check(spec: KernelSpec) -> None:
         raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
     if spec.tta not in (1, 2, 4, 8):
         raise ConfigError(f"--tta {spec.tta}: use 1, 2, 4 or 8")
+    # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
+    # download after queueing for a GPU, so say it now
+    if spec.mode == "train" and not spec.internet and not _offline_weights_given(spec.train_args):
+        raise ConfigError(
+            "the kernel has no internet, so `hcd train` cannot download pretrained weights: attach a weights "
+            "dataset and pass --dataset OWNER/SLUG --train-args \"--weights /kaggle/input/SLUG/FILE\", "
+            "or pass --train-args \"--no-pretrained\", or --internet"
+        )
 
 
 def _owned(ref: str, user: str) -> str:
@@ -85,7 +106,7 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
     Example: ``render_kernel(KernelSpec(fold="0"), "alice")`` -> ``kernels/hcd-train/`` with the id
     ``alice/hcd-train``.
     """
-    _check(spec)
+    check_spec(spec)
     root = Path(root)
     templates = root / "templates"
     meta_t, script_t = templates / "kernel-metadata.json", templates / "kernel.py"
@@ -159,7 +180,13 @@ class KernelStatus:
 
     @property
     def done(self) -> bool:
-        return self.status not in ("QUEUED", "RUNNING", "NEW_SCRIPT", "CANCEL_REQUESTED")
+        # a requested cancel never turns into COMPLETE: waiting on until it is acknowledged tells nothing more
+        return self.status not in ("QUEUED", "RUNNING", "NEW_SCRIPT")
+
+    @property
+    def ok(self) -> bool:
+        """Finished and produced its output; any other final status (ERROR, CANCEL_*) means no output."""
+        return self.status == "COMPLETE"
 
 
 def _status_once(ref: str, timeout: float | None) -> KernelStatus:

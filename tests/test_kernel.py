@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# An offline training kernel must say where pretrained weights come from (the hub is out of reach).
+NO_HUB = ("--train-args", "--no-pretrained")
 
 
 @pytest.fixture
@@ -22,7 +24,8 @@ def project(tmp_path) -> Path:
 
 
 def test_kernel_push_from_project_root(kaggle_env, project):
-    r = kaggle_env.run("kernel", "push", "--fold", "0", "--train-args", "--epochs 3 --model resnet18", cwd=project)
+    r = kaggle_env.run("kernel", "push", "--fold", "0", "--train-args", "--epochs 3 --model resnet18 --no-pretrained",
+                       cwd=project)
     assert r.returncode == 0, r.stderr
     save, = kaggle_env.server.calls("SaveKernel")
     body = save.body
@@ -37,7 +40,7 @@ def test_kernel_push_from_project_root(kaggle_env, project):
     assert body["competitionDataSources"] == ["histopathologic-cancer-detection"]
     assert body["datasetDataSources"] == ["testuser/hcd-kit"]
     assert body["text"] == script.read_text()
-    assert 'FOLD = "0"' in body["text"] and 'TRAIN_ARGS = "--epochs 3 --model resnet18"' in body["text"]
+    assert 'FOLD = "0"' in body["text"] and 'TRAIN_ARGS = "--epochs 3 --model resnet18 --no-pretrained"' in body["text"]
     compile(body["text"], "kernel.py", "exec")  # the rendered script is valid Python
     assert "__HCD_" not in body["text"].split('"""', 2)[2]
     meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -62,39 +65,87 @@ def test_kernel_push_options_and_inference_kernel(kaggle_env, project):
 
 
 def test_kernel_push_dry_run_and_bad_input(kaggle_env, project):
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run")
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run", *NO_HUB)
     assert r.exit_code == 0 and (project / "kernels" / "hcd-train" / "hcd_train.py").is_file()
     assert kaggle_env.server.calls("SaveKernel") == []
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--name", "ab")
     assert r.exit_code == 2 and "kernel name 'ab'" in r.stderr
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--fold", "first")
     assert r.exit_code == 2 and "--fold 'first'" in r.stderr
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "nowhere")
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "nowhere", *NO_HUB)
     assert r.exit_code == 2 and "no kernel templates" in r.stderr
+    assert kaggle_env.server.calls("SaveKernel") == []
+
+
+@pytest.mark.parametrize("train_args", ["", "--epochs 3", "--pretrained --model resnet34"])
+def test_offline_training_kernel_without_local_weights_is_refused(kaggle_env, project, train_args):
+    """Offline, `hcd train`'s default hub download would fail on Kaggle after queueing: refuse it up front."""
+    args = ("kernel", "push", "--fold", "0", "--train-args", train_args, "--dry-run")
+    r = kaggle_env.run(*args, cwd=project)
+    assert r.returncode == 2
+    line, = r.stderr.strip().splitlines()
+    assert "no internet" in line and "pretrained weights" in line
+    assert '--train-args "--weights /kaggle/input/' in line and '"--no-pretrained"' in line and "--internet" in line
+    assert not (project / "kernels" / "hcd-train-fold-0").exists()  # nothing rendered
+    r = kaggle_env.run(*args[:-1], cwd=project)  # and certainly nothing pushed
+    assert r.returncode == 2 and kaggle_env.server.calls("SaveKernel") == []
+
+
+@pytest.mark.parametrize("extra", [
+    ("--train-args", "--epochs 3 --no-pretrained"),
+    ("--dataset", "someone/timm-r34", "--train-args", "--model resnet34 --weights /kaggle/input/timm-r34/m.pth"),
+    ("--train-args", "--weights=/kaggle/input/timm-r34/m.pth"),
+    ("--internet",),
+])
+def test_training_kernel_with_weights_or_internet_is_pushed(kaggle_env, project, extra):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *extra)
+    assert r.exit_code == 0, r.stderr
+    assert len(kaggle_env.server.calls("SaveKernel")) == 1
+
+
+def test_kernel_push_dry_run_without_credentials(kaggle_env, project):
+    """A dry run only renders: it works without an account, with a placeholder owner it names."""
+    no_creds = {"KAGGLE_USERNAME": None, "KAGGLE_KEY": None}
+    r = kaggle_env.run("kernel", "push", "--dry-run", *NO_HUB, cwd=project, env=no_creds)
+    assert r.returncode == 0, r.stderr
+    assert "no Kaggle credentials" in r.stderr and "<your-kaggle-username>" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    folder = project / "kernels" / "hcd-train"
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["id"] == "<your-kaggle-username>/hcd-train"
+    assert meta["dataset_sources"] == ["<your-kaggle-username>/hcd-kit"]
+    compile((folder / "hcd_train.py").read_text(), "hcd_train.py", "exec")
+    # a real push still needs the credentials
+    r = kaggle_env.run("kernel", "push", *NO_HUB, cwd=project, env=no_creds)
+    assert r.returncode == 1 and "no Kaggle credentials" in r.stderr
     assert kaggle_env.server.calls("SaveKernel") == []
 
 
 def test_kernel_push_error_inside_200(kaggle_env, project):
     kaggle_env.server.kernel_push_error = "Maximum weekly GPU quota reached"
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels")
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB)
     assert r.exit_code == 1 and "Maximum weekly GPU quota reached" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (project / "kernels" / "hcd-train" / "last_push.json").exists()
 
 
-@pytest.mark.parametrize("outcome", ["COMPLETE", "ERROR"])
+@pytest.mark.parametrize("outcome", ["COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED"])
 def test_kernel_status_wait(kaggle_env, project, outcome):
     server = kaggle_env.server
     server.kernel_polls, server.kernel_outcome = 4, outcome
     server.kernel_failure = "CUDA out of memory in hcd train"
-    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels").exit_code == 0
-    r = kaggle_env.invoke("kernel", "status", "--wait", "--poll-interval", "0.02")
+    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
+    # a bounded wait: a status that is never taken as final must fail the test, not hang it for 12 h
+    r = kaggle_env.invoke("kernel", "status", "--wait", "--poll-interval", "0.02", "--wait-timeout", "5")
     seen = [line.split(": ")[-1] for line in r.stdout.splitlines() if line.startswith("  testuser/hcd-train")]
     assert seen == ["QUEUED", "QUEUED", "RUNNING", "RUNNING", outcome]
     if outcome == "COMPLETE":
         assert r.exit_code == 0 and "testuser/hcd-train: COMPLETE" in r.stdout
-    else:
+    elif outcome == "ERROR":
         assert r.exit_code == 1 and "CUDA out of memory in hcd train" in r.stderr
+    else:  # cancelled: no output will come, so a script chaining `hcd kernel output` must stop here
+        assert r.exit_code == 1 and f"kernel testuser/hcd-train ended {outcome}" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
     r = kaggle_env.invoke("kernel", "status", "--name", "no-such-kernel")
     assert r.exit_code == 1 and "no-such-kernel" in r.stderr and "404" in r.stderr
 
@@ -104,7 +155,7 @@ def test_kernel_output_all_pages(kaggle_env, project, tmp_path):
     server.kernel_outputs = {f"file{n}.txt": f"content {n}".encode() for n in range(5)}
     server.kernel_outputs["submission.csv"] = b"id,label\nabc,0.5\n"
     server.output_page_size = 2
-    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels").exit_code == 0
+    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
     out = tmp_path / "out"
     r = kaggle_env.invoke("kernel", "output", "--out", out)
     assert r.exit_code == 0, r.stderr
@@ -158,19 +209,59 @@ def test_dataset_create_then_version(kaggle_env, tmp_path, run_dir):
     kaggle_env.assert_no_secret(r.stdout, r.stderr, paths=(folder,))
 
 
+def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``roots`` with its size and modification time: any write shows up as a difference."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+            for root in roots if root.exists() for p in root.rglob("*") if p.is_file()}
+
+
+def _foreign(names: list[str]) -> list[str]:
+    """Wheel entries that are neither hcd_kit sources/assets nor its dist-info metadata."""
+    return [n for n in names if not (n.startswith("hcd_kit/") or n.split("/")[0].endswith(".dist-info"))
+            or "__pycache__" in n or n.endswith(".pyc")]
+
+
 def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
     """The real path: `pip wheel` of this repository into the dataset folder (dry run: nothing uploaded)."""
     folder = tmp_path / "ds"
+    build_outputs = (REPO / "build", REPO / "hcd_kit.egg-info")
+    before = _tree(*build_outputs)
     r = kaggle_env.invoke("dataset", "push", "--out", folder, "--dry-run")
     assert r.exit_code == 0, r.stderr
     wheel, = folder.glob("hcd_kit-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
         assert "hcd_kit/kernel.py" in zf.namelist() and zf.testzip() is None
+        assert _foreign(zf.namelist()) == []
+    assert _tree(*build_outputs) == before  # the build wrote nothing into the repository
     meta = json.loads((folder / "dataset-metadata.json").read_text())
     assert meta["id"] == "testuser/hcd-kit" and meta["licenses"] == [{"name": "CC0-1.0"}]
     assert kaggle_env.server.requests == []
     r = kaggle_env.invoke("dataset", "push", "--name", "hcd", "--dry-run")
     assert r.exit_code == 2 and "6-50" in r.stderr
+
+
+def test_wheel_is_built_from_a_clean_copy(tmp_path):
+    """Stale build/lib files and __pycache__ never reach Kaggle, and the repository gets no build/ output."""
+    from hcd_kit.dataset import build_wheel
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "hcd_kit", repo / "hcd_kit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(REPO / name, repo / name)
+    (repo / "hcd_kit" / "__pycache__").mkdir()
+    (repo / "hcd_kit" / "__pycache__" / "kernel.cpython-311.pyc").write_bytes(b"stale bytecode")
+    # what an earlier in-tree build leaves behind: a module since deleted from hcd_kit/
+    (repo / "build" / "lib" / "hcd_kit").mkdir(parents=True)
+    (repo / "build" / "lib" / "hcd_kit" / "removed_module.py").write_text("raise ImportError('stale')\n")
+    before = _tree(repo)
+    wheel = build_wheel(tmp_path / "dest", repo)
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert "hcd_kit/kernel.py" in names and "hcd_kit/cli/kaggle.py" in names and "hcd_kit/assets/demo.zip" in names
+    assert "hcd_kit/removed_module.py" not in names
+    assert _foreign(names) == []
+    assert _tree(repo) == before  # no build/bdist.*, no build/lib refresh, no hcd_kit.egg-info
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "build", "hcd_kit", "pyproject.toml"]
 
 
 def _fake_kaggle_input(root: Path) -> Path:
@@ -211,24 +302,26 @@ def test_rendered_kernel_rehearsal(kaggle_env, project, tmp_path, mode):
     import subprocess
     import sys
 
-    extra = ["--weights-dataset", "hcd-weights-r18"] if mode == "predict" else ["--fold", "0,2"]
+    extra = ["--weights-dataset", "hcd-weights-r18"] if mode == "predict" else ["--fold", "0,2", *NO_HUB]
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run", *extra)
     assert r.exit_code == 0, r.stderr
     script, = (project / "kernels" / ("hcd-predict" if mode == "predict" else "hcd-train-fold-0-2")).glob("*.py")
-    inp, work = _fake_kaggle_input(tmp_path / "input"), tmp_path / "working"
+    inp, work, temp = _fake_kaggle_input(tmp_path / "input"), tmp_path / "working", tmp_path / "kaggle-temp"
     fake = _fake_t4x2(tmp_path / "bin")
-    env = dict(os.environ, HCD_KAGGLE_INPUT=str(inp), HCD_KAGGLE_WORKING=str(work), HCD_KERNEL_DRY_RUN="1",
-               PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(fake))
+    env = dict(os.environ, HCD_KAGGLE_INPUT=str(inp), HCD_KAGGLE_WORKING=str(work), HCD_KAGGLE_TEMP=str(temp),
+               HCD_KERNEL_DRY_RUN="1", PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(fake))
     p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     steps = [line.split(" -m ", 1)[1] for line in p.stdout.splitlines() if line.startswith("+ ")]
-    data, run = work / "data", work / "run"
+    # the data folder (and the ~8 GB packed store hcd prepare writes there) is scratch, not saved output
+    data, run = temp / "data", work / "run"
     assert steps[0].startswith(f"pip install -q --no-index --find-links {inp / 'hcd-kit'}")
     predict = f"hcd_kit predict --data-dir {data} --run-dir {run} --tta 8 --out {work / 'submission.csv'}"
     if mode == "train":
         assert steps[1:] == [
             f"hcd_kit prepare --data-dir {data}", f"hcd_kit folds --data-dir {data}",
-            f"hcd_kit train --data-dir {data} --fold 0,2 --run-dir {run}", f"hcd_kit cv --run-dir {run}", predict,
+            f"hcd_kit train --data-dir {data} --fold 0,2 --run-dir {run} --no-pretrained",
+            f"hcd_kit cv --run-dir {run}", predict,
         ]
     else:
         assert steps[1:] == [predict]
@@ -244,3 +337,26 @@ def test_rendered_kernel_rehearsal(kaggle_env, project, tmp_path, mode):
     assert gpus["cuda_device_count"] == 2 and gpus["cuda_devices"] == ["Tesla T4", "Tesla T4"]
     assert gpus["nvidia_smi"] == ["GPU 0: Tesla T4 (UUID: GPU-a)", "GPU 1: Tesla T4 (UUID: GPU-b)"]
     assert "GPUS {" in p.stdout
+    assert {p.name for p in work.iterdir()} <= {"run", "gpus.json", "submission.csv", "submission.csv.json"}
+
+
+def test_rendered_kernel_data_falls_back_to_a_temp_dir(kaggle_env, project, tmp_path):
+    """Where /kaggle/temp is missing, the data folder goes to the system temp dir, still not /kaggle/working."""
+    import os
+    import subprocess
+    import sys
+
+    if Path("/kaggle/temp").is_dir():
+        pytest.skip("/kaggle/temp exists here, so the fallback is not taken")
+    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run", *NO_HUB).exit_code == 0
+    script = project / "kernels" / "hcd-train" / "hcd_train.py"
+    inp, work, tmp = _fake_kaggle_input(tmp_path / "input"), tmp_path / "working", tmp_path / "tmp"
+    tmp.mkdir()
+    fake = _fake_t4x2(tmp_path / "bin")
+    env = {k: v for k, v in os.environ.items() if k != "HCD_KAGGLE_TEMP"}
+    env.update(HCD_KAGGLE_INPUT=str(inp), HCD_KAGGLE_WORKING=str(work), HCD_KERNEL_DRY_RUN="1", TMPDIR=str(tmp),
+               PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(fake))
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"hcd_kit prepare --data-dir {tmp / 'hcd' / 'data'}" in p.stdout
+    assert (tmp / "hcd" / "data" / "train").is_symlink() and not (work / "data").exists()

@@ -15,6 +15,7 @@ import typer
 from ._app import app, fail, handle_errors
 
 COMPETITION = "histopathologic-cancer-detection"  # == paths.COMPETITION, kept here so --help imports nothing
+PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
 
 kernel_app = typer.Typer(
     help="Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.",
@@ -143,12 +144,18 @@ def kernel_push(
         _opt("Another dataset to attach (repeatable), e.g. pretrained weights for "
              "--train-args \"--weights /kaggle/input/...\": the kernel has no internet."),
     ] = None,
-    train_args: Annotated[str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --model resnet34\".")] = "",
+    train_args: Annotated[
+        str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --no-pretrained\"; offline, training needs "
+                  "--weights FILE (from an attached dataset) or --no-pretrained.")
+    ] = "",
     predict_args: Annotated[str, _opt("Extra `hcd predict` flags.")] = "",
     tta: Annotated[int, _opt("TTA views for the kernel's prediction: 1, 2, 4 or 8.")] = 8,
     competition: Annotated[str, _opt("Competition attached to the kernel.")] = COMPETITION,
     root: Annotated[Path, _opt("Folder with templates/; the kernel is rendered into ROOT/NAME/.")] = Path("kernels"),
-    dry_run: Annotated[bool, _opt("Render the kernel folder but do not push it.")] = False,
+    dry_run: Annotated[
+        bool, _opt("Render the kernel folder but do not push it (works without credentials, with a placeholder "
+                   "owner).")
+    ] = False,
     timeout: Timeout = None,
 ) -> None:
     """Render a Kaggle kernel that trains (and predicts) with hcd on a GPU, and push it.
@@ -156,13 +163,18 @@ def kernel_push(
     Writes ROOT/NAME/kernel-metadata.json (private, GPU, internet off, the competition and the hcd_kit
     wheel dataset attached) and ROOT/NAME/<script>.py, which logs its real GPUs, installs hcd_kit offline
     from the wheel, then runs prepare -> folds -> train -> cv -> predict --tta 8 into
-    /kaggle/working/submission.csv. Push the wheel first with `hcd dataset push`.
+    /kaggle/working/submission.csv. Push the wheel first with `hcd dataset push`. Offline, a training
+    kernel cannot fetch ImageNet weights from the hub: pass --weights (a file in an attached dataset) or
+    --no-pretrained in --train-args, or use --internet; anything else is refused before rendering.
 
-    Example: hcd kernel push --fold 0 --train-args "--epochs 6"
+    Example: hcd kernel push --fold 0 --train-args "--epochs 6 --no-pretrained"
     (then: hcd kernel status --name hcd-train-fold-0 --wait)
     """
-    from ..console import console
-    from ..kernel import KernelSpec, default_name, push_kernel, render_kernel
+    from rich.markup import escape
+
+    from ..console import console, err_console
+    from ..errors import KaggleError
+    from ..kernel import KernelSpec, check_spec, default_name, push_kernel, render_kernel
     from .. import kaggle_api
 
     mode = "predict" if weights_dataset else "train"
@@ -172,7 +184,16 @@ def kernel_push(
         weights_dataset=weights_dataset, train_args=train_args, predict_args=predict_args, tta=tta,
         extra_datasets=list(dataset or []),
     )
-    user = kaggle_api.username()
+    check_spec(spec)  # before any credentials check or file: a kernel that cannot run is refused first
+    try:
+        user = kaggle_api.username()
+    except KaggleError as exc:
+        if not dry_run:
+            raise
+        # a dry run only renders; it should not need an account to show what would be pushed
+        user = PLACEHOLDER_OWNER
+        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; dry run: rendering with the owner {user}",
+                          soft_wrap=True, highlight=False)
     folder = render_kernel(spec, user, root)
     net = "on" if internet else "off"
     console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})")
@@ -193,7 +214,8 @@ def kernel_status_cmd(
     poll_interval: Poll = 10.0,
     timeout: Timeout = None,
 ) -> None:
-    """Show a kernel's session status (QUEUED, RUNNING, COMPLETE, ERROR, ...); exit non-zero on ERROR.
+    """Show a kernel's session status (QUEUED, RUNNING, COMPLETE, ERROR, ...); exit non-zero when the
+    session ended in anything but COMPLETE (ERROR, CANCEL_REQUESTED, CANCEL_ACKNOWLEDGED).
 
     Example: hcd kernel status --name hcd-train --wait
     """
@@ -207,6 +229,9 @@ def kernel_status_cmd(
     )
     if st.status == "ERROR":
         raise fail(f"kernel {ref} failed: {st.failure_message or 'no message'}; see its log with hcd kernel output")
+    if st.done and not st.ok:  # e.g. cancelled: no submission.csv will come, so a script must not go on
+        why = f": {st.failure_message}" if st.failure_message else ""
+        raise fail(f"kernel {ref} ended {st.status} without completing{why}; push it again with hcd kernel push")
     console.print(f"{ref}: {st.status}")
 
 

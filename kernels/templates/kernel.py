@@ -5,7 +5,8 @@ not a rendered copy. Modes:
   train    prepare -> folds -> train (FOLD) -> cv report -> predict (TTA x8) -> /kaggle/working/submission.csv
   predict  rebuild the run folder from a weights dataset (`hcd dataset push --run-dir RUN`) -> predict
 The session's real GPUs are logged first (and saved to gpus.json): Kaggle may not give the machine shape
-that was asked for.
+that was asked for. Only run/, submission.csv (+ its .json), gpus.json and the log land in /kaggle/working
+(the saved output); the data folder with the packed store lives in /kaggle/temp, which is not saved.
 """
 
 import json
@@ -13,6 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 MODE = "__HCD_MODE__"                      # "train" or "predict"
@@ -25,11 +27,22 @@ WHEEL_DATASET = "__HCD_WHEEL_DATASET__"    # owner/slug of the dataset holding t
 WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (predict mode), or ""
 MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"    # what the push asked for; compare with the GPUs logged below
 
+
+def scratch() -> Path:
+    """Kaggle's scratch folder: /kaggle/temp is writable but, unlike /kaggle/working, not saved as output."""
+    if os.environ.get("HCD_KAGGLE_TEMP"):
+        return Path(os.environ["HCD_KAGGLE_TEMP"])
+    kaggle_temp = Path("/kaggle/temp")
+    return kaggle_temp if kaggle_temp.is_dir() else Path(tempfile.gettempdir()) / "hcd"
+
+
 # Overridable only to rehearse the kernel locally (tests/test_kernel.py does, with HCD_KERNEL_DRY_RUN=1).
 INPUT = Path(os.environ.get("HCD_KAGGLE_INPUT", "/kaggle/input"))
-WORK = Path(os.environ.get("HCD_KAGGLE_WORKING", "/kaggle/working"))
+WORK = Path(os.environ.get("HCD_KAGGLE_WORKING", "/kaggle/working"))  # saved: run/, submission.csv, gpus.json
 DRY_RUN = os.environ.get("HCD_KERNEL_DRY_RUN") == "1"  # print the pip/hcd steps instead of running them
-DATA = WORK / "data"  # /kaggle/input is read-only, hcd writes packed stores and folds beside the data
+# /kaggle/input is read-only and hcd writes its ~8 GB packed store and folds beside the data: in /kaggle/working
+# that store would become the kernel's output (and `hcd kernel output` would download it), so it goes to scratch
+DATA = scratch() / "data"
 RUN = WORK / "run"
 
 
