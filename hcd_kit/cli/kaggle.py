@@ -161,7 +161,7 @@ def kernel_push(
     """Render a Kaggle kernel that trains (and predicts) with hcd on a GPU, and push it.
 
     Writes ROOT/NAME/kernel-metadata.json (private, GPU, internet off, the competition and the hcd_kit
-    wheel dataset attached) and ROOT/NAME/<script>.py, which logs its real GPUs, installs hcd_kit offline
+    wheel dataset attached) and the kernel script beside it, which logs its real GPUs, installs hcd_kit offline
     from the wheel, then runs prepare -> folds -> train -> cv -> predict --tta 8 into
     /kaggle/working/submission.csv. Push the wheel first with `hcd dataset push`. Offline, a training
     kernel cannot fetch ImageNet weights from the hub: pass --weights (a file in an attached dataset) or

@@ -30,7 +30,7 @@ def parse_folds(spec: str) -> list[int] | None:
 def train(
     data_dir: Annotated[Path, typer.Option(help="Competition folder with packed/ (hcd prepare) and folds.csv (hcd folds).")],
     fold: Annotated[str, typer.Option(help="Fold(s) to train: 'all', one number, or a list like 0,2.")] = "all",
-    run_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints, logs and OOF go \\[default: runs/<model>].")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints, logs and OOF go \\[default: runs/MODEL].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with TrainConfig keys; flags override it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from last.pt; finished folds are skipped.")] = False,
     model: Annotated[Optional[str], typer.Option(help="Any timm model name \\[default: resnet18].")] = None,
