@@ -52,7 +52,7 @@ class AugmentConfig:
     dihedral: bool = True  # random flips + 90° rotations (8 dihedral transforms)
     color: float = 0.1  # brightness/contrast/saturation jitter strength, 0 = off
     hue: float = 0.02  # hue shift strength, 0 = off
-    stain: float = 0.0  # H&E stain jitter strength (HED space), 0 = off
+    stain: float = 0.0  # H&E stain jitter strength (HED space), 0 = off; 0.01 moves colours ~3 %, 0.05 ~14 %
     crop_scale: float = 1.0  # min area fraction of random resized crop; 1.0 = off
 
     def __post_init__(self) -> None:
@@ -174,7 +174,9 @@ def stain_jitter(x: torch.Tensor, u: torch.Tensor, strength: float) -> torch.Ten
     """
     b = x.shape[0]
     od = torch.log(x.clamp(min=1e-6)) * (1.0 / _LOG_EPS)
-    stains = _mix(od, _const(_HED_FROM_RGB.T, x).expand(b, 3, 3)).clamp_(min=0)
+    # no clamping of negative concentrations: with alpha = 1 and beta = 0 the round trip is then exactly the
+    # identity, so the jitter only ever changes what its draws say
+    stains = _mix(od, _const(_HED_FROM_RGB.T, x).expand(b, 3, 3))
     alpha = _sym(u[:, list(_ALPHA)], strength)  # (B, 3)
     beta = strength * (2.0 * u[:, list(_BETA)] - 1.0)
     rgb_from_hed = _const(_RGB_FROM_HED.T, x)  # (out rgb, in stain)

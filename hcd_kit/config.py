@@ -123,6 +123,8 @@ def load_config(
     data = to_dict(cls())
     if path is not None:
         data = merge(data, read_toml(path))
+        if overrides:
+            from_dict(cls, data)  # check the file on its own: a flag must not hide a wrong value in it
     if overrides:
         data = merge(data, overrides)
     return from_dict(cls, data)

@@ -134,6 +134,14 @@ def gather_arrays(arrays: Sequence[np.ndarray], info: DistInfo) -> list[np.ndarr
     return [np.concatenate([p[i] for p in parts]) for i in range(len(arrays))]
 
 
+FOLD_WORKER_ENV = "HCD_FOLD_WORKER"  # set in fold-parallel workers: the parent owns RUN/config.toml
+
+
+def is_fold_worker() -> bool:
+    """True inside a fold-parallel worker, whose flags (one device, --strategy single) are not the run's."""
+    return os.environ.get(FOLD_WORKER_ENV) == "1"
+
+
 def fold_devices(device_spec: str, n_workers: int = 0) -> list[str]:
     """Devices for fold-parallel workers: every visible GPU, or ``n_workers`` (default 2) CPU workers."""
     if device_spec in ("auto", "cuda") and torch.cuda.is_available():
@@ -155,7 +163,7 @@ def run_fold_parallel(
     pending = list(folds)
     running: dict[str, tuple[int, subprocess.Popen, object]] = {}
     codes: dict[int, int] = {}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{FOLD_WORKER_ENV: "1"})
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)  # a worker is a standalone single-process run
     slots = list(dict.fromkeys(f"{d}#{i}" for i, d in enumerate(devices)))

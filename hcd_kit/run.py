@@ -2,6 +2,7 @@
 
     RUN/config.toml           resolved TrainConfig (model name, img_size, ... everything to rebuild it)
     RUN/train.log             the log lines printed during training
+    RUN/plan.json             {"folds": [...]}: every fold `hcd train` was asked for (what --resume continues)
     RUN/folds.csv             the id,fold split the run was trained on (copied from DIR/folds.csv)
     RUN/fold{k}/best.pt       best weights by validation AUC (plain state_dict, ``weights_only=True``)
     RUN/fold{k}/last.pt       full checkpoint of the last finished epoch (for ``--resume``)
@@ -32,6 +33,10 @@ class RunLayout:
     @property
     def folds(self) -> Path:
         return self.root / "folds.csv"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
 
     @property
     def log(self) -> Path:

@@ -17,8 +17,10 @@ images as an uninterrupted single-process run.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import pickle
 import re
 import time
 import warnings
@@ -36,10 +38,11 @@ from .config import dump_toml, load_config, read_toml, to_dict
 from .console import console, progress
 from .device import Precision, amp_dtype, autocast, grad_scaler, resolve_device
 from .distributed import (
-    DistInfo, all_true, gather_arrays, init_distributed, shutdown_distributed, sum_across, wrap_model,
+    DistInfo, all_true, gather_arrays, init_distributed, is_fold_worker, launched_by_torchrun, shutdown_distributed,
+    sum_across, wrap_model,
 )
 from .errors import ConfigError, DataError, TrainingError
-from .fsutil import atomic_open, atomic_path, atomic_write_bytes
+from .fsutil import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
 from .loader import BatchLoader
 from .metrics import roc_auc
 from .model import DEFAULT_MODEL, check_model_name, create_model, save_weights
@@ -92,7 +95,12 @@ class TrainConfig:
                 raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"config key 'lr' must be positive, got {self.lr}")
-        for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed"):
+        if not 0 <= self.drop_rate < 1:
+            raise ConfigError(f"config key 'drop_rate' must be in [0, 1), got {self.drop_rate}")
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"config key 'ema_decay' must be in (0, 1), got {self.ema_decay}")
+        for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed",
+                    "weight_decay", "momentum"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
 
@@ -169,8 +177,24 @@ def _record_split(data: DataLayout, run: RunLayout) -> None:
     atomic_write_bytes(run.folds, split)
 
 
-def _check_folds(wanted: Sequence[int] | None, n_folds: int) -> list[int]:
-    if wanted is None:
+def _planned(run: RunLayout) -> list[int] | None:
+    """The folds recorded in ``RUN/plan.json``; None (all folds) for a run without one."""
+    try:
+        folds = json.loads(run.plan.read_text(encoding="utf-8"))["folds"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{run.plan} is damaged; delete it (or pass --fold) to resume") from None
+    return [int(k) for k in folds]
+
+
+def _record_plan(run: RunLayout, wanted: list[int]) -> None:
+    folds = sorted(set(_planned(run) or []) | set(wanted))
+    atomic_write_text(run.plan, json.dumps({"folds": folds}) + "\n")
+
+
+def _check_folds(wanted: Sequence[int] | str | None, n_folds: int) -> list[int]:
+    if wanted is None or wanted == "all":
         return list(range(n_folds))
     bad = [f for f in wanted if not 0 <= f < n_folds]
     if bad:
@@ -227,11 +251,17 @@ def train(
     cfg: TrainConfig,
     data_dir: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],
-    folds: Sequence[int] | None = None,
+    folds: Sequence[int] | str | None = None,
     resume: bool = False,
     hooks: Hooks | None = None,
 ) -> dict[int, FoldResult]:
-    """Train ``folds`` (None = all) and return {fold: FoldResult}; every input is checked before training."""
+    """Train ``folds`` and return {fold: FoldResult}; every input is checked before training.
+
+    ``folds``: fold numbers, or ``"all"``; None means all too, except with ``resume``, where it means the
+    folds the run was started for (``RUN/plan.json``).
+    """
+    if launched_by_torchrun() and cfg.strategy != "ddp":  # else every rank trains alone and all write the same files
+        raise ConfigError("started by torchrun but --strategy is not ddp: add --strategy ddp (or run plain `hcd train`)")
     device = resolve_device(cfg.device)
     info = DistInfo()
     if cfg.strategy == "ddp":
@@ -245,7 +275,7 @@ def train(
 
 
 def _train(
-    cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: Sequence[int] | None, resume: bool,
+    cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: Sequence[int] | str | None, resume: bool,
     hooks: Hooks, device: torch.device, info: DistInfo,
 ) -> dict[int, FoldResult]:
     check_model_name(cfg.model)
@@ -254,12 +284,15 @@ def _train(
     dtype = amp_dtype(device, cfg.precision)
     store = open_store(data.packed_dir, "train")
     table = _read_folds(data, store)
+    if folds is None and resume:
+        folds = _planned(run)  # `--resume` alone continues what the run was started for, not every fold
     wanted = _check_folds(folds, int(table["fold"].max()) + 1)
     _check_run_dir(cfg, run, wanted, resume)
-    if info.is_main:
+    if info.is_main and not is_fold_worker():  # a worker's one device and --strategy single are not the run's
         run.root.mkdir(parents=True, exist_ok=True)
         _record_split(data, run)
         dump_toml(cfg, run.config)
+        _record_plan(run, wanted)
     log = _Log(run.log, info.is_main)
     if cfg.strategy == "fold-parallel":
         return _fold_parallel(cfg, data, run, wanted, resume, log)
@@ -297,11 +330,23 @@ def _summary(results: dict[int, FoldResult], run: RunLayout, log: _Log) -> None:
         log(f"CV AUC (pooled OOF of {len(oof)} fold(s), {len(pooled)} images): {auc:.4f}")
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """``last.pt`` as a dict, or a one-line DataError saying how to recover from a damaged file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "scheduler", "state"} <= set(ckpt):
+            raise ValueError("not a checkpoint written by hcd train")
+        return ckpt
+    except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot resume from {path} ({first}); delete it to restart the fold") from None
+
+
 def _finished(run: RunLayout, fold: int) -> FoldResult | None:
     path = run.last(fold)
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = _read_checkpoint(path)
     if not ckpt["state"]["finished"]:
         return None
     return _result(fold, _FoldState(**ckpt["state"]), "already finished")
@@ -597,12 +642,15 @@ def _save_checkpoint(path: Path, t: _Trainer, state: _FoldState) -> None:
 
 
 def _load_checkpoint(path: Path, t: _Trainer) -> _FoldState:
+    ckpt = _read_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         t.model.load_state_dict(ckpt["model"])
         t.optimizer.load_state_dict(ckpt["optimizer"])
         t.scheduler.load_state_dict(ckpt["scheduler"])
-        t.scaler.load_state_dict(ckpt["scaler"])
+        # A fold started on the CPU (bf16) or in fp32 saved a disabled scaler's empty state: resumed on CUDA
+        # under fp16, the scaler starts afresh (its scale adapts within a few steps) instead of failing.
+        if ckpt["scaler"] and t.scaler.is_enabled():
+            t.scaler.load_state_dict(ckpt["scaler"])
     except (RuntimeError, KeyError, ValueError) as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise DataError(f"cannot resume from {path} ({first}); delete it to restart the fold") from None
@@ -611,6 +659,7 @@ def _load_checkpoint(path: Path, t: _Trainer) -> _FoldState:
             raise ConfigError(f"{path} was trained without --ema; resume with the same settings")
         t.ema.load_state_dict(ckpt["ema"])
     torch.set_rng_state(ckpt["rng"]["torch"])
-    if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    cuda_rng = ckpt["rng"]["cuda"]
+    if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)  # on another GPU count the CUDA streams simply start afresh
     return _FoldState(**ckpt["state"])

@@ -111,3 +111,17 @@ def test_bad_config_and_bad_input_are_rejected() -> None:
         AugmentConfig(color=-0.1)
     with pytest.raises(ValueError, match="index has 3 rows"):
         augment_batch(images(4), rows(3), 0, 0, ALL_ON)
+
+
+def test_stain_jitter_without_jitter_is_the_identity_on_real_tissue(mini_root) -> None:
+    from PIL import Image
+
+    from hcd_kit.augment import stain_jitter
+
+    paths = sorted((mini_root / "train").glob("*.tif"))[:16]
+    x = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in paths])).permute(0, 3, 1, 2).float() / 255
+    u = torch.rand(len(x), 16, generator=torch.Generator().manual_seed(0))
+    same = stain_jitter(x, u, strength=0.0)  # alpha = 1, beta = 0 for every stain
+    assert (same - x).abs().max() < 1e-4  # H&E round trip changes nothing, not even dark or saturated pixels
+    moved = stain_jitter(x, u, strength=0.01)  # a mild jitter moves colours by a few percent
+    assert 0.005 < (moved.clamp(0, 1) - x).abs().mean() < 0.1

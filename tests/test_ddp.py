@@ -71,6 +71,8 @@ def test_fold_parallel_spreads_folds_over_worker_processes(synth, tmp_path):
         assert f"fold {k} epoch 1/1" in (tmp_path / f"run/fold{k}/worker.log").read_text()
     log = (tmp_path / "run/train.log").read_text()
     assert "fold-parallel: folds [0, 1] over 2 worker(s)" in log and "CV AUC" in log
+    config = (tmp_path / "run/config.toml").read_text()  # the run's settings, not a worker's
+    assert 'strategy = "fold-parallel"' in config and 'device = "cpu"' in config and "threads = 1" in config
 
 
 def test_a_failing_fold_worker_is_reported_with_its_log(tmp_path):

@@ -217,3 +217,59 @@ def test_run_keeps_its_split_and_refuses_another(synth, tmp_path):
     other = make_synthetic(tmp_path / "other", n_folds=2)
     res = invoke("--data-dir", other, "--run-dir", run, "--fold", "1", "--resume", *FAST, "--model", "test_efficientnet_ln")
     assert res.exit_code != 0 and "trained on another split" in res.output
+
+
+def test_resume_alone_continues_the_folds_the_run_was_started_for(synth, tmp_path):
+    run = tmp_path / "run"
+    train(fast_config(epochs=1), synth, run, folds=[0])
+    assert json.loads((run / "plan.json").read_text()) == {"folds": [0]}
+    res = invoke("--data-dir", synth, "--run-dir", run, "--resume")  # no --fold: fold 0 only, already done
+    assert res.exit_code == 0, res.output
+    assert "fold 0: already finished" in res.output and not (run / "fold1").exists()
+    res = invoke("--data-dir", synth, "--run-dir", run, "--resume", "--fold", "all", *FAST)  # explicit: every fold
+    assert res.exit_code == 0, res.output
+    assert all((run / f"fold{k}" / "oof.csv").is_file() for k in (1, 2))
+    assert json.loads((run / "plan.json").read_text()) == {"folds": [0, 1, 2]}
+
+
+def test_damaged_last_checkpoint_is_one_line(synth, tmp_path):
+    run = tmp_path / "run"
+    train(fast_config(epochs=1), synth, run, folds=[0])
+    last = run / "fold0" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    res = invoke("--data-dir", synth, "--run-dir", run, "--resume", "--fold", "0")
+    assert res.exit_code == 1
+    assert f"cannot resume from {last}" in res.output and "delete it to restart the fold" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_checkpoint_of_a_disabled_scaler_resumes_under_an_enabled_one(synth, tmp_path):
+    # A fold started on the CPU (bf16: no GradScaler) and resumed on a CUDA GPU (fp16: GradScaler on) must
+    # go on; here the enabled scaler is the CPU's own float16 one.
+    from hcd_kit.train import _build, _load_checkpoint
+
+    run = tmp_path / "run"
+    train(fast_config(epochs=1, precision="bf16"), synth, run, folds=[0])
+    t = _build(fast_config(), 4, np.array([0, 1]), _Env(torch.device("cpu"), torch.float16, DistInfo()))
+    assert t.scaler.is_enabled()
+    state = _load_checkpoint(run / "fold0" / "last.pt", t)
+    assert state.epoch == 1 and t.scaler.get_scale() > 0
+
+
+@pytest.mark.parametrize("toml, flags, message", [
+    ('epochs = "2"\n', ["--epochs", "1"], "config key 'epochs'"),  # a flag must not hide a wrong value
+    ("drop_rate = 1.5\n", [], "'drop_rate' must be in [0, 1)"),
+    ("weight_decay = -1.0\n", [], "'weight_decay' must be >= 0"),
+])
+def test_bad_config_values_are_one_line(synth, tmp_path, toml, flags, message):
+    cfg = tmp_path / "train.toml"
+    cfg.write_text(toml)
+    res = invoke("--data-dir", synth, "--run-dir", tmp_path / "run", "--config", cfg, *flags, *FAST)
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+
+
+def test_torchrun_without_ddp_is_refused(synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = invoke("--data-dir", synth, "--run-dir", tmp_path / "run", *FAST)
+    assert res.exit_code == 2 and "add --strategy ddp" in res.output

@@ -63,7 +63,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             if os.environ.get("HCD_DEBUG"):
                 raise
-            raise fail("interrupted; nothing finished was lost, run the same command again to resume", 130) from None
+            raise fail("interrupted; finished work is kept: run the command again to go on "
+                       "(hcd train needs --resume)", 130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -10,12 +10,14 @@ import typer
 from ._app import app, handle_errors
 
 
-def parse_folds(spec: str) -> list[int] | None:
-    """'all' -> None (every fold); '3' -> [3]; '0,2' -> [0, 2]."""
+def parse_folds(spec: str | None) -> list[int] | str | None:
+    """None (not given: every fold, or with --resume the run's own) -> None; 'all' -> 'all'; '0,2' -> [0, 2]."""
     from ..errors import ConfigError
 
-    if spec.strip().lower() == "all":
+    if spec is None:
         return None
+    if spec.strip().lower() == "all":
+        return "all"
     try:
         folds = [int(p) for p in spec.split(",") if p.strip()]
     except ValueError:
@@ -29,7 +31,7 @@ def parse_folds(spec: str) -> list[int] | None:
 @handle_errors
 def train(
     data_dir: Annotated[Path, typer.Option(help="Competition folder with packed/ (hcd prepare) and folds.csv (hcd folds).")],
-    fold: Annotated[str, typer.Option(help="Fold(s) to train: 'all', one number, or a list like 0,2.")] = "all",
+    fold: Annotated[Optional[str], typer.Option(help="Fold(s) to train: 'all', one number, or a list like 0,2 \\[default: all; with --resume, the folds the run was started for].")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints, logs and OOF go \\[default: runs/MODEL].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with TrainConfig keys; flags override it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from last.pt; finished folds are skipped.")] = False,
