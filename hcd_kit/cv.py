@@ -104,6 +104,22 @@ def _expected_folds(run: RunLayout, present: list[int]) -> list[int]:
     return sorted(want)
 
 
+def _unfinished(run: RunLayout, folds: list[int]) -> list[int]:
+    """Folds whose ``last.pt`` says training stopped before its last epoch (interrupted, not early-stopped)."""
+    import torch
+
+    out = []
+    for k in folds:
+        if run.last(k).is_file():
+            try:
+                state = torch.load(run.last(k), map_location="cpu", weights_only=True, mmap=True)["state"]
+            except Exception:  # a damaged checkpoint is train's business (it says so on --resume)
+                continue
+            if not state.get("finished", True):
+                out.append(k)
+    return out
+
+
 def _fold_score(fold: int, df: pd.DataFrame) -> FoldScore:
     return FoldScore(fold, len(df), int(df["label"].sum()), roc_auc(df["label"], df["prob"]))
 
@@ -122,6 +138,12 @@ def cv_report(run_dir: str | os.PathLike[str]) -> CvReport:
         warnings.append(
             f"fold(s) {', '.join(map(str, missing))} have no oof.csv: the overall AUC covers "
             f"{len(present)} fold(s) only; finish training them (`hcd train --resume`)"
+        )
+    unfinished = _unfinished(run, present)
+    if unfinished:
+        warnings.append(
+            f"fold(s) {', '.join(map(str, unfinished))} stopped before their last epoch: their AUC is from the best "
+            "epoch so far; finish them with `hcd train --resume`"
         )
     frames = []
     for k in present:

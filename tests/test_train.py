@@ -273,3 +273,16 @@ def test_torchrun_without_ddp_is_refused(synth, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     res = invoke("--data-dir", synth, "--run-dir", tmp_path / "run", *FAST)
     assert res.exit_code == 2 and "add --strategy ddp" in res.output
+
+
+def test_cv_says_which_folds_are_unfinished(synth, tmp_path):
+    def stop(fold, epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fast_config(epochs=2), synth, tmp_path / "run", folds=[0], hooks=Hooks(epoch_end=stop))
+    res = CliRunner().invoke(app, ["cv", "--run-dir", str(tmp_path / "run"), "--no-plots"])
+    assert res.exit_code == 0 and "fold(s) 0 stopped before their last epoch" in " ".join(res.output.split())
+    train(fast_config(epochs=2), synth, tmp_path / "run", folds=[0], resume=True)
+    res = CliRunner().invoke(app, ["cv", "--run-dir", str(tmp_path / "run"), "--no-plots"])
+    assert res.exit_code == 0 and "stopped before" not in res.output
