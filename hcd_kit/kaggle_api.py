@@ -153,7 +153,11 @@ def _import_client(limit: float) -> Any:
     The import authenticates, and with a ``KAGGLE_API_TOKEN`` that is a network call, so it runs under the
     same time limit as every other call."""
     if "kaggle" in sys.modules:
-        return sys.modules["kaggle"].api
+        api = getattr(sys.modules["kaggle"], "api", None)
+        if api is None:  # an import that timed out earlier is still stuck in its thread
+            raise KaggleError("the kaggle client is still starting from an earlier call that got no answer; "
+                              "run the command again")
+        return api
     # The client creates its config dir with exists-then-makedirs at import; two hcd processes starting
     # together can race on it, so create it first.
     with contextlib.suppress(OSError):
