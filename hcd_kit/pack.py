@@ -561,12 +561,16 @@ def prepare(
             atomic_write_text(ids_path(out, p.split), _ids_csv(p))
             result.skipped = p.problems.as_dict()
             results[p.split] = result
+    except BaseException:
+        if created:  # a failed first run leaves no empty store folder behind
+            for t in tmps:
+                t.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     finally:
         for t in tmps:
             t.unlink(missing_ok=True)
-        if created:  # a failed first run leaves no empty store folder behind (rmdir refuses a full one)
-            with contextlib.suppress(OSError):
-                out.rmdir()
     write_manifest(out, layout, plans, results, entries)
     forget_report(REPORT, layout.root, out.parent)
     return PrepareSummary(out, {s: results[s] for s in sorted(results, key=SPLITS.index)})
