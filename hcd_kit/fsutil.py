@@ -18,6 +18,15 @@ UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ..
 os.umask(UMASK)  # ... and put it back at once
 
 
+def temp_file_beside(target: Path, folder: Path | None = None) -> Path:
+    """A new empty ``.tmp-<name>.*`` file in ``folder`` (default: ``target``'s), with the usual permissions
+    (mkstemp makes 0600 files, and hcd's outputs are data, not secrets)."""
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=folder or target.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
@@ -30,12 +39,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+        tmp = temp_file_beside(target)
     except OSError as exc:  # name the file the user asked for, not the temporary one
         raise OSError(exc.errno, f"cannot write {target}: {exc.strerror}") from None
-    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
-    os.close(fd)
-    tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

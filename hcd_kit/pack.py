@@ -26,7 +26,6 @@ import json
 import multiprocessing as mp
 import os
 import struct
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import pandas as pd
 
 from .console import progress
 from .errors import DataError
-from .fsutil import UMASK, atomic_write_text, sha256_file
+from .fsutil import atomic_write_text, sha256_file, temp_file_beside
 from .labels import Problems, forget_report, read_labels, read_sample_submission, report_note, write_report
 from .paths import IMAGE_SHAPE, DataLayout
 from .store import ids_path, images_path, manifest_path
@@ -394,11 +393,9 @@ def _is_current(out: Path, entry: dict | None, plan: SplitPlan, skip_bad: bool) 
 
 
 def _new_tmp(out: Path, target: Path, tmps: list[Path]) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=out)
-    os.fchmod(fd, 0o666 & ~UMASK)  # the store is data, not a secret: usual permissions, not mkstemp's 0600
-    os.close(fd)
-    tmps.append(Path(name))
-    return Path(name)
+    tmp = temp_file_beside(target, out)
+    tmps.append(tmp)
+    return tmp
 
 
 def _compact(out: Path, npy: Path, keep: np.ndarray, tmps: list[Path], block: int = 4096) -> Path:

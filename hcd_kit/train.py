@@ -338,8 +338,12 @@ def _read_checkpoint(path: Path) -> dict:
             raise ValueError("not a checkpoint written by hcd train")
         return ckpt
     except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot resume from {path} ({first}); delete it to restart the fold") from None
+        raise _unresumable(path, exc) from None
+
+
+def _unresumable(path: Path, exc: BaseException) -> DataError:
+    first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return DataError(f"cannot resume from {path} ({first}); delete it to restart the fold")
 
 
 def _finished(run: RunLayout, fold: int) -> FoldResult | None:
@@ -652,8 +656,7 @@ def _load_checkpoint(path: Path, t: _Trainer) -> _FoldState:
         if ckpt["scaler"] and t.scaler.is_enabled():
             t.scaler.load_state_dict(ckpt["scaler"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot resume from {path} ({first}); delete it to restart the fold") from None
+        raise _unresumable(path, exc) from None
     if t.ema is not None:
         if ckpt["ema"] is None:
             raise ConfigError(f"{path} was trained without --ema; resume with the same settings")
