@@ -5,8 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hcd_kit.paths import DataLayout
-from hcd_kit.store import manifest_path
+from hcd_kit.layout import DataLayout
+from hcd_kit.data.store import manifest_path
 
 
 def store_dir(data_dir: Path, out: Path | None) -> Path:

@@ -50,10 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def packed_store(data_dir: Path, out: Path | None):
     """The packed train store of ``data_dir`` (see ``common.store_dir``: never created inside the data folder),
-    packed with ``hcd_kit.pack.prepare`` when needed."""
+    packed with ``hcd_kit.data.pack.prepare`` when needed."""
     from common import store_dir  # benchmarks/common.py, beside this file
-    from hcd_kit.pack import prepare
-    from hcd_kit.store import open_store
+    from hcd_kit.data.pack import prepare
+    from hcd_kit.data.store import open_store
 
     out = store_dir(data_dir, out)
     prepare(data_dir, out=out, splits=("train",))  # a no-op when the store is current
@@ -64,7 +64,7 @@ class Stepper:
     """One model, optimiser and AMP setup; ``step`` is ``hcd train``'s step without its bookkeeping."""
 
     def __init__(self, name: str, device: torch.device, precision: str, img_size: int) -> None:
-        from hcd_kit.augment import AugmentConfig
+        from hcd_kit.training.augment import AugmentConfig
         from hcd_kit.device import amp_dtype, grad_scaler
         from hcd_kit.model import create_model
 
@@ -80,7 +80,7 @@ class Stepper:
         self.epoch = 0
 
     def step(self, x_u8: torch.Tensor, y: torch.Tensor, index: np.ndarray) -> None:
-        from hcd_kit.augment import augment_batch
+        from hcd_kit.training.augment import augment_batch
         from hcd_kit.device import autocast
         from hcd_kit.preprocess import normalise, resize, to_float_nchw
 
@@ -135,7 +135,7 @@ def from_memory(store, device: torch.device, batch_size: int, n_batches: int = 4
 
 def from_loader(store, device: torch.device, batch_size: int):
     """Endless batches from the real ``BatchLoader``, moved to the device as ``hcd train`` does."""
-    from hcd_kit.loader import BatchLoader
+    from hcd_kit.data.loader import BatchLoader
 
     loader = BatchLoader(store.images, store.labels, batch_size=batch_size, shuffle=True, seed=0,
                          drop_last=True, pin_memory=device.type == "cuda")

@@ -17,8 +17,8 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .errors import ConfigError
-from .fsutil import atomic_write_text
+from hcd_kit.errors import ConfigError
+from hcd_kit.fsutil import atomic_write_text
 
 T = TypeVar("T")
 

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .console import console
-from .demo_data import materialise
-from .errors import DataError
-from .paths import DataLayout
+from hcd_kit.console import console
+from hcd_kit.data.demo_data import materialise
+from hcd_kit.errors import DataError
+from hcd_kit.layout import DataLayout
 
 DEMO_MODEL = "resnet10t"  # small, quick from scratch on a CPU, and a real architecture people train
 INPUT_ENTRIES = ("train", "test", "train_labels.csv", "sample_submission.csv")
@@ -57,8 +57,8 @@ def link_inputs(src: Path, dest: Path) -> DataLayout:
 
 def loader_throughput(packed_dir: Path, batch_size: int = 256, epochs: int = 3) -> float:
     """Images/s that ``BatchLoader`` delivers from the packed train store (warm cache, shuffled)."""
-    from .loader import BatchLoader
-    from .store import open_store
+    from hcd_kit.data.loader import BatchLoader
+    from hcd_kit.data.store import open_store
 
     store = open_store(packed_dir, "train")
     loader = BatchLoader(store.images, store.labels, batch_size=batch_size, seed=0)
@@ -81,12 +81,12 @@ def run_demo(
     tta: int = 8,
 ) -> DemoResult:
     """Run the offline pipeline end to end (see module docstring) and return what it measured."""
-    from .cv import cv_report, write_plots
-    from .folds import create_folds
-    from .pack import prepare
-    from .predict import predict_run
-    from .submission import validate_submission
-    from .train import TrainConfig, train
+    from hcd_kit.inference.cv import cv_report, write_plots
+    from hcd_kit.data.folds import create_folds
+    from hcd_kit.data.pack import prepare
+    from hcd_kit.inference.predict import predict_run
+    from hcd_kit.inference.submission import validate_submission
+    from hcd_kit.training.loop import TrainConfig, train
 
     work = Path(work_dir)
     clock = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from .errors import ConfigError
+from hcd_kit.errors import ConfigError
 
 Precision = Literal["auto", "fp16", "bf16", "fp32"]
 

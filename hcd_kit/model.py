@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from hcd_kit.errors import ConfigError
 
 DEFAULT_MODEL = "resnet18"
 
@@ -68,7 +68,7 @@ def create_model(
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Save a plain state_dict (tensors only, loadable with ``weights_only=True``), atomically."""
-    from .fsutil import atomic_path
+    from hcd_kit.fsutil import atomic_path
 
     model = getattr(model, "module", model)  # unwrap DataParallel / DDP
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

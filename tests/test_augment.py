@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hcd_kit.augment import AugmentConfig, augment_batch, draw_uniforms
+from hcd_kit.training.augment import AugmentConfig, augment_batch, draw_uniforms
 from hcd_kit.errors import ConfigError
-from hcd_kit.tta import dihedral
+from hcd_kit.inference.tta import dihedral
 
 ALL_ON = AugmentConfig(dihedral=True, color=0.2, hue=0.05, stain=0.05, crop_scale=0.6)
 ALL_OFF = AugmentConfig(dihedral=False, color=0.0, hue=0.0, stain=0.0, crop_scale=1.0)
@@ -113,12 +113,12 @@ def test_bad_config_and_bad_input_are_rejected() -> None:
         augment_batch(images(4), rows(3), 0, 0, ALL_ON)
 
 
-def test_stain_jitter_without_jitter_is_the_identity_on_real_tissue(mini_root) -> None:
+def test_stain_jitter_without_jitter_is_the_identity_on_real_tissue(sample_root) -> None:
     from PIL import Image
 
-    from hcd_kit.augment import stain_jitter
+    from hcd_kit.training.augment import stain_jitter
 
-    paths = sorted((mini_root / "train").glob("*.tif"))[:16]
+    paths = sorted((sample_root / "train").glob("*.tif"))[:16]
     x = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in paths])).permute(0, 3, 1, 2).float() / 255
     u = torch.rand(len(x), 16, generator=torch.Generator().manual_seed(0))
     same = stain_jitter(x, u, strength=0.0)  # alpha = 1, beta = 0 for every stain

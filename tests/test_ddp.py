@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hcd_kit.train import train
+from hcd_kit.training.loop import train
 from test_train import fast_config, make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_fold_parallel_spreads_folds_over_worker_processes(synth, tmp_path):
 
 
 def test_a_failing_fold_worker_is_reported_with_its_log(tmp_path):
-    from hcd_kit.distributed import run_fold_parallel
+    from hcd_kit.training.distributed import run_fold_parallel
     from hcd_kit.errors import TrainingError
 
     # A stand-in worker: fails for fold 1, succeeds otherwise (the real one is `python -m hcd_kit train`).

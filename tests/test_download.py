@@ -12,7 +12,7 @@ import pytest
 
 from conftest import STUB_COMPETITION
 from kaggle_stub import build_competition_zip
-from hcd_kit.download import MARKER, WORK
+from hcd_kit.kaggle.download import MARKER, WORK
 
 C = STUB_COMPETITION
 ENTRIES = ["sample_submission.csv", "test", "train", "train_labels.csv"]

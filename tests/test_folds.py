@@ -9,13 +9,13 @@ from typer.testing import CliRunner
 
 from hcd_kit.cli import app
 from hcd_kit.errors import DataError
-from hcd_kit.folds import fill_groups, make_folds, read_folds, read_groups, write_folds
-from hcd_kit.labels import read_labels
+from hcd_kit.data.folds import fill_groups, make_folds, read_folds, read_groups, write_folds
+from hcd_kit.data.labels import read_labels
 
 
 @pytest.fixture(scope="module")
-def labels(mini_root) -> pd.DataFrame:
-    return read_labels(mini_root / "train_labels.csv")
+def labels(real_root) -> pd.DataFrame:
+    return read_labels(real_root / "train_labels.csv")
 
 
 def _hcd(*args):
@@ -48,13 +48,13 @@ def test_groups_never_span_two_folds(labels):
     assert folds.equals(make_folds(labels, n_folds=4, seed=0, groups=slides))
 
 
-def test_cli_with_groups_reports_unknown_ids(mini_root, labels, tmp_path):
+def test_cli_with_groups_reports_unknown_ids(real_root, labels, tmp_path):
     slides = _slides(labels)
     known = slides.iloc[: len(slides) - 7]
     groups = tmp_path / "patch_to_wsi.csv"
     pd.DataFrame({"id": known.index, "wsi": known.to_numpy()}).to_csv(groups, index=False)
     out = tmp_path / "folds.csv"
-    result = _hcd("folds", "--data-dir", mini_root, "--n-folds", 3, "--groups", groups, "--out", out)
+    result = _hcd("folds", "--data-dir", real_root, "--n-folds", 3, "--groups", groups, "--out", out)
     assert result.exit_code == 0, result.output
     missing = labels["id"].tolist()[-7:]
     assert "7 id(s) not in" in result.stdout and missing[0] in result.stdout
@@ -166,8 +166,8 @@ def test_bad_labels_name_the_flag_that_exists_and_list_every_row(subset_factory)
 
 
 def test_skip_bad_folds_cover_the_skip_bad_store(subset_factory):
-    from hcd_kit.pack import prepare
-    from hcd_kit.store import open_store
+    from hcd_kit.data.pack import prepare
+    from hcd_kit.data.store import open_store
 
     root = subset_factory(n_train=40, n_test=0)
     _bad_labels(root)

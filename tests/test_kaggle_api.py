@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import FAKE_KAGGLE_KEY, STUB_COMPETITION
-from hcd_kit import kaggle_api as ka
+from hcd_kit.kaggle import api as ka
 from hcd_kit.errors import KaggleError
 
 C = STUB_COMPETITION

@@ -230,7 +230,7 @@ def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
     assert r.exit_code == 0, r.stderr
     wheel, = folder.glob("hcd_kit-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
-        assert "hcd_kit/kernel.py" in zf.namelist() and zf.testzip() is None
+        assert "hcd_kit/kaggle/kernel.py" in zf.namelist() and zf.testzip() is None
         assert _foreign(zf.namelist()) == []
     assert _tree(*build_outputs) == before  # the build wrote nothing into the repository
     meta = json.loads((folder / "dataset-metadata.json").read_text())
@@ -242,7 +242,7 @@ def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
 
 def test_wheel_is_built_from_a_clean_copy(tmp_path):
     """Stale build/lib files and __pycache__ never reach Kaggle, and the repository gets no build/ output."""
-    from hcd_kit.dataset import build_wheel
+    from hcd_kit.kaggle.dataset import build_wheel
 
     repo = tmp_path / "repo"
     shutil.copytree(REPO / "hcd_kit", repo / "hcd_kit", ignore=shutil.ignore_patterns("__pycache__"))
@@ -257,7 +257,7 @@ def test_wheel_is_built_from_a_clean_copy(tmp_path):
     wheel = build_wheel(tmp_path / "dest", repo)
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    assert "hcd_kit/kernel.py" in names and "hcd_kit/cli/kaggle.py" in names and "hcd_kit/assets/demo.zip" in names
+    assert "hcd_kit/kaggle/kernel.py" in names and "hcd_kit/cli/kaggle.py" in names and "hcd_kit/assets/demo.zip" in names
     assert "hcd_kit/removed_module.py" not in names
     assert _foreign(names) == []
     assert _tree(repo) == before  # no build/bdist.*, no build/lib refresh, no hcd_kit.egg-info

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hcd_kit.errors import DataError
-from hcd_kit.labels import Problems, read_labels, read_sample_submission, write_report
+from hcd_kit.data.labels import Problems, read_labels, read_sample_submission, write_report
 
 
 def _write(tmp_path, text: str, name: str = "train_labels.csv"):
@@ -14,18 +14,18 @@ def _write(tmp_path, text: str, name: str = "train_labels.csv"):
     return path
 
 
-def test_reads_real_labels_in_file_order(mini_root):
-    labels = read_labels(mini_root / "train_labels.csv")
-    raw = (mini_root / "train_labels.csv").read_text().splitlines()[1:]
-    assert len(labels) == len(raw) == 3284
+def test_reads_real_labels_in_file_order(real_root):
+    labels = read_labels(real_root / "train_labels.csv")
+    raw = (real_root / "train_labels.csv").read_text().splitlines()[1:]
+    assert len(labels) == len(raw) > 0
     assert labels["id"].tolist() == [r.split(",")[0] for r in raw]
     assert set(labels["label"]) == {0, 1} and labels["label"].dtype.kind == "i"
     assert int(labels["label"].sum()) == sum(r.endswith(",1") for r in raw)
 
 
-def test_sample_submission_keeps_order(mini_root):
-    sub = read_sample_submission(mini_root / "sample_submission.csv")
-    raw = (mini_root / "sample_submission.csv").read_text().splitlines()[1:]
+def test_sample_submission_keeps_order(real_root):
+    sub = read_sample_submission(real_root / "sample_submission.csv")
+    raw = (real_root / "sample_submission.csv").read_text().splitlines()[1:]
     assert sub["id"].tolist() == [r.split(",")[0] for r in raw]
 
 
@@ -45,7 +45,7 @@ def test_row_problems_raise_with_names(tmp_path, text, message):
 
 
 def test_sample_submission_problems_do_not_offer_a_flag_predict_lacks(tmp_path):
-    from hcd_kit.predict import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
+    from hcd_kit.inference.predict import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
 
     _write(tmp_path, "id,label\na,0\nb,0\na,0\n", "sample_submission.csv")
     with pytest.raises(DataError) as err:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hcd_kit.loader import BatchLoader
+from hcd_kit.data.loader import BatchLoader
 
 
 def _images(n: int = 103) -> np.ndarray:

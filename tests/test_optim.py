@@ -1,4 +1,4 @@
-"""Optimisers, per-step schedules and the weight EMA (hcd_kit.optim)."""
+"""Optimisers, per-step schedules and the weight EMA (hcd_kit.training.optim)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hcd_kit.errors import ConfigError
-from hcd_kit.optim import Ema, build_optimizer, build_schedule, warmup_cosine
+from hcd_kit.training.optim import Ema, build_optimizer, build_schedule, warmup_cosine
 
 
 def _lrs(opt, sched, steps: int) -> list[float]:

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from hcd_kit import pack
+from hcd_kit.data import pack
 from hcd_kit.cli import app
 from hcd_kit.errors import DataError
-from hcd_kit.pack import parse_layout, prepare
-from hcd_kit.store import open_store
+from hcd_kit.data.pack import parse_layout, prepare
+from hcd_kit.data.store import open_store
 
 
 def _hcd(*args) -> "CliRunner.invoke":
@@ -53,8 +53,8 @@ def test_pixel_exact_vs_pil_including_files_written_by_pil(subset_factory):
     assert loaded.shape == (24, 96, 96, 3)
 
 
-def test_layout_of_real_files(mini_root):
-    path = next((mini_root / "train").glob("*.tif"))
+def test_layout_of_real_files(real_root):
+    path = next((real_root / "train").glob("*.tif"))
     data = path.read_bytes()
     layout = parse_layout(data)
     assert layout is not None and layout.size == len(data) == 27935

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from hcd_kit.cli import app
 from hcd_kit.config import dumps_toml
 from hcd_kit.model import create_model, save_weights
-from hcd_kit.submission import validate_submission
+from hcd_kit.inference.submission import validate_submission
 
 MODEL = "test_convnext"  # the fastest of timm's tiny test models on a CPU
 runner = CliRunner()
@@ -96,7 +96,7 @@ def _reference_probs(model, paths: list[Path], views: int) -> np.ndarray:
 
 
 def test_oof_auc_with_and_without_tta_matches_an_independent_computation(subset_factory, tmp_path):
-    from hcd_kit.pack import prepare
+    from hcd_kit.data.pack import prepare
 
     data = subset_factory(n_train=16, n_test=4)
     prepare(data, splits=("train",), workers=1)

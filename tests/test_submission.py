@@ -9,7 +9,7 @@ import pytest
 
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import sha256_file
-from hcd_kit.submission import (
+from hcd_kit.inference.submission import (
     LedgerRecord,
     append_record,
     read_ledger,
@@ -19,8 +19,8 @@ from hcd_kit.submission import (
 
 
 @pytest.fixture
-def sample(mini_root):
-    return mini_root / "sample_submission.csv"
+def sample(sample_root):
+    return sample_root / "sample_submission.csv"
 
 
 @pytest.fixture

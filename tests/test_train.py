@@ -1,4 +1,4 @@
-"""``hcd train`` and hcd_kit.train: learning, outputs, resume, non-finite steps, errors, config.
+"""``hcd train`` and hcd_kit.training.loop: learning, outputs, resume, non-finite steps, errors, config.
 
 Training runs use timm's tiny ``test_*`` models at 32 px (the 96 px patches are downscaled on the device),
 one CPU thread and a few hundred images, so each run takes seconds.
@@ -17,10 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
-from hcd_kit.distributed import DistInfo
+from hcd_kit.training.distributed import DistInfo
 from hcd_kit.errors import ConfigError, TrainingError
-from hcd_kit.run import RunLayout
-from hcd_kit.train import Hooks, TrainConfig, _Env, _step, resolve_config, train
+from hcd_kit.layout import RunLayout
+from hcd_kit.training.loop import Hooks, TrainConfig, _Env, _step, resolve_config, train
 
 FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "32"]
 
@@ -75,8 +75,8 @@ def test_learns_a_synthetic_signal(synth, tmp_path):
 
 
 def test_cli_fold_all_on_real_patches_covers_every_id_once(subset_factory, tmp_path):
-    from hcd_kit.folds import create_folds
-    from hcd_kit.pack import prepare
+    from hcd_kit.data.folds import create_folds
+    from hcd_kit.data.pack import prepare
 
     data = subset_factory(n_train=96, n_test=4)
     prepare(data, workers=1)
@@ -246,7 +246,7 @@ def test_damaged_last_checkpoint_is_one_line(synth, tmp_path):
 def test_checkpoint_of_a_disabled_scaler_resumes_under_an_enabled_one(synth, tmp_path):
     # A fold started on the CPU (bf16: no GradScaler) and resumed on a CUDA GPU (fp16: GradScaler on) must
     # go on; here the enabled scaler is the CPU's own float16 one.
-    from hcd_kit.train import _build, _load_checkpoint
+    from hcd_kit.training.loop import _build, _load_checkpoint
 
     run = tmp_path / "run"
     train(fast_config(epochs=1, precision="bf16"), synth, run, folds=[0])

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hcd_kit.metrics import roc_auc
-from hcd_kit.tta import dihedral, fold_ensemble, tta_merge, tta_stack, tta_transforms, tta_views
+from hcd_kit.inference.tta import dihedral, fold_ensemble, tta_merge, tta_stack, tta_transforms, tta_views
 
 
 def _asym(b: int = 1, c: int = 2, s: int = 5) -> torch.Tensor:

@@ -7,7 +7,7 @@ inside the commands so that ``hcd --help`` is instant.
 
 from __future__ import annotations
 
-from ._app import app, main  # noqa: F401  (main is the console-script entry point)
-from . import demo, download, data, train, cv, predict, kaggle  # noqa: F401,E402  (order = help order)
+from hcd_kit.cli._app import app, main  # noqa: F401  (main is the console-script entry point)
+from hcd_kit.cli import demo, download, data, train, cv, predict, kaggle  # noqa: F401,E402  (order = help order)
 
 __all__ = ["app", "main"]

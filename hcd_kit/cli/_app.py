@@ -9,8 +9,8 @@ from typing import Annotated, Callable, Sequence, TypeVar
 
 import typer
 
-from ..console import err_console
-from ..errors import HcdError
+from hcd_kit.console import err_console
+from hcd_kit.errors import HcdError
 
 app = typer.Typer(
     name="hcd",

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import app, handle_errors
+from hcd_kit.cli._app import app, handle_errors
 
 
 def _auc(v: float) -> str:
@@ -35,8 +35,8 @@ def cv(
     """
     from rich.table import Table
 
-    from ..console import console, err_console
-    from ..cv import cv_report, write_plots
+    from hcd_kit.console import console, err_console
+    from hcd_kit.inference.cv import cv_report, write_plots
 
     report = cv_report(run_dir)
     for line in report.warnings:

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..console import console
-from ._app import app, handle_errors
+from hcd_kit.console import console
+from hcd_kit.cli._app import app, handle_errors
 
 
 class SplitChoice(str, Enum):
@@ -48,8 +48,8 @@ def prepare(
 
     Example: hcd prepare --data-dir data
     """
-    from ..pack import prepare as run_prepare
-    from ..store import manifest_path
+    from hcd_kit.data.pack import prepare as run_prepare
+    from hcd_kit.data.store import manifest_path
 
     splits = ("train", "test") if split is SplitChoice.all else (split.value,)
     summary = run_prepare(data_dir, out=out, splits=splits, skip_bad=skip_bad, workers=workers)
@@ -91,7 +91,7 @@ def folds(
 
     Example: hcd folds --data-dir data --n-folds 5 --seed 0
     """
-    from ..folds import create_folds
+    from hcd_kit.data.folds import create_folds
 
     summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out, skip_bad=skip_bad)
     for kind, names in summary.skipped.items():

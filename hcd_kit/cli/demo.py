@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, handle_errors
+from hcd_kit.cli._app import app, handle_errors
 
 
 @app.command()
@@ -31,8 +31,8 @@ def demo(
     """
     from rich.table import Table
 
-    from ..console import console
-    from ..demo import run_demo
+    from hcd_kit.console import console
+    from hcd_kit.demo import run_demo
 
     res = run_demo(work_dir=work_dir, data_dir=data_dir, model=model, epochs=epochs, batch_size=batch_size, device=device)
     table = Table(title="hcd demo: what it did", show_header=False)

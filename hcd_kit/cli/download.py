@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, fail, handle_errors
+from hcd_kit.cli._app import app, fail, handle_errors
 
 
 @app.command()
@@ -43,8 +43,8 @@ def download(
         raise fail("--timeout must be positive (seconds without progress before giving up)", 2)
     if retries is not None and retries < 0:
         raise fail("--retries must be 0 or more", 2)
-    from ..console import console
-    from ..download import download_competition
+    from hcd_kit.console import console
+    from hcd_kit.kaggle.download import download_competition
 
     result = download_competition(data_dir, competition, timeout=timeout, retries=retries)
     size = f"{result.archive_bytes / 1e9:.2f} GB" if result.archive_bytes >= 1e8 else f"{result.archive_bytes:,} bytes"

@@ -1,6 +1,6 @@
 """Commands that talk to Kaggle after training: submit, submissions, kernel push|status|output, dataset push.
 
-Every Kaggle call goes through ``hcd_kit.kaggle_api`` (credentials check, time limit, retries, one-line
+Every Kaggle call goes through ``hcd_kit.kaggle.api`` (credentials check, time limit, retries, one-line
 errors); the library modules are ``submit``/``submission`` (upload, validation, ledger), ``kernel`` and
 ``dataset``. Credentials come from KAGGLE_USERNAME + KAGGLE_KEY, ~/.kaggle/kaggle.json or KAGGLE_API_TOKEN.
 """
@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, fail, handle_errors
+from hcd_kit.cli._app import app, fail, handle_errors
 
 COMPETITION = "histopathologic-cancer-detection"  # == paths.COMPETITION, kept here so --help imports nothing
 PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
@@ -62,9 +62,9 @@ def submit(
 
     Example: hcd submit runs/r18/submission.csv -m "resnet18 5 folds tta8" --wait
     """
-    from ..console import console
-    from ..paths import DataLayout
-    from ..submit import ledger_path, submit_file, wait_for_score
+    from hcd_kit.console import console
+    from hcd_kit.layout import DataLayout
+    from hcd_kit.kaggle.submit import ledger_path, submit_file, wait_for_score
 
     path = ledger_path(ledger)
     rec = submit_file(file, message, DataLayout.of(data_dir).sample_submission, competition, path, timeout)
@@ -95,10 +95,10 @@ def submissions(
     """
     from rich.table import Table
 
-    from ..console import console, err_console
-    from ..errors import KaggleError
-    from ..submission import read_ledger
-    from ..submit import ledger_path, refresh_ledger
+    from hcd_kit.console import console, err_console
+    from hcd_kit.errors import KaggleError
+    from hcd_kit.inference.submission import read_ledger
+    from hcd_kit.kaggle.submit import ledger_path, refresh_ledger
 
     path = ledger_path(ledger)
     records = read_ledger(path)
@@ -172,10 +172,10 @@ def kernel_push(
     """
     from rich.markup import escape
 
-    from ..console import console, err_console
-    from ..errors import KaggleError
-    from ..kernel import KernelSpec, check_spec, default_name, push_kernel, render_kernel
-    from .. import kaggle_api
+    from hcd_kit.console import console, err_console
+    from hcd_kit.errors import KaggleError
+    from hcd_kit.kaggle.kernel import KernelSpec, check_spec, default_name, push_kernel, render_kernel
+    from hcd_kit.kaggle import api as kaggle_api
 
     mode = "predict" if weights_dataset else "train"
     spec = KernelSpec(
@@ -219,8 +219,8 @@ def kernel_status_cmd(
 
     Example: hcd kernel status --name hcd-train --wait
     """
-    from ..console import console
-    from ..kernel import kernel_ref, kernel_status
+    from hcd_kit.console import console
+    from hcd_kit.kaggle.kernel import kernel_ref, kernel_status
 
     ref = kernel_ref(name)
     st = kernel_status(
@@ -246,8 +246,8 @@ def kernel_output_cmd(
 
     Example: hcd kernel output --name hcd-train --out kaggle-out/
     """
-    from ..console import console
-    from ..kernel import kernel_output, kernel_ref
+    from hcd_kit.console import console
+    from hcd_kit.kaggle.kernel import kernel_output, kernel_ref
 
     ref = kernel_ref(name)
     dest = out or Path("kernels") / ref.split("/")[1] / "output"
@@ -274,9 +274,9 @@ def dataset_push(
 
     Example: hcd dataset push --run-dir runs/resnet18 --name hcd-weights-r18
     """
-    from ..console import console
-    from ..dataset import DEFAULT_NAME, build_dataset, check_slug, push_dataset
-    from .. import kaggle_api
+    from hcd_kit.console import console
+    from hcd_kit.kaggle.dataset import DEFAULT_NAME, build_dataset, check_slug, push_dataset
+    from hcd_kit.kaggle import api as kaggle_api
 
     slug = name or ("hcd-weights" if run_dir else DEFAULT_NAME)
     check_slug(slug)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, fail, handle_errors
+from hcd_kit.cli._app import app, fail, handle_errors
 
 TTA_VALUES = (1, 2, 4, 8)
 
@@ -46,8 +46,8 @@ def predict(
         raise fail(f"--ensemble must be 'mean' or 'rank', got {ensemble!r}", 2)
     if precision not in ("auto", "fp16", "bf16", "fp32"):
         raise fail(f"--precision must be auto, fp16, bf16 or fp32, got {precision!r}", 2)
-    from ..console import console
-    from ..predict import predict_run
+    from hcd_kit.console import console
+    from hcd_kit.inference.predict import predict_run
 
     res = predict_run(data_dir, run_dir, tta=tta, out=out, ensemble=ensemble, device=device,
                       batch_size=batch_size, folds=folds, precision=precision, oof=oof)  # type: ignore[arg-type]
@@ -87,8 +87,8 @@ def ensemble(
     """
     if how not in ("mean", "rank"):
         raise fail(f"--how must be 'mean' or 'rank', got {how!r}", 2)
-    from ..console import console
-    from ..ensemble import ensemble_runs, parse_weights
+    from hcd_kit.console import console
+    from hcd_kit.inference.ensemble import ensemble_runs, parse_weights
 
     res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), how=how, preds=pred, data_dir=data_dir)
     for run, w, auc in zip(res.runs, res.weights, res.run_auc):

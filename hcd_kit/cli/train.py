@@ -1,4 +1,4 @@
-"""Command: train (cross-validated timm training on the packed store; see ``hcd_kit.train``)."""
+"""Command: train (cross-validated timm training on the packed store; see ``hcd_kit.training.loop``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, handle_errors
+from hcd_kit.cli._app import app, handle_errors
 
 
 def parse_folds(spec: str | None) -> list[int] | str | None:
     """None (not given: every fold, or with --resume the run's own) -> None; 'all' -> 'all'; '0,2' -> [0, 2]."""
-    from ..errors import ConfigError
+    from hcd_kit.errors import ConfigError
 
     if spec is None:
         return None
@@ -70,7 +70,7 @@ def train(
 
       hcd train --data-dir data --fold all --strategy fold-parallel  (one fold per GPU at a time)
     """
-    from ..train import resolve_config, train as run_training
+    from hcd_kit.training.loop import resolve_config, train as run_training
 
     folds = parse_folds(fold)
     overrides = dict(

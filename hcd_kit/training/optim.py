@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from hcd_kit.errors import ConfigError
 
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["onecycle", "cosine"]

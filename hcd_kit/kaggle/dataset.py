@@ -19,12 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import kaggle_api
-from .errors import ConfigError, DataError
-from .fsutil import atomic_path, atomic_write_text
-from .run import RunLayout
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_path, atomic_write_text
+from hcd_kit.layout import RunLayout
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NAME = "hcd-kit"
 
 

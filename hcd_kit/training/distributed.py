@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, TrainingError
+from hcd_kit.errors import ConfigError, TrainingError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Cross-validated training of a timm backbone on the packed store: one fold at a time, resumable.
 
 ``train(cfg, data_dir, run_dir, folds)`` trains the requested folds of ``DIR/folds.csv`` on
-``DIR/packed`` and writes, per fold (``hcd_kit.run.RunLayout``): ``best.pt`` (best validation AUC),
+``DIR/packed`` and writes, per fold (``hcd_kit.layout.RunLayout``): ``best.pt`` (best validation AUC),
 ``last.pt`` (everything needed to resume, rewritten atomically every epoch), ``history.csv`` and ``oof.csv``
 (the fold's validation probabilities from the best weights, so the union over folds is an honest
 out-of-fold CV estimate). Every step runs under autocast (float16 + GradScaler on CUDA, bfloat16 on the
@@ -33,24 +33,24 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .augment import AugmentConfig, augment_batch
-from .config import dump_toml, load_config, read_toml, to_dict
-from .console import console, progress
-from .device import Precision, amp_dtype, autocast, grad_scaler, resolve_device
-from .distributed import (
+from hcd_kit.training.augment import AugmentConfig, augment_batch
+from hcd_kit.config import dump_toml, load_config, read_toml, to_dict
+from hcd_kit.console import console, progress
+from hcd_kit.device import Precision, amp_dtype, autocast, grad_scaler, resolve_device
+from hcd_kit.training.distributed import (
     DistInfo, all_true, gather_arrays, init_distributed, is_fold_worker, launched_by_torchrun, shutdown_distributed,
     sum_across, wrap_model,
 )
-from .errors import ConfigError, DataError, TrainingError
-from .fsutil import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
-from .loader import BatchLoader
-from .metrics import roc_auc
-from .model import DEFAULT_MODEL, check_model_name, create_model, save_weights
-from .optim import Ema, build_optimizer, build_schedule
-from .paths import DataLayout
-from .preprocess import normalise, resize, to_float_nchw, to_input
-from .run import RunLayout
-from .store import PackedStore, open_store
+from hcd_kit.errors import ConfigError, DataError, TrainingError
+from hcd_kit.fsutil import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+from hcd_kit.data.loader import BatchLoader
+from hcd_kit.metrics import roc_auc
+from hcd_kit.model import DEFAULT_MODEL, check_model_name, create_model, save_weights
+from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
+from hcd_kit.layout import DataLayout
+from hcd_kit.preprocess import normalise, resize, to_float_nchw, to_input
+from hcd_kit.layout import RunLayout
+from hcd_kit.data.store import PackedStore, open_store
 
 Strategy = Literal["auto", "single", "dp", "ddp", "fold-parallel"]
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "images_per_s", "skipped_steps"]
@@ -159,7 +159,7 @@ def resolve_config(
 
 def _read_folds(layout: DataLayout, store: PackedStore) -> pd.DataFrame:
     """``DIR/folds.csv`` aligned with the store: one (id, fold, row) per packed image."""
-    from .folds import read_folds
+    from hcd_kit.data.folds import read_folds
 
     if not layout.folds_csv.is_file():
         raise DataError(f"no folds file {layout.folds_csv}; run `hcd folds --data-dir {layout.root}` first")
@@ -362,7 +362,7 @@ def _result(fold: int, state: _FoldState, status: str) -> FoldResult:
 
 
 def _fold_parallel(cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: list[int], resume: bool, log: _Log):
-    from .distributed import fold_devices, python_module_cmd, run_fold_parallel
+    from hcd_kit.training.distributed import fold_devices, python_module_cmd, run_fold_parallel
 
     devices = fold_devices(cfg.device, cfg.fold_workers)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // len(devices))  # share the cores, don't fight

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .fsutil import atomic_path
-from .metrics import roc_auc
-from .run import RunLayout
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_path
+from hcd_kit.metrics import roc_auc
+from hcd_kit.layout import RunLayout
 
 OOF_COLUMNS = ("id", "fold", "prob", "label")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc")

@@ -29,11 +29,13 @@ from pathlib import Path, PurePosixPath
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from . import folds, kaggle_api, pack
-from .console import err_console, progress
-from .errors import ConfigError, DataError
-from .fsutil import atomic_write_text
-from .paths import COMPETITION, DataLayout
+from hcd_kit.data import folds
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.data import pack
+from hcd_kit.console import err_console, progress
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_write_text
+from hcd_kit.layout import COMPETITION, DataLayout
 
 MARKER = ".hcd-download.json"
 WORK = ".hcd-download"

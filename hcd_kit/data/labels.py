@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError
-from .fsutil import atomic_write_text
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_write_text
 
 
 class Problems:

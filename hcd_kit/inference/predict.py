@@ -2,7 +2,7 @@
 
 ``predict_run`` rebuilds the model from ``RUN/config.toml`` (``model``, ``img_size``), packs the test set
 if it is not packed yet, runs each fold's ``best.pt`` over it with ``n`` dihedral views per patch stacked
-into the same batch (``hcd_kit.tta``), averages the views, then the folds (mean probability or mean rank), and
+into the same batch (``hcd_kit.inference.tta``), averages the views, then the folds (mean probability or mean rank), and
 writes ``id,label`` in exactly the order of ``sample_submission.csv`` plus a ``<out>.json`` sidecar (runs,
 folds, tta, ensemble, cv_auc) that ``hcd submit`` keeps in its ledger. When the packed train store is there
 too, it re-predicts each fold's validation ids with 1 and with ``n`` views, so the user sees what TTA buys::
@@ -25,18 +25,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import read_toml
-from .console import progress
-from .device import Precision, amp_dtype, autocast, resolve_device
-from .errors import ConfigError, DataError
-from .fsutil import atomic_open, atomic_write_text
-from .loader import BatchLoader
-from .metrics import roc_auc
-from .paths import DataLayout
-from .preprocess import to_input
-from .run import RunLayout
-from .store import PackedStore, open_store
-from .tta import TTA_CHOICES, fold_ensemble, tta_stack, tta_views
+from hcd_kit.config import read_toml
+from hcd_kit.console import progress
+from hcd_kit.device import Precision, amp_dtype, autocast, resolve_device
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_open, atomic_write_text
+from hcd_kit.data.loader import BatchLoader
+from hcd_kit.metrics import roc_auc
+from hcd_kit.layout import DataLayout
+from hcd_kit.preprocess import to_input
+from hcd_kit.layout import RunLayout
+from hcd_kit.data.store import PackedStore, open_store
+from hcd_kit.inference.tta import TTA_CHOICES, fold_ensemble, tta_stack, tta_views
 
 ENSEMBLES = ("mean", "rank")
 
@@ -84,7 +84,7 @@ def read_run_model(run_dir: str | os.PathLike[str]) -> RunModel:
         raise ConfigError(f"{path} has no `model = \"<timm name>\"` line; it is not a config written by hcd train")
     if not isinstance(size, int) or isinstance(size, bool) or size < 32:
         raise ConfigError(f"{path}: `img_size` must be an integer >= 32, got {size!r}")
-    from .model import check_model_name
+    from hcd_kit.model import check_model_name
 
     check_model_name(name)
     return RunModel(name=name, img_size=size)
@@ -110,7 +110,7 @@ def select_folds(run_dir: str | os.PathLike[str], spec: str = "all") -> list[int
 
 def load_fold_model(run_dir: str | os.PathLike[str], fold: int, spec: RunModel, device: torch.device) -> nn.Module:
     """Fold ``fold``'s best weights in a fresh ``spec.name`` network on ``device``, in eval mode."""
-    from .model import create_model
+    from hcd_kit.model import create_model
 
     path = RunLayout.of(run_dir).best(fold)
     model = create_model(spec.name, pretrained=False)
@@ -191,7 +191,7 @@ def sigmoid_mean(views: np.ndarray) -> np.ndarray:
 
 def sample_ids(data_dir: str | os.PathLike[str]) -> np.ndarray:
     """The ids of ``DIR/sample_submission.csv`` in file order (the order Kaggle expects)."""
-    from .labels import read_sample_submission
+    from hcd_kit.data.labels import read_sample_submission
 
     path = DataLayout.of(data_dir).sample_submission
     ids = read_sample_submission(path)["id"].to_numpy(str)
@@ -215,7 +215,7 @@ def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
             f"{layout.root} is read-only, so test/ cannot be packed there; link test/ and sample_submission.csv "
             "into a writable folder and pass that as --data-dir"
         )
-    from .pack import prepare
+    from hcd_kit.data.pack import prepare
 
     prepare(layout.root, splits=("test",))
     return open_store(layout.packed_dir, "test")

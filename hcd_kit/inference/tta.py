@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .metrics import rank_normalise
+from hcd_kit.metrics import rank_normalise
 
 # Index k in 0..7: rotate by 90*(k % 4) degrees, then mirror left-right when k >= 4.
 DIHEDRAL = tuple(range(8))

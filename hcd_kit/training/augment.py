@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .tta import dihedral
+from hcd_kit.errors import ConfigError
+from hcd_kit.inference.tta import dihedral
 
 # Draw numbers: each random quantity of a sample has its own hash stream, so turning one option off never
 # changes the draws of the others (a run with stain jitter keeps the crops of a run without it).
@@ -158,7 +158,7 @@ def _dihedral_perms(size: int, device: torch.device) -> torch.Tensor:
 
 
 def random_dihedral(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
-    """Apply dihedral transform ``ks[b]`` (0..7, as ``hcd_kit.tta.dihedral``) to sample ``b``: one gather."""
+    """Apply dihedral transform ``ks[b]`` (0..7, as ``hcd_kit.inference.tta.dihedral``) to sample ``b``: one gather."""
     b, c, height, width = x.shape
     if height != width:
         raise ValueError(f"dihedral augmentation needs square images, got {height}x{width}")

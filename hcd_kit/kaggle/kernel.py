@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import kaggle_api
-from .errors import ConfigError, KaggleError
-from .fsutil import atomic_write_text
-from .paths import COMPETITION
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.errors import ConfigError, KaggleError
+from hcd_kit.fsutil import atomic_write_text
+from hcd_kit.layout import COMPETITION
 
 DEFAULT_ROOT = Path("kernels")
 DEFAULT_SHAPE = "NvidiaTeslaT4"  # the client's own help names it for T4 x2; the kernel logs what it got

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DataError
-from .fsutil import atomic_write_text
-from .labels import Problems, forget_report, read_labels, report_note, write_report
-from .paths import DataLayout
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_write_text
+from hcd_kit.data.labels import Problems, forget_report, read_labels, report_note, write_report
+from hcd_kit.layout import DataLayout
 
 GROUP_COLUMNS = ("wsi", "slide", "group")
 REPORT = "folds-problems.csv"  # every bad label row of the last `hcd folds` that met some, beside the data

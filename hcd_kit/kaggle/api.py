@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .errors import KaggleError
+from hcd_kit.errors import KaggleError
 
 T = TypeVar("T")
 

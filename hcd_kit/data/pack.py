@@ -1,4 +1,4 @@
-"""``hcd prepare``: decode every TIFF patch once into the packed store (format: ``hcd_kit.store``).
+"""``hcd prepare``: decode every TIFF patch once into the packed store (format: ``hcd_kit.data.store``).
 
 All competition patches share one uncompressed TIFF layout (27,935 bytes, pixels at a fixed offset), so
 the fast path parses the first file's header properly, checks that it decodes exactly as PIL decodes it,
@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .console import progress
-from .errors import DataError
-from .fsutil import atomic_write_text, sha256_file, temp_file_beside
-from .labels import Problems, forget_report, read_labels, read_sample_submission, report_note, write_report
-from .paths import IMAGE_SHAPE, DataLayout
-from .store import ids_path, images_path, manifest_path
+from hcd_kit.console import progress
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_write_text, sha256_file, temp_file_beside
+from hcd_kit.data.labels import Problems, forget_report, read_labels, read_sample_submission, report_note, write_report
+from hcd_kit.layout import IMAGE_SHAPE, DataLayout
+from hcd_kit.data.store import ids_path, images_path, manifest_path
 
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .errors import DataError
-from .fsutil import atomic_path, atomic_write_text
-from .paths import DataLayout
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_path, atomic_write_text
+from hcd_kit.layout import DataLayout
 
 PIXEL_OFFSET = 287  # competition TIFFs: 287-byte header (IFD first), then 96*96*3 raw RGB bytes
 PIXEL_BYTES = 96 * 96 * 3

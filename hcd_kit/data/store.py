@@ -1,6 +1,6 @@
 """The packed image store: every patch of a split decoded once into one memory-mapped uint8 array.
 
-Files under ``DIR/packed/`` (written by ``hcd prepare``, see ``hcd_kit.pack``)::
+Files under ``DIR/packed/`` (written by ``hcd prepare``, see ``hcd_kit.data.pack``)::
 
     train_images.npy   uint8 (N, 96, 96, 3), opened with ``numpy.load(path, mmap_mode="r")``
     train_ids.csv      id,label in the same row order
@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from hcd_kit.errors import DataError
 
 Split = Literal["train", "test"]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import DataError
-from .fsutil import atomic_write_text, sha256_file
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_write_text, sha256_file
 
 HEADER = ["id", "label"]
 DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"

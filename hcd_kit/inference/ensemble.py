@@ -2,7 +2,7 @@
 
 A run contributes its test predictions (``RUN/submission.csv`` from ``hcd predict``, or any ``id,label``
 file) and its OOF predictions (``RUN/fold*/oof.csv``: ``id,fold,prob,label``). Both are aligned by id, so
-file order never matters; the blend is ``hcd_kit.tta.fold_ensemble`` over runs, and the same blend of the
+file order never matters; the blend is ``hcd_kit.inference.tta.fold_ensemble`` over runs, and the same blend of the
 OOF predictions says whether it beats the best single run before anything is submitted::
 
     res = ensemble_runs(["runs/r18", "runs/effb0"], "subs/blend.csv", weights=[0.6, 0.4], how="rank")
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DataError
-from .metrics import roc_auc
-from .run import RunLayout
-from .tta import fold_ensemble
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.metrics import roc_auc
+from hcd_kit.layout import RunLayout
+from hcd_kit.inference.tta import fold_ensemble
 
 HOWS = ("mean", "rank")
 
@@ -153,7 +153,7 @@ def ensemble_runs(
     data_dir: str | os.PathLike[str] | None = None,
 ) -> EnsembleResult:
     """Blend ``runs`` (see module doc), write ``out`` and ``<out>.json``, and return the AUCs."""
-    from .predict import sample_ids, write_sidecar, write_submission
+    from hcd_kit.inference.predict import sample_ids, write_sidecar, write_submission
 
     run_paths = [Path(r) for r in runs]
     if not run_paths:

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import kaggle_api
-from .errors import KaggleError
-from .submission import (
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.errors import KaggleError
+from hcd_kit.inference.submission import (
     DEFAULT_LEDGER,
     LedgerRecord,
     append_record,

@@ -1,4 +1,12 @@
-"""The layout of a training run folder, named once so ``train``, ``cv``, ``predict`` and kernels agree::
+"""Where every file hcd reads or writes lives: the data folder and the run folder, each named once.
+
+The data folder (the competition's layout, plus what hcd derives from it)::
+
+    DIR/train/<id>.tif   DIR/test/<id>.tif   DIR/train_labels.csv   DIR/sample_submission.csv
+    DIR/packed/          packed uint8 stores (``hcd prepare``)
+    DIR/folds.csv        id,fold (``hcd folds``)
+
+The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ensemble`` and kernels::
 
     RUN/config.toml           resolved TrainConfig (model name, img_size, ... everything to rebuild it)
     RUN/train.log             the log lines printed during training
@@ -17,6 +25,41 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+COMPETITION = "histopathologic-cancer-detection"
+IMAGE_SHAPE = (96, 96, 3)
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    @classmethod
+    def of(cls, data_dir: str | os.PathLike[str]) -> "DataLayout":
+        return cls(Path(data_dir))
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.root / "test"
+
+    @property
+    def train_labels(self) -> Path:
+        return self.root / "train_labels.csv"
+
+    @property
+    def sample_submission(self) -> Path:
+        return self.root / "sample_submission.csv"
+
+    @property
+    def packed_dir(self) -> Path:
+        return self.root / "packed"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.root / "folds.csv"
 
 @dataclass(frozen=True)
 class RunLayout:

@@ -2,7 +2,7 @@
 
 A batch is one fancy-index gather from the ``(N, 96, 96, 3)`` uint8 memmap (sorted indices, so pages are
 read in order), handed over as a uint8 tensor: four times less to copy to the device than float32, and
-augmentation then runs batch-wise on the device (``hcd_kit.augment``). A background thread prepares the
+augmentation then runs batch-wise on the device (``hcd_kit.training.augment``). A background thread prepares the
 next batches while the model works on the current one, so the loader never starves a GPU; an error raised
 while loading surfaces in the training loop.
 
