@@ -2,7 +2,8 @@
 
 Batches travel as uint8 NHWC (4x smaller than float32, so host-to-device copies stay cheap); conversion to
 float, ImageNet normalisation and the optional upscale (96 -> ``img_size``) run on the device, batch-wise.
-Training and prediction must agree exactly, so both call ``to_input``.
+Training and prediction must agree exactly, so both call ``to_input``. The dihedral group (flips and
+90-degree turns) lives here too: training augments with it and test-time augmentation averages over it.
 """
 
 from __future__ import annotations
@@ -37,3 +38,15 @@ def to_input(x: torch.Tensor, img_size: int = 96, device: torch.device | str | N
     if device is not None:
         x = x.to(device, non_blocking=True)
     return normalise(resize(to_float_nchw(x), img_size))
+
+
+# Index k in 0..7: rotate by 90*(k % 4) degrees, then mirror left-right when k >= 4.
+DIHEDRAL = tuple(range(8))
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Apply dihedral transform ``k`` (0..7) to the last two (spatial) dims of ``x`` (..., H, W)."""
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+    y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y

@@ -8,7 +8,7 @@ import torch
 
 from hcd_kit.training.augment import AugmentConfig, augment_batch, draw_uniforms
 from hcd_kit.errors import ConfigError
-from hcd_kit.inference.tta import dihedral
+from hcd_kit.preprocess import dihedral
 
 ALL_ON = AugmentConfig(dihedral=True, color=0.2, hue=0.05, stain=0.05, crop_scale=0.6)
 ALL_OFF = AugmentConfig(dihedral=False, color=0.0, hue=0.0, stain=0.0, crop_scale=1.0)

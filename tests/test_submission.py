@@ -1,4 +1,4 @@
-"""Submission validation and the ledger, against the real sample_submission.csv of hcd-mini (no server)."""
+"""Submission validation and the ledger, against a real sample_submission.csv (no server)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import pytest
 
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import sha256_file
-from hcd_kit.inference.submission import (
-    LedgerRecord,
-    append_record,
-    read_ledger,
-    validate_submission,
-    write_ledger,
-)
+from hcd_kit.inference.submission import validate_submission
+from hcd_kit.kaggle.ledger import LedgerRecord, append_record, read_ledger, write_ledger
 
 
 @pytest.fixture

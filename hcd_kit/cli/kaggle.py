@@ -97,7 +97,7 @@ def submissions(
 
     from hcd_kit.console import console, err_console
     from hcd_kit.errors import KaggleError
-    from hcd_kit.inference.submission import read_ledger
+    from hcd_kit.kaggle.ledger import read_ledger
     from hcd_kit.kaggle.submit import ledger_path, refresh_ledger
 
     path = ledger_path(ledger)

@@ -1,12 +1,9 @@
-"""Checking a submission file before it leaves the machine, and the local ledger of what was submitted.
+"""The submission file: checking it before it leaves the machine, and its ``<file>.json`` sidecar.
 
 ``validate_submission`` reads a CSV the way Kaggle scores it (header exactly ``id,label``, one row per id
 of ``sample_submission.csv``, every label a finite number in [0, 1]) and raises ONE ``DataError`` that
-lists every problem found, so an invalid file is never uploaded. The ledger is a JSON-lines file
-(``submissions/ledger.jsonl`` by default) with one record per submission: when, which file (path and
-sha256), the message, the runs and CV AUC behind it (from the ``<file>.json`` sidecar ``hcd predict``
-writes), the Kaggle ref, status and scores. Appends are one ``O_APPEND`` write of one line; score updates
-rewrite the file atomically. Credentials never reach it: records are built from named fields only.
+lists every problem found, so an invalid file is never uploaded. The sidecar (written by
+``hcd predict`` / ``hcd ensemble``) says which runs, folds, TTA and blend made the file, and its CV AUC.
 """
 
 from __future__ import annotations
@@ -16,18 +13,14 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_write_text, sha256_file
 
 HEADER = ["id", "label"]
-DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"
 _SHOW = 3  # ids/rows named per problem: enough to find them, short enough for one line
 
 
@@ -127,66 +120,6 @@ def validate_submission(path: str | os.PathLike[str], sample_csv: str | os.PathL
     return pd.DataFrame({"id": ids, "label": values})
 
 
-# --- the ledger ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class LedgerRecord:
-    """One submission as the ledger keeps it (a JSON object per line)."""
-
-    time: str
-    file: str
-    sha256: str
-    message: str
-    competition: str
-    ref: int | None = None
-    status: str = "PENDING"
-    public_score: float | None = None
-    private_score: float | None = None
-    runs: list[str] = field(default_factory=list)
-    cv_auc: float | None = None
-    tta: int | None = None
-    folds: Any = None
-    ensemble: str | None = None
-
-    @classmethod
-    def for_file(cls, path: str | os.PathLike[str], message: str, competition: str) -> "LedgerRecord":
-        """A record for ``path`` (now, its sha256) with what its ``<path>.json`` sidecar knows, if present."""
-        path = Path(path)
-        rec = cls(
-            time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            file=str(path.resolve()),
-            sha256=sha256_file(path),
-            message=message,
-            competition=competition,
-        )
-        side = read_sidecar(path)
-        runs = side.get("runs", [])
-        rec.runs = [str(r) for r in (runs if isinstance(runs, list) else [runs])]
-        rec.cv_auc = as_score(side.get("cv_auc"))
-        rec.tta = side.get("tta") if isinstance(side.get("tta"), int) else None
-        rec.folds = side.get("folds")
-        rec.ensemble = side.get("ensemble") if isinstance(side.get("ensemble"), str) else None
-        return rec
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LedgerRecord":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-def as_score(v: Any) -> float | None:
-    """A score or AUC as a float, or None (Kaggle sends scores as strings, empty until scored)."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``<path>.json`` written by ``hcd predict`` (runs, folds, tta, ensemble, cv_auc), or {} if absent/bad."""
     side = Path(f"{path}.json")
@@ -195,37 +128,3 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def append_record(ledger: str | os.PathLike[str], record: LedgerRecord) -> None:
-    """Append one line with a single O_APPEND write, so concurrent appends never interleave."""
-    ledger = Path(ledger)
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    line = (record.to_json() + "\n").encode("utf-8")
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_ledger(ledger: str | os.PathLike[str]) -> list[LedgerRecord]:
-    """All records, oldest first; [] when the ledger does not exist yet."""
-    ledger = Path(ledger)
-    if not ledger.is_file():
-        return []
-    out = []
-    for n, line in enumerate(ledger.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(LedgerRecord.from_dict(json.loads(line)))
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{ledger} line {n} is not a ledger record ({exc}); fix or remove that line")
-    return out
-
-
-def write_ledger(ledger: str | os.PathLike[str], records: list[LedgerRecord]) -> None:
-    """Rewrite the whole ledger atomically (used when scores arrive)."""
-    atomic_write_text(ledger, "".join(r.to_json() + "\n" for r in records))

@@ -12,18 +12,7 @@ import numpy as np
 import torch
 
 from hcd_kit.metrics import rank_normalise
-
-# Index k in 0..7: rotate by 90*(k % 4) degrees, then mirror left-right when k >= 4.
-DIHEDRAL = tuple(range(8))
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Apply dihedral transform ``k`` (0..7) to the last two (spatial) dims of ``x`` (..., H, W)."""
-    if not 0 <= k < 8:
-        raise ValueError(f"dihedral index must be in 0..7, got {k}")
-    y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
-    return torch.flip(y, dims=(-1,)) if k >= 4 else y
-
+from hcd_kit.preprocess import DIHEDRAL, dihedral
 
 TTA_CHOICES = (1, 2, 4, 8)
 

@@ -16,15 +16,8 @@ from typing import Callable
 
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.errors import KaggleError
-from hcd_kit.inference.submission import (
-    DEFAULT_LEDGER,
-    LedgerRecord,
-    append_record,
-    as_score,
-    read_ledger,
-    validate_submission,
-    write_ledger,
-)
+from hcd_kit.inference.submission import validate_submission
+from hcd_kit.kaggle.ledger import DEFAULT_LEDGER, LedgerRecord, append_record, as_score, read_ledger, write_ledger
 
 FINAL = ("COMPLETE", "ERROR")
 

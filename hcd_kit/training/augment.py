@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hcd_kit.errors import ConfigError
-from hcd_kit.inference.tta import dihedral
+from hcd_kit.preprocess import dihedral
 
 # Draw numbers: each random quantity of a sample has its own hash stream, so turning one option off never
 # changes the draws of the others (a run with stain jitter keeps the crops of a run without it).

@@ -1,0 +1,114 @@
+"""The local ledger of what was submitted: ``submissions/ledger.jsonl``, one JSON record per submission.
+
+Each record says when, which file (path and sha256), the message, the runs and CV AUC behind it (from the
+``<file>.json`` sidecar ``hcd predict`` writes), the Kaggle ref, status and scores. Appends are one
+``O_APPEND`` write of one line; score updates rewrite the file atomically. Credentials never reach it:
+records are built from named fields only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_write_text, sha256_file
+from hcd_kit.inference.submission import read_sidecar
+
+DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"
+
+
+@dataclass
+class LedgerRecord:
+    """One submission as the ledger keeps it (a JSON object per line)."""
+
+    time: str
+    file: str
+    sha256: str
+    message: str
+    competition: str
+    ref: int | None = None
+    status: str = "PENDING"
+    public_score: float | None = None
+    private_score: float | None = None
+    runs: list[str] = field(default_factory=list)
+    cv_auc: float | None = None
+    tta: int | None = None
+    folds: Any = None
+    ensemble: str | None = None
+
+    @classmethod
+    def for_file(cls, path: str | os.PathLike[str], message: str, competition: str) -> "LedgerRecord":
+        """A record for ``path`` (now, its sha256) with what its ``<path>.json`` sidecar knows, if present."""
+        path = Path(path)
+        rec = cls(
+            time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            file=str(path.resolve()),
+            sha256=sha256_file(path),
+            message=message,
+            competition=competition,
+        )
+        side = read_sidecar(path)
+        runs = side.get("runs", [])
+        rec.runs = [str(r) for r in (runs if isinstance(runs, list) else [runs])]
+        rec.cv_auc = as_score(side.get("cv_auc"))
+        rec.tta = side.get("tta") if isinstance(side.get("tta"), int) else None
+        rec.folds = side.get("folds")
+        rec.ensemble = side.get("ensemble") if isinstance(side.get("ensemble"), str) else None
+        return rec
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LedgerRecord":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def as_score(v: Any) -> float | None:
+    """A score or AUC as a float, or None (Kaggle sends scores as strings, empty until scored)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def append_record(ledger: str | os.PathLike[str], record: LedgerRecord) -> None:
+    """Append one line with a single O_APPEND write, so concurrent appends never interleave."""
+    ledger = Path(ledger)
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    line = (record.to_json() + "\n").encode("utf-8")
+    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_ledger(ledger: str | os.PathLike[str]) -> list[LedgerRecord]:
+    """All records, oldest first; [] when the ledger does not exist yet."""
+    ledger = Path(ledger)
+    if not ledger.is_file():
+        return []
+    out = []
+    for n, line in enumerate(ledger.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(LedgerRecord.from_dict(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{ledger} line {n} is not a ledger record ({exc}); fix or remove that line")
+    return out
+
+
+def write_ledger(ledger: str | os.PathLike[str], records: list[LedgerRecord]) -> None:
+    """Rewrite the whole ledger atomically (used when scores arrive)."""
+    atomic_write_text(ledger, "".join(r.to_json() + "\n" for r in records))
