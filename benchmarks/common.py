@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 from hcd_kit.layout import DataLayout
-from hcd_kit.data.store import manifest_path
 
 
 def store_dir(data_dir: Path, out: Path | None) -> Path:
@@ -16,7 +15,7 @@ def store_dir(data_dir: Path, out: Path | None) -> Path:
     """
     if out is not None:
         return out
-    packed = DataLayout.of(data_dir).packed_dir
-    if manifest_path(packed).is_file():
-        return packed
+    packed = DataLayout.of(data_dir).packed
+    if packed.manifest.is_file():
+        return packed.root
     return Path(tempfile.gettempdir()) / f"hcd-bench-{Path(data_dir).resolve().name}-packed"

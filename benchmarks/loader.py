@@ -5,7 +5,7 @@
 (b) an HDF5 file read by random index, one patch at a time (a common "faster" variant; the .h5 is built
     from the packed store first and its build time is not counted);
 (c) hcd: ``BatchLoader`` over the packed memmap (uint8 batches; augmentation happens later, batch-wise on
-    the device), packing the data first with ``hcd_kit.data.pack.prepare`` if needed.
+    the device), packing the data first with ``hcd_kit.data.prepare`` if needed.
 
 Also measures ``prepare`` itself (images/s packed, warm file cache, into a scratch folder beside --out).
 Every method gets one untimed warm-up pass so the OS file cache is warm for all of them.
@@ -30,9 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hcd_kit.data.loader import BatchLoader  # noqa: E402
-from hcd_kit.data.pack import default_workers, prepare  # noqa: E402
-from hcd_kit.data.store import open_store  # noqa: E402
+from hcd_kit.data import BatchLoader, default_workers, open_store, prepare  # noqa: E402
 
 from common import store_dir  # noqa: E402  (benchmarks/common.py, beside this file)
 

@@ -1,8 +1,8 @@
 """What test-time augmentation costs: inference time for 1, 2, 4 and 8 dihedral views, batched on the device.
 
-The views of each patch are stacked into the same forward pass (``hcd_kit.inference.tta.tta_stack``), and every pass
+The views of each patch are stacked into the same forward pass (``hcd_kit.inference.tta_stack``), and every pass
 holds ``--batch-size`` views whatever the TTA, so TTA x n costs about n times a single view. The target is
-TTA x 8 <= 8.5 x one view. Uses ``hcd_kit.inference.predict.predict_views`` (the code path of ``hcd predict``) on
+TTA x 8 <= 8.5 x one view. Uses ``hcd_kit.inference.predict_views`` (the code path of ``hcd predict``) on
 random uint8 patches, with randomly initialised weights (speed does not depend on the weights)::
 
     python benchmarks/predict.py                        # resnet18, 2048 patches, 256 views a pass, auto device
@@ -20,8 +20,8 @@ import torch
 
 from hcd_kit.device import amp_dtype, resolve_device
 from hcd_kit.model import create_model
-from hcd_kit.inference.predict import predict_views, to_device
-from hcd_kit.inference.tta import TTA_CHOICES
+from hcd_kit.choices import TTA_CHOICES
+from hcd_kit.inference import predict_views, to_device
 
 
 def _sync(device: torch.device) -> None:

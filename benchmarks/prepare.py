@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hcd_kit.data.pack import default_workers, prepare  # noqa: E402
+from hcd_kit.data import default_workers, prepare  # noqa: E402
 
 
 def replicate(src: Path, dest: Path, repeat: int) -> int:

@@ -1,8 +1,8 @@
 """Benchmark: training throughput per model, fed from device memory vs. by the real packed-store loader.
 
-For each model it times the full training step hcd runs (uint8 -> float on the device, ``augment_batch``,
-upscale + normalise from ``hcd_kit.preprocess``, forward + backward + optimiser step under the AMP that
-``hcd_kit.device`` picks) twice: (a) on batches already resident on the device, which is what the model
+For each model it times the training step ``hcd train`` runs (``hcd_kit.training.train_input``: uint8 ->
+float on the device, augmentation, upscale + normalise; then ``train_step``: forward + backward + optimiser
+step under the AMP that ``hcd_kit.device`` picks, with the default TrainConfig's optimiser and clipping) twice: (a) on batches already resident on the device, which is what the model
 alone can do, and (b) on batches from ``BatchLoader`` over the packed memory map, which adds the gather,
 the host-to-device copy and the background thread. The difference is the loader overhead; the target is
 at most 5 % of model throughput. This is a benchmark, not a test: numbers depend on the machine.
@@ -17,11 +17,13 @@ import argparse
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+
+from hcd_kit.choices import Precision
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hcd-mini"
@@ -39,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
     p.add_argument("--repeats", type=int, default=3, help="alternating measurements per model; the best counts")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp16", "bf16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=typing.get_args(Precision))
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for key, low in (("steps", 1), ("repeats", 1), ("warmup", 0), ("batch_size", 1), ("img_size", 32)):
@@ -50,10 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def packed_store(data_dir: Path, out: Path | None):
     """The packed train store of ``data_dir`` (see ``common.store_dir``: never created inside the data folder),
-    packed with ``hcd_kit.data.pack.prepare`` when needed."""
+    packed with ``hcd_kit.data.prepare`` when needed."""
     from common import store_dir  # benchmarks/common.py, beside this file
-    from hcd_kit.data.pack import prepare
-    from hcd_kit.data.store import open_store
+    from hcd_kit.data import open_store, prepare
 
     out = store_dir(data_dir, out)
     prepare(data_dir, out=out, splits=("train",))  # a no-op when the store is current
@@ -61,45 +62,27 @@ def packed_store(data_dir: Path, out: Path | None):
 
 
 class Stepper:
-    """One model, optimiser and AMP setup; ``step`` is ``hcd train``'s step without its bookkeeping."""
+    """One model with ``hcd train``'s optimiser, schedule, loss and AMP; ``step`` is ``hcd train``'s step."""
 
     def __init__(self, name: str, device: torch.device, precision: str, img_size: int) -> None:
-        from hcd_kit.training.augment import AugmentConfig
-        from hcd_kit.device import amp_dtype, grad_scaler
-        from hcd_kit.model import create_model
+        from hcd_kit.device import amp_dtype
+        from hcd_kit.training import Env, TrainConfig, build_trainer
 
-        self.device, self.img_size = device, img_size
-        self.model = create_model(name, pretrained=False).to(device).train()
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.dtype = amp_dtype(device, precision)  # type: ignore[arg-type]
-        self.scaler = grad_scaler(device, self.dtype)
-        self.loss = nn.BCEWithLogitsLoss()
-        self.aug = AugmentConfig()
+        self.cfg = TrainConfig(model=name, pretrained=False, img_size=img_size, precision=precision)
+        self.env = Env(device, amp_dtype(device, self.cfg.precision))
+        self.trainer = build_trainer(self.cfg, 10_000, np.array([0, 1]), self.env)
+        self.trainer.model.train()
         self.epoch = 0
 
     def step(self, x_u8: torch.Tensor, y: torch.Tensor, index: np.ndarray) -> None:
-        from hcd_kit.training.augment import augment_batch
-        from hcd_kit.device import autocast
-        from hcd_kit.preprocess import normalise, resize, to_float_nchw
+        from hcd_kit.training import train_input, train_step
 
-        x = augment_batch(to_float_nchw(x_u8), torch.from_numpy(index), self.epoch, 0, self.aug)
-        x = normalise(resize(x, self.img_size))
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        self.opt.zero_grad(set_to_none=True)
-        with autocast(self.device, self.dtype):
-            loss = self.loss(self.model(x).squeeze(1).float(), y)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 2.0)  # hcd train's default grad_clip
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        x = train_input(x_u8, index, self.epoch, self.cfg, self.env.device)
+        train_step(self.trainer, x, y, self.env, self.cfg.grad_clip)
 
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.env.device.type == "cuda":
+            torch.cuda.synchronize(self.env.device)
 
 
 def _timed(stepper: Stepper, batches, warmup: int, steps: int, batch_size: int, label: str) -> float:
@@ -135,7 +118,7 @@ def from_memory(store, device: torch.device, batch_size: int, n_batches: int = 4
 
 def from_loader(store, device: torch.device, batch_size: int):
     """Endless batches from the real ``BatchLoader``, moved to the device as ``hcd train`` does."""
-    from hcd_kit.data.loader import BatchLoader
+    from hcd_kit.data import BatchLoader
 
     loader = BatchLoader(store.images, store.labels, batch_size=batch_size, shuffle=True, seed=0,
                          drop_last=True, pin_memory=device.type == "cuda")

@@ -23,6 +23,18 @@ from hcd_kit.fsutil import atomic_write_text
 T = TypeVar("T")
 
 
+def flag(key: str) -> str:
+    """How the user names config key ``key``: its flag (``--batch-size``), or ``augment.color`` for a table key."""
+    return key if "." in key else "--" + key.replace("_", "-")
+
+
+def check_choice(label: str, value: Any, choices: Any) -> None:
+    """Raise a ConfigError naming ``label`` unless ``value`` is one of the ``Literal`` type ``choices``."""
+    allowed = typing.get_args(choices)
+    if value not in allowed:
+        raise ConfigError(f"{label}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+
+
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -39,9 +51,7 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
                 errors.append(exc)
         raise errors[0] if errors else ConfigError(f"config key '{key}': invalid value {value!r}")
     if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            choices = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
+        check_choice(f"config key '{key}'", value, tp)
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -86,7 +86,7 @@ def run_demo(
     from hcd_kit.data.pack import prepare
     from hcd_kit.inference.predict import predict_run
     from hcd_kit.inference.submission import validate_submission
-    from hcd_kit.training.loop import TrainConfig, train
+    from hcd_kit.training import TrainConfig, train
 
     work = Path(work_dir)
     clock = time.perf_counter()

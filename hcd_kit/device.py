@@ -9,13 +9,13 @@ that is only enabled for float16, the one dtype whose small gradients underflow.
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
 
 import torch
 
+from hcd_kit.choices import Precision
+
 from hcd_kit.errors import ConfigError
 
-Precision = Literal["auto", "fp16", "bf16", "fp32"]
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

@@ -27,6 +27,16 @@ def temp_file_beside(target: Path, folder: Path | None = None) -> Path:
     return Path(name)
 
 
+def replace_durably(tmp: Path, target: Path) -> None:
+    """The commit step of every atomic write: fsync the finished ``tmp``, then rename it over ``target``.
+
+    For a temporary file filled elsewhere (``temp_file_beside``), e.g. by worker processes.
+    """
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
@@ -44,9 +54,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise OSError(exc.errno, f"cannot write {target}: {exc.strerror}") from None
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        replace_durably(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()

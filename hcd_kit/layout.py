@@ -3,8 +3,12 @@
 The data folder (the competition's layout, plus what hcd derives from it)::
 
     DIR/train/<id>.tif   DIR/test/<id>.tif   DIR/train_labels.csv   DIR/sample_submission.csv
-    DIR/packed/          packed uint8 stores (``hcd prepare``)
+    DIR/packed/          packed uint8 store (``hcd prepare``), named by ``StoreLayout``
     DIR/folds.csv        id,fold (``hcd folds``)
+
+The packed store (format: ``hcd_kit.data.store``)::
+
+    PACKED/{train,test}_images.npy   PACKED/{train,test}_ids.csv   PACKED/manifest.json
 
 The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ensemble`` and kernels::
 
@@ -20,22 +24,57 @@ The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ense
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
+
+from hcd_kit.errors import DataError
 
 COMPETITION = "histopathologic-cancer-detection"
 IMAGE_SHAPE = (96, 96, 3)
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+# Problem reports beside the data: every bad input of the last failed `hcd prepare` / bad label of `hcd folds`.
+PREPARE_REPORT = "prepare-problems.csv"
+FOLDS_REPORT = "folds-problems.csv"
+# Columns of the run folder's per-fold CSVs: written by training, read by ``hcd cv``, predict and ensemble.
+OOF_COLUMNS = ("id", "fold", "prob", "label")
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_auc", "images_per_s", "skipped_steps")
+_F = TypeVar("_F", bound="_Folder")
 
 
 @dataclass(frozen=True)
-class DataLayout:
+class _Folder:
+    """A folder whose files the subclass names, one property or method per file."""
+
     root: Path
 
     @classmethod
-    def of(cls, data_dir: str | os.PathLike[str]) -> "DataLayout":
-        return cls(Path(data_dir))
+    def of(cls: type[_F], path: str | os.PathLike[str]) -> _F:
+        return cls(Path(path))
+
+
+@dataclass(frozen=True)
+class StoreLayout(_Folder):
+    """The packed store's files (format: ``hcd_kit.data.store``)."""
+
+    def images(self, split: Split) -> Path:
+        return self.root / f"{split}_images.npy"
+
+    def ids(self, split: Split) -> Path:
+        return self.root / f"{split}_ids.csv"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+
+@dataclass(frozen=True)
+class DataLayout(_Folder):
+    """The data folder: the competition's files and what hcd derives from them."""
 
     @property
     def train_dir(self) -> Path:
@@ -58,16 +97,17 @@ class DataLayout:
         return self.root / "packed"
 
     @property
+    def packed(self) -> StoreLayout:
+        return StoreLayout(self.packed_dir)
+
+    @property
     def folds_csv(self) -> Path:
         return self.root / "folds.csv"
 
-@dataclass(frozen=True)
-class RunLayout:
-    root: Path
 
-    @classmethod
-    def of(cls, run_dir: str | os.PathLike[str]) -> "RunLayout":
-        return cls(Path(run_dir))
+@dataclass(frozen=True)
+class RunLayout(_Folder):
+    """The run folder ``hcd train`` writes."""
 
     @property
     def config(self) -> Path:
@@ -99,6 +139,16 @@ class RunLayout:
 
     def oof(self, fold: int) -> Path:
         return self.fold_dir(fold) / "oof.csv"
+
+    def planned_folds(self) -> list[int] | None:
+        """The folds ``RUN/plan.json`` says the run was asked for; None for a run without one."""
+        try:
+            folds = json.loads(self.plan.read_text(encoding="utf-8"))["folds"]
+            return [int(k) for k in folds]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{self.plan} is damaged; delete it (or pass --fold) to resume") from None
 
     def folds_present(self) -> list[int]:
         """Folds that have a fold folder, sorted."""

@@ -32,3 +32,8 @@ def rank_normalise(values) -> np.ndarray:
     if v.size <= 1:
         return np.zeros_like(v)
     return (rankdata(v, method="average") - 1.0) / (v.size - 1.0)
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` as a JSON-safe number: JSON has no NaN, so an undefined AUC (one-class fold) becomes None (null)."""
+    return None if x is None or not np.isfinite(x) else float(x)

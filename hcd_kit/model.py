@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hcd_kit.choices import DEFAULT_MODEL
 from hcd_kit.errors import ConfigError
 
-DEFAULT_MODEL = "resnet18"
 
 
 def check_model_name(name: str) -> None:
@@ -75,8 +75,3 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
-
-def load_weights(model: nn.Module, path: str | os.PathLike[str], device: torch.device | str = "cpu") -> nn.Module:
-    state = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(state)
-    return model

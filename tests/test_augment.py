@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hcd_kit.training.augment import AugmentConfig, augment_batch, draw_uniforms
+from hcd_kit.training import AugmentConfig, augment_batch, draw_uniforms, stain_jitter
 from hcd_kit.errors import ConfigError
 from hcd_kit.preprocess import dihedral
 
@@ -115,8 +115,6 @@ def test_bad_config_and_bad_input_are_rejected() -> None:
 
 def test_stain_jitter_without_jitter_is_the_identity_on_real_tissue(sample_root) -> None:
     from PIL import Image
-
-    from hcd_kit.training.augment import stain_jitter
 
     paths = sorted((sample_root / "train").glob("*.tif"))[:16]
     x = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in paths])).permute(0, 3, 1, 2).float() / 255

@@ -51,3 +51,15 @@ def test_file_system_refusal_is_one_line_naming_the_file(subset_factory, tmp_pat
 def test_a_group_without_a_subcommand_shows_its_help():
     res = hcd("kernel")
     assert res.returncode == 0 and "push" in res.stdout and "status" in res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["train", "--fold", "0,x"], "--fold must be 'all', a fold number or a list like 0,2; got '0,x'"),
+    (["predict", "--run-dir", "r", "--tta", "3"], "Invalid value for '--tta'"),
+    (["ensemble", "r1", "--out", "b.csv", "--blend", "max"], "Invalid value for '--blend'"),
+])
+def test_an_error_about_a_flag_value_names_the_flag(args, message, tmp_path):
+    res = hcd(*args, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

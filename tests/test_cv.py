@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
-from hcd_kit.inference.cv import cv_report
+from hcd_kit.inference import cv_report
 
 runner = CliRunner()
 
@@ -88,7 +88,7 @@ def test_cv_report_numbers(run_dir) -> None:
 
 def test_missing_fold_and_repeated_ids_are_warned(run_dir) -> None:
     run, _ = run_dir
-    (run / "config.toml").write_text("model = 'resnet18'\nn_folds = 5\n")
+    (run / "plan.json").write_text('{"folds": [0, 1, 2, 3, 4]}\n')  # as `hcd train` records what it was asked for
     dup = pd.read_csv(run / "fold0" / "oof.csv").head(7).assign(fold=1)
     fold1 = pd.read_csv(run / "fold1" / "oof.csv")
     pd.concat([fold1, dup]).to_csv(run / "fold1" / "oof.csv", index=False)

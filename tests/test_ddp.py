@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hcd_kit.training.loop import train
+from hcd_kit.errors import TrainingError
+from hcd_kit.training import train
 from test_train import fast_config, make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,11 +77,13 @@ def test_fold_parallel_spreads_folds_over_worker_processes(synth, tmp_path):
 
 
 def test_a_failing_fold_worker_is_reported_with_its_log(tmp_path):
-    from hcd_kit.training.distributed import run_fold_parallel
-    from hcd_kit.errors import TrainingError
-
-    # A stand-in worker: fails for fold 1, succeeds otherwise (the real one is `python -m hcd_kit train`).
-    script = "import sys; k = sys.argv[sys.argv.index('--fold') + 1]; print('worker', k); sys.exit(k == '1')"
+    # Fold 1 holds 48 of 64 images, so its 16 training images make no batch of 32: its worker fails.
+    data = make_synthetic(tmp_path / "data", n=64, n_folds=2, seed=2)
+    folds = pd.read_csv(data / "folds.csv", dtype={"id": str})
+    folds.assign(fold=(folds.index >= 16).astype(int)).to_csv(data / "folds.csv", index=False)
+    run = tmp_path / "run"
+    cfg = fast_config(strategy="fold-parallel", epochs=1, fold_workers=2)
     with pytest.raises(TrainingError, match=r"fold 1 failed in its worker \(exit 1\); see .*fold1/worker.log"):
-        run_fold_parallel([sys.executable, "-c", script], [0, 1, 2], ["cpu", "cpu"], tmp_path)
-    assert all((tmp_path / f"fold{k}/worker.log").read_text().startswith(f"worker {k}") for k in (0, 1, 2))
+        train(cfg, data, run)
+    assert "fold 1: 16 training images make no full batch of 32" in (run / "fold1/worker.log").read_text()
+    assert (run / "fold0/oof.csv").is_file() and "fold 0 epoch 1/1" in (run / "fold0/worker.log").read_text()

@@ -12,7 +12,9 @@ import pytest
 
 from conftest import STUB_COMPETITION
 from kaggle_stub import build_competition_zip
-from hcd_kit.kaggle.download import MARKER, WORK
+
+MARKER = ".hcd-download.json"  # on-disk names users see: written last, and the working folder
+WORK = ".hcd-download"
 
 C = STUB_COMPETITION
 ENTRIES = ["sample_submission.csv", "test", "train", "train_labels.csv"]
@@ -124,7 +126,7 @@ def test_wrong_key_401_never_shows_the_key(kaggle_env, kaggle_competition, tmp_p
          "Kaggle does not know competition 'no-such-competition' (HTTP 404)"),
         (lambda s: s.fail("DownloadDataFiles", 500, times=99), ["--retries", "2"],
          "(HTTP 500: injected HTTP 500) after 3 attempts"),
-        (lambda s: s.delay("DownloadDataFiles", 30), ["--timeout", "1"],
+        (lambda s: s.delay("DownloadDataFiles", 30), ["--stall-timeout", "1"],
          "no answer from Kaggle within 1 s"),
     ],
     ids=["403-rules", "404-unknown", "500-after-retries", "stalled-timeout"],
@@ -198,8 +200,8 @@ def test_unsafe_members_are_refused(kaggle_env, kaggle_competition, tmp_path, ki
 
 
 def test_bad_options_exit_2(kaggle_env, tmp_path):
-    r = kaggle_env.invoke("download", "--data-dir", tmp_path, "--timeout", "0")
-    assert r.exit_code == 2 and "--timeout must be positive" in r.stderr
+    r = kaggle_env.invoke("download", "--data-dir", tmp_path, "--stall-timeout", "0")
+    assert r.exit_code == 2 and "--stall-timeout must be positive" in r.stderr
 
 
 @pytest.mark.parametrize("name", ["../../../escaped/x", "Histopathologic-Cancer-Detection", "a/b", "-x", ""])

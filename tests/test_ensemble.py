@@ -13,6 +13,8 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
+from hcd_kit.errors import ConfigError
+from hcd_kit.inference import ensemble_runs
 
 runner = CliRunner()
 
@@ -82,7 +84,7 @@ def test_rank_blend_follows_the_sample_order(two_runs, tmp_path):
     order = list(reversed(_read(a).index))
     pd.DataFrame({"id": order, "label": 0}).to_csv(data / "sample_submission.csv", index=False)
     out = tmp_path / "rank.csv"
-    res = runner.invoke(app, ["ensemble", str(a), str(b), "--how", "rank", "--data-dir", str(data), "--out", str(out)])
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--blend", "rank", "--data-dir", str(data), "--out", str(out)])
     assert res.exit_code == 0, res.output
     got = pd.read_csv(out, dtype={"id": str})
     assert got["id"].tolist() == order
@@ -106,7 +108,12 @@ def test_errors(two_runs, tmp_path):
     assert f"OOF ids of {c} differ from {a}" in run(a, c)
     (b / "submission.csv").unlink()
     assert f"missing test predictions {b / 'submission.csv'}" in run(a, b)
-    assert "--how must be 'mean' or 'rank'" in run(a, "--how", "max")
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--blend", "max", "--out", str(out)])
+    msg = " ".join(res.stderr.split())
+    assert res.exit_code != 0 and not out.exists() and all(w in msg for w in ("--blend", "max", "mean", "rank"))
+    with pytest.raises(ConfigError, match="--blend: 'max' is not one of 'mean', 'rank'"):  # library callers too
+        ensemble_runs([a, b], out, how="max")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("bad", ["nan", "7", "-0.1", "high"])
@@ -117,7 +124,7 @@ def test_a_prediction_that_is_not_a_probability_is_refused(two_runs, tmp_path, b
     sub.to_csv(b / "submission.csv", index=False)
     out = tmp_path / "blend.csv"
     for how in ("mean", "rank"):
-        res = runner.invoke(app, ["ensemble", str(a), str(b), "--how", how, "--out", str(out)])
+        res = runner.invoke(app, ["ensemble", str(a), str(b), "--blend", how, "--out", str(out)])
         assert res.exit_code == 1 and not out.exists()
         assert f"1 label(s) are not probabilities in [0, 1] (first: id {sub.loc[3, 'id']}" in " ".join(res.stderr.split())
 

@@ -8,9 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
+from hcd_kit.data import create_folds, make_folds, open_store, prepare, read_folds, read_groups, read_labels, write_folds
 from hcd_kit.errors import DataError
-from hcd_kit.data.folds import fill_groups, make_folds, read_folds, read_groups, write_folds
-from hcd_kit.data.labels import read_labels
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +127,16 @@ def test_empty_slide_values_are_reported_and_kept_apart(labels, tmp_path):
     assert f"{slides.drop(blank).nunique() + 6} slide groups" in result.stdout  # not one slide "" for all six
 
 
-def test_fill_groups_treats_empty_and_missing_slides_alike():
-    ids = pd.Series(["a", "b", "c", "d", "e"])
-    groups = pd.Series(["s1", "", None, " "], index=["a", "b", "c", "d"], dtype=object)
-    filled, ungrouped = fill_groups(ids, groups)
-    assert ungrouped == ["b", "c", "d", "e"] and filled.nunique() == 5
+def test_empty_and_missing_slides_alike_each_get_their_own_group(labels, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    labels.head(20).to_csv(root / "train_labels.csv", index=False)
+    ids = labels["id"].head(20).tolist()
+    rows = [f"{i},s{k % 5}" for k, i in enumerate(ids[:15])] + [f"{ids[15]},", f"{ids[17]},  ", f"{ids[18]}"]
+    groups = tmp_path / "groups.csv"
+    groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
+    summary = create_folds(root, n_folds=2, groups_csv=groups)
+    assert summary.ungrouped == ids[15:] and summary.groups == 5 + 5
 
 
 def _bad_labels(root) -> list[str]:
@@ -166,9 +170,6 @@ def test_bad_labels_name_the_flag_that_exists_and_list_every_row(subset_factory)
 
 
 def test_skip_bad_folds_cover_the_skip_bad_store(subset_factory):
-    from hcd_kit.data.pack import prepare
-    from hcd_kit.data.store import open_store
-
     root = subset_factory(n_train=40, n_test=0)
     _bad_labels(root)
     prepare(root, splits=("train",), skip_bad=True, workers=1)

@@ -71,7 +71,7 @@ def test_kernel_push_dry_run_and_bad_input(kaggle_env, project):
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--name", "ab")
     assert r.exit_code == 2 and "kernel name 'ab'" in r.stderr
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--fold", "first")
-    assert r.exit_code == 2 and "--fold 'first'" in r.stderr
+    assert r.exit_code == 2 and "--fold" in r.stderr and "'first'" in r.stderr
     r = kaggle_env.invoke("kernel", "push", "--root", project / "nowhere", *NO_HUB)
     assert r.exit_code == 2 and "no kernel templates" in r.stderr
     assert kaggle_env.server.calls("SaveKernel") == []
@@ -242,7 +242,7 @@ def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
 
 def test_wheel_is_built_from_a_clean_copy(tmp_path):
     """Stale build/lib files and __pycache__ never reach Kaggle, and the repository gets no build/ output."""
-    from hcd_kit.kaggle.dataset import build_wheel
+    from hcd_kit.kaggle import build_wheel
 
     repo = tmp_path / "repo"
     shutil.copytree(REPO / "hcd_kit", repo / "hcd_kit", ignore=shutil.ignore_patterns("__pycache__"))
@@ -360,3 +360,13 @@ def test_rendered_kernel_data_falls_back_to_a_temp_dir(kaggle_env, project, tmp_
     assert p.returncode == 0, p.stderr
     assert f"hcd_kit prepare --data-dir {tmp / 'hcd' / 'data'}" in p.stdout
     assert (tmp / "hcd" / "data" / "train").is_symlink() and not (work / "data").exists()
+
+
+def test_kernel_status_wait_gives_up_after_wait_timeout(kaggle_env, project):
+    kaggle_env.server.kernel_polls = 10_000  # queued for good
+    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
+    r = kaggle_env.invoke("kernel", "status", "--wait", "--poll-interval", "0.02", "--wait-timeout", "0.2")
+    assert r.exit_code == 1
+    assert "kernel testuser/hcd-train still QUEUED after 0.2 s; check later with hcd kernel status" in r.stderr
+    polls = len(kaggle_env.server.calls("GetKernelSessionStatus"))
+    assert 2 <= polls <= 8  # polled more than once, and backed off instead of hammering the server

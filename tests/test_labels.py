@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from hcd_kit.data import Problems, read_labels, read_sample_submission, write_report
 from hcd_kit.errors import DataError
-from hcd_kit.data.labels import Problems, read_labels, read_sample_submission, write_report
 
 
 def _write(tmp_path, text: str, name: str = "train_labels.csv"):
@@ -45,7 +45,7 @@ def test_row_problems_raise_with_names(tmp_path, text, message):
 
 
 def test_sample_submission_problems_do_not_offer_a_flag_predict_lacks(tmp_path):
-    from hcd_kit.inference.predict import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
+    from hcd_kit.inference import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
 
     _write(tmp_path, "id,label\na,0\nb,0\na,0\n", "sample_submission.csv")
     with pytest.raises(DataError) as err:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hcd_kit.data.loader import BatchLoader
+from hcd_kit.data import BatchLoader
 
 
 def _images(n: int = 103) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Optimisers, per-step schedules and the weight EMA (hcd_kit.training.optim)."""
+"""Optimisers, per-step schedules and the weight EMA (``build_optimizer``, ``build_schedule``, ``Ema``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hcd_kit.errors import ConfigError
-from hcd_kit.training.optim import Ema, build_optimizer, build_schedule, warmup_cosine
+from hcd_kit.training import Ema, build_optimizer, build_schedule
 
 
 def _lrs(opt, sched, steps: int) -> list[float]:
@@ -29,15 +28,10 @@ def test_weight_decay_skips_biases_and_norms():
     assert plain["weight_decay"] == 0.0 and all(p.ndim == 1 for p in plain["params"])
 
 
-def test_sgd_is_nesterov_and_bad_names_are_config_errors():
+def test_sgd_is_nesterov():  # bad names and values are refused by TrainConfig (test_train.py)
     opt = build_optimizer(nn.Linear(2, 1), "sgd", lr=0.1, momentum=0.9)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
-    with pytest.raises(ConfigError, match="unknown optimizer"):
-        build_optimizer(nn.Linear(2, 1), "adam", lr=0.1)
-    with pytest.raises(ConfigError, match="--lr"):
-        build_optimizer(nn.Linear(2, 1), "adamw", lr=0.0)
-    with pytest.raises(ConfigError, match="unknown schedule"):
-        build_schedule(build_optimizer(nn.Linear(2, 1), "adamw", 0.1), "step", 10)
+    assert isinstance(build_optimizer(nn.Linear(2, 1), "adamw", lr=0.1), torch.optim.AdamW)
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine"])
@@ -51,10 +45,11 @@ def test_schedules_warm_up_peak_at_lr_and_anneal(name):
     assert all(a >= b for a, b in zip(lrs[12:], lrs[13:]))  # monotone decay after the peak
 
 
-def test_warmup_cosine_endpoints():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.01)
+def test_cosine_warms_up_linearly_and_ends_at_one_percent():
+    opt = build_optimizer(nn.Linear(2, 1), "adamw", lr=1.0)
+    lrs = _lrs(opt, build_schedule(opt, "cosine", total_steps=100, warmup_steps=10), 100)
+    assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)  # after the last step
 
 
 def test_schedule_state_resumes_exactly():
@@ -89,6 +84,4 @@ def test_ema_tracks_weights_and_round_trips():
     for _ in range(200):
         ema.update(model)
     assert torch.allclose(ema.module.weight, model.weight, atol=1e-6)  # converges to constant weights
-    with pytest.raises(ConfigError, match="ema_decay"):
-        Ema(model, decay=1.0)
     assert math.isclose(ema.decay, 0.9)

@@ -12,11 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from hcd_kit.data import pack
 from hcd_kit.cli import app
+from hcd_kit.data import open_store, parse_layout, prepare
 from hcd_kit.errors import DataError
-from hcd_kit.data.pack import parse_layout, prepare
-from hcd_kit.data.store import open_store
 
 
 def _hcd(*args) -> "CliRunner.invoke":
@@ -203,18 +201,17 @@ def test_interrupted_decode_keeps_the_old_store(subset_factory, monkeypatch):
     root = subset_factory(n_train=16, n_test=4)
     prepare(root, workers=1)
     old = open_store(root / "packed", "train").images.copy()
-    f = root / "train" / f"{_train_ids(root)[0]}.tif"
-    f.write_bytes(f.read_bytes())  # new mtime: the store is stale
+    victim = _train_ids(root)[9]
+    f = root / "train" / f"{victim}.tif"
+    Image.open(f).convert("RGB").save(f, format="TIFF", compression="tiff_lzw")  # decoded by PIL, mid-split
+    real_open = Image.open
 
-    calls = iter(range(10**6))
-    real = pack.Decoder.decode_into
-
-    def interrupt_after_five(self, path, row):
-        if next(calls) == 5:
+    def interrupted(path, *args, **kwargs):  # Ctrl-C while the ninth patch of the split is being decoded
+        if str(path).endswith(f"{victim}.tif"):
             raise KeyboardInterrupt
-        return real(self, path, row)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(pack.Decoder, "decode_into", interrupt_after_five)
+    monkeypatch.setattr(Image, "open", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(root, workers=1)
     assert not [n for n in _store_files(root / "packed") if n.startswith(".tmp-")]
@@ -225,17 +222,21 @@ def test_interrupted_commit_never_looks_complete(subset_factory, monkeypatch):
     root = subset_factory(n_train=16, n_test=4)
     prepare(root, workers=1)
     (root / "train_labels.csv").write_text((root / "train_labels.csv").read_text() + "\n")  # new hash
+    real_replace = os.replace
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
+    def killed_at_the_manifest(src, dst, *args, **kwargs):  # the arrays are in place, the manifest is not
+        if str(dst).endswith("manifest.json"):
+            raise KeyboardInterrupt
+        return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(pack, "write_manifest", killed)
+    monkeypatch.setattr(os, "replace", killed_at_the_manifest)
     with pytest.raises(KeyboardInterrupt):
         prepare(root, workers=1)
+    monkeypatch.undo()
+    assert not (root / "packed" / "manifest.json").exists()
     for split in ("train", "test"):
         with pytest.raises(DataError, match="hcd prepare"):
             open_store(root / "packed", split)
-    monkeypatch.undo()
     result = _hcd("prepare", "--data-dir", root)
     assert result.exit_code == 0 and "train: packed 16 images" in result.stdout
     assert len(open_store(root / "packed", "train")) == 16

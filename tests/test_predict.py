@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from hcd_kit.cli import app
 from hcd_kit.config import dumps_toml
+from hcd_kit.errors import ConfigError
+from hcd_kit.inference import predict_run, validate_submission
 from hcd_kit.model import create_model, save_weights
-from hcd_kit.inference.submission import validate_submission
 
 MODEL = "test_convnext"  # the fastest of timm's tiny test models on a CPU
 runner = CliRunner()
@@ -133,7 +134,7 @@ def test_rank_and_mean_fold_ensembles(subset_factory, tmp_path):
     data = keep_test_only(subset_factory(n_train=2, n_test=8))
     run = make_run(tmp_path / "run")
     got = {}
-    variants = {"f0": ["--folds", "0"], "f1": ["--folds", "1"], "mean": [], "rank": ["--ensemble", "rank"]}
+    variants = {"f0": ["--fold", "0"], "f1": ["--fold", "1"], "mean": [], "rank": ["--blend", "rank"]}
     for name, extra in variants.items():
         out = tmp_path / f"{name}.csv"
         res = predict("--data-dir", data, "--run-dir", run, "--tta", 1, "--precision", "fp32", "--out", out, *extra)
@@ -180,9 +181,7 @@ def _break_wrong_architecture(run: Path, data: Path) -> None:
         (_break_bad_toml, [], "is not valid TOML"),
         (_break_no_sample, [], "sample_submission.csv not found"),
         (_break_wrong_architecture, [], "fold1/best.pt does not match model 'test_convnext'"),
-        (None, ["--tta", "3"], "--tta must be one of 1, 2, 4, 8"),
-        (None, ["--folds", "0,5"], "no best.pt for fold(s) [5]"),
-        (None, ["--ensemble", "median"], "--ensemble must be 'mean' or 'rank'"),
+        (None, ["--fold", "0,5"], "no best.pt for fold(s) [5]"),
     ],
 )
 def test_errors_are_one_actionable_line(subset_factory, tmp_path, breaker, extra, message):
@@ -197,3 +196,35 @@ def test_errors_are_one_actionable_line(subset_factory, tmp_path, breaker, extra
     assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
     assert message in " ".join(res.stderr.split())
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, choices",
+    [("--tta", "3", ["1", "2", "4", "8"]), ("--blend", "median", ["mean", "rank"])],
+)
+def test_a_choice_outside_the_list_is_refused_before_any_work(subset_factory, tmp_path, flag, value, choices):
+    data = keep_test_only(subset_factory(n_train=2, n_test=4))
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "sub.csv"
+    res = predict("--data-dir", data, "--run-dir", run, "--out", out, flag, value)
+    assert res.exit_code != 0 and not out.exists()
+    msg = " ".join(res.stderr.split())
+    assert flag in msg and value in msg and all(c in msg for c in choices), res.stderr
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(tta=3), "--tta: 3 is not one of 1, 2, 4, 8"),
+        (dict(ensemble="median"), "--blend: 'median' is not one of 'mean', 'rank'"),
+        (dict(batch_size=0), "--batch-size must be >= 1, got 0"),
+    ],
+)
+def test_library_callers_get_the_same_checks(subset_factory, tmp_path, options, message):
+    data = keep_test_only(subset_factory(n_train=2, n_test=4))
+    run = make_run(tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        predict_run(data, run, out=tmp_path / "sub.csv", **options)
+    assert str(err.value) == message
+    assert not (tmp_path / "sub.csv").exists()

@@ -135,6 +135,19 @@ def test_scoring_error_with_wait_exits_nonzero(kaggle_env, comp, tmp_path):
     assert json.loads(ledger.read_text())["status"] == "ERROR"
 
 
+
+def test_wait_gives_up_after_wait_timeout_and_keeps_the_record(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    kaggle_env.server.submission_polls = 10_000  # never scored
+    ledger = tmp_path / "l.jsonl"
+    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, "--wait",
+                          "--poll-interval", "0.02", "--wait-timeout", "0.2")
+    assert r.exit_code == 1, r.stdout
+    rec = json.loads(ledger.read_text())
+    assert f"submission {rec['ref']} still PENDING after 0.2 s; see its score later with `hcd submissions`" in r.stderr
+    assert rec["status"] == "PENDING"
+
 def test_submissions_lists_and_refreshes(kaggle_env, comp, tmp_path):
     src, ids = comp
     ledger = tmp_path / "l.jsonl"

@@ -1,4 +1,4 @@
-"""``hcd train`` and hcd_kit.training.loop: learning, outputs, resume, non-finite steps, errors, config.
+"""``hcd train`` and hcd_kit.training: learning, outputs, resume, non-finite steps, errors, config.
 
 Training runs use timm's tiny ``test_*`` models at 32 px (the 96 px patches are downscaled on the device),
 one CPU thread and a few hundred images, so each run takes seconds.
@@ -17,10 +17,11 @@ import torch
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
-from hcd_kit.training.distributed import DistInfo
 from hcd_kit.errors import ConfigError, TrainingError
 from hcd_kit.layout import RunLayout
-from hcd_kit.training.loop import Hooks, TrainConfig, _Env, _step, resolve_config, train
+from hcd_kit.training import (
+    Env, Hooks, TrainConfig, Trainer, build_trainer, load_checkpoint, resolve_config, train, train_step,
+)
 
 FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "32"]
 
@@ -143,14 +144,16 @@ def test_persistent_nonfinite_losses_stop_with_a_clear_error(synth, tmp_path):
 def test_skipped_step_leaves_weights_and_loss_scale_untouched():
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    t = Trainer(model=model, net=model, optimizer=opt, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+                scaler=torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True), ema=None,
+                loss_fn=torch.nn.BCEWithLogitsLoss())
     before = [p.detach().clone() for p in model.parameters()]
-    env = _Env(torch.device("cpu"), None, DistInfo())
-    loss = model(torch.ones(2, 4)).mean() * math.inf
-    assert not _step(loss, model, opt, scaler, 1.0, env)
-    assert scaler.get_scale() == 1024.0
+    env = Env(torch.device("cpu"), None)
+    x, y = torch.ones(2, 4), torch.tensor([0.0, 1.0])
+    assert train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss: loss * math.inf) is None
+    assert t.scaler.get_scale() == 1024.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert _step(model(torch.ones(2, 4)).mean(), model, opt, scaler, 1.0, env)
+    assert math.isfinite(train_step(t, x, y, env, grad_clip=1.0))
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -246,20 +249,21 @@ def test_damaged_last_checkpoint_is_one_line(synth, tmp_path):
 def test_checkpoint_of_a_disabled_scaler_resumes_under_an_enabled_one(synth, tmp_path):
     # A fold started on the CPU (bf16: no GradScaler) and resumed on a CUDA GPU (fp16: GradScaler on) must
     # go on; here the enabled scaler is the CPU's own float16 one.
-    from hcd_kit.training.loop import _build, _load_checkpoint
-
     run = tmp_path / "run"
     train(fast_config(epochs=1, precision="bf16"), synth, run, folds=[0])
-    t = _build(fast_config(), 4, np.array([0, 1]), _Env(torch.device("cpu"), torch.float16, DistInfo()))
+    t = build_trainer(fast_config(), 4, np.array([0, 1]), Env(torch.device("cpu"), torch.float16))
     assert t.scaler.is_enabled()
-    state = _load_checkpoint(run / "fold0" / "last.pt", t)
+    state = load_checkpoint(run / "fold0" / "last.pt", t)
     assert state.epoch == 1 and t.scaler.get_scale() > 0
 
 
 @pytest.mark.parametrize("toml, flags, message", [
     ('epochs = "2"\n', ["--epochs", "1"], "config key 'epochs'"),  # a flag must not hide a wrong value
-    ("drop_rate = 1.5\n", [], "'drop_rate' must be in [0, 1)"),
-    ("weight_decay = -1.0\n", [], "'weight_decay' must be >= 0"),
+    ("drop_rate = 1.5\n", [], "--drop-rate must be in [0, 1), got 1.5"),
+    ("weight_decay = -1.0\n", [], "--weight-decay must be >= 0, got -1.0"),
+    ("[augment]\ncolor = 2.0\n", [], "augment.color must be in [0, 1.0], got 2.0"),
+    ("", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ("", ["--lr", "0"], "--lr must be positive, got 0.0"),
 ])
 def test_bad_config_values_are_one_line(synth, tmp_path, toml, flags, message):
     cfg = tmp_path / "train.toml"
@@ -286,3 +290,22 @@ def test_cv_says_which_folds_are_unfinished(synth, tmp_path):
     train(fast_config(epochs=2), synth, tmp_path / "run", folds=[0], resume=True)
     res = CliRunner().invoke(app, ["cv", "--run-dir", str(tmp_path / "run"), "--no-plots"])
     assert res.exit_code == 0 and "stopped before" not in res.output
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(ema_decay=1.0), "--ema-decay must be in (0, 1), got 1.0"),
+    (dict(optimizer="adam"), "--optimizer: 'adam' is not one of 'adamw', 'sgd'"),
+    (dict(schedule="step"), "--schedule: 'step' is not one of 'onecycle', 'cosine'"),
+    (dict(precision="fp8"), "--precision: 'fp8' is not one of"),
+])
+def test_train_config_names_the_flag_of_a_bad_value(kw, message):
+    with pytest.raises(ConfigError) as err:
+        fast_config(**kw)
+    assert message in str(err.value)
+
+
+def test_every_user_setting_has_its_help_text_once():
+    import dataclasses
+
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "augment"]
+    assert all(f.metadata.get("help") for f in fields), [f.name for f in fields if not f.metadata.get("help")]

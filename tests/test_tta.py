@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from hcd_kit.choices import TtaViews
+from hcd_kit.inference import fold_ensemble, sigmoid_mean, tta_stack, tta_transforms, tta_views
 from hcd_kit.metrics import roc_auc
-from hcd_kit.inference.tta import dihedral, fold_ensemble, tta_merge, tta_stack, tta_transforms, tta_views
+from hcd_kit.preprocess import dihedral
+
+
+def tta_probs(logits: torch.Tensor, n: int) -> np.ndarray:
+    """What predict does with a ``tta_stack`` batch's logits: split per sample, mean per-view probability."""
+    return sigmoid_mean(tta_views(logits, n).numpy())
 
 
 def _asym(b: int = 1, c: int = 2, s: int = 5) -> torch.Tensor:
@@ -46,7 +55,7 @@ def test_tta_transform_sets():
     expected = {tuple(v.flatten().tolist()) for v in (x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2))}
     assert four == expected
     assert sorted(tta_transforms(8)) == list(range(8))
-    for n in (1, 2, 4, 8):
+    for n in get_args(TtaViews):
         assert tta_transforms(n)[0] == 0  # identity first: column 0 is the single-view prediction
     with pytest.raises(ValueError, match="1, 2, 4, 8"):
         tta_transforms(3)
@@ -60,11 +69,12 @@ def test_stack_is_sample_major_and_merge_undoes_it():
         for t, k in enumerate(tta_transforms(8)):
             assert torch.equal(st[b * 8 + t], dihedral(x[b], k))
     logits = torch.tensor([0.0, 1.0, -1.0, 2.0, 3.0, 3.0, 3.0, 3.0])  # 2 samples x 4 views
-    merged = tta_merge(logits.view(-1, 1), 4)
+    merged = tta_probs(logits.view(-1, 1), 4)
     assert merged.shape == (2,)
-    assert torch.allclose(merged, torch.sigmoid(logits).view(2, 4).mean(1))
-    assert torch.allclose(tta_merge(logits, 4, how="logit"), torch.sigmoid(logits.view(2, 4).mean(1)))
+    assert np.allclose(merged, torch.sigmoid(logits).view(2, 4).mean(1).numpy())
     assert torch.equal(tta_views(logits, 4)[:, 0], logits[[0, 4]])
+    with pytest.raises(ValueError, match="cannot be split into 4 views"):
+        tta_views(logits[:6], 4)
 
 
 def test_tta_of_a_d4_invariant_model_equals_the_single_view():
@@ -75,10 +85,10 @@ def test_tta_of_a_d4_invariant_model_equals_the_single_view():
     with torch.no_grad():
         single = torch.sigmoid(model(x)).view(-1)
         for n in (2, 4, 8):
-            assert torch.allclose(tta_merge(model(tta_stack(x, n)), n), single, atol=1e-6)
+            assert np.allclose(tta_probs(model(tta_stack(x, n)), n), single.numpy(), atol=1e-6)
         # ...and a model that is NOT invariant gives different answers, so the check above can fail.
         conv = nn.Sequential(nn.Conv2d(3, 1, 5), nn.Flatten(), nn.Linear(144, 1))
-        assert not torch.allclose(tta_merge(conv(tta_stack(x, 8)), 8), torch.sigmoid(conv(x)).view(-1))
+        assert not np.allclose(tta_probs(conv(tta_stack(x, 8)), 8), torch.sigmoid(conv(x)).view(-1).numpy())
 
 
 def test_fold_ensemble_mean_rank_and_weights():

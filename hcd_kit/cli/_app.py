@@ -1,23 +1,45 @@
-"""The Typer app, its global ``--debug`` switch, and the mapping of hcd errors to one line and an exit code."""
+"""The Typer app and what every command shares: the global ``--debug`` and ``--version`` switches, a ``--help``
+flag rendered without a type label, renamed flags that still work for a release (with a one-line note), the
+``--fold`` spec parser, and the mapping of hcd errors to one line on stderr and an exit code."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
-from typing import Annotated, Callable, Sequence, TypeVar
+import typing
+from typing import Annotated, Callable, Optional, Sequence, TypeVar
 
 import typer
 
 from hcd_kit.console import err_console
-from hcd_kit.errors import HcdError
+from hcd_kit.errors import ConfigError, HcdError
+
+F = TypeVar("F", bound=Callable)
+
+
+def _show_help(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        typer.echo(ctx.get_help(), nl=False)
+        raise typer.Exit()
+
+
+# Typer's own --help shows a `<bool>` type label; this one has none (an empty metavar) and does the same.
+HelpFlag = Annotated[
+    Optional[bool],
+    typer.Option("--help", is_eager=True, expose_value=False, callback=_show_help, metavar="", show_default=False,
+                 help="Show this message and exit."),
+]
+_HELP_PARAM = inspect.Parameter("help_", inspect.Parameter.KEYWORD_ONLY, annotation=HelpFlag, default=None)
 
 app = typer.Typer(
     name="hcd",
     help=(
         "hcd: the Histopathologic Cancer Detection toolkit.\n\n"
         "Pipeline: download -> prepare -> folds -> train -> cv -> predict -> submit (or run it all as a "
-        "Kaggle kernel). Try `hcd demo` first: it runs end to end offline on real patches shipped with hcd."
+        "Kaggle kernel). Try `hcd demo` first: it runs end to end offline on real patches shipped with hcd.\n\n"
+        "Example: hcd demo"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -25,17 +47,106 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-F = TypeVar("F", bound=Callable)
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"hcd {version('hcd-kit')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
+        bool, typer.Option("--debug", metavar="", help="Show full tracebacks instead of one-line errors.")
     ] = False,
+    _version: Annotated[
+        Optional[bool], typer.Option("--version", is_eager=True, callback=_show_version, metavar="",
+                                     show_default=False, help="Print hcd's version and exit.")
+    ] = None,
+    _help: HelpFlag = None,
 ) -> None:
     if debug:
         os.environ["HCD_DEBUG"] = "1"
+
+
+def group(name: str, help: str) -> typer.Typer:
+    """A sub-command group of ``hcd`` (e.g. ``hcd kernel``) whose own help has the same --help flag."""
+    sub = typer.Typer(help=help, no_args_is_help=True)
+
+    def _group_options(_help: HelpFlag = None) -> None:
+        pass
+
+    sub.callback()(_group_options)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+COMPETITION = "histopathologic-cancer-detection"
+# The slug is longer than the help column at 80 columns, so the default is said in words (rich would cut it).
+Competition = Annotated[str, typer.Option(
+    metavar="SLUG", show_default=False,
+    help="Kaggle competition slug, as in its URL \\[default: histopathologic cancer detection's].")]
+
+
+def command(on: typer.Typer = app, name: str | None = None, signature: inspect.Signature | None = None,
+            renamed: dict[str, str] | None = None) -> Callable[[F], F]:
+    """Register a function as a command of ``on``: hcd errors become one line (``handle_errors``) and the
+    --help flag is added. ``signature`` replaces the function's own (for options generated from a dataclass).
+
+    ``renamed`` maps old option names to the parameters that replaced them (``{"folds": "fold"}``): the old
+    flag keeps working for a release, hidden from --help, with a one-line note on stderr.
+    """
+    renamed = renamed or {}
+
+    def register(fn: F) -> F:
+        sig = signature or inspect.signature(fn, eval_str=True)
+        aliases = [_alias(old, sig.parameters[new]) for old, new in renamed.items()]
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            kwargs.pop("help_", None)  # Typer passes every parameter of the signature, even an eager flag's
+            for old, new in renamed.items():
+                value = kwargs.pop(f"deprecated_{old}", None)
+                if value is not None:
+                    err_console.print(f"note: {_flag(old)} is deprecated; use {_flag(new)}", soft_wrap=True,
+                                      highlight=False)
+                    kwargs[new] = value
+            return fn(*args, **kwargs)
+
+        wrapped = handle_errors(call)
+        wrapped.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *aliases, _HELP_PARAM])  # type: ignore[attr-defined]
+        on.command(name)(wrapped)
+        return fn
+
+    return register
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _alias(old: str, target: inspect.Parameter) -> inspect.Parameter:
+    """A hidden option ``--old`` taking the same values as ``target``."""
+    ann = target.annotation
+    base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+    option = typer.Option(_flag(old), hidden=True, help=f"Deprecated spelling of {_flag(target.name)}.")
+    return inspect.Parameter(f"deprecated_{old}", inspect.Parameter.KEYWORD_ONLY,
+                             annotation=Annotated[Optional[base], option], default=None)
+
+
+def parse_folds(spec: str | None) -> list[int] | None:
+    """The --fold spec: not given or 'all' -> None (every fold); '2' -> [2]; '0,2' -> [0, 2]."""
+    if spec is None or spec.strip().lower() == "all":
+        return None
+    try:
+        folds = [int(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--fold must be 'all', a fold number or a list like 0,2; got '{spec}'") from None
+    if not folds:
+        raise ConfigError("--fold is empty; use 'all', a fold number or a list like 0,2")
+    return folds
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -81,9 +192,8 @@ def main(args: Sequence[str] | None = None) -> None:
         code = app(args=argv, prog_name="hcd", standalone_mode=False)  # a typer.Exit comes back as its code
     except Exception as exc:
         name = type(exc).__name__
-        if name == "NoArgsIsHelpError":  # `hcd kernel` alone: show that group's help, as Typer would
-            path = exc.ctx.command_path.split()[1:] if getattr(exc, "ctx", None) else []  # type: ignore[attr-defined]
-            app(args=[*path, "--help"], prog_name="hcd")
+        if name == "NoArgsIsHelpError":  # `hcd kernel` alone: Typer has printed that group's help already
+            sys.exit(0)
         if name == "Abort":  # e.g. Ctrl-D at a prompt
             err_console.print("[bold red]error:[/] aborted")
             sys.exit(1)

@@ -8,19 +8,18 @@ from typing import Annotated
 
 import typer
 
-from hcd_kit.cli._app import app, handle_errors
+from hcd_kit.cli._app import command
 
 
 def _auc(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.4f}"
 
 
-@app.command()
-@handle_errors
+@command()
 def cv(
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder written by `hcd train`.")],
+    run_dir: Annotated[Path, typer.Option("--run-dir", metavar="DIR", help="Run folder written by `hcd train`.")],
     plots: Annotated[
-        bool, typer.Option("--plots/--no-plots", help="Write learning_curves.png and oof_roc.png into RUN.")
+        bool, typer.Option("--plots/--no-plots", metavar="", help="Write learning_curves.png and oof_roc.png into RUN.")
     ] = True,
 ) -> None:
     """Cross-validation report: per-fold and pooled out-of-fold (OOF) ROC AUC of a training run.

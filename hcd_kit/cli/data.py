@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.console import console
-from hcd_kit.cli._app import app, handle_errors
+from hcd_kit.cli._app import command
 
 
 class SplitChoice(str, Enum):
@@ -18,30 +18,29 @@ class SplitChoice(str, Enum):
     all = "all"
 
 
-DataDir = Annotated[Path, typer.Option(help="Competition folder: train/, test/, train_labels.csv, ...")]
+DataDir = Annotated[Path, typer.Option(metavar="DIR", help="Competition folder: train/, test/, train_labels.csv, ...")]
 
 
-@app.command()
-@handle_errors
+@command(renamed={"out": "out_dir"})
 def prepare(
     data_dir: DataDir = Path("data"),
-    out: Annotated[
-        Optional[Path], typer.Option(help="Where to write the store \\[default: DATA_DIR/packed].")
+    out_dir: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", show_default="DATA_DIR/packed", help="Where to write the store.")
     ] = None,
     split: Annotated[
-        SplitChoice, typer.Option(help="Which split to pack; 'all' packs every split whose folder exists.")
+        SplitChoice, typer.Option(metavar="SPLIT", help="Which split to pack; 'all' packs every split whose folder exists.")
     ] = SplitChoice.all,
     skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out bad images/rows (recorded in the manifest) instead of failing.")
+        bool, typer.Option("--skip-bad", metavar="", help="Leave out bad images/rows (recorded in the manifest) instead of failing.")
     ] = False,
     workers: Annotated[
-        Optional[int], typer.Option(min=1, help="Processes to decode with \\[default: all cores].")
+        Optional[int], typer.Option(min=1, metavar="N", show_default="all cores", help="Processes to decode with.")
     ] = None,
 ) -> None:
     """Decode every TIFF patch once into a memory-mapped uint8 store that training reads at memory speed.
 
-    Writes OUT/{train,test}_images.npy (uint8 N x 96 x 96 x 3), OUT/{train,test}_ids.csv (id[,label], same
-    row order) and, last, OUT/manifest.json. Corrupt, truncated, wrong-size, non-RGB and missing images and
+    Writes OUT_DIR/{train,test}_images.npy (uint8 N x 96 x 96 x 3), OUT_DIR/{train,test}_ids.csv (id[,label], same
+    row order) and, last, OUT_DIR/manifest.json. Corrupt, truncated, wrong-size, non-RGB and missing images and
     bad label rows stop the command: the error names a few, DATA_DIR/prepare-problems.csv lists them all,
     and no store is written unless you pass --skip-bad (then the manifest lists what was left out).
     Re-running on unchanged inputs does nothing.
@@ -49,10 +48,10 @@ def prepare(
     Example: hcd prepare --data-dir data
     """
     from hcd_kit.data.pack import prepare as run_prepare
-    from hcd_kit.data.store import manifest_path
+    from hcd_kit.layout import StoreLayout
 
     splits = ("train", "test") if split is SplitChoice.all else (split.value,)
-    summary = run_prepare(data_dir, out=out, splits=splits, skip_bad=skip_bad, workers=workers)
+    summary = run_prepare(data_dir, out=out_dir, splits=splits, skip_bad=skip_bad, workers=workers)
     for r in summary.splits.values():
         if r.up_to_date:
             console.print(f"{r.split}: {r.count:,} images, up to date (nothing to do)")
@@ -62,23 +61,22 @@ def prepare(
         for kind, names in r.skipped.items():
             console.print(f"{r.split}: [yellow]skipped {len(names)} {kind}[/] ({_some(names)})", soft_wrap=True)
     if any(r.skipped for r in summary.splits.values()):
-        console.print(f"every skipped input is listed in {manifest_path(summary.out)}", soft_wrap=True)
+        console.print(f"every skipped input is listed in {StoreLayout(summary.out).manifest}", soft_wrap=True)
     console.print(f"store: {summary.out}")
 
 
-@app.command()
-@handle_errors
+@command()
 def folds(
     data_dir: DataDir = Path("data"),
-    n_folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Shuffle seed (0 to 2^32-1); the same seed always gives the same folds.")] = 0,
+    n_folds: Annotated[int, typer.Option(metavar="N", help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, metavar="N", help="Shuffle seed (0 to 2^32-1); the same seed always gives the same folds.")] = 0,
     groups: Annotated[
         Optional[Path],
-        typer.Option(help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds."),
+        typer.Option(metavar="FILE", help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Where to write \\[default: DATA_DIR/folds.csv].")] = None,
+    out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="DATA_DIR/folds.csv", help="Where to write.")] = None,
     skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out bad label rows (as `hcd prepare --skip-bad` does) instead of failing.")
+        bool, typer.Option("--skip-bad", metavar="", help="Leave out bad label rows (as `hcd prepare --skip-bad` does) instead of failing.")
     ] = False,
 ) -> None:
     """Split the training patches into stratified cross-validation folds and write DATA_DIR/folds.csv (id,fold).

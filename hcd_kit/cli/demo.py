@@ -7,18 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import app, handle_errors
+from hcd_kit.cli._app import command
 
 
-@app.command()
-@handle_errors
+@command()
 def demo(
-    data_dir: Annotated[Optional[Path], typer.Option(help="Competition-layout folder to run on instead of the shipped sample (only read, never written).")] = None,
-    work_dir: Annotated[Path, typer.Option(help="Where the demo writes everything (data links, packed store, run, submission).")] = Path("hcd-demo"),
-    model: Annotated[str, typer.Option(help="timm model to train from scratch.")] = "resnet10t",
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs per fold (8 takes about a minute on 2 CPU cores for the shipped sample).")] = 8,
-    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the shipped sample", help="Competition-layout folder to run on (only read, never written).")] = None,
+    work_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the demo writes everything (data links, packed store, run, submission).")] = Path("hcd-demo"),
+    model: Annotated[str, typer.Option(metavar="NAME", help="timm model to train from scratch.")] = "resnet10t",
+    epochs: Annotated[int, typer.Option(min=1, metavar="N", help="Epochs per fold (8 takes about a minute on 2 CPU cores for the shipped sample).")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Training batch size.")] = 64,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Run the pipeline end to end, offline, and say what it did.
 
@@ -27,7 +26,7 @@ def demo(
     predict with TTA x8 and the fold ensemble -> a validated submission.csv, all under --work-dir.
     No Kaggle account or network needed.
 
-    Example on a bigger real set:  hcd demo --data-dir ../shared/data/hcd-mini
+    Example: hcd demo --epochs 2 --work-dir hcd-demo
     """
     from rich.table import Table
 

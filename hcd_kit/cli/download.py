@@ -7,25 +7,25 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import app, fail, handle_errors
+from hcd_kit.cli._app import COMPETITION, Competition, command, fail
 
 
-@app.command()
-@handle_errors
+
+@command(renamed={"timeout": "stall_timeout"})
 def download(
-    competition: Annotated[
-        str, typer.Option(help="Kaggle competition slug, as in its URL (lowercase letters, digits, hyphens).")
-    ] = "histopathologic-cancer-detection",
+    competition: Competition = COMPETITION,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Folder to fill with train/, test/ and the two CSVs.")
+        Path, typer.Option("--data-dir", metavar="DIR", help="Folder to fill with train/, test/ and the two CSVs.")
     ] = Path("data"),
-    timeout: Annotated[
+    stall_timeout: Annotated[
         Optional[float],
-        typer.Option(help="Give up after this many seconds without progress \\[default: $HCD_KAGGLE_TIMEOUT or 120]."),
+        typer.Option(metavar="SECONDS", show_default="$HCD_KAGGLE_TIMEOUT or 120",
+                     help="Give up after this many seconds without progress."),
     ] = None,
     retries: Annotated[
         Optional[int],
-        typer.Option(help="Retries on HTTP 429/5xx, with exponential backoff \\[default: $HCD_KAGGLE_RETRIES or 3]."),
+        typer.Option(metavar="N", min=0, show_default="$HCD_KAGGLE_RETRIES or 3",
+                     help="Retries on HTTP 429/5xx, with exponential backoff."),
     ] = None,
 ) -> None:
     """Download the competition data (needs Kaggle credentials and accepted competition rules).
@@ -39,14 +39,12 @@ def download(
 
     Example: hcd download --data-dir data
     """
-    if timeout is not None and timeout <= 0:
-        raise fail("--timeout must be positive (seconds without progress before giving up)", 2)
-    if retries is not None and retries < 0:
-        raise fail("--retries must be 0 or more", 2)
+    if stall_timeout is not None and stall_timeout <= 0:  # the library takes any number: checked here, once
+        raise fail("--stall-timeout must be positive (seconds without progress before giving up)", 2)
     from hcd_kit.console import console
     from hcd_kit.kaggle.download import download_competition
 
-    result = download_competition(data_dir, competition, timeout=timeout, retries=retries)
+    result = download_competition(data_dir, competition, stall_timeout=stall_timeout, retries=retries)
     size = f"{result.archive_bytes / 1e9:.2f} GB" if result.archive_bytes >= 1e8 else f"{result.archive_bytes:,} bytes"
     if result.skipped:
         console.print(f"{competition} is already downloaded and complete in {data_dir} "

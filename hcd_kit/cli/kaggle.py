@@ -12,44 +12,39 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import app, fail, handle_errors
+from hcd_kit.cli._app import COMPETITION, Competition, command, fail, group, parse_folds
+from hcd_kit.choices import TtaViews
 
-COMPETITION = "histopathologic-cancer-detection"  # == paths.COMPETITION, kept here so --help imports nothing
 PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
 
-kernel_app = typer.Typer(
-    help="Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.",
-    no_args_is_help=True,
-)
-dataset_app = typer.Typer(
-    help="Kaggle datasets that carry hcd_kit (its wheel) and trained weights into offline kernels.",
-    no_args_is_help=True,
-)
-app.add_typer(kernel_app, name="kernel")
-app.add_typer(dataset_app, name="dataset")
+kernel_app = group("kernel", "Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.\n\n"
+                            "Example: hcd kernel push --fold 0 --dry-run")
+dataset_app = group("dataset", "Kaggle datasets that carry hcd_kit (its wheel) and trained weights into offline "
+                               "kernels.\n\nExample: hcd dataset push --dry-run")
 
 Timeout = Annotated[
     Optional[float],
-    typer.Option(help="Seconds one Kaggle call may take (default: $HCD_KAGGLE_TIMEOUT or 120)."),
+    typer.Option(metavar="SECONDS", show_default="$HCD_KAGGLE_TIMEOUT or 120", help="Seconds one Kaggle call may take."),
 ]
-Ledger = Annotated[Optional[Path], typer.Option(help="Ledger file (default: submissions/ledger.jsonl).")]
-Poll = Annotated[float, typer.Option(help="Seconds between the first polls (backs off to 60 s).")]
+TransferTimeout = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds the whole transfer may take.")]
+Ledger = Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="submissions/ledger.jsonl", help="Ledger file.")]
+Poll = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between the first polls (backs off to 60 s).")]
+Name = Annotated[str, typer.Option(metavar="NAME", help="Kernel slug, or owner/slug.")]
 
 
 def _score(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-@app.command()
-@handle_errors
+@command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="Submission CSV (id,label), e.g. from `hcd predict`.")],
-    message: Annotated[str, typer.Option("--message", "-m", help="Description shown on Kaggle.")],
-    wait: Annotated[bool, typer.Option(help="Wait until Kaggle scores it and print the scores.")] = False,
-    data_dir: Annotated[Path, typer.Option(help="Folder with sample_submission.csv.")] = Path("data"),
-    competition: Annotated[str, typer.Option(help="Competition slug.")] = COMPETITION,
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="Submission CSV (id,label), e.g. from `hcd predict`.")],
+    message: Annotated[str, typer.Option("--message", "-m", metavar="TEXT", help="Description shown on Kaggle.")],
+    wait: Annotated[bool, typer.Option(metavar="", help="Wait until Kaggle scores it and print the scores.")] = False,
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Folder with sample_submission.csv.")] = Path("data"),
+    competition: Competition = COMPETITION,
     timeout: Timeout = None,
-    wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits for a score.")] = 3600.0,
+    wait_timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds --wait waits for a score.")] = 3600.0,
     ledger: Ledger = None,
     poll_interval: Poll = 10.0,
 ) -> None:
@@ -64,7 +59,7 @@ def submit(
     """
     from hcd_kit.console import console
     from hcd_kit.layout import DataLayout
-    from hcd_kit.kaggle.submit import ledger_path, submit_file, wait_for_score
+    from hcd_kit.kaggle import ledger_path, submit_file, wait_for_score
 
     path = ledger_path(ledger)
     rec = submit_file(file, message, DataLayout.of(data_dir).sample_submission, competition, path, timeout)
@@ -80,10 +75,9 @@ def submit(
         console.print(f"public score {_score(rec.public_score)}  private score {_score(rec.private_score)}")
 
 
-@app.command()
-@handle_errors
+@command()
 def submissions(
-    refresh: Annotated[bool, typer.Option(help="Fetch current status and scores from Kaggle first.")] = True,
+    refresh: Annotated[bool, typer.Option(metavar="", help="Fetch current status and scores from Kaggle first.")] = True,
     ledger: Ledger = None,
     timeout: Timeout = None,
 ) -> None:
@@ -97,8 +91,7 @@ def submissions(
 
     from hcd_kit.console import console, err_console
     from hcd_kit.errors import KaggleError
-    from hcd_kit.kaggle.ledger import read_ledger
-    from hcd_kit.kaggle.submit import ledger_path, refresh_ledger
+    from hcd_kit.kaggle import ledger_path, read_ledger, refresh_ledger
 
     path = ledger_path(ledger)
     records = read_ledger(path)
@@ -124,34 +117,34 @@ def submissions(
     console.print(table)
 
 
-def _opt(text: str):
-    return typer.Option(help=text)
+def _opt(text: str, metavar: str = "", **kw):
+    return typer.Option(metavar=metavar, help=text, **kw)
 
 
-@kernel_app.command("push")
-@handle_errors
+@command(kernel_app, "push")
 def kernel_push(
-    fold: Annotated[str, _opt("Folds to train: a number, a list like 0,2, or all.")] = "all",
-    name: Annotated[Optional[str], _opt("Kernel slug (default: hcd-train, hcd-train-fold-K or hcd-predict).")] = None,
-    machine_shape: Annotated[str, _opt("Accelerator asked for (the kernel logs what it got).")] = "NvidiaTeslaT4",
+    fold: Annotated[str, _opt("Folds to train: all, one number, or a list like 0,2.", "FOLDS")] = "all",
+    name: Annotated[Optional[str], _opt("Kernel slug.", "NAME", show_default="hcd-train, hcd-train-fold-K or hcd-predict")] = None,
+    machine_shape: Annotated[str, _opt("Accelerator asked for (the kernel logs what it got).", "SHAPE")] = "NvidiaTeslaT4",
     internet: Annotated[bool, _opt("Give the kernel internet access (off: it needs nothing outside Kaggle).")] = False,
     weights_dataset: Annotated[
-        str, _opt("Weights dataset (from `hcd dataset push --run-dir`): makes an inference-only kernel.")
+        str, _opt("Weights dataset (from `hcd dataset push --run-dir`): makes an inference-only kernel.", "SLUG",
+                  show_default="none: a training kernel")
     ] = "",
-    wheel_dataset: Annotated[str, _opt("Dataset holding the hcd_kit wheel (`hcd dataset push`).")] = "hcd-kit",
+    wheel_dataset: Annotated[str, _opt("Dataset holding the hcd_kit wheel (`hcd dataset push`).", "SLUG")] = "hcd-kit",
     dataset: Annotated[
         Optional[list[str]],
         _opt("Another dataset to attach (repeatable), e.g. pretrained weights for "
-             "--train-args \"--weights /kaggle/input/...\": the kernel has no internet."),
+             "--train-args \"--weights /kaggle/input/...\": the kernel has no internet.", "SLUG"),
     ] = None,
     train_args: Annotated[
         str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --no-pretrained\"; offline, training needs "
-                  "--weights FILE (from an attached dataset) or --no-pretrained.")
+                  "--weights FILE (from an attached dataset) or --no-pretrained.", "FLAGS", show_default="none")
     ] = "",
-    predict_args: Annotated[str, _opt("Extra `hcd predict` flags.")] = "",
-    tta: Annotated[int, _opt("TTA views for the kernel's prediction: 1, 2, 4 or 8.")] = 8,
-    competition: Annotated[str, _opt("Competition attached to the kernel.")] = COMPETITION,
-    root: Annotated[Path, _opt("Folder with templates/; the kernel is rendered into ROOT/NAME/.")] = Path("kernels"),
+    predict_args: Annotated[str, _opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",
+    tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction.")] = 8,
+    competition: Competition = COMPETITION,
+    root: Annotated[Path, _opt("Folder with templates/; the kernel is rendered into ROOT/NAME/.", "ROOT")] = Path("kernels"),
     dry_run: Annotated[
         bool, _opt("Render the kernel folder but do not push it (works without credentials, with a placeholder "
                    "owner).")
@@ -177,6 +170,8 @@ def kernel_push(
     from hcd_kit.kaggle.kernel import KernelSpec, check_spec, default_name, push_kernel, render_kernel
     from hcd_kit.kaggle import api as kaggle_api
 
+    folds = parse_folds(fold)
+    fold = "all" if folds is None else ",".join(map(str, folds))
     mode = "predict" if weights_dataset else "train"
     spec = KernelSpec(
         name=name or default_name(mode, fold), mode=mode, fold=fold, machine_shape=machine_shape,
@@ -205,12 +200,11 @@ def kernel_push(
     console.print(f"watch it with: hcd kernel status --name {spec.name} --wait")
 
 
-@kernel_app.command("status")
-@handle_errors
+@command(kernel_app, "status")
 def kernel_status_cmd(
-    name: Annotated[str, typer.Option(help="Kernel slug, or owner/slug.")] = "hcd-train",
-    wait: Annotated[bool, typer.Option(help="Poll until the session finishes.")] = False,
-    wait_timeout: Annotated[float, _opt("Seconds --wait waits (a GPU session lasts 12 h at most).")] = 43200.0,
+    name: Name = "hcd-train",
+    wait: Annotated[bool, _opt("Poll until the session finishes.")] = False,
+    wait_timeout: Annotated[float, _opt("Seconds --wait waits (a GPU session lasts 12 h at most).", "SECONDS")] = 43200.0,
     poll_interval: Poll = 10.0,
     timeout: Timeout = None,
 ) -> None:
@@ -235,36 +229,34 @@ def kernel_status_cmd(
     console.print(f"{ref}: {st.status}")
 
 
-@kernel_app.command("output")
-@handle_errors
+@command(kernel_app, "output", renamed={"out": "out_dir", "timeout": "transfer_timeout"})
 def kernel_output_cmd(
-    name: Annotated[str, typer.Option(help="Kernel slug, or owner/slug.")] = "hcd-train",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the files (default: kernels/NAME/output).")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds the whole download may take.")] = 3600.0,
+    name: Name = "hcd-train",
+    out_dir: Annotated[Optional[Path], _opt("Folder for the files.", "DIR", show_default="kernels/NAME/output")] = None,
+    transfer_timeout: TransferTimeout = 3600.0,
 ) -> None:
     """Download every output file of a kernel's latest session (submission.csv, run/, gpus.json, the log).
 
-    Example: hcd kernel output --name hcd-train --out kaggle-out/
+    Example: hcd kernel output --name hcd-train --out-dir kaggle-out/
     """
     from hcd_kit.console import console
     from hcd_kit.kaggle.kernel import kernel_output, kernel_ref
 
     ref = kernel_ref(name)
-    dest = out or Path("kernels") / ref.split("/")[1] / "output"
-    files = kernel_output(ref, dest, timeout=timeout)
+    dest = out_dir or Path("kernels") / ref.split("/")[1] / "output"
+    files = kernel_output(ref, dest, transfer_timeout=transfer_timeout)
     console.print(f"downloaded {len(files)} files of {ref} into {dest}")
 
 
-@dataset_app.command("push")
-@handle_errors
+@command(dataset_app, "push", renamed={"out": "out_dir", "timeout": "transfer_timeout"})
 def dataset_push(
-    run_dir: Annotated[Optional[Path], typer.Option(help="Also ship this run's config.toml and fold weights.")] = None,
-    name: Annotated[Optional[str], _opt("Dataset slug (default: hcd-kit, or hcd-weights with --run-dir).")] = None,
-    wheel: Annotated[Optional[Path], typer.Option(help="Use this hcd_kit wheel instead of building one.")] = None,
-    out: Annotated[Optional[Path], _opt("Folder to assemble the dataset in (default: build/kaggle/NAME).")] = None,
-    notes: Annotated[str, typer.Option(help="Version notes when the dataset exists already.")] = "hcd update",
-    dry_run: Annotated[bool, typer.Option(help="Assemble the folder but do not upload it.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds the whole upload may take.")] = 3600.0,
+    run_dir: Annotated[Optional[Path], _opt("Also ship this run's config.toml and fold weights.", "DIR")] = None,
+    name: Annotated[Optional[str], _opt("Dataset slug.", "NAME", show_default="hcd-kit, or hcd-weights with --run-dir")] = None,
+    wheel: Annotated[Optional[Path], _opt("Use this hcd_kit wheel instead of building one.", "FILE")] = None,
+    out_dir: Annotated[Optional[Path], _opt("Folder to assemble the dataset in.", "DIR", show_default="build/kaggle/NAME")] = None,
+    notes: Annotated[str, _opt("Version notes when the dataset exists already.", "TEXT")] = "hcd update",
+    dry_run: Annotated[bool, _opt("Assemble the folder but do not upload it.")] = False,
+    transfer_timeout: TransferTimeout = 3600.0,
 ) -> None:
     """Build and upload the Kaggle dataset that kernels install hcd_kit from (plus weights with --run-dir).
 
@@ -281,10 +273,10 @@ def dataset_push(
     slug = name or ("hcd-weights" if run_dir else DEFAULT_NAME)
     check_slug(slug)
     ref = f"{kaggle_api.username()}/{slug}"
-    folder = out or Path("build") / "kaggle" / slug
+    folder = out_dir or Path("build") / "kaggle" / slug
     names = build_dataset(folder, ref, wheel=wheel, run_dir=run_dir)
     console.print(f"assembled {folder}/: {', '.join(names)}")
     if dry_run:
         return
-    res = push_dataset(folder, notes, timeout=timeout)
+    res = push_dataset(folder, notes, transfer_timeout=transfer_timeout)
     console.print(f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip())

@@ -7,28 +7,28 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import app, fail, handle_errors
+from hcd_kit.cli._app import command, parse_folds
+from hcd_kit.choices import Precision
+from hcd_kit.choices import BlendMode, TtaViews
 
-TTA_VALUES = (1, 2, 4, 8)
 
 
 def _auc(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{x:.4f}"
 
 
-@app.command()
-@handle_errors
+@command(renamed={"folds": "fold", "ensemble": "blend"})
 def predict(
-    data_dir: Annotated[Path, typer.Option(help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.")],
-    run_dir: Annotated[Path, typer.Option(help="Run folder written by `hcd train` (config.toml + fold*/best.pt).")],
-    tta: Annotated[int, typer.Option(help="Dihedral views per patch: 1 (none), 2 (+h-flip), 4 (+v-flip, 180), 8 (all of D4).")] = 8,
-    out: Annotated[Optional[Path], typer.Option(help="Submission CSV to write (default: RUN/submission.csv).")] = None,
-    ensemble: Annotated[str, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="Autocast: auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.")] = 256,
-    folds: Annotated[str, typer.Option(help="Folds to use: all, or a list such as 0,2.")] = "all",
-    oof: Annotated[bool, typer.Option(help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).")] = True,
+    run_dir: Annotated[Path, typer.Option(metavar="DIR", help="Run folder written by `hcd train` (config.toml + fold*/best.pt).")],
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.")] = Path("data"),
+    tta: Annotated[TtaViews, typer.Option(help="Dihedral views per patch: 1 (none), 2 (+h-flip), 4 (+v-flip, 180), 8 (all of D4).")] = 8,
+    out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="Submission CSV to write \\[default: RUN_DIR/ submission.csv].")] = None,
+    blend: Annotated[BlendMode, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")] = "auto",
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.")] = 256,
+    fold: Annotated[str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")] = "all",
+    oof: Annotated[bool, typer.Option(metavar="", help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).")] = True,
 ) -> None:
     """Predict the test set with every fold of a run, with test-time augmentation, and write a submission.
 
@@ -38,19 +38,13 @@ def predict(
     ensemble and cv_auc, which `hcd submit` records. With the packed train store present it also reports
     the out-of-fold AUC with 1 view and with --tta views, so you see what TTA buys.
 
-    Example: hcd predict --data-dir data --run-dir runs/r18 --tta 8 --out subs/r18_tta8.csv
+    Example: hcd predict --run-dir runs/r18 --tta 8 --out subs/r18_tta8.csv
     """
-    if tta not in TTA_VALUES:
-        raise fail(f"--tta must be one of 1, 2, 4, 8, got {tta}", 2)
-    if ensemble not in ("mean", "rank"):
-        raise fail(f"--ensemble must be 'mean' or 'rank', got {ensemble!r}", 2)
-    if precision not in ("auto", "fp16", "bf16", "fp32"):
-        raise fail(f"--precision must be auto, fp16, bf16 or fp32, got {precision!r}", 2)
     from hcd_kit.console import console
     from hcd_kit.inference.predict import predict_run
 
-    res = predict_run(data_dir, run_dir, tta=tta, out=out, ensemble=ensemble, device=device,
-                      batch_size=batch_size, folds=folds, precision=precision, oof=oof)  # type: ignore[arg-type]
+    res = predict_run(data_dir, run_dir, tta=tta, out=out, ensemble=blend, device=device,
+                      batch_size=batch_size, folds=parse_folds(fold), precision=precision, oof=oof)  # type: ignore[arg-type]
     if res.oof is not None:
         console.print(f"OOF AUC  fold    n   1 view   {res.tta} views")
         for k, n, a1, an in res.oof.per_fold:
@@ -66,31 +60,29 @@ def predict(
     console.print(f"wrote {res.out} (cv_auc {_auc(res.cv_auc)}) and {res.sidecar.name}")
 
 
-@app.command()
-@handle_errors
+@command(renamed={"how": "blend"})
 def ensemble(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders to blend (each with submission.csv and fold*/oof.csv).")],
-    out: Annotated[Path, typer.Option(help="Blended submission CSV to write.")],
-    weights: Annotated[Optional[str], typer.Option(help="One weight per run, e.g. 0.6,0.4 (normalised to sum 1; default: equal).")] = None,
-    how: Annotated[str, typer.Option(help="mean (probabilities) or rank (mean of per-run ranks).")] = "mean",
-    pred: Annotated[Optional[list[Path]], typer.Option(help="Test predictions per run instead of RUN/submission.csv (repeat once per run, in order).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="If given, the output follows DIR/sample_submission.csv's ids and order.")] = None,
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", hidden=True)],  # described in the docstring
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Blended submission CSV to write.")],
+    weights: Annotated[Optional[str], typer.Option(metavar="W,W,...", show_default="equal", help="One weight per run, e.g. 0.6,0.4 (normalised to sum 1).")] = None,
+    blend: Annotated[BlendMode, typer.Option(help="mean (probabilities) or rank (mean of per-run ranks).")] = "mean",
+    pred: Annotated[Optional[list[Path]], typer.Option(metavar="FILE", show_default="RUN_DIR/submission.csv", help="Test predictions of one run (repeat once per run, in order).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the first run's order", help="If given, the output follows DIR/sample_submission.csv's ids and order.")] = None,
 ) -> None:
     """Blend the predictions of several runs and report each run's OOF AUC and the blend's.
 
-    Test predictions come from each RUN/submission.csv (written by `hcd predict`) or --pred files; OOF
-    predictions from each RUN/fold*/oof.csv, aligned by id (all runs must cover the same OOF ids). Writes
+    RUN_DIR...: the run folders to blend, each with submission.csv and fold*/oof.csv.
+    Test predictions come from each RUN_DIR/submission.csv (written by `hcd predict`) or --pred files; OOF
+    predictions from each RUN_DIR/fold*/oof.csv, aligned by id (all runs must cover the same OOF ids). Writes
     OUT (id order of the first run, or of sample_submission.csv with --data-dir) and OUT.json for the
     submit ledger.
 
-    Example: hcd ensemble runs/r18 runs/effb0 --weights 0.6,0.4 --how rank --out subs/blend.csv
+    Example: hcd ensemble runs/r18 runs/effb0 --weights 0.6,0.4 --blend rank --out subs/blend.csv
     """
-    if how not in ("mean", "rank"):
-        raise fail(f"--how must be 'mean' or 'rank', got {how!r}", 2)
     from hcd_kit.console import console
     from hcd_kit.inference.ensemble import ensemble_runs, parse_weights
 
-    res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), how=how, preds=pred, data_dir=data_dir)
+    res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), how=blend, preds=pred, data_dir=data_dir)
     for run, w, auc in zip(res.runs, res.weights, res.run_auc):
         console.print(f"OOF AUC {_auc(auc)}  weight {w:.3f}  {run}")
     if res.blend_auc is not None:

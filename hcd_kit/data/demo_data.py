@@ -25,7 +25,6 @@ from hcd_kit.fsutil import atomic_path, atomic_write_text
 from hcd_kit.layout import DataLayout
 
 PIXEL_OFFSET = 287  # competition TIFFs: 287-byte header (IFD first), then 96*96*3 raw RGB bytes
-PIXEL_BYTES = 96 * 96 * 3
 MARKER = ".hcd-demo-data.json"
 
 

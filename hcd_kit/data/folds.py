@@ -23,11 +23,11 @@ import pandas as pd
 
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_text
-from hcd_kit.data.labels import Problems, forget_report, read_labels, report_note, write_report
-from hcd_kit.layout import DataLayout
+from hcd_kit.data.labels import read_labels
+from hcd_kit.data.problems import Problems, forget_report, report_note, write_report
+from hcd_kit.layout import FOLDS_REPORT, DataLayout
 
 GROUP_COLUMNS = ("wsi", "slide", "group")
-REPORT = "folds-problems.csv"  # every bad label row of the last `hcd folds` that met some, beside the data
 
 
 def read_groups(path: str | os.PathLike[str]) -> pd.Series:
@@ -184,9 +184,9 @@ def create_folds(
     places = (layout.root, target.parent)
     report = None
     if problems:
-        report = write_report({"train": problems}, REPORT, *places)
+        report = write_report({"train": problems}, FOLDS_REPORT, *places)
     else:
-        forget_report(REPORT, *places)
+        forget_report(FOLDS_REPORT, *places)
     if problems and not skip_bad:
         raise DataError(
             f"{layout.train_labels}: {problems.summary()}; {report_note(report)}; "

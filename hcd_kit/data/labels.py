@@ -1,101 +1,22 @@
 """Reading and checking the competition's CSVs (``train_labels.csv``, ``sample_submission.csv``).
 
-Every command that needs labels or the test id order reads them through here, so a bad row is reported
-the same way everywhere: by kind, with a count and the first few ids, in one line. ``Problems`` is that
-report; ``hcd prepare`` also files its image problems (corrupt, truncated, ...) in one.
+Every command that needs labels or the test id order reads them through here (the one reader of each),
+so a bad row is reported the same way everywhere (a ``hcd_kit.data.problems.Problems``).
 
 A malformed file (not a CSV, missing columns, empty) is always an error. Row problems (duplicate ids,
 labels other than 0/1, empty ids) raise by default; pass a ``Problems`` to collect them instead and get
-back only the clean rows (``hcd prepare --skip-bad``, ``hcd folds --skip-bad``). A one-line error shows
-only a few names, so commands also write every problem to a small report CSV (``write_report``).
+back only the clean rows (``hcd prepare --skip-bad``, ``hcd folds --skip-bad``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from hcd_kit.data.problems import Problems
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_write_text
-
-
-class Problems:
-    """Named inputs that failed a check, grouped by kind (``"corrupt"``, ``"duplicate id"``, ...)."""
-
-    def __init__(self) -> None:
-        self.by_kind: dict[str, list[str]] = {}
-
-    def add(self, kind: str, name: str) -> None:
-        self.by_kind.setdefault(kind, []).append(name)
-
-    def extend(self, kind: str, names) -> None:
-        names = list(names)
-        if names:
-            self.by_kind.setdefault(kind, []).extend(names)
-
-    def merge(self, other: "Problems", prefix: str = "") -> None:
-        for kind, names in other.by_kind.items():
-            self.extend(kind, (prefix + n for n in names))
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.by_kind.values())
-
-    def __bool__(self) -> bool:
-        return len(self) > 0
-
-    def names(self) -> set[str]:
-        return {n for v in self.by_kind.values() for n in v}
-
-    def summary(self, examples: int = 3) -> str:
-        """One line: ``2 corrupt (a.tif, b.tif); 1 missing (c.tif)`` with at most ``examples`` names each."""
-        parts = []
-        for kind, names in self.by_kind.items():
-            shown = ", ".join(names[:examples]) + (", ..." if len(names) > examples else "")
-            parts.append(f"{len(names)} {kind} ({shown})")
-        return "; ".join(parts)
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in self.by_kind.items()}
-
-
-def write_report(problems: dict[str, Problems], name: str, *folders: Path) -> Path | None:
-    """Write every problem as ``split,name,problem`` lines to ``<folder>/<name>`` and return that path.
-
-    The first folder that exists and takes the write wins: the data folder may be read-only (a Kaggle
-    input), and the report must never be the reason a command fails, so None means none could be written.
-    """
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["split", "name", "problem"])
-    for split, found in problems.items():
-        writer.writerows((split, n, kind) for kind, names in found.by_kind.items() for n in names)
-    for folder in dict.fromkeys(Path(f) for f in folders):
-        if not folder.is_dir():
-            continue
-        try:
-            atomic_write_text(folder / name, buf.getvalue())
-            return folder / name
-        except OSError:
-            continue
-    return None
-
-
-def forget_report(name: str, *folders: Path) -> None:
-    """Remove the report an earlier run left: after a clean run it would only mislead."""
-    for folder in folders:
-        try:
-            (Path(folder) / name).unlink(missing_ok=True)
-        except OSError:  # a read-only data folder: no report of ours can be there
-            pass
-
-
-def report_note(path: Path | None) -> str:
-    """The clause an error adds to point at the full list (or to say why there is none)."""
-    return f"full list in {path}" if path is not None else "no folder would take the full list (read-only?)"
 
 
 def _read_csv(path: Path, what: str, hint: str) -> pd.DataFrame:
@@ -175,3 +96,9 @@ def read_sample_submission(path: str | os.PathLike[str], problems: Problems | No
     good = _check_ids(table, found)
     _finish(found, problems, path, SAMPLE_HINT)
     return pd.DataFrame({"id": table["id"][good].str.strip().to_numpy(str)})
+
+
+def listed_ids(path: str | os.PathLike[str]) -> set[str]:
+    """Every id a labels or sample CSV names, bad rows included (an image whose row is bad is not "unlisted")."""
+    path = Path(path)
+    return set(_read_csv(path, "id", "run `hcd download` or pass --data-dir")["id"].str.strip())

@@ -2,15 +2,35 @@
 
     from hcd_kit.inference import predict_run, cv_report
     predict_run("data", "runs/r18", tta=8, out="submissions/r18.csv")
+
+Names load on first use (``hcd_kit.lazy``), so importing one module of the package imports no more than it needs.
 """
 
-from hcd_kit.inference.cv import cv_report, write_plots
-from hcd_kit.inference.ensemble import ensemble_runs, parse_weights
-from hcd_kit.inference.predict import predict_run
-from hcd_kit.inference.submission import read_sidecar, validate_submission
-from hcd_kit.inference.tta import fold_ensemble, tta_stack, tta_transforms, tta_views
+from __future__ import annotations
 
-__all__ = [
-    "cv_report", "ensemble_runs", "fold_ensemble", "parse_weights", "predict_run", "read_sidecar", "tta_stack",
-    "tta_transforms", "tta_views", "validate_submission", "write_plots",
-]
+from typing import TYPE_CHECKING
+
+from hcd_kit.lazy import public_api
+
+__all__, __getattr__, __dir__ = public_api(__name__, {
+    "cv": "CvReport FoldScore cv_report write_plots",
+    "ensemble": "EnsembleResult check_weights ensemble_runs parse_weights",
+    "oof": "OofAuc read_oof read_run_oof",
+    "predict": "PredictResult open_test_store predict_run predict_views to_device",
+    "runs": "RunModel expected_folds load_fold_model read_run_model select_folds",
+    "submission": "read_predictions read_sample_ids read_sidecar sample_ids validate_submission write_sidecar "
+                  "write_submission",
+    "tta": "fold_ensemble sigmoid_mean tta_stack tta_transforms tta_views",
+})
+
+if TYPE_CHECKING:  # the same names, for type checkers and IDEs
+    from hcd_kit.inference.cv import CvReport, FoldScore, cv_report, write_plots
+    from hcd_kit.inference.ensemble import EnsembleResult, check_weights, ensemble_runs, parse_weights
+    from hcd_kit.inference.oof import OofAuc, read_oof, read_run_oof
+    from hcd_kit.inference.predict import PredictResult, open_test_store, predict_run, predict_views, to_device
+    from hcd_kit.inference.runs import RunModel, expected_folds, load_fold_model, read_run_model, select_folds
+    from hcd_kit.inference.submission import (
+        read_predictions, read_sample_ids, read_sidecar, sample_ids, validate_submission, write_sidecar,
+        write_submission
+    )
+    from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean, tta_stack, tta_transforms, tta_views

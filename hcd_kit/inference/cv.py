@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +21,12 @@ import pandas as pd
 
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import atomic_path
+from hcd_kit.inference.oof import read_oof
+from hcd_kit.inference.runs import expected_folds
+from hcd_kit.layout import OOF_COLUMNS, RunLayout
 from hcd_kit.metrics import roc_auc
-from hcd_kit.layout import RunLayout
 
-OOF_COLUMNS = ("id", "fold", "prob", "label")
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc")
+PLOTTED = ("epoch", "train_loss", "val_loss", "val_auc")  # the history.csv columns the curves need
 
 
 @dataclass
@@ -50,23 +50,6 @@ class CvReport:
     oof: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OOF_COLUMNS)), repr=False)
 
 
-def read_oof(path: Path) -> pd.DataFrame:
-    """One fold's ``oof.csv``, checked: the four columns, finite probabilities, labels 0/1."""
-    try:
-        df = pd.read_csv(path, dtype={"id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}); re-run that fold") from None
-    missing = [c for c in OOF_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(OOF_COLUMNS)}")
-    prob = pd.to_numeric(df["prob"], errors="coerce")
-    if not np.isfinite(prob.to_numpy(float)).all():
-        raise DataError(f"{path} has missing or non-numeric probabilities; re-run that fold")
-    if not df["label"].isin([0, 1]).all():
-        raise DataError(f"{path} has labels other than 0 and 1")
-    return df.assign(prob=prob.astype(float), label=df["label"].astype(np.int64))
-
-
 def read_histories(run_dir: str | os.PathLike[str]) -> dict[int, pd.DataFrame]:
     """Each fold's ``history.csv`` that exists and has the columns a learning curve needs."""
     run = RunLayout.of(run_dir)
@@ -78,30 +61,15 @@ def read_histories(run_dir: str | os.PathLike[str]) -> dict[int, pd.DataFrame]:
                 df = pd.read_csv(path)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
                 continue  # a curve is a diagnostic: an unreadable history only loses its own line
-            if all(c in df.columns for c in HISTORY_COLUMNS) and len(df):
+            if all(c in df.columns for c in PLOTTED) and len(df):
                 out[k] = df
     return out
 
 
 def _expected_folds(run: RunLayout, present: list[int]) -> list[int]:
-    """Folds the run should have: from config.toml (``n_folds``/``folds``), else RUN/folds.csv, else 0..max."""
-    want = set(range(max(present) + 1)) if present else set()
-    if run.config.is_file():
-        try:
-            cfg = tomllib.loads(run.config.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            return sorted(want)
-        folds, n_folds = cfg.get("folds"), cfg.get("n_folds")
-        if isinstance(folds, list) and all(isinstance(f, int) for f in folds):
-            return sorted(folds)
-        if isinstance(n_folds, int) and not isinstance(n_folds, bool):
-            return list(range(n_folds))
-    if run.folds.is_file():  # the split the run was trained on (written by hcd train)
-        try:
-            return sorted(set(pd.read_csv(run.folds, usecols=["fold"])["fold"].astype(int)))
-        except (ValueError, KeyError, pd.errors.ParserError):
-            return sorted(want)
-    return sorted(want)
+    """Folds the run should have (``expected_folds``), else 0..the highest present."""
+    planned = expected_folds(run.root)
+    return planned if planned is not None else list(range(max(present) + 1))
 
 
 def _unfinished(run: RunLayout, folds: list[int]) -> list[int]:

@@ -2,7 +2,7 @@
 
 A run contributes its test predictions (``RUN/submission.csv`` from ``hcd predict``, or any ``id,label``
 file) and its OOF predictions (``RUN/fold*/oof.csv``: ``id,fold,prob,label``). Both are aligned by id, so
-file order never matters; the blend is ``hcd_kit.inference.tta.fold_ensemble`` over runs, and the same blend of the
+file order never matters; the blend is ``fold_ensemble`` over runs, and the same blend of the
 OOF predictions says whether it beats the best single run before anything is submitted::
 
     res = ensemble_runs(["runs/r18", "runs/effb0"], "subs/blend.csv", weights=[0.6, 0.4], how="rank")
@@ -11,7 +11,6 @@ OOF predictions says whether it beats the best single run before anything is sub
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,13 @@ import numpy as np
 import pandas as pd
 
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.metrics import roc_auc
-from hcd_kit.layout import RunLayout
+from hcd_kit.inference.oof import read_run_oof
+from hcd_kit.inference.submission import read_predictions, read_sidecar, sample_ids, write_sidecar, write_submission
+from hcd_kit.choices import BlendMode
+from hcd_kit.config import check_choice
 from hcd_kit.inference.tta import fold_ensemble
-
-HOWS = ("mean", "rank")
+from hcd_kit.layout import RunLayout
+from hcd_kit.metrics import finite_or_none, roc_auc
 
 
 @dataclass
@@ -63,45 +64,15 @@ def check_weights(weights: list[float], n_runs: int) -> list[float]:
     return [x / total for x in weights]
 
 
-def read_predictions(path: str | os.PathLike[str], run: Path | None = None) -> pd.DataFrame:
-    """An ``id,label`` prediction file as a DataFrame (id str, label float), with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        hint = f"run `hcd predict --run-dir {run}` first, or pass --pred" if run is not None else "check the path"
-        raise DataError(f"missing test predictions {path}; {hint}")
-    try:
-        df = pd.read_csv(path, dtype={"id": str})
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path} is not a readable CSV ({exc}); it must hold id,label rows") from None
-    if list(df.columns[:2]) != ["id", "label"]:
-        raise DataError(f"{path} must have the columns id,label (has {','.join(map(str, df.columns))})")
-    if df["id"].duplicated().any():
-        raise DataError(f"{path} lists id {df.loc[df['id'].duplicated(), 'id'].iloc[0]} twice")
-    label = pd.to_numeric(df["label"], errors="coerce")
-    bad = ~np.isfinite(label) | (label < 0) | (label > 1)
-    if bad.any():  # one NaN would turn a rank blend into all-NaN rows; a 7 would skew a mean blend
-        first = df.index[bad][0]
-        raise DataError(f"{path}: {int(bad.sum())} label(s) are not probabilities in [0, 1] "
-                        f"(first: id {df.at[first, 'id']} = {df.at[first, 'label']!r}); re-run `hcd predict`")
-    return pd.DataFrame({"id": df["id"], "label": label.astype(float)})
-
-
-def read_oof(run_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
+def _indexed_oof(run_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
     """All ``fold*/oof.csv`` of a run as one frame indexed by id (prob, label); None if there are none."""
-    run = RunLayout.of(run_dir)
-    files = [run.oof(k) for k in run.folds_present() if run.oof(k).is_file()]
-    if not files:
+    oof = read_run_oof(run_dir)
+    if oof is None:
         return None
-    frames = []
-    for f in files:
-        df = pd.read_csv(f, dtype={"id": str})
-        if not {"id", "prob", "label"} <= set(df.columns):
-            raise DataError(f"{f} must have the columns id,fold,prob,label (has {','.join(df.columns)})")
-        frames.append(df[["id", "prob", "label"]])
-    oof = pd.concat(frames, ignore_index=True)
-    if oof["id"].duplicated().any():
-        raise DataError(f"{run.root}: id {oof.loc[oof['id'].duplicated(), 'id'].iloc[0]} is in two folds' oof.csv")
-    return oof.set_index("id")
+    if oof["id"].duplicated().any():  # a blend aligns runs by id: one id must mean one prediction
+        raise DataError(f"{RunLayout.of(run_dir).root}: id {oof.loc[oof['id'].duplicated(), 'id'].iloc[0]} "
+                        "is in two folds' oof.csv")
+    return oof.set_index("id")[["prob", "label"]]
 
 
 def _align_test(frames: list[pd.DataFrame], names: list[str], order: np.ndarray) -> np.ndarray:
@@ -140,26 +111,19 @@ def _blend_oof(oofs: list[pd.DataFrame | None], runs: list[Path], weights, how: 
     return run_auc, roc_auc(y, fold_ensemble(probs, how, weights)), len(ids), None
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
 def ensemble_runs(
     runs: list[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     weights: list[float] | None = None,
-    how: str = "mean",
+    how: BlendMode = "mean",
     preds: list[str | os.PathLike[str]] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
 ) -> EnsembleResult:
     """Blend ``runs`` (see module doc), write ``out`` and ``<out>.json``, and return the AUCs."""
-    from hcd_kit.inference.predict import sample_ids, write_sidecar, write_submission
-
     run_paths = [Path(r) for r in runs]
     if not run_paths:
         raise ConfigError("give at least one run folder to blend")
-    if how not in HOWS:
-        raise ConfigError(f"--how must be 'mean' or 'rank', got {how!r}")
+    check_choice("--blend", how, BlendMode)
     w = check_weights(list(weights) if weights is not None else [1.0] * len(run_paths), len(run_paths))
     if preds and len(preds) != len(run_paths):
         raise ConfigError(f"{len(preds)} --pred file(s) for {len(run_paths)} run(s); give one per run, in order")
@@ -168,24 +132,16 @@ def ensemble_runs(
     order = sample_ids(data_dir) if data_dir is not None else frames[0]["id"].to_numpy(str)
     blend = fold_ensemble(_align_test(frames, [str(p) for p in pred_paths], order), how, w)
 
-    run_auc, blend_auc, n_oof, note = _blend_oof([read_oof(r) for r in run_paths], run_paths, w, how)
+    run_auc, blend_auc, n_oof, note = _blend_oof([_indexed_oof(r) for r in run_paths], run_paths, w, how)
     out = write_submission(order, blend, out)
-    sides = [_read_json(Path(f"{p}.json")) for p in pred_paths]
+    sides = [read_sidecar(p) for p in pred_paths]
     side = write_sidecar(out, {
         "runs": [str(r.resolve()) for r in run_paths], "weights": w, "ensemble": how,
         "folds": [s.get("folds") for s in sides], "tta": _common([s.get("tta") for s in sides]),
-        "cv_auc": _finite(blend_auc), "run_cv_auc": [_finite(a) for a in run_auc],
+        "cv_auc": finite_or_none(blend_auc), "run_cv_auc": [finite_or_none(a) for a in run_auc],
     })
     return EnsembleResult(out=out, sidecar=side, runs=run_paths, weights=w, how=how, n_test=len(order),
                           run_auc=run_auc, blend_auc=blend_auc, n_oof=n_oof, note=note)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _common(values: list):

@@ -2,7 +2,8 @@
 
 Tissue patches have no canonical orientation, so all 8 dihedral views of a patch are equally valid
 inputs; averaging a model's predictions over them is the cheapest AUC gain there is. The views of each patch
-are stacked into the same batch, so the device sees whole forward passes, and merged with ``view(B, T).mean(1)``.
+are stacked into the same batch (``tta_stack``), so the device sees whole forward passes; ``tta_views`` splits
+the logits back per patch and ``sigmoid_mean`` averages the views' probabilities.
 ``fold_ensemble`` then blends the models of several folds (or runs) by mean probability or mean rank.
 """
 
@@ -11,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hcd_kit.choices import BLEND_MODES, TTA_CHOICES, BlendMode, TtaViews
 from hcd_kit.metrics import rank_normalise
 from hcd_kit.preprocess import DIHEDRAL, dihedral
 
-TTA_CHOICES = (1, 2, 4, 8)
 
 # Which dihedral views each TTA size uses. Identity always comes first, so column 0 of the merged views
 # is the plain single-view prediction (predict uses that to report what TTA buys from one forward pass).
@@ -24,7 +25,7 @@ _VIEWS = {1: (0,), 2: (0, 4), 4: (0, 4, 6, 2), 8: DIHEDRAL}
 
 
 def tta_transforms(n: int) -> tuple[int, ...]:
-    """Dihedral indices (for ``dihedral``) of the ``n``-view TTA, ``n`` in 1, 2, 4, 8; identity first."""
+    """Dihedral indices (for ``dihedral``) of the ``n``-view TTA, ``n`` one of ``TtaViews``; identity first."""
     if n not in _VIEWS:
         raise ValueError(f"TTA views must be one of {', '.join(map(str, TTA_CHOICES))}, got {n}")
     return _VIEWS[n]
@@ -33,7 +34,7 @@ def tta_transforms(n: int) -> tuple[int, ...]:
 def tta_stack(x: torch.Tensor, n: int) -> torch.Tensor:
     """(B, C, H, W) -> (B*n, C, H, W): the ``n`` views of each sample, sample-major, in ONE batch.
 
-    Row ``b*n + t`` is view ``t`` of sample ``b``, so ``tta_merge`` can undo it with ``view(B, n)``.
+    Row ``b*n + t`` is view ``t`` of sample ``b``, so ``tta_views`` can undo it with ``view(B, n)``.
     Rotations need square inputs (H == W), which patches always are.
     """
     views = tta_transforms(n)
@@ -53,21 +54,13 @@ def tta_views(logits: torch.Tensor, n: int) -> torch.Tensor:
     return flat.view(-1, n)
 
 
-def tta_merge(logits: torch.Tensor, n: int, how: str = "prob") -> torch.Tensor:
-    """Merge the logits of a ``tta_stack`` batch into one probability per sample, shape (B,).
-
-    ``how="prob"`` averages the per-view probabilities (the usual choice, robust to one over-confident
-    view); ``how="logit"`` averages logits, then applies the sigmoid (a geometric-mean flavour).
-    """
-    per_view = tta_views(logits, n).float()
-    if how == "prob":
-        return torch.sigmoid(per_view).mean(1)
-    if how == "logit":
-        return torch.sigmoid(per_view.mean(1))
-    raise ValueError(f"tta merge must be 'prob' or 'logit', got {how!r}")
+def sigmoid_mean(views: np.ndarray) -> np.ndarray:
+    """Merge (N, n) per-view logits (``tta_views``) into (N,) probabilities: the mean per-view probability,
+    robust to one over-confident view (a mean of logits would let it dominate)."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(views, dtype=np.float64)))).mean(axis=1)
 
 
-def fold_ensemble(probs, how: str = "mean", weights=None) -> np.ndarray:
+def fold_ensemble(probs, how: BlendMode = "mean", weights=None) -> np.ndarray:
     """Blend (F, N) predictions of F models over the same N samples into (N,).
 
     ``how="mean"`` is the (weighted) mean probability; ``how="rank"`` the (weighted) mean of each model's
@@ -84,5 +77,5 @@ def fold_ensemble(probs, how: str = "mean", weights=None) -> np.ndarray:
     if how == "rank":
         p = np.stack([rank_normalise(row) for row in p])
     elif how != "mean":
-        raise ValueError(f"ensemble must be 'mean' or 'rank', got {how!r}")
+        raise ValueError(f"ensemble must be {' or '.join(map(repr, BLEND_MODES))}, got {how!r}")
     return w @ p

@@ -19,9 +19,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_path, atomic_write_text
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -140,17 +141,26 @@ def _exists(api, ref: str) -> bool:
     return True
 
 
-def push_dataset(folder: str | os.PathLike[str], notes: str, timeout: float | None = None) -> DatasetResult:
-    """Create the dataset in ``folder`` or, if Kaggle has it, add a version with ``notes``."""
+def push_dataset(
+    folder: str | os.PathLike[str],
+    notes: str,
+    transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+    timeout: float | None = None,
+) -> DatasetResult:
+    """Create the dataset in ``folder`` or, if Kaggle has it, add a version with ``notes``.
+
+    ``transfer_timeout`` bounds the whole upload (one call of the client); ``timeout`` each other call.
+    """
     folder = str(folder)
     ref = json.loads(Path(folder, "dataset-metadata.json").read_text(encoding="utf-8"))["id"]
-    api = kaggle_api.get_api()
-    exists = kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref))
+    api = kaggle_api.get_api(timeout)
+    exists = kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref), timeout=timeout)
     if exists:
         what = f"add a version to dataset '{ref}'"
-        resp = kaggle_api.call(what, lambda: api.dataset_create_version(folder, notes, quiet=True), timeout=timeout)
+        resp = kaggle_api.call(what, lambda: api.dataset_create_version(folder, notes, quiet=True),
+                               timeout=transfer_timeout)
     else:
         what = f"create dataset '{ref}'"
-        resp = kaggle_api.call(what, lambda: api.dataset_create_new(folder, quiet=True), timeout=timeout)
+        resp = kaggle_api.call(what, lambda: api.dataset_create_new(folder, quiet=True), timeout=transfer_timeout)
     kaggle_api.check_reported(what, resp)  # the `kaggle` command exits 0 on status "Error"
     return DatasetResult(ref=ref, url=getattr(resp, "url", None) or "", created=not exists)

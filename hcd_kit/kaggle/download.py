@@ -29,13 +29,11 @@ from pathlib import Path, PurePosixPath
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from hcd_kit.data import folds
-from hcd_kit.kaggle import api as kaggle_api
-from hcd_kit.data import pack
 from hcd_kit.console import err_console, progress
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_text
-from hcd_kit.layout import COMPETITION, DataLayout
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.layout import COMPETITION, FOLDS_REPORT, PREPARE_REPORT, DataLayout
 
 MARKER = ".hcd-download.json"
 WORK = ".hcd-download"
@@ -46,7 +44,7 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # Kaggle's competition slugs; no 
 # compared case-folded, since on a case-insensitive file system "Packed" is "packed"
 _LAYOUT = DataLayout(Path("."))
 RESERVED = frozenset(n.casefold() for n in (WORK, MARKER, _LAYOUT.packed_dir.name, _LAYOUT.folds_csv.name,
-                                             pack.REPORT, folds.REPORT))
+                                             PREPARE_REPORT, FOLDS_REPORT))
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,14 @@ def download_competition(
     competition: str = COMPETITION,
     *,
     timeout: float | None = None,
+    stall_timeout: float | None = None,
     retries: int | None = None,
 ) -> DownloadResult:
-    """Make ``data_dir`` hold the competition's files, downloading and extracting only what is missing."""
+    """Make ``data_dir`` hold the competition's files, downloading and extracting only what is missing.
+
+    ``timeout`` bounds each call (default ``$HCD_KAGGLE_TIMEOUT`` or 120 s); ``stall_timeout`` (default:
+    ``timeout``) the time the download may go without a new byte; ``retries`` is for HTTP 429/5xx answers.
+    """
     check_competition(competition)
     root = Path(data_dir)
     done = read_marker(root, competition)
@@ -76,7 +79,8 @@ def download_competition(
     kaggle_api.get_api(timeout)  # credentials first: nothing is written or shown without them
     work = root / WORK
     work.mkdir(parents=True, exist_ok=True)
-    archive = _fetch_archive(competition, work, timeout, retries)
+    stall = timeout if stall_timeout is None else stall_timeout
+    archive = _fetch_archive(competition, work, stall, retries)
     members = _checked_members(archive, competition)
     staging = work / "staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -119,7 +123,7 @@ def read_marker(root: Path, competition: str) -> DownloadResult | None:
 
 
 # ----------------------------------------------------------------------------------------------- download
-def _fetch_archive(competition: str, work: Path, timeout: float | None, retries: int | None) -> Path:
+def _fetch_archive(competition: str, work: Path, stall_timeout: float | None, retries: int | None) -> Path:
     archive = work / f"{competition}.zip"
     record = work / "archive.json"
     try:
@@ -135,7 +139,7 @@ def _fetch_archive(competition: str, work: Path, timeout: float | None, retries:
         def on_bytes(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        kaggle_api.download_competition_archive(competition, work, on_bytes=on_bytes, timeout=timeout,
+        kaggle_api.download_competition_archive(competition, work, on_bytes=on_bytes, stall_timeout=stall_timeout,
                                                 retries=retries)
     atomic_write_text(record, json.dumps({"bytes": archive.stat().st_size}))
     return archive

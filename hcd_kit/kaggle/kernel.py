@@ -17,15 +17,18 @@ import json
 import os
 import re
 import shlex
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from hcd_kit.kaggle import api as kaggle_api
-from hcd_kit.errors import ConfigError, KaggleError
+from hcd_kit.choices import TtaViews
+from hcd_kit.config import check_choice
+from hcd_kit.errors import ConfigError
 from hcd_kit.fsutil import atomic_write_text
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
+from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.layout import COMPETITION
 
 DEFAULT_ROOT = Path("kernels")
@@ -79,8 +82,7 @@ def check_spec(spec: KernelSpec) -> None:
         raise ConfigError(f"kernel mode {spec.mode!r}: use train or predict")
     if spec.mode == "predict" and not spec.weights_dataset:
         raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
-    if spec.tta not in (1, 2, 4, 8):
-        raise ConfigError(f"--tta {spec.tta}: use 1, 2, 4 or 8")
+    check_choice("--tta", spec.tta, TtaViews)
     # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
     # download after queueing for a GPU, so say it now
     if spec.mode == "train" and not spec.internet and not _offline_weights_given(spec.train_args):
@@ -210,31 +212,30 @@ def kernel_status(
     ``on_poll(status)`` is called after each poll (the CLI shows it); ``timeout`` bounds each call.
     Waiting longer than ``wait_timeout`` seconds is a ``KaggleError``.
     """
-    deadline = time.monotonic() + wait_timeout
-    delay = poll
-    while True:
-        st = _status_once(ref, timeout)
-        if on_poll:
-            on_poll(st)
-        if not wait or st.done:
-            return st
-        if time.monotonic() + delay > deadline:
-            raise KaggleError(
-                f"kernel {ref} still {st.status} after {wait_timeout:g} s; check later with hcd kernel status"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 60.0)
+    return poll_until(
+        lambda: _status_once(ref, timeout), lambda st: not wait or st.done, wait_timeout=wait_timeout, poll=poll,
+        on_poll=on_poll,
+        still=lambda st: f"kernel {ref} still {st.status} after {wait_timeout:g} s; check later with hcd kernel status",
+    )
 
 
-def kernel_output(ref: str, out_dir: str | os.PathLike[str], timeout: float | None = None) -> list[Path]:
-    """Download every output file of kernel ``ref`` (all pages) and its log into ``out_dir``."""
+def kernel_output(
+    ref: str,
+    out_dir: str | os.PathLike[str],
+    transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+    timeout: float | None = None,
+) -> list[Path]:
+    """Download every output file of kernel ``ref`` (all pages) and its log into ``out_dir``.
+
+    ``transfer_timeout`` bounds the whole download (one call of the client); ``timeout`` the credentials check.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    api = kaggle_api.get_api()
+    api = kaggle_api.get_api(timeout)
     # page_token=None makes the client follow nextPageToken itself; force: never keep a stale copy
     files, _ = kaggle_api.call(
         f"download the output of kernel '{ref}'",
         lambda: api.kernels_output(ref, str(out_dir), force=True, quiet=True),
-        timeout=timeout, not_found=f"kernel '{ref}'",
+        timeout=transfer_timeout, not_found=f"kernel '{ref}'",
     )
     return [Path(f) for f in files]

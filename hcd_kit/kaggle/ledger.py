@@ -23,6 +23,11 @@ from hcd_kit.inference.submission import read_sidecar
 DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"
 
 
+def ledger_path(ledger: str | os.PathLike[str] | None) -> Path:
+    """``ledger`` or the default ``submissions/ledger.jsonl`` (relative to the current directory)."""
+    return Path(ledger) if ledger is not None else DEFAULT_LEDGER
+
+
 @dataclass
 class LedgerRecord:
     """One submission as the ledger keeps it (a JSON object per line)."""
@@ -112,3 +117,9 @@ def read_ledger(ledger: str | os.PathLike[str]) -> list[LedgerRecord]:
 def write_ledger(ledger: str | os.PathLike[str], records: list[LedgerRecord]) -> None:
     """Rewrite the whole ledger atomically (used when scores arrive)."""
     atomic_write_text(ledger, "".join(r.to_json() + "\n" for r in records))
+
+
+def update_records(ledger: str | os.PathLike[str], updated: list[LedgerRecord]) -> None:
+    """Replace the ledger's records that have the ``ref`` of one in ``updated`` by it; keep all others."""
+    by_ref = {r.ref: r for r in updated}
+    write_ledger(ledger, [by_ref.get(r.ref, r) if r.ref is not None else r for r in read_ledger(ledger)])

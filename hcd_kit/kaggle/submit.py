@@ -10,14 +10,13 @@ holds. ``wait_for_score`` polls ListSubmissions with backoff until the submissio
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 from typing import Callable
 
-from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.errors import KaggleError
 from hcd_kit.inference.submission import validate_submission
-from hcd_kit.kaggle.ledger import DEFAULT_LEDGER, LedgerRecord, append_record, as_score, read_ledger, write_ledger
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.kaggle.ledger import LedgerRecord, append_record, as_score, read_ledger, update_records, write_ledger
+from hcd_kit.kaggle.poll import poll_until
 
 FINAL = ("COMPLETE", "ERROR")
 
@@ -85,30 +84,20 @@ def wait_for_score(
 
     ``timeout`` bounds each call; waiting longer than ``wait_timeout`` seconds is a ``KaggleError``.
     """
-    deadline = time.monotonic() + wait_timeout
-    delay = poll
-    while True:
+
+    def fetch() -> LedgerRecord:
         sub = _list(record.competition, timeout).get(record.ref)
         if sub is not None:
             _apply(record, sub)
-        if on_poll:
-            on_poll(record)
-        if record.status in FINAL:
-            _save(ledger, [record])
-            return record
-        if time.monotonic() + delay > deadline:
-            raise KaggleError(
-                f"submission {record.ref} still {record.status} after {wait_timeout:g} s; "
-                "see its score later with `hcd submissions`"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 60.0)
+        return record
 
-
-def _save(ledger: str | os.PathLike[str], updated: list[LedgerRecord]) -> None:
-    by_ref = {r.ref: r for r in updated}
-    records = [by_ref.get(r.ref, r) if r.ref is not None else r for r in read_ledger(ledger)]
-    write_ledger(ledger, records)
+    poll_until(
+        fetch, lambda r: r.status in FINAL, wait_timeout=wait_timeout, poll=poll, on_poll=on_poll,
+        still=lambda r: f"submission {r.ref} still {r.status} after {wait_timeout:g} s; "
+                        "see its score later with `hcd submissions`",
+    )
+    update_records(ledger, [record])
+    return record
 
 
 def refresh_ledger(ledger: str | os.PathLike[str], timeout: float | None = None) -> list[LedgerRecord]:
@@ -128,7 +117,3 @@ def refresh_ledger(ledger: str | os.PathLike[str], timeout: float | None = None)
         write_ledger(ledger, records)
     return records
 
-
-def ledger_path(ledger: str | os.PathLike[str] | None) -> Path:
-    """``ledger`` or the default ``submissions/ledger.jsonl`` (relative to the current directory)."""
-    return Path(ledger) if ledger is not None else DEFAULT_LEDGER

@@ -1,10 +1,39 @@
 """Training: cross-validated, resumable training of a timm backbone on the packed store.
 
-    from hcd_kit.training import TrainConfig, train
-    train(TrainConfig(model="resnet18", epochs=8), "data", "runs/r18", folds="all")
+    from hcd_kit.training import TrainConfig, resolve_config, train
+
+    cfg, run = resolve_config("train.toml", {"epochs": 3}, "runs/r18", resume=False)  # defaults <- TOML <- flags
+    results = train(cfg, "data", run, folds="all")          # {fold: FoldResult}
+    print(results[0].best_auc)
+
+``TrainConfig``'s fields carry their help text (``dataclasses.fields(TrainConfig)[i].metadata["help"]``) and
+its choices are the ``Literal`` types of ``hcd_kit.choices``. ``build_trainer``, ``train_input`` and
+``train_step`` are the pieces of one training step, for benchmarks and tools.
+
+Names load on first use (``hcd_kit.lazy``), so importing one module of the package imports no more than it needs.
 """
 
-from hcd_kit.training.augment import AugmentConfig, augment_batch
-from hcd_kit.training.loop import FoldResult, Hooks, TrainConfig, resolve_config, train
+from __future__ import annotations
 
-__all__ = ["AugmentConfig", "FoldResult", "Hooks", "TrainConfig", "augment_batch", "resolve_config", "train"]
+from typing import TYPE_CHECKING
+
+from hcd_kit.lazy import public_api
+
+__all__, __getattr__, __dir__ = public_api(__name__, {
+    "augment": "augment_batch draw_uniforms stain_jitter",
+    "checkpoint": "FoldState Trainer load_checkpoint",
+    "config": "AugmentConfig RUNTIME_KEYS TrainConfig",
+    "loop": "Hooks train",
+    "optim": "Ema build_optimizer build_schedule",
+    "runs": "FoldResult resolve_config",
+    "step": "Env build_trainer train_input train_step",
+})
+
+if TYPE_CHECKING:  # the same names, for type checkers and IDEs
+    from hcd_kit.training.augment import augment_batch, draw_uniforms, stain_jitter
+    from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint
+    from hcd_kit.training.config import AugmentConfig, RUNTIME_KEYS, TrainConfig
+    from hcd_kit.training.loop import Hooks, train
+    from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
+    from hcd_kit.training.runs import FoldResult, resolve_config
+    from hcd_kit.training.step import Env, build_trainer, train_input, train_step

@@ -16,14 +16,13 @@ transforms are one gather through a table of 8 pixel permutations, the colour ji
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hcd_kit.errors import ConfigError
 from hcd_kit.preprocess import dihedral
+from hcd_kit.training.config import AugmentConfig
 
 # Draw numbers: each random quantity of a sample has its own hash stream, so turning one option off never
 # changes the draws of the others (a run with stain jitter keeps the crops of a run without it).
@@ -45,27 +44,6 @@ _YIQ_INV = np.linalg.inv(_YIQ)
 _HUE_P0 = np.outer(_YIQ_INV[:, 0], _YIQ[0])
 _HUE_P1 = np.outer(_YIQ_INV[:, 1], _YIQ[1]) + np.outer(_YIQ_INV[:, 2], _YIQ[2])
 _HUE_P2 = np.outer(_YIQ_INV[:, 2], _YIQ[1]) - np.outer(_YIQ_INV[:, 1], _YIQ[2])
-
-
-@dataclass
-class AugmentConfig:
-    dihedral: bool = True  # random flips + 90° rotations (8 dihedral transforms)
-    color: float = 0.1  # brightness/contrast/saturation jitter strength, 0 = off
-    hue: float = 0.02  # hue shift strength, 0 = off
-    stain: float = 0.0  # H&E stain jitter strength (HED space), 0 = off; 0.01 moves colours ~3 %, 0.05 ~14 %
-    crop_scale: float = 1.0  # min area fraction of random resized crop; 1.0 = off
-
-    def __post_init__(self) -> None:
-        for key, hi in (("color", 1.0), ("hue", 0.5), ("stain", 1.0)):
-            v = getattr(self, key)
-            if not 0.0 <= v <= hi:
-                raise ConfigError(f"config key 'augment.{key}' must be in [0, {hi}], got {v}")
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise ConfigError(f"config key 'augment.crop_scale' must be in (0, 1], got {self.crop_scale}")
-
-    @property
-    def is_identity(self) -> bool:
-        return not self.dihedral and self.color == 0 and self.hue == 0 and self.stain == 0 and self.crop_scale >= 1
 
 
 # ---------------------------------------------------------------------------------------------- draws

@@ -9,28 +9,28 @@ Three ways to use several GPUs (Kaggle's T4x2 is the target), all driven by the 
       torchrun --nproc_per_node 2 -m hcd_kit train --data-dir DIR --fold 0 --strategy ddp
       torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 2 -m hcd_kit train ... --strategy ddp
 
-* ``fold-parallel``: one worker process per GPU, each training whole folds (``run_fold_parallel``) -- no
-  communication at all, the simplest way to keep two T4s busy over 5 folds.
+* ``fold-parallel``: one worker process per GPU, each training whole folds (``run_fold_parallel`` spawns
+  them with ``multiprocessing``) -- no communication at all, the simplest way to keep two T4s busy over 5 folds.
 
 Only rank 0 writes files; validation predictions of all ranks are gathered with ``gather_arrays``.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
-import subprocess
 import sys
-import time
 import warnings
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from hcd_kit.errors import ConfigError, TrainingError
+from hcd_kit.errors import ConfigError, HcdError, TrainingError
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,6 @@ def gather_arrays(arrays: Sequence[np.ndarray], info: DistInfo) -> list[np.ndarr
     return [np.concatenate([p[i] for p in parts]) for i in range(len(arrays))]
 
 
-FOLD_WORKER_ENV = "HCD_FOLD_WORKER"  # set in fold-parallel workers: the parent owns RUN/config.toml
-
-
-def is_fold_worker() -> bool:
-    """True inside a fold-parallel worker, whose flags (one device, --strategy single) are not the run's."""
-    return os.environ.get(FOLD_WORKER_ENV) == "1"
-
-
 def fold_devices(device_spec: str, n_workers: int = 0) -> list[str]:
     """Devices for fold-parallel workers: every visible GPU, or ``n_workers`` (default 2) CPU workers."""
     if device_spec in ("auto", "cuda") and torch.cuda.is_available():
@@ -153,54 +145,60 @@ def fold_devices(device_spec: str, n_workers: int = 0) -> list[str]:
 
 
 def run_fold_parallel(
-    base_cmd: Sequence[str], folds: Sequence[int], devices: Sequence[str], run_dir: Path, threads: int = 0
-) -> dict[int, int]:
-    """Run ``base_cmd --fold k --device d`` for every fold, at most one worker per device entry at a time.
+    worker: Callable[[int, str], None], folds: Sequence[int], devices: Sequence[str], run_dir: Path
+) -> None:
+    """Call ``worker(fold, device)`` in a spawned process per fold, at most one per device entry at a time.
 
-    Each worker's output goes to ``run_dir/fold{k}/worker.log``. Returns {fold: exit code}; raises
-    TrainingError naming the first failed fold and its log once all workers have finished.
+    ``worker`` must be picklable (a module-level function or a ``functools.partial`` of one). Each
+    worker's output goes to ``run_dir/fold{k}/worker.log``. Raises TrainingError naming the first failed
+    fold and its log once all workers have finished; an interrupt terminates the workers it started.
     """
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no forked CUDA state, no inherited threads
     pending = list(folds)
-    running: dict[str, tuple[int, subprocess.Popen, object]] = {}
+    running: dict[str, tuple[int, mp.process.BaseProcess]] = {}
     codes: dict[int, int] = {}
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{FOLD_WORKER_ENV: "1"})
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)  # a worker is a standalone single-process run
     slots = list(dict.fromkeys(f"{d}#{i}" for i, d in enumerate(devices)))
     try:
         while pending or running:
             for slot in slots:
                 if slot not in running and pending:
                     fold = pending.pop(0)
-                    dev = slot.split("#")[0]
-                    cmd = [*base_cmd, "--fold", str(fold), "--device", dev, "--strategy", "single"]
-                    if threads:
-                        cmd += ["--threads", str(threads)]
-                    log_path = Path(run_dir) / f"fold{fold}" / "worker.log"
+                    log_path = _worker_log(run_dir, fold)
                     log_path.parent.mkdir(parents=True, exist_ok=True)
-                    log = open(log_path, "ab")
-                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                    running[slot] = (fold, proc, log)
-            for slot, (fold, proc, log) in list(running.items()):
-                if proc.poll() is not None:
-                    codes[fold] = proc.returncode
-                    log.close()
+                    proc = ctx.Process(target=_worker_main, args=(worker, fold, slot.split("#")[0], log_path))
+                    proc.start()
+                    running[slot] = (fold, proc)
+            wait([proc.sentinel for _, proc in running.values()], timeout=1.0)
+            for slot, (fold, proc) in list(running.items()):
+                if not proc.is_alive():
+                    proc.join()
+                    codes[fold] = proc.exitcode
                     del running[slot]
-            time.sleep(0.2)
     finally:
-        for fold, proc, log in running.values():  # interrupted: stop the workers we started
+        for fold, proc in running.values():  # interrupted: stop the workers we started
             proc.terminate()
-            proc.wait()
-            log.close()
+            proc.join()
     failed = [f for f, c in sorted(codes.items()) if c != 0]
     if failed:
         raise TrainingError(
-            f"fold {failed[0]} failed in its worker (exit {codes[failed[0]]}); "
-            f"see {Path(run_dir) / f'fold{failed[0]}' / 'worker.log'}"
+            f"fold {failed[0]} failed in its worker (exit {codes[failed[0]]}); see {_worker_log(run_dir, failed[0])}"
         )
-    return codes
 
 
-def python_module_cmd() -> list[str]:
-    """The command that runs the hcd CLI with this interpreter (works without the console script)."""
-    return [sys.executable, "-m", "hcd_kit"]
+def _worker_log(run_dir: Path, fold: int) -> Path:
+    return Path(run_dir) / f"fold{fold}" / "worker.log"
+
+
+def _worker_main(worker: Callable[[int, str], None], fold: int, device: str, log_path: Path) -> None:
+    """A fold-parallel worker process: everything it prints (Python and C level) goes to ``log_path``."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # line-buffered: readable while it runs
+    sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
+    try:
+        worker(fold, device)
+    except HcdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

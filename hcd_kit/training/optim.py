@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
-
 import torch
 from torch import nn
 
-from hcd_kit.errors import ConfigError
-
-OptimizerName = Literal["adamw", "sgd"]
-ScheduleName = Literal["onecycle", "cosine"]
+from hcd_kit.training.config import Optimizer, Schedule
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -41,17 +36,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, name: OptimizerName, lr: float, weight_decay: float = 1e-2, momentum: float = 0.9
+    model: nn.Module, name: Optimizer, lr: float, weight_decay: float = 1e-2, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
-    """AdamW or SGD with Nesterov momentum over ``model``'s parameters."""
-    if lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {lr}")
+    """AdamW or SGD with Nesterov momentum over ``model``'s parameters (settings checked by TrainConfig)."""
     groups = param_groups(model, weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    raise ConfigError(f"unknown optimizer '{name}' (use adamw or sgd)")
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, floor: float = 0.01) -> float:
@@ -89,15 +80,13 @@ class _Multiplier:
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer, name: ScheduleName, total_steps: int, warmup_steps: int = 0
+    optimizer: torch.optim.Optimizer, name: Schedule, total_steps: int, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A schedule stepped once per optimiser step, ``total_steps`` in all.
 
     ``onecycle`` rises from lr/25 to lr over ``warmup_steps`` (at least one step) and anneals to lr/1e4;
     ``cosine`` warms up linearly over ``warmup_steps`` and decays to 1% of lr.
     """
-    if name not in ("onecycle", "cosine"):
-        raise ConfigError(f"unknown schedule '{name}' (use onecycle or cosine)")
     total_steps = max(1, total_steps)
     warmup_steps = min(max(0, warmup_steps), total_steps - 1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _Multiplier(name, total_steps, warmup_steps))
@@ -108,12 +97,11 @@ class Ema:
 
     The effective decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates so the shadow
     does not stay stuck near the random initialisation in short runs. Buffers (BatchNorm statistics) are
-    copied, not averaged. ``module`` is the averaged model, in eval mode, to validate and save.
+    copied, not averaged. ``module`` is the averaged model, in eval mode, to validate and save. ``decay``
+    must be in (0, 1); ``TrainConfig`` checks the user's value.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ConfigError(f"config key 'ema_decay' must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(_unwrap(model)).eval()

@@ -1,0 +1,184 @@
+"""The GPU check: every CUDA path of hcd, run once on a real GPU, with its figures.
+
+No CI machine has a GPU, so this script is what a session with one runs (in one call, a few minutes). It
+builds a scratch competition folder from the real patches shipped in the package (the 240 labelled ones,
+repeated under new ids to get batches worth timing; the 40 test ones as they are), then runs, each step as
+its own process so one failure does not hide the others:
+
+1. ``hcd prepare`` + ``hcd folds`` on that folder;
+2. ``benchmarks/train.py``: training images/s from device memory vs from the packed-store loader, under
+   the precision asked for (fp16 with GradScaler by default on CUDA);
+3. ``hcd train`` on two folds (precision auto: fp16 + GradScaler on CUDA, channels-last, cuDNN benchmark, pinned-memory loader);
+4. ``hcd train --resume`` of that run (a no-op that must say the folds are finished);
+5. ``hcd train --precision bf16`` (one fold, one epoch) where the GPU supports bfloat16;
+6. ``hcd train --strategy fold-parallel`` (one worker per GPU, spawned processes holding CUDA);
+7. ``torchrun --nproc_per_node N -m hcd_kit train --strategy ddp`` (nccl; N = GPUs visible);
+8. ``hcd predict --tta 8`` with the fold ensemble, and ``hcd cv``;
+9. ``benchmarks/predict.py``: what TTA x2/x4/x8 costs against one view on this GPU.
+
+Every step's exit code, wall time, key output lines and figures go into one JSON report.
+
+    python benchmarks/gpu.py --json --out gpu-report.json          # on the GPU machine
+    python benchmarks/gpu.py --device cpu --quick                  # a dry run of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda", help="cuda (the point of this script) or cpu for a dry run")
+    p.add_argument("--repeat", type=int, default=20, help="copies of each shipped training patch (240 x N images)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per fold in the training steps")
+    p.add_argument("--models", default="resnet18,efficientnet_b0", help="models for the throughput step")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--work", type=Path, default=None, help="scratch folder [default: a temp folder]")
+    p.add_argument("--step-timeout", type=float, default=300, help="seconds any one step may take")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: check the script, not the GPU")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON report to this file")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeat, args.epochs, args.models, args.batch_size = 2, 1, "resnet10t", 64
+    return args
+
+
+def environment() -> dict:
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+    try:
+        import timm
+
+        env["timm"] = timm.__version__
+    except ImportError as exc:  # the report says so instead of failing
+        env["timm"] = f"missing: {exc}"
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        env["bf16_supported"] = torch.cuda.is_bf16_supported()
+    return env
+
+
+def scratch_data(root: Path, repeat: int) -> Path:
+    """A competition-layout folder of real patches: the shipped sample, its training patches ``repeat`` times."""
+    import pandas as pd
+
+    from hcd_kit.data import materialise
+
+    sample = materialise(root / "sample").root
+    data = root / "data"
+    (data / "train").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(sample / "test", data / "test", dirs_exist_ok=True)
+    shutil.copyfile(sample / "sample_submission.csv", data / "sample_submission.csv")
+    labels = pd.read_csv(sample / "train_labels.csv", dtype={"id": str})
+    rows = []
+    for r in range(repeat):
+        for pid, label in zip(labels["id"], labels["label"]):
+            new = f"{pid[:-4]}{r:04d}"  # same length as a real id, unique per copy
+            shutil.copyfile(sample / "train" / f"{pid}.tif", data / "train" / f"{new}.tif")
+            rows.append((new, label))
+    pd.DataFrame(rows, columns=["id", "label"]).to_csv(data / "train_labels.csv", index=False)
+    return data
+
+
+def run_step(name: str, cmd: list[str], timeout: float, env: dict) -> dict:
+    """Run one step as a process; keep its exit code, time and the last lines it printed."""
+    start = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+        code, out = p.returncode, (p.stdout or "") + (p.stderr or "")
+    except subprocess.TimeoutExpired as exc:
+        code, out = 124, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
+    lines = [ln.rstrip() for ln in out.splitlines() if ln.strip()]
+    return {"step": name, "cmd": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), "exit": code,
+            "seconds": round(time.perf_counter() - start, 1), "tail": lines[-12:]}
+
+
+def last_json(lines: list[str]) -> dict | None:
+    for ln in reversed(lines):
+        if ln.startswith("{"):
+            try:
+                return json.loads(ln)
+            except ValueError:
+                return None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="160", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    py, hcd = sys.executable, [sys.executable, "-m", "hcd_kit"]
+    work = args.work or Path(tempfile.mkdtemp(prefix="hcd-gpu-"))
+    report: dict = {"environment": environment(), "steps": []}
+    import torch
+
+    n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+    data = scratch_data(work, args.repeat)
+    run = work / "run"
+    ep, dev = str(args.epochs), args.device
+    train = [*hcd, "train", "--data-dir", str(data), "--model", "resnet18", "--no-pretrained", "--device", dev]
+    steps = [
+        ("prepare", [*hcd, "prepare", "--data-dir", str(data)]),
+        ("folds", [*hcd, "folds", "--data-dir", str(data), "--n-folds", "5"]),
+        ("throughput", [py, "benchmarks/train.py", "--data-dir", str(data), "--models", args.models,
+                        "--batch-size", str(args.batch_size), "--device", dev, "--json"]),
+        ("train", [*train, "--fold", "0,1", "--epochs", ep, "--batch-size", str(args.batch_size),
+                        "--run-dir", str(run)]),
+        ("resume-finished", [*train, "--run-dir", str(run), "--resume"]),
+        ("cv", [*hcd, "cv", "--run-dir", str(run)]),
+        ("predict-tta8", [*hcd, "predict", "--data-dir", str(data), "--run-dir", str(run), "--tta", "8",
+                          "--out", str(work / "submission.csv")]),
+    ]
+    if dev == "cpu" or report["environment"].get("bf16_supported"):
+        steps.append(("train-bf16", [*train, "--fold", "0", "--epochs", "1", "--precision", "bf16",
+                                     "--run-dir", str(work / "run-bf16")]))
+    steps.append(("fold-parallel", [*train, "--fold", "0,1", "--epochs", "1", "--strategy", "fold-parallel",
+                                    "--run-dir", str(work / "run-fp")]))
+    if n_gpus >= 1:
+        torchrun = [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}"]
+        steps.append(("ddp", [*torchrun, "-m", "hcd_kit", "train",
+                              "--data-dir", str(data), "--model", "resnet18", "--no-pretrained", "--fold", "0",
+                              "--epochs", "1", "--strategy", "ddp", "--run-dir", str(work / "run-ddp")]))
+    tta = ["--n", "256", "--model", "resnet10t"] if args.quick else []
+    steps.append(("tta-cost", [py, "benchmarks/predict.py", "--device", dev, *tta, "--json"]))
+    for name, cmd in steps:
+        res = run_step(name, cmd, args.step_timeout, env)
+        figures = last_json(res["tail"])
+        if figures is not None:
+            res["figures"] = figures
+        for ln in res["tail"]:
+            m = re.search(r"CV AUC[^:]*:\s*([0-9.]+)", ln)
+            if m:
+                res["cv_auc"] = float(m.group(1))
+        report["steps"].append(res)
+        if not args.json:
+            print(f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {res['tail'][-1] if res['tail'] else ''}",
+                  flush=True)
+    report["passed"] = all(s["exit"] == 0 for s in report["steps"])
+    text = json.dumps(report, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    if args.json:
+        print(text)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""What inference reads from a training run folder: the network to rebuild, the folds it has, their weights.
+
+``hcd train`` leaves ``RUN/config.toml`` (the resolved training config, of which inference needs ``model``
+and ``img_size``), ``RUN/plan.json`` (the folds it was asked for), and ``RUN/foldK/best.pt`` per finished
+fold; ``expected_folds`` says which folds a complete run has. Every error here is one line that says which file is wrong and what to do about it::
+
+    spec = read_run_model("runs/r18")                  # RunModel(model="resnet18", img_size=96)
+    folds = select_folds("runs/r18", None)             # every fold with a best.pt
+    model = load_fold_model("runs/r18", folds[0], spec, torch.device("cpu"))
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from hcd_kit.config import from_dict, read_toml
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.layout import RunLayout
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """The part of ``RUN/config.toml`` needed to rebuild a run's network (same key names as the file)."""
+
+    model: str  # timm name
+    img_size: int  # the size patches were upscaled to in training; predicting at another size loses AUC
+
+    def __post_init__(self) -> None:
+        if self.img_size < 32:
+            raise ConfigError(f"`img_size` must be an integer >= 32, got {self.img_size!r}")
+
+
+def read_run_model(run_dir: str | os.PathLike[str]) -> RunModel:
+    """``model`` (timm name) and ``img_size`` from ``RUN/config.toml``; a one-line ConfigError otherwise."""
+    path = RunLayout.of(run_dir).config
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; --run-dir must be a run folder written by `hcd train`")
+    cfg = read_toml(path)
+    if not cfg.get("model"):
+        raise ConfigError(f"{path} has no `model = \"<timm name>\"` line; it is not a config written by hcd train")
+    try:  # only the keys inference needs: the rest of the file is training's business
+        spec = from_dict(RunModel, {f.name: cfg.get(f.name) for f in fields(RunModel)})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    from hcd_kit.model import check_model_name
+
+    check_model_name(spec.model)
+    return spec
+
+
+def select_folds(run_dir: str | os.PathLike[str], folds: Sequence[int] | None = None) -> list[int]:
+    """Folds to use: every fold with a ``best.pt`` for None, else ``folds`` (each must have one), sorted."""
+    run = RunLayout.of(run_dir)
+    have = [k for k in run.folds_present() if run.best(k).is_file()]
+    if not have:
+        raise DataError(f"no fold*/best.pt in {run.root}; train the run first (`hcd train`) or fix --run-dir")
+    if folds is None:
+        return have
+    want = sorted(set(folds))
+    missing = [k for k in want if k not in have]
+    if not want or missing:
+        raise DataError(f"no best.pt for fold(s) {missing or want} in {run.root} (has {have}); choose among those")
+    return want
+
+
+def expected_folds(run_dir: str | os.PathLike[str]) -> list[int] | None:
+    """The folds a complete run has: every fold of its split (``RUN/folds.csv``), else the folds it was asked
+    for (``RUN/plan.json``); None if neither is readable (a report then only judges the folds it finds)."""
+    run = RunLayout.of(run_dir)
+    if run.folds.is_file():
+        from hcd_kit.data import read_folds
+
+        try:
+            return sorted(set(read_folds(run.folds)["fold"].tolist()))
+        except DataError:
+            pass
+    try:
+        return run.planned_folds()
+    except DataError:
+        return None  # a damaged plan is train's business (it says so on --resume)
+
+
+def load_fold_model(run_dir: str | os.PathLike[str], fold: int, spec: RunModel, device: torch.device) -> nn.Module:
+    """Fold ``fold``'s best weights in a fresh ``spec.model`` network on ``device``, in eval mode."""
+    from hcd_kit.model import create_model
+
+    path = RunLayout.of(run_dir).best(fold)
+    model = create_model(spec.model, pretrained=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise DataError(f"{path} is not a readable weights file ({_first_line(exc)}); re-train fold {fold}") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path} is not a state_dict; it must be the best.pt written by `hcd train`")
+    try:
+        keys = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes (e.g. another width of the same family)
+        raise DataError(f"{path} does not match model '{spec.model}' named in config.toml (tensor shapes differ: "
+                        f"{_first_line(exc, 120)}); predict with the run folder that wrote these weights") from None
+    if keys.missing_keys or keys.unexpected_keys:
+        example = (keys.missing_keys or keys.unexpected_keys)[0]
+        raise DataError(
+            f"{path} does not match model '{spec.model}' named in config.toml ({len(keys.missing_keys)} missing, "
+            f"{len(keys.unexpected_keys)} unexpected keys, e.g. {example}); "
+            "predict with the run folder that wrote these weights"
+        )
+    return model.to(device).eval()
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines and lines[0].startswith("Error(s)") else (lines[0] if lines else "")
+    return (line or type(exc).__name__)[:limit]

@@ -1,0 +1,105 @@
+"""A fold's resumable checkpoint, ``RUN/foldK/last.pt``: its one writer and its one reader.
+
+``last.pt`` holds everything one fold trains (model, optimiser, schedule, GradScaler, EMA), the torch RNG
+states (dropout, drop-path) and the fold's progress (``FoldState``), so an interrupted fold resumes exactly
+where its last finished epoch left it. It is rewritten atomically every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_path
+from hcd_kit.training.optim import Ema
+
+
+@dataclass
+class Trainer:
+    """Everything one fold trains and checkpoints."""
+
+    model: nn.Module  # the bare model: checkpointed, averaged by the EMA
+    net: nn.Module  # what the forward pass calls: the model, or its DataParallel / DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: Ema | None
+    loss_fn: nn.Module
+
+
+@dataclass
+class FoldState:
+    """What ``last.pt`` carries besides the optimiser and friends."""
+
+    epoch: int = 0  # epochs finished
+    best_score: float = -math.inf
+    best_auc: float = math.nan
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    finished: bool = False
+
+
+def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    ckpt = {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "ema": t.ema.state_dict() if t.ema is not None else None,
+        "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},  # dropout, drop-path
+        "state": vars(state),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: Path, t: Trainer) -> FoldState:
+    """Restore ``t`` and the RNG states from ``last.pt``; returns the fold's progress."""
+    ckpt = _read_checkpoint(path)
+    try:
+        t.model.load_state_dict(ckpt["model"])
+        t.optimizer.load_state_dict(ckpt["optimizer"])
+        t.scheduler.load_state_dict(ckpt["scheduler"])
+        # A fold started on the CPU (bf16) or in fp32 saved a disabled scaler's empty state: resumed on CUDA
+        # under fp16, the scaler starts afresh (its scale adapts within a few steps) instead of failing.
+        if ckpt["scaler"] and t.scaler.is_enabled():
+            t.scaler.load_state_dict(ckpt["scaler"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise _unresumable(path, exc) from None
+    if t.ema is not None:
+        if ckpt["ema"] is None:
+            raise ConfigError(f"{path} was trained without --ema; resume with the same settings")
+        t.ema.load_state_dict(ckpt["ema"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    cuda_rng = ckpt["rng"]["cuda"]
+    if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)  # on another GPU count the CUDA streams simply start afresh
+    return FoldState(**ckpt["state"])
+
+
+def read_fold_state(path: Path) -> FoldState:
+    """Only the progress recorded in ``last.pt`` (is the fold finished, its best AUC, its history)."""
+    return FoldState(**_read_checkpoint(path)["state"])
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """``last.pt`` as a dict, or a one-line DataError saying how to recover from a damaged file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "scheduler", "state"} <= set(ckpt):
+            raise ValueError("not a checkpoint written by hcd train")
+        return ckpt
+    except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise _unresumable(path, exc) from None
+
+
+def _unresumable(path: Path, exc: BaseException) -> DataError:
+    first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return DataError(f"cannot resume from {path} ({first}); delete it to restart the fold")

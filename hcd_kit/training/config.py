@@ -1,0 +1,102 @@
+"""The training configuration: every setting of ``hcd train``, its default, its help text and its checks.
+
+``TrainConfig`` is the one boundary where training settings are validated; each field's ``metadata["help"]``
+is the text the CLI shows for its flag, and every choice is one ``Literal`` type from ``hcd_kit.choices`` that the
+CLI uses as the option's type. Errors name the flag (``--epochs must be >= 1, got 0``), since a config-file key ``epochs``
+is the flag ``--epochs``.
+
+    cfg = load_config(TrainConfig, "train.toml", {"epochs": 3})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hcd_kit.choices import DEFAULT_MODEL, Imbalance, Optimizer, Precision, Schedule, Strategy
+from hcd_kit.config import check_choice, flag
+from hcd_kit.errors import ConfigError
+
+# Keys that may differ between the sessions of one run: where it runs, not what it computes.
+RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size"}
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AugmentConfig:
+    dihedral: bool = True  # random flips + 90° rotations (8 dihedral transforms)
+    color: float = 0.1  # brightness/contrast/saturation jitter strength, 0 = off
+    hue: float = 0.02  # hue shift strength, 0 = off
+    stain: float = 0.0  # H&E stain jitter strength (HED space), 0 = off; 0.01 moves colours ~3 %, 0.05 ~14 %
+    crop_scale: float = 1.0  # min area fraction of random resized crop; 1.0 = off
+
+    def __post_init__(self) -> None:
+        for key, hi in (("color", 1.0), ("hue", 0.5), ("stain", 1.0)):
+            v = getattr(self, key)
+            if not 0.0 <= v <= hi:
+                raise ConfigError(f"augment.{key} must be in [0, {hi}], got {v}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"augment.crop_scale must be in (0, 1], got {self.crop_scale}")
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.dihedral and self.color == 0 and self.hue == 0 and self.stain == 0 and self.crop_scale >= 1
+
+
+@dataclass
+class TrainConfig:
+    model: str = _opt(DEFAULT_MODEL, "Any timm model name.")  # small ImageNet CNNs do well on 96 px tissue
+    # ImageNet weights: the largest single gain on 220k small patches
+    pretrained: bool = _opt(True, "Start from ImageNet weights (Hugging Face hub).")
+    # for offline Kaggle kernels
+    weights: str | None = _opt(None, "Local pretrained weights file for offline use (implies --pretrained).")
+    drop_rate: float = _opt(0.0, "Dropout before the head, in [0, 1).")
+    # 96 keeps T4 throughput, 128-192 can add AUC for more time
+    img_size: int = _opt(96, "Upscale the 96 px patches to this size on the device.")
+    epochs: int = _opt(8, "Epochs per fold.")
+    batch_size: int = _opt(128, "Batch size per process (x ranks under ddp).")
+    # no gradients at validation, so twice the batch fits
+    val_batch_size: int = _opt(0, "Validation batch size; 0 = 2 x batch size.")
+    lr: float = _opt(1e-3, "Peak learning rate (AdamW; use ~0.05 for sgd).")
+    weight_decay: float = _opt(1e-2, "Weight decay (not applied to biases and norm weights).")
+    optimizer: Optimizer = _opt("adamw", "adamw, or sgd (Nesterov momentum).")
+    momentum: float = _opt(0.9, "SGD momentum (sgd only).")
+    schedule: Schedule = _opt("onecycle", "Per-step LR schedule: onecycle, or cosine with a linear warm-up.")
+    # a short warm-up keeps early fp16 steps from blowing up
+    warmup_epochs: float = _opt(0.5, "Warm-up length in epochs.")
+    # caps the rare huge step that turns into NaN
+    grad_clip: float = _opt(2.0, "Max gradient norm; 0 = off.")
+    ema: bool = _opt(False, "Validate and save an exponential moving average (EMA) of the weights.")
+    ema_decay: float = _opt(0.999, "EMA decay, in (0, 1).")
+    patience: int = _opt(0, "Stop a fold after N epochs without a better val AUC; 0 = never.")
+    # train is ~40% positive: the imbalance is mild
+    imbalance: Imbalance = _opt("none", "none, pos-weight (BCE weight neg/pos) or balanced (50/50 resampling).")
+    precision: Precision = _opt("auto", "auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")
+    strategy: Strategy = _opt("auto", "auto (dp on 2+ GPUs), single, dp (DataParallel), ddp (under torchrun) "
+                                      "or fold-parallel (one fold per device at a time).")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N.")
+    seed: int = _opt(0, "Seed for weight init, shuffling and augmentation.")
+    max_bad_steps: int = _opt(50, "Consecutive non-finite steps before a fold is stopped.")
+    threads: int = _opt(0, "CPU threads for torch; 0 = cores / processes.")
+    fold_workers: int = _opt(0, "Fold-parallel workers; 0 = one per GPU (2 on the CPU).")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # a [augment] table in the config file
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "img_size", "max_bad_steps"):
+            _require(key, getattr(self, key) >= 1, "must be >= 1", getattr(self, key))
+        for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed",
+                    "weight_decay", "momentum"):
+            _require(key, getattr(self, key) >= 0, "must be >= 0", getattr(self, key))
+        _require("lr", self.lr > 0, "must be positive", self.lr)
+        _require("drop_rate", 0 <= self.drop_rate < 1, "must be in [0, 1)", self.drop_rate)
+        _require("ema_decay", 0 < self.ema_decay < 1, "must be in (0, 1)", self.ema_decay)
+        for key, choices in (("optimizer", Optimizer), ("schedule", Schedule), ("imbalance", Imbalance),
+                             ("precision", Precision), ("strategy", Strategy)):
+            check_choice(flag(key), getattr(self, key), choices)
+
+
+def _require(key: str, ok: bool, rule: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{flag(key)} {rule}, got {value}")

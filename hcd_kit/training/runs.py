@@ -1,0 +1,167 @@
+"""The run folder's bookkeeping: resolved config, plan, recorded split, per-fold outputs, log and summary.
+
+One writer for each file ``hcd train`` keeps beside a run (see ``hcd_kit.layout.RunLayout``):
+``config.toml`` (the resolved ``TrainConfig``), ``plan.json`` (the folds the run was asked for, which
+``--resume`` continues), ``folds.csv`` (the split it was trained on), ``train.log``, and per fold
+``history.csv`` and ``oof.csv``. It also decides what a run folder allows: no silent overwrite of a started
+fold, no mixing of settings or splits in one folder, and which folds are already finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from hcd_kit.config import dump_toml, load_config, read_toml, to_dict
+from hcd_kit.console import console
+from hcd_kit.data.store import PackedStore
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_text
+from hcd_kit.layout import HISTORY_COLUMNS, OOF_COLUMNS, DataLayout, RunLayout
+from hcd_kit.metrics import roc_auc
+from hcd_kit.training.checkpoint import FoldState, read_fold_state
+from hcd_kit.training.config import RUNTIME_KEYS, TrainConfig
+
+@dataclass
+class FoldResult:
+    fold: int
+    best_auc: float
+    best_epoch: int  # 1-based
+    epochs_run: int
+    skipped_steps: int
+    status: str  # "trained" or "already finished"
+
+
+def resolve_config(
+    config_path: str | os.PathLike[str] | None,
+    overrides: dict,
+    run_dir: str | os.PathLike[str] | None,
+    resume: bool,
+) -> tuple[TrainConfig, Path]:
+    """Defaults <- TOML <- flags, and the run folder (``runs/<model>`` unless given).
+
+    ``--resume`` without ``--config`` starts from the run's own ``config.toml``, so the command that
+    resumes needs no more flags than ``--run-dir`` and ``--resume``.
+    """
+    cfg = load_config(TrainConfig, config_path, overrides)
+    run = Path(run_dir) if run_dir else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
+    saved = RunLayout.of(run).config
+    if resume and config_path is None and saved.is_file():
+        cfg = load_config(TrainConfig, saved, overrides)
+    return cfg, run
+
+
+def read_split(layout: DataLayout, store: PackedStore) -> pd.DataFrame:
+    """``DIR/folds.csv`` aligned with the store: one (id, fold, row) per packed image."""
+    from hcd_kit.data.folds import read_folds
+
+    if not layout.folds_csv.is_file():
+        raise DataError(f"no folds file {layout.folds_csv}; run `hcd folds --data-dir {layout.root}` first")
+    return read_folds(layout.folds_csv, ids=store.ids).assign(row=np.arange(len(store)))
+
+
+def check_folds(wanted: Sequence[int] | str | None, n_folds: int) -> list[int]:
+    if wanted is None or wanted == "all":
+        return list(range(n_folds))
+    bad = [f for f in wanted if not 0 <= f < n_folds]
+    if bad:
+        raise ConfigError(f"--fold {bad[0]} is out of range: folds.csv has folds 0..{n_folds - 1}")
+    return list(dict.fromkeys(wanted))
+
+
+def check_run_dir(cfg: TrainConfig, layout: RunLayout, folds: list[int], resume: bool) -> None:
+    """Refuse to mix settings in one run folder or to overwrite a fold silently."""
+    started = [f for f in folds if layout.last(f).exists() or layout.best(f).exists()]
+    if started and not resume:
+        raise ConfigError(
+            f"{layout.fold_dir(started[0])} already holds a trained fold; pass --resume to continue "
+            f"(finished folds are skipped) or choose another --run-dir"
+        )
+    if layout.config.is_file() and layout.folds_present():
+        old, new = read_toml(layout.config), to_dict(cfg)
+        for key in new:
+            if key not in RUNTIME_KEYS and key in old and old[key] != new[key]:
+                raise ConfigError(
+                    f"{layout.config} has {key} = {old[key]!r} but this run asks for {new[key]!r}; "
+                    "use the same settings in one --run-dir, or a new --run-dir"
+                )
+
+
+def record_run(cfg: TrainConfig, data: DataLayout, run: RunLayout, wanted: list[int]) -> None:
+    """Write the run's split, resolved config and plan (what a later ``--resume`` continues)."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    _record_split(data, run)
+    dump_toml(cfg, run.config)
+    folds = sorted(set(run.planned_folds() or []) | set(wanted))
+    atomic_write_text(run.plan, json.dumps({"folds": folds}) + "\n")
+
+
+def _record_split(data: DataLayout, run: RunLayout) -> None:
+    """Keep the split beside the run: OOF scores only mean something against the split they came from."""
+    split = data.folds_csv.read_bytes()
+    if run.folds.is_file() and run.folds.read_bytes() != split:
+        raise ConfigError(
+            f"{run.folds} differs from {data.folds_csv}: this run was trained on another split; "
+            "use a new --run-dir (or restore the original folds.csv)"
+        )
+    atomic_write_bytes(run.folds, split)
+
+
+class RunLog:
+    """Lines to the console and appended to ``RUN/train.log``; silent on ranks other than 0."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        console.print(message, soft_wrap=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:  # a log is appended, not replaced
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def fold_result(fold: int, state: FoldState, status: str) -> FoldResult:
+    skipped = sum(int(h["skipped_steps"]) for h in state.history)
+    return FoldResult(fold, state.best_auc, state.best_epoch, state.epoch, skipped, status)
+
+
+def finished(run: RunLayout, fold: int) -> FoldResult | None:
+    """The fold's result if its ``last.pt`` says it is finished, else None."""
+    path = run.last(fold)
+    if not path.is_file():
+        return None
+    state = read_fold_state(path)
+    return fold_result(fold, state, "already finished") if state.finished else None
+
+
+def write_summary(results: dict[int, FoldResult], run: RunLayout, log: RunLog) -> None:
+    for r in results.values():
+        log(f"fold {r.fold}: best val AUC {r.best_auc:.4f} "
+            f"(epoch {r.best_epoch}/{r.epochs_run}, {r.skipped_steps} skipped steps)")
+    from hcd_kit.inference import read_run_oof  # the one oof.csv reader
+
+    pooled = read_run_oof(run.root)
+    if pooled is not None:
+        auc = roc_auc(pooled["label"], pooled["prob"])
+        log(f"CV AUC (pooled OOF of {pooled['fold'].nunique()} fold(s), {len(pooled)} images): {auc:.4f}")
+
+
+def write_oof(path: Path, ids: np.ndarray, fold: int, probs: np.ndarray, labels: np.ndarray) -> None:
+    frame = pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, fold, probs, labels.astype(np.int64)))))
+    with atomic_open(path, "w", newline="") as fh:
+        frame.to_csv(fh, index=False)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    with atomic_open(path, "w", newline="") as fh:
+        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(fh, index=False)

@@ -1,0 +1,125 @@
+"""One training step, as ``hcd train`` runs it: the fold's trainer, the batch's input and the update.
+
+``build_trainer`` makes a fold's model, optimiser, per-step schedule, GradScaler, EMA and loss from a
+``TrainConfig``; ``train_input`` turns a uint8 batch into the augmented, upscaled, normalised input on the
+device; ``train_step`` does forward, loss, backward, clipping and the optimiser, schedule and EMA updates,
+skipping (not applying) a step whose loss or gradients are not finite. The training loop and
+``benchmarks/train.py`` both use these, so the benchmark times exactly the step that trains.
+
+    env = Env(device, amp_dtype(device, cfg.precision))
+    t = build_trainer(cfg, steps_per_epoch, train_labels, env)
+    loss = train_step(t, train_input(images, index, epoch, cfg, env.device), labels, env, cfg.grad_clip)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from hcd_kit.device import autocast, grad_scaler
+from hcd_kit.model import create_model
+from hcd_kit.preprocess import normalise, resize, to_float_nchw
+from hcd_kit.training.augment import augment_batch
+from hcd_kit.training.checkpoint import Trainer
+from hcd_kit.training.config import TrainConfig
+from hcd_kit.training.distributed import DistInfo, all_true
+from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
+
+
+@dataclass
+class Env:
+    """Where a fold runs: its device, autocast dtype (None = fp32) and place in a DDP job."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    info: DistInfo = field(default_factory=DistInfo)
+
+
+def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarray, env: Env) -> Trainer:
+    """Model, optimiser, per-step schedule, GradScaler, EMA and loss of one fold, as ``cfg`` says."""
+    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate).to(env.device)
+    if env.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    steps = steps_per_epoch
+    return Trainer(
+        model=model,
+        net=model,
+        optimizer=optimizer,
+        scheduler=build_schedule(optimizer, cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps)),
+        scaler=grad_scaler(env.device, env.dtype),
+        ema=Ema(model, cfg.ema_decay) if cfg.ema else None,
+        loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device),
+    )
+
+
+def _loss_fn(imbalance: str, labels: np.ndarray, device: torch.device) -> nn.Module:
+    if imbalance == "pos-weight":
+        pos = max(1, int(labels.sum()))
+        weight = torch.tensor([(len(labels) - pos) / pos], dtype=torch.float32, device=device)
+        return nn.BCEWithLogitsLoss(pos_weight=weight)
+    return nn.BCEWithLogitsLoss()
+
+
+def train_input(
+    images: torch.Tensor, index: np.ndarray, epoch: int, cfg: TrainConfig, device: torch.device
+) -> torch.Tensor:
+    """uint8 NHWC ``images`` (store rows ``index``) -> augmented, upscaled, normalised float NCHW on ``device``.
+
+    Uses ``cfg.augment``, ``cfg.seed`` and ``cfg.img_size``; the draws depend on (seed, epoch, row) only.
+    """
+    x = to_float_nchw(images.to(device, non_blocking=True))
+    x = augment_batch(x, torch.from_numpy(index), epoch, cfg.seed, cfg.augment)
+    x = normalise(resize(x, cfg.img_size))
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def train_step(
+    t: Trainer, x: torch.Tensor, y: torch.Tensor, env: Env, grad_clip: float,
+    adjust_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float | None:
+    """One optimisation step on a prepared batch; returns its loss, or None when it was skipped.
+
+    Forward under autocast, loss (then ``adjust_loss``, a test hook), backward, gradient clipping
+    (``grad_clip`` 0 = off), optimiser step, schedule step (on skipped steps too: it counts batches) and EMA
+    update. A non-finite loss never reaches ``backward`` or the GradScaler, so the loss scale is untouched.
+    Under float16 the scaler itself handles overflowing gradients (it skips the step and lowers the scale:
+    normal dynamics, not counted); without a scaler a non-finite gradient norm skips the step here.
+    """
+    with autocast(env.device, env.dtype):
+        logits = t.net(x).squeeze(1)
+    loss = t.loss_fn(logits.float(), y)
+    if adjust_loss is not None:
+        loss = adjust_loss(loss)
+    ok = _backward_and_step(loss, t, grad_clip, env)
+    with warnings.catch_warnings():
+        # The schedule advances on skipped steps too (it counts batches); torch warns when the very first
+        # optimizer step is one of them.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        t.scheduler.step()
+    if not ok:
+        return None
+    if t.ema is not None:
+        t.ema.update(t.model)
+    return loss.item()
+
+
+def _backward_and_step(loss: torch.Tensor, t: Trainer, grad_clip: float, env: Env) -> bool:
+    t.optimizer.zero_grad(set_to_none=True)
+    if not all_true(bool(torch.isfinite(loss)), env.info, env.device):  # every rank must agree, or DDP hangs
+        return False
+    t.scaler.scale(loss).backward()
+    t.scaler.unscale_(t.optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    if not t.scaler.is_enabled() and not torch.isfinite(norm):  # gradients are all-reduced: ranks agree
+        t.optimizer.zero_grad(set_to_none=True)
+        return False
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    return True

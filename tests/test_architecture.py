@@ -1,0 +1,69 @@
+"""The package's shape: which layer may import which, and modules small enough to read in one sitting.
+
+The pipeline reads bottom-up: a ground floor (hcd_kit/*.py), then data, training, inference and kaggle, then the
+CLI. These tests read every module's imports (top-level and inside functions) with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "hcd_kit"
+MODULES = sorted(PKG.rglob("*.py"))
+MAX_LINES = 350
+# importer sub-package -> sub-packages it must never import
+FORBIDDEN = {
+    "inference": {"training", "cli"},
+    "data": {"kaggle", "training", "inference", "cli"},
+    "training": {"cli", "kaggle"},
+    "kaggle": {"cli", "training"},
+    "": {"cli"},  # the ground floor
+}
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(PKG).parts
+    return rel[0] if len(rel) > 1 else ""
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hcd_kit."):
+            out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("hcd_kit.")}
+    return out
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_layers_import_only_downwards(path):
+    layer = _layer(path)
+    if layer == "cli" or path.name in ("demo.py", "__main__.py"):  # the entry points sit on top of everything
+        return
+    bad = _imports(path) & FORBIDDEN.get(layer, set())
+    assert not bad, f"{path.relative_to(PKG)} ({layer or 'ground floor'}) imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_modules_are_small(path):
+    n = len(path.read_text(encoding="utf-8").splitlines())
+    assert n <= MAX_LINES, f"{path.relative_to(PKG)} has {n} lines; split it by concern (at most {MAX_LINES})"
+
+
+def test_no_environment_switches_in_the_library():
+    hits = [p for p in MODULES if "HCD_FOLD_WORKER" in p.read_text(encoding="utf-8")]
+    assert not hits
+
+
+def test_help_does_not_load_torch():
+    """`hcd --help` builds every command's options (train's from TrainConfig) without importing torch."""
+    code = "import sys; from hcd_kit.cli import app; from typer.main import get_command; get_command(app); " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
