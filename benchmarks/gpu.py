@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runs from a plain checkout too, as on a lent GPU machine without `pip install`
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,26 +99,26 @@ def scratch_data(root: Path, repeat: int) -> Path:
 
 
 def run_step(name: str, cmd: list[str], timeout: float, env: dict) -> dict:
-    """Run one step as a process; keep its exit code, time and the last lines it printed."""
+    """Run one step as a process; keep its exit code, time, the last lines it printed and, when its standard
+    output is JSON (a benchmark run with --json), the figures."""
     start = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
-        code, out = p.returncode, (p.stdout or "") + (p.stderr or "")
+        code, stdout, out = p.returncode, p.stdout or "", (p.stdout or "") + (p.stderr or "")
     except subprocess.TimeoutExpired as exc:
-        code, out = 124, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
-    lines = [ln.rstrip() for ln in out.splitlines() if ln.strip()]
-    return {"step": name, "cmd": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), "exit": code,
-            "seconds": round(time.perf_counter() - start, 1), "tail": lines[-12:]}
-
-
-def last_json(lines: list[str]) -> dict | None:
-    for ln in reversed(lines):
-        if ln.startswith("{"):
-            try:
-                return json.loads(ln)
-            except ValueError:
-                return None
-    return None
+        code, stdout, out = 124, "", f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
+    lines = [ln.rstrip() for ln in out.splitlines() if ln.strip() and "━" not in ln]  # no progress bars
+    res = {"step": name, "cmd": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), "exit": code,
+           "seconds": round(time.perf_counter() - start, 1), "tail": lines[-12:]}
+    try:
+        res["figures"] = json.loads(stdout)
+    except ValueError:
+        pass
+    for ln in lines:
+        m = re.search(r"CV AUC[^:]*:\s*([0-9.]+)", ln)
+        if m:
+            res["cv_auc"] = float(m.group(1))
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,13 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     steps.append(("tta-cost", [py, "benchmarks/predict.py", "--device", dev, *tta, "--json"]))
     for name, cmd in steps:
         res = run_step(name, cmd, args.step_timeout, env)
-        figures = last_json(res["tail"])
-        if figures is not None:
-            res["figures"] = figures
-        for ln in res["tail"]:
-            m = re.search(r"CV AUC[^:]*:\s*([0-9.]+)", ln)
-            if m:
-                res["cv_auc"] = float(m.group(1))
         report["steps"].append(res)
         if not args.json:
             print(f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {res['tail'][-1] if res['tail'] else ''}",

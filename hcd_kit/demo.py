@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hcd_kit.console import console
-from hcd_kit.data.demo_data import materialise
+from hcd_kit.data import materialise
 from hcd_kit.errors import DataError
 from hcd_kit.layout import DataLayout
 
@@ -57,8 +57,7 @@ def link_inputs(src: Path, dest: Path) -> DataLayout:
 
 def loader_throughput(packed_dir: Path, batch_size: int = 256, epochs: int = 3) -> float:
     """Images/s that ``BatchLoader`` delivers from the packed train store (warm cache, shuffled)."""
-    from hcd_kit.data.loader import BatchLoader
-    from hcd_kit.data.store import open_store
+    from hcd_kit.data import BatchLoader, open_store
 
     store = open_store(packed_dir, "train")
     loader = BatchLoader(store.images, store.labels, batch_size=batch_size, seed=0)
@@ -81,11 +80,8 @@ def run_demo(
     tta: int = 8,
 ) -> DemoResult:
     """Run the offline pipeline end to end (see module docstring) and return what it measured."""
-    from hcd_kit.inference.cv import cv_report, write_plots
-    from hcd_kit.data.folds import create_folds
-    from hcd_kit.data.pack import prepare
-    from hcd_kit.inference.predict import predict_run
-    from hcd_kit.inference.submission import validate_submission
+    from hcd_kit.data import create_folds, prepare
+    from hcd_kit.inference import cv_report, predict_run, validate_submission, write_plots
     from hcd_kit.training import TrainConfig, train
 
     work = Path(work_dir)

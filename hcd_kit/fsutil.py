@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -74,6 +75,11 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs) -> It
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
     with atomic_open(target, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
+
+
+def atomic_write_json(target: str | os.PathLike[str], data: object) -> None:
+    """``data`` as indented JSON and a final newline: readable by people and by ``json.load``."""
+    atomic_write_text(target, json.dumps(data, indent=2) + "\n")
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

@@ -41,7 +41,7 @@ def mini_root() -> Path:
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     """The real patches shipped inside the package (240 labelled, 40 test) in the competition's layout."""
-    from hcd_kit.data.demo_data import materialise
+    from hcd_kit.data import materialise
 
     return materialise(tmp_path_factory.mktemp("sample")).root
 

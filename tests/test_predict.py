@@ -97,7 +97,7 @@ def _reference_probs(model, paths: list[Path], views: int) -> np.ndarray:
 
 
 def test_oof_auc_with_and_without_tta_matches_an_independent_computation(subset_factory, tmp_path):
-    from hcd_kit.data.pack import prepare
+    from hcd_kit.data import prepare
 
     data = subset_factory(n_train=16, n_test=4)
     prepare(data, splits=("train",), workers=1)

@@ -76,8 +76,7 @@ def test_learns_a_synthetic_signal(synth, tmp_path):
 
 
 def test_cli_fold_all_on_real_patches_covers_every_id_once(subset_factory, tmp_path):
-    from hcd_kit.data.folds import create_folds
-    from hcd_kit.data.pack import prepare
+    from hcd_kit.data import create_folds, prepare
 
     data = subset_factory(n_train=96, n_test=4)
     prepare(data, workers=1)

@@ -50,9 +50,12 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        typer.echo(f"hcd {version('hcd-kit')}")
+        try:
+            typer.echo(f"hcd {version('hcd-kit')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("hcd (not installed: version unknown)")
         raise typer.Exit()
 
 

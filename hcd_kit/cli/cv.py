@@ -35,7 +35,7 @@ def cv(
     from rich.table import Table
 
     from hcd_kit.console import console, err_console
-    from hcd_kit.inference.cv import cv_report, write_plots
+    from hcd_kit.inference import cv_report, write_plots
 
     report = cv_report(run_dir)
     for line in report.warnings:

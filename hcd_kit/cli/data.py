@@ -47,7 +47,7 @@ def prepare(
 
     Example: hcd prepare --data-dir data
     """
-    from hcd_kit.data.pack import prepare as run_prepare
+    from hcd_kit.data import prepare as run_prepare
     from hcd_kit.layout import StoreLayout
 
     splits = ("train", "test") if split is SplitChoice.all else (split.value,)
@@ -89,7 +89,7 @@ def folds(
 
     Example: hcd folds --data-dir data --n-folds 5 --seed 0
     """
-    from hcd_kit.data.folds import create_folds
+    from hcd_kit.data import create_folds
 
     summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out, skip_bad=skip_bad)
     for kind, names in summary.skipped.items():

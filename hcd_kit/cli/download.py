@@ -42,7 +42,7 @@ def download(
     if stall_timeout is not None and stall_timeout <= 0:  # the library takes any number: checked here, once
         raise fail("--stall-timeout must be positive (seconds without progress before giving up)", 2)
     from hcd_kit.console import console
-    from hcd_kit.kaggle.download import download_competition
+    from hcd_kit.kaggle import download_competition
 
     result = download_competition(data_dir, competition, stall_timeout=stall_timeout, retries=retries)
     size = f"{result.archive_bytes / 1e9:.2f} GB" if result.archive_bytes >= 1e8 else f"{result.archive_bytes:,} bytes"

@@ -167,7 +167,7 @@ def kernel_push(
 
     from hcd_kit.console import console, err_console
     from hcd_kit.errors import KaggleError
-    from hcd_kit.kaggle.kernel import KernelSpec, check_spec, default_name, push_kernel, render_kernel
+    from hcd_kit.kaggle import KernelSpec, check_spec, default_name, push_kernel, render_kernel
     from hcd_kit.kaggle import api as kaggle_api
 
     folds = parse_folds(fold)
@@ -214,7 +214,7 @@ def kernel_status_cmd(
     Example: hcd kernel status --name hcd-train --wait
     """
     from hcd_kit.console import console
-    from hcd_kit.kaggle.kernel import kernel_ref, kernel_status
+    from hcd_kit.kaggle import kernel_ref, kernel_status
 
     ref = kernel_ref(name)
     st = kernel_status(
@@ -240,7 +240,7 @@ def kernel_output_cmd(
     Example: hcd kernel output --name hcd-train --out-dir kaggle-out/
     """
     from hcd_kit.console import console
-    from hcd_kit.kaggle.kernel import kernel_output, kernel_ref
+    from hcd_kit.kaggle import kernel_output, kernel_ref
 
     ref = kernel_ref(name)
     dest = out_dir or Path("kernels") / ref.split("/")[1] / "output"
@@ -267,10 +267,10 @@ def dataset_push(
     Example: hcd dataset push --run-dir runs/resnet18 --name hcd-weights-r18
     """
     from hcd_kit.console import console
-    from hcd_kit.kaggle.dataset import DEFAULT_NAME, build_dataset, check_slug, push_dataset
+    from hcd_kit.kaggle import WHEEL_DATASET, build_dataset, check_slug, push_dataset
     from hcd_kit.kaggle import api as kaggle_api
 
-    slug = name or ("hcd-weights" if run_dir else DEFAULT_NAME)
+    slug = name or ("hcd-weights" if run_dir else WHEEL_DATASET)
     check_slug(slug)
     ref = f"{kaggle_api.username()}/{slug}"
     folder = out_dir or Path("build") / "kaggle" / slug

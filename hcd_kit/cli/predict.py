@@ -41,7 +41,7 @@ def predict(
     Example: hcd predict --run-dir runs/r18 --tta 8 --out subs/r18_tta8.csv
     """
     from hcd_kit.console import console
-    from hcd_kit.inference.predict import predict_run
+    from hcd_kit.inference import predict_run
 
     res = predict_run(data_dir, run_dir, tta=tta, out=out, ensemble=blend, device=device,
                       batch_size=batch_size, folds=parse_folds(fold), precision=precision, oof=oof)  # type: ignore[arg-type]
@@ -80,7 +80,7 @@ def ensemble(
     Example: hcd ensemble runs/r18 runs/effb0 --weights 0.6,0.4 --blend rank --out subs/blend.csv
     """
     from hcd_kit.console import console
-    from hcd_kit.inference.ensemble import ensemble_runs, parse_weights
+    from hcd_kit.inference import ensemble_runs, parse_weights
 
     res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), how=blend, preds=pred, data_dir=data_dir)
     for run, w, auc in zip(res.runs, res.weights, res.run_auc):

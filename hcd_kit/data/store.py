@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_write_text, replace_durably
+from hcd_kit.fsutil import atomic_write_json, atomic_write_text, replace_durably
 from hcd_kit.layout import IMAGE_SHAPE, SPLITS, Split, StoreLayout
 
 FORMAT_VERSION = 1
@@ -119,7 +119,7 @@ def write_manifest(packed_dir: str | os.PathLike[str], records: dict[str, SplitR
         "image_shape": list(IMAGE_SHAPE),
         "splits": {s: asdict(records[s]) for s in SPLITS if s in records},
     }
-    atomic_write_text(StoreLayout.of(packed_dir).manifest, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(StoreLayout.of(packed_dir).manifest, manifest)
 
 
 def mark_incomplete(packed_dir: str | os.PathLike[str]) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_open, atomic_write_text
+from hcd_kit.fsutil import atomic_open, atomic_write_json
 from hcd_kit.layout import DataLayout
 
 HEADER = ["id", "label"]
@@ -74,7 +74,7 @@ def write_submission(ids: np.ndarray, probs: np.ndarray, out: str | os.PathLike[
 def write_sidecar(out: str | os.PathLike[str], info: dict[str, Any]) -> Path:
     """``<out>.json``: what made this submission (read back by ``read_sidecar`` for the submit ledger)."""
     side = Path(f"{out}.json")
-    atomic_write_text(side, json.dumps(info, indent=2) + "\n")
+    atomic_write_json(side, info)
     return side
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hcd_kit.choices import BLEND_MODES, TTA_CHOICES, BlendMode, TtaViews
+from hcd_kit.choices import BLEND_MODES, TTA_CHOICES, BlendMode
 from hcd_kit.metrics import rank_normalise
 from hcd_kit.preprocess import DIHEDRAL, dihedral
 

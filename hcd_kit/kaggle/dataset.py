@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_path, atomic_write_text
+from hcd_kit.fsutil import atomic_path, atomic_write_json
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_NAME = "hcd-kit"
+WHEEL_DATASET = "hcd-kit"
 
 
 def check_slug(name: str) -> None:
@@ -118,7 +118,7 @@ def build_dataset(
         names += add_run(folder, Path(run_dir))
     slug = ref.split("/")[1]
     meta = {"title": slug, "id": ref, "licenses": [{"name": "CC0-1.0"}]}
-    atomic_write_text(folder / "dataset-metadata.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(folder / "dataset-metadata.json", meta)
     return names
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 from hcd_kit.choices import TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.errors import ConfigError
-from hcd_kit.fsutil import atomic_write_text
+from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.poll import poll_until
@@ -142,7 +142,7 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         script = script.replace(f'"__HCD_{key}__"', json.dumps(value))
     folder = root / spec.name
     atomic_write_text(folder / code_file, script)
-    atomic_write_text(folder / "kernel-metadata.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(folder / "kernel-metadata.json", meta)
     return folder
 
 
@@ -170,7 +170,7 @@ def push_kernel(folder: str | os.PathLike[str], timeout: float | None = None) ->
         machine_shape=meta.get("machine_shape", ""),
     )
     record = asdict(result) | {"time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    atomic_write_text(folder / "last_push.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_json(folder / "last_push.json", record)
     return result
 
 
