@@ -30,15 +30,20 @@ State, inspectable and adjustable by tests:
 - ``blobs[token] -> Blob(name, content_length, data: bytearray, kind)``: uploads (submission or dataset).
 - ``submissions[competition] -> [dict]`` (newest first). A new submission is ``PENDING`` and turns
   ``COMPLETE`` after ``submission_polls`` ListSubmissions calls, scored by ``score_fn(csv_bytes) -> (public,
-  private)`` (default ``("0.9000", "0.8900")``); ``submission_outcome="ERROR"`` makes it fail instead.
+  private)`` (default ``("0.9000", "0.8900")``); ``submission_outcome="ERROR"`` makes it fail instead, listed
+  with ``errorDescription`` = ``submission_error`` (Kaggle's reason).
 - ``kernels[(user, slug)] -> Kernel(body, version, polls, outcome, failure_message, outputs, log)``: SaveKernel
   stores the request body; status answers ``QUEUED`` for the first ``kernel_polls // 2`` polls, ``RUNNING``
   until ``kernel_polls`` polls, then ``kernel_outcome`` (``"COMPLETE"`` or ``"ERROR"`` with
   ``kernel_failure``). Its outputs default to ``kernel_outputs`` (``{name: bytes}``) and ``kernel_log``;
   ListKernelSessionOutput pages them ``output_page_size`` at a time with ``nextPageToken``.
 - ``kernel_push_error`` (str): SaveKernel answers ``{"error": ...}`` in a 200 (the client does not raise).
+- ``kernel_invalid_sources`` (``{"dataset"|"competition"|"kernel"|"model": [source, ...]}``): SaveKernel saves
+  the kernel and lists those as ``invalidDatasetSources`` etc., as the service does for unattachable sources.
 - ``datasets["owner/slug"] -> {"body": ..., "versions": [...]}``; ``dataset_error`` (str): CreateDataset /
-  CreateDatasetVersion answer ``{"status": "Error", "error": ...}`` in a 200.
+  CreateDatasetVersion answer ``{"status": "Error", "error": ...}`` in a 200. CreateDataset for a slug that
+  exists answers that the slug is already in use; ``dataset_lost_answers`` (int): that many CreateDataset calls
+  create the dataset and then answer HTTP 503, as if the answer got lost (the caller retries).
 - ``tokens[access_token] -> username``: accepted ``KAGGLE_API_TOKEN`` values (IntrospectToken, Bearer auth).
 - ``credentials=(user, key)``: when set, Basic auth must match (else HTTP 401); ``None`` accepts anyone.
 
@@ -139,6 +144,7 @@ class KaggleStub:
         self.submissions: dict[str, list[dict]] = {}
         self.submission_polls = 2
         self.submission_outcome = "COMPLETE"
+        self.submission_error = "Submission scoring failed"  # errorDescription of an ERROR submission
         self.score_fn: Callable[[bytes], tuple[str, str]] = lambda data: ("0.9000", "0.8900")
         self.kernels: dict[tuple[str, str], Kernel] = {}
         self.kernel_polls = 2
@@ -147,9 +153,11 @@ class KaggleStub:
         self.kernel_outputs: dict[str, bytes] = {"submission.csv": b"id,label\n"}
         self.kernel_log = '[{"stream_name":"stdout","time":1.0,"data":"hello\\n"}]'
         self.kernel_push_error: str | None = None
+        self.kernel_invalid_sources: dict[str, list[str]] = {}
         self.output_page_size = 2
         self.datasets: dict[str, dict] = {}
         self.dataset_error: str | None = None
+        self.dataset_lost_answers = 0
         self.tokens: dict[str, str] = {}
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.RLock()
@@ -313,7 +321,7 @@ class KaggleStub:
                 sub["_polls"] -= 1
                 if sub["_polls"] <= 0:
                     if self.submission_outcome == "ERROR":
-                        sub.update(status="ERROR", errorDescription="Submission scoring failed")
+                        sub.update(status="ERROR", errorDescription=self.submission_error)
                     else:
                         public, private = self.score_fn(sub["_data"])
                         sub.update(status="COMPLETE", publicScore=public, privateScore=private)
@@ -333,8 +341,10 @@ class KaggleStub:
             failure_message=self.kernel_failure, outputs=dict(self.kernel_outputs), log=self.kernel_log,
         )
         kernel = self.kernels[key]
+        invalid = {f"invalid{kind.capitalize()}Sources": list(sources)
+                   for kind, sources in self.kernel_invalid_sources.items() if sources}
         return {"ref": f"/code/{key[0]}/{key[1]}", "url": f"{self.url}/code/{key[0]}/{key[1]}",
-                "versionNumber": kernel.version, "kernelId": next(self._ids)}
+                "versionNumber": kernel.version, "kernelId": next(self._ids), **invalid}
 
     def _kernel(self, body: dict) -> Kernel:
         kernel = self.kernels.get((body.get("userName", ""), body.get("kernelSlug", "")))
@@ -406,7 +416,12 @@ class KaggleStub:
             return {"status": "Error", "error": self.dataset_error}
         self._dataset_files_ok(body.get("files"))
         ref = f"{body.get('ownerSlug') or user}/{body.get('slug')}"
+        if ref in self.datasets:
+            return {"status": "Error", "error": f'The requested slug "{body.get("slug")}" is already in use'}
         self.datasets[ref] = {"body": body, "versions": [body]}
+        if self.dataset_lost_answers > 0:
+            self.dataset_lost_answers -= 1
+            raise _Reply(503, "The service is unavailable")  # created, but the caller never hears so
         return {"ref": f"/datasets/{ref}", "url": f"{self.url}/datasets/{ref}", "status": "Ok"}
 
     def rpc_CreateDatasetVersion(self, body: dict, user: str) -> dict:

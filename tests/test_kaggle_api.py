@@ -208,3 +208,44 @@ def test_stalled_token_check_hits_the_outer_timeout(kaggle_env, kaggle_competiti
         ka.get_api(timeout=0.5)
     assert time.monotonic() - start < 5
     assert kaggle_env.server.calls("IntrospectToken")
+
+
+# ------------------------------------------------------------------------------------------- issue 9
+def test_submission_404_says_the_competition_may_not_take_submissions(kaggle_env, tmp_path):
+    """Kaggle answers 404 for a competition that takes no (more, or late) submissions: the line says so."""
+    from hcd_kit.kaggle.submit import submit_file
+
+    sample, sub = tmp_path / "sample_submission.csv", tmp_path / "submission.csv"
+    sample.write_text("id,label\nabc,0\n")
+    sub.write_text("id,label\nabc,0.5\n")
+    with pytest.raises(KaggleError) as err:
+        submit_file(sub, "late", sample, "ended-challenge", tmp_path / "ledger.jsonl")
+    line = str(err.value)
+    assert "HTTP 404" in line and "competition 'ended-challenge'" in line and "\n" not in line
+    assert "accepts submissions" in line and "late submissions" in line
+    assert not (tmp_path / "ledger.jsonl").exists()
+    # a download's 404 is only about the name
+    with pytest.raises(KaggleError) as err:
+        ka.download_competition_archive("ended-challenge", tmp_path / "dl")
+    assert "HTTP 404" in str(err.value) and "submissions" not in str(err.value)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("endpoint", ["GetKernelSessionStatus", "ListKernelSessionOutput"])
+def test_kernel_status_and_output_denied_get_hcds_hint(kaggle_env, tmp_path, endpoint, status):
+    """kaggle >= 2.0.2 re-raises a 401/403 there as a ValueError about benchmark_task_slug: hcd's hint instead."""
+    kaggle_env.server.fail(endpoint, status=status, message="Permission 'kernels.get' was denied")
+    api = ka.get_api()
+    ref = "someone/private-kernel"
+    fn = (lambda: api.kernels_status(ref)) if endpoint == "GetKernelSessionStatus" else (
+        lambda: api.kernels_output(ref, str(tmp_path / "out"), force=True, quiet=True))
+    with pytest.raises(KaggleError) as err:
+        ka.call(f"get kernel '{ref}'", fn, not_found=f"kernel '{ref}'")
+    line = str(err.value)
+    assert "benchmark" not in line and "leaderboard" not in line and "\n" not in line
+    assert f"HTTP {status}" in line and "Permission 'kernels.get' was denied" in line
+    if status == 401:
+        assert "KAGGLE_USERNAME" in line and "settings/api" in line
+    else:
+        assert "has access to kernel 'someone/private-kernel'" in line and "private" in line
+    assert len(kaggle_env.server.calls(endpoint)) == 1  # a refusal is not retried

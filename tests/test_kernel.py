@@ -16,10 +16,10 @@ NO_HUB = ("--train-args", "--no-pretrained")
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    """A folder laid out like the repository root for kernels (kernels/templates/), so tests never write
-    rendered kernels into the real repository."""
+    """An empty working folder (the templates ship in the package), so tests never write rendered kernels
+    into the real repository."""
     root = tmp_path / "project"
-    shutil.copytree(REPO / "kernels" / "templates", root / "kernels" / "templates")
+    root.mkdir()
     return root
 
 
@@ -72,8 +72,10 @@ def test_kernel_push_dry_run_and_bad_input(kaggle_env, project):
     assert r.exit_code == 2 and "kernel name 'ab'" in r.stderr
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--fold", "first")
     assert r.exit_code == 2 and "--fold" in r.stderr and "'first'" in r.stderr
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "nowhere", *NO_HUB)
-    assert r.exit_code == 2 and "no kernel templates" in r.stderr
+    (project / "custom" / "templates").mkdir(parents=True)  # customised templates, one file missing
+    (project / "custom" / "templates" / "kernel-metadata.json").write_text("{}")
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "custom", *NO_HUB)
+    assert r.exit_code == 2 and "custom/templates lack kernel.py" in r.stderr
     assert kaggle_env.server.calls("SaveKernel") == []
 
 
@@ -127,6 +129,39 @@ def test_kernel_push_error_inside_200(kaggle_env, project):
     assert r.exit_code == 1 and "Maximum weekly GPU quota reached" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (project / "kernels" / "hcd-train" / "last_push.json").exists()
+
+
+def test_kernel_push_with_unattachable_sources_fails(kaggle_env, project):
+    """Kaggle saves a kernel whose sources it cannot attach and only lists them: a failed push, named source
+    by source, not a success that fails after the GPU queue."""
+    kaggle_env.server.kernel_invalid_sources = {
+        "dataset": ["testuser/hcd-kti"], "competition": ["histopathologic-cancer-detection"],
+        "kernel": ["someone/gone-kernel"], "model": ["someone/m/pytorch/default/1"]}
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB)
+    assert r.exit_code == 1, r.stdout
+    line, = r.stderr.strip().splitlines()
+    assert "testuser/hcd-train" in line and "pushed" not in r.stdout
+    assert "dataset 'testuser/hcd-kti' (check the owner/slug" in line
+    assert "competition 'histopathologic-cancer-detection' (check the name and accept the competition rules at " \
+           "https://www.kaggle.com/c/histopathologic-cancer-detection/rules" in line
+    assert "kernel 'someone/gone-kernel'" in line and "model 'someone/m/pytorch/default/1'" in line
+    assert "push again" in line
+    assert not (project / "kernels" / "hcd-train" / "last_push.json").exists()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_kernel_status_and_output_denied(kaggle_env, project, tmp_path, status):
+    """kaggle >= 2.0.2 turns a 401/403 there into a ValueError about benchmark_task_slug; hcd says what to do."""
+    server = kaggle_env.server
+    for endpoint, args in [("GetKernelSessionStatus", ("kernel", "status", "--name", "someone/private-kernel")),
+                           ("ListKernelSessionOutput", ("kernel", "output", "--name", "someone/private-kernel",
+                                                        "--out-dir", tmp_path / "out"))]:
+        server.fail(endpoint, status=status, message="Permission 'kernels.get' was denied")
+        r = kaggle_env.invoke(*args)
+        assert r.exit_code == 1
+        line, = r.stderr.strip().splitlines()
+        assert "benchmark" not in line and f"HTTP {status}" in line and "someone/private-kernel" in line
+        assert ("KAGGLE_USERNAME" in line) if status == 401 else ("has access to kernel" in line)
 
 
 @pytest.mark.parametrize("outcome", ["COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED"])
@@ -207,6 +242,25 @@ def test_dataset_create_then_version(kaggle_env, tmp_path, run_dir):
     r = kaggle_env.invoke(*args)
     assert r.exit_code == 1 and "The dataset is too large" in r.stderr
     kaggle_env.assert_no_secret(r.stdout, r.stderr, paths=(folder,))
+
+
+def test_dataset_create_retried_after_a_lost_answer(kaggle_env, tmp_path):
+    """The first create made the dataset but its answer was a 5xx; the retry's "slug already in use" is that
+    same dataset, so the push succeeded."""
+    wheel = tmp_path / "hcd_kit-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("hcd_kit/__init__.py", "")
+    server = kaggle_env.server
+    server.dataset_lost_answers = 1
+    r = kaggle_env.invoke("dataset", "push", "--name", "hcd-kit-lost", "--wheel", wheel, "--out-dir", tmp_path / "ds")
+    assert r.exit_code == 0, r.stderr
+    assert "created dataset testuser/hcd-kit-lost" in r.stdout
+    assert len(server.calls("CreateDataset")) == 1 and "testuser/hcd-kit-lost" in server.datasets
+    # "already in use" with no dataset of ours to show for it stays an error
+    server.datasets.pop("testuser/hcd-kit-lost")
+    server.fail_in_body("CreateDataset", code=409, message='The requested slug "hcd-kit-lost" is already in use')
+    r = kaggle_env.invoke("dataset", "push", "--name", "hcd-kit-lost", "--wheel", wheel, "--out-dir", tmp_path / "ds")
+    assert r.exit_code == 1 and "already in use" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def _tree(*roots: Path) -> dict[str, tuple[int, int]]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -124,15 +127,46 @@ def test_stalled_upload_times_out(kaggle_env, comp, tmp_path):
     assert not (tmp_path / "l.jsonl").exists()
 
 
-def test_scoring_error_with_wait_exits_nonzero(kaggle_env, comp, tmp_path):
+REASON = "[ERROR] Submission column 'label' must be numeric"  # Kaggle's reason, with markup-like brackets
+
+
+def message_column(table: str) -> str:
+    """The text of the listing's message column, its wrapped lines joined (the table fits an 80-column terminal)."""
+    cells = [line.split("│")[2].strip() for line in table.splitlines() if line.count("│") == 7]
+    return " ".join(c for c in cells if c)
+
+
+def test_scoring_error_with_wait_prints_kaggles_reason(kaggle_env, comp, tmp_path):
     src, ids = comp
     sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
     kaggle_env.server.submission_outcome = "ERROR"
+    kaggle_env.server.submission_error = REASON
     ledger = tmp_path / "l.jsonl"
     r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, "--wait",
                           "--poll-interval", "0.05")
-    assert r.exit_code == 1 and "could not score" in r.stderr
-    assert json.loads(ledger.read_text())["status"] == "ERROR"
+    rec = json.loads(ledger.read_text())
+    assert r.exit_code == 1 and f"could not score submission {rec['ref']}: {REASON}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (rec["status"], rec["error_description"]) == ("ERROR", REASON)
+    r = kaggle_env.invoke("submissions", "--no-refresh", "--ledger", ledger)
+    assert r.exit_code == 0 and f"error: {REASON}" in message_column(r.stdout), r.stdout
+
+
+def test_submissions_refresh_keeps_the_reason_of_a_failed_submission(kaggle_env, comp, tmp_path):
+    src, ids = comp
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    kaggle_env.server.submission_outcome = "ERROR"
+    kaggle_env.server.submission_error = REASON
+    kaggle_env.server.submission_polls = 1
+    ledger = tmp_path / "l.jsonl"
+    assert kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger).exit_code == 0
+    r = kaggle_env.invoke("submissions", "--ledger", ledger)
+    assert r.exit_code == 0 and "ERROR" in r.stdout
+    assert f"error: {REASON}" in message_column(r.stdout), r.stdout
+    assert json.loads(ledger.read_text())["error_description"] == REASON
+    calls = len(kaggle_env.server.calls("ListSubmissions"))  # final now: the next listing asks nothing
+    r = kaggle_env.invoke("submissions", "--ledger", ledger)
+    assert f"error: {REASON}" in message_column(r.stdout) and len(kaggle_env.server.calls("ListSubmissions")) == calls
 
 
 
@@ -190,3 +224,43 @@ def test_submissions_without_credentials_still_lists(kaggle_env, comp, tmp_path,
     r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger)
     assert r.exit_code == 1 and "no Kaggle credentials" in r.stderr
     assert len(ledger.read_text().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------- dependency floors
+def _floor(spec: str, name: str) -> str:
+    m = re.fullmatch(rf"{name}\s*>=\s*([\d.]+)(,.*)?", spec.strip())
+    assert m, f"{name}: {spec!r} is not a '>=' range"
+    return m.group(1)
+
+
+def test_dependency_floors_admit_only_what_hcd_uses():
+    """Python 3.11 for tomllib; kaggle 2.2.2: submissions' page_number, push's machine_shape, output pages."""
+    from hcd_kit.kaggle.api import KAGGLE_FLOOR
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert _floor(project["requires-python"], "") == "3.11"
+    kaggle, = [d for d in project["dependencies"] if re.match(r"kaggle\b", d)]
+    assert _floor(kaggle, "kaggle") == "2.2.2" == KAGGLE_FLOOR  # a range, never a hard pin
+
+
+@pytest.mark.parametrize("version, refused", [("2.2.1", True), ("1.7.4.5", True), ("2.2.2", False)])
+def test_older_kaggle_client_is_refused_at_the_first_call(kaggle_env, comp, tmp_path, version, refused):
+    """pip keeps an old installed client that met an older range: hcd says so before talking to Kaggle.
+
+    Only the version the client reports is faked (a dist-info ahead of site-packages); the client is real."""
+    src, ids = comp
+    fake = tmp_path / "fake-dist"
+    info = fake / f"kaggle-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: kaggle\nVersion: {version}\n")
+    sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
+    ledger = tmp_path / "l.jsonl"
+    r = kaggle_env.run("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, env={"PYTHONPATH": str(fake)})
+    if not refused:
+        assert r.returncode == 0, r.stderr
+        assert len(kaggle_env.server.submissions[COMP]) == 1
+        return
+    assert r.returncode == 1, r.stdout
+    assert f"the installed kaggle client is {version}, older than the 2.2.2 hcd needs" in r.stderr
+    assert 'pip install -U "kaggle>=2.2.2"' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert kaggle_env.server.requests == [] and not ledger.exists()

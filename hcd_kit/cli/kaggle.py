@@ -71,7 +71,10 @@ def submit(
             on_poll=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
         )
         if rec.status == "ERROR":
-            raise fail(f"Kaggle could not score submission {rec.ref}; see its page for the reason")
+            from rich.markup import escape
+
+            why = f": {escape(rec.error_description)}" if rec.error_description else "; see its page for the reason"
+            raise fail(f"Kaggle could not score submission {rec.ref}{why}")
         console.print(f"public score {_score(rec.public_score)}  private score {_score(rec.private_score)}")
 
 
@@ -81,12 +84,14 @@ def submissions(
     ledger: Ledger = None,
     timeout: Timeout = None,
 ) -> None:
-    """List the ledger of submissions (newest last) with their runs, CV AUC and Kaggle scores.
+    """List the ledger of submissions (newest last) with their runs, CV AUC and Kaggle scores; a failed
+    one (ERROR) shows Kaggle's reason.
 
     With --refresh (the default) unfinished records are updated from Kaggle and saved back to the ledger.
 
     Example: hcd submissions --no-refresh
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from hcd_kit.console import console, err_console
@@ -111,7 +116,8 @@ def submissions(
     for r in records:
         source = ", ".join([Path(r.file).name, *(Path(x).name for x in r.runs)] + ([f"tta {r.tta}"] if r.tta else []))
         table.add_row(
-            f"{r.ref or '-'}\n[dim]{r.time[:16].replace('T', ' ')}[/]", f"{r.message}\n[dim]{source}[/]",
+            f"{r.ref or '-'}\n[dim]{r.time[:16].replace('T', ' ')}[/]", f"{escape(r.message)}\n[dim]{escape(source)}[/]"
+            + (f"\n[red]error: {escape(r.error_description)}[/]" if r.error_description else ""),
             _score(r.cv_auc), r.status, _score(r.public_score), _score(r.private_score),
         )
     console.print(table)
@@ -144,7 +150,10 @@ def kernel_push(
     predict_args: Annotated[str, _opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",
     tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction.")] = 8,
     competition: Competition = COMPETITION,
-    root: Annotated[Path, _opt("Folder with templates/; the kernel is rendered into ROOT/NAME/.", "ROOT")] = Path("kernels"),
+    root: Annotated[
+        Path, _opt("The kernel is rendered into ROOT/NAME/; customised templates in ROOT/templates/ (kernel.py, "
+                   "kernel-metadata.json) replace the packaged ones.", "ROOT")
+    ] = Path("kernels"),
     dry_run: Annotated[
         bool, _opt("Render the kernel folder but do not push it (works without credentials, with a placeholder "
                    "owner).")

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -44,6 +46,27 @@ __all__ = [
 
 _lock = threading.Lock()
 _auth_fingerprint: str | None = None
+# The oldest client hcd works with; keep equal to pyproject's `kaggle>=` floor (tests/test_submit.py checks).
+# Older ones list submissions without page_number, push kernels without machine_shape, and (before 2.2.2)
+# read only the first page of a kernel's output.
+KAGGLE_FLOOR = "2.2.2"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    release = re.match(r"\d+(?:\.\d+)*", version)  # "2.2.5", "1.7.4.5", "2.3.0rc1" -> its release numbers
+    return tuple(int(p) for p in release.group(0).split(".")) if release else (0,)
+
+
+def check_client_version() -> None:
+    """Refuse an installed ``kaggle`` client older than ``KAGGLE_FLOOR`` (pip keeps an old one that
+    satisfied an older range). Reads the installed version without importing the client."""
+    try:
+        installed = importlib.metadata.version("kaggle")
+    except importlib.metadata.PackageNotFoundError:
+        return  # not installed at all: the import below says so
+    if _version_tuple(installed) < _version_tuple(KAGGLE_FLOOR):
+        raise KaggleError(f"the installed kaggle client is {installed}, older than the {KAGGLE_FLOOR} hcd needs; "
+                          f'upgrade it with: pip install -U "kaggle>={KAGGLE_FLOOR}"')
 
 
 def _import_client(limit: float) -> Any:
@@ -57,6 +80,7 @@ def _import_client(limit: float) -> Any:
             raise KaggleError("the kaggle client is still starting from an earlier call that got no answer; "
                               "run the command again")
         return api
+    check_client_version()  # before the import, which would already talk to Kaggle
     # The client creates its config dir with exists-then-makedirs at import; two hcd processes starting
     # together can race on it, so create it first.
     with contextlib.suppress(OSError):

@@ -7,6 +7,9 @@ times out leaves its worker thread behind (Python cannot kill it); the command t
 429 or 5xx are retried ``retries`` times (default ``$HCD_KAGGLE_RETRIES`` or 3) with exponential backoff from
 ``$HCD_KAGGLE_BACKOFF`` seconds (default 2, honouring ``Retry-After``); nothing else is retried. Every
 failure becomes a ``KaggleError`` whose message completes "could not <what>" and never holds a credential.
+An error the client raised while handling an HTTP error (kaggle >= 2.0.2 turns a 401/403 from
+``kernels_status``/``kernels_output`` into a ``ValueError`` about ``benchmark_task_slug``) is judged by that
+HTTP error, so it gets hcd's own hint.
 """
 
 from __future__ import annotations
@@ -65,11 +68,13 @@ def call(
     heartbeat: Callable[[], Any] | None = None,
     not_found: str | None = None,
     competition: str | None = None,
+    if_missing: str | None = None,
 ) -> T:
     """Run one network step ``fn()`` under a time limit and bounded retries; failures -> ``KaggleError``.
 
     ``what`` completes "could not ..." / "Kaggle refused to ..." (e.g. "download competition 'x'");
-    ``not_found`` names the thing a 404 means is unknown; ``competition`` adds the rules link to a 403.
+    ``not_found`` names the thing a 404 means is unknown; ``competition`` adds the rules link to a 403;
+    ``if_missing`` is one more thing a 404 may mean (e.g. that a competition takes no more submissions).
     """
     limit = default_timeout() if timeout is None else float(timeout)
     tries = (default_retries() if retries is None else int(retries)) + 1
@@ -83,7 +88,7 @@ def call(
             if attempt < tries and status is not None and (status == 429 or status >= 500):
                 time.sleep(_backoff(attempt, exc))
                 continue
-            raise to_error(what, exc, attempt, not_found, competition) from exc
+            raise to_error(what, exc, attempt, not_found, competition, if_missing) from exc
     raise AssertionError("unreachable")
 
 
@@ -122,8 +127,20 @@ def bounded(what: str, fn: Callable[[], T], limit: float, heartbeat: Callable[[]
     return box["value"]
 
 
+def _http_error(exc: BaseException) -> BaseException:
+    """``exc``, or the HTTP error it was raised while handling (the client re-raises some 401/403 as a
+    ``ValueError`` whose text misleads; the HTTP error underneath says what happened)."""
+    if getattr(exc, "response", None) is not None:
+        return exc
+    for inner in (exc.__cause__, exc.__context__):
+        if inner is not None and getattr(inner, "response", None) is not None:
+            return inner
+    return exc
+
+
 def _status_of(exc: BaseException) -> int | None:
     """The HTTP status of a failed call; for an error inside a 200 body, the body's ``code``."""
+    exc = _http_error(exc)
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if status is not None and status < 400:
@@ -135,6 +152,7 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _server_message(exc: BaseException) -> str:
+    exc = _http_error(exc)
     response = getattr(exc, "response", None)
     with contextlib.suppress(Exception):
         message = response.json().get("message")
@@ -147,14 +165,14 @@ def _server_message(exc: BaseException) -> str:
 def _backoff(attempt: int, exc: BaseException) -> float:
     base = _env_number(ENV_BACKOFF, DEFAULT_BACKOFF)
     delay = base * 2 ** (attempt - 1)
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    headers = getattr(getattr(_http_error(exc), "response", None), "headers", None) or {}
     with contextlib.suppress(TypeError, ValueError):
         delay = max(delay, float(headers.get("Retry-After")))
     return min(delay, MAX_BACKOFF)
 
 
 def to_error(what: str, exc: BaseException, attempts: int = 1, not_found: str | None = None,
-             competition: str | None = None) -> KaggleError:
+             competition: str | None = None, if_missing: str | None = None) -> KaggleError:
     """The one-line ``KaggleError`` for the failure ``exc`` of trying to ``what`` (``attempts`` times)."""
     status = _status_of(exc)
     detail = _server_message(exc)
@@ -163,12 +181,17 @@ def to_error(what: str, exc: BaseException, attempts: int = 1, not_found: str | 
         msg = (f"Kaggle refused to {what} (HTTP 401, not authenticated{said}); check KAGGLE_USERNAME/KAGGLE_KEY "
                "or ~/.kaggle/kaggle.json, a new key is at https://www.kaggle.com/settings/api")
     elif status == 403:
-        msg = f"Kaggle refused to {what} (HTTP 403, forbidden{said}); check that your key has access"
+        msg = (f"Kaggle refused to {what} (HTTP 403, forbidden{said}); check that the account of your key "
+               f"has access to {not_found or 'it'}")
         if competition:
             msg += f" and accept the competition rules at https://www.kaggle.com/c/{competition}/rules"
+        elif not_found:
+            msg += " (a private one is visible only to its owner and collaborators) and that the name is right"
     elif status == 404:
         msg = (f"Kaggle does not know {not_found or 'what was asked for'} (HTTP 404) while trying to {what}; "
                "check the name for typos")
+        if if_missing:
+            msg += f", and {if_missing}"
     elif status == 429:
         msg = (f"Kaggle kept rate-limiting (HTTP 429) after {attempts} attempts to {what}; "
                "wait a few minutes and run the command again")

@@ -5,13 +5,15 @@ the package, or one you pass) and, for inference kernels, a run's ``config.toml`
 ``best.pt`` and ``oof.csv`` flattened to ``fold{k}_best.pt`` / ``fold{k}_oof.csv`` (the client skips
 sub-folders; the kernel template rebuilds ``RUN/fold{k}/``), then writes ``dataset-metadata.json``. ``push_dataset`` creates the dataset,
 or adds a version when Kaggle already has it (GetDatasetStatus answering 404 means "create"), and checks
-the ``status``/``error`` the ``kaggle`` command ignores.
+the ``status``/``error`` the ``kaggle`` command ignores. A create retried after a lost answer that is told
+"slug already in use" succeeded if the dataset now exists.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.errors import ConfigError, DataError, KaggleError
 from hcd_kit.fsutil import atomic_path, atomic_write_json
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
@@ -27,6 +29,7 @@ from hcd_kit.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WHEEL_DATASET = "hcd-kit"
+_IN_USE = re.compile(r"already in use|already exists", re.IGNORECASE)  # Kaggle/the client: the slug is taken
 
 
 def check_slug(name: str) -> None:
@@ -161,6 +164,16 @@ def push_dataset(
                                timeout=transfer_timeout)
     else:
         what = f"create dataset '{ref}'"
-        resp = kaggle_api.call(what, lambda: api.dataset_create_new(folder, quiet=True), timeout=transfer_timeout)
+        try:
+            resp = kaggle_api.check_reported(what, kaggle_api.call(
+                what, lambda: api.dataset_create_new(folder, quiet=True), timeout=transfer_timeout))
+        except KaggleError as exc:
+            # hcd retries a create whose answer was lost (a 5xx, a dropped connection); if the first try made the
+            # dataset, the retry is told its slug is "already in use". It did not exist a moment ago, so if it
+            # exists now, the create succeeded.
+            if not (_IN_USE.search(str(exc)) and kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref),
+                                                                 timeout=timeout)):
+                raise
+            return DatasetResult(ref=ref, url=f"https://www.kaggle.com/datasets/{ref}", created=True)
     kaggle_api.check_reported(what, resp)  # the `kaggle` command exits 0 on status "Error"
     return DatasetResult(ref=ref, url=getattr(resp, "url", None) or "", created=not exists)

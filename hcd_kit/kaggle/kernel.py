@@ -1,14 +1,16 @@
-"""Kaggle kernels for hcd: render a kernel folder from ``kernels/templates``, push it, watch it, fetch its output.
+"""Kaggle kernels for hcd: render a kernel folder from the templates, push it, watch it, fetch its output.
 
 ``render_kernel`` writes ``ROOT/<name>/kernel-metadata.json`` and ``ROOT/<name>/<name with _>.py`` from
-the templates (a private GPU script with internet off, the competition and the hcd_kit wheel dataset
-attached, and, for inference, a weights dataset); ``check_spec`` first refuses what cannot run there, such
-as an offline training kernel whose train args name no local ``--weights`` and no ``--no-pretrained`` (the
-hub is out of reach). ``push_kernel`` sends it with the official client and checks the ``error`` field
-the ``kaggle`` command ignores; ``kernel_status`` polls the session (bounded, with backoff) and
-``kernel_output`` downloads every output file, page after page. The machine shape a
-push asked for is recorded in the metadata and in ``ROOT/<name>/last_push.json``; the kernel itself logs
-the GPUs it really got (Kaggle has been seen to hand out another GPU than the one asked for).
+the templates shipped in the package (``hcd_kit/kaggle/templates/``; customised copies in ``ROOT/templates/``
+win): a private GPU script with internet off, the competition and the hcd_kit wheel dataset attached, and,
+for inference, a weights dataset. ``check_spec`` first refuses what cannot run there, such as an offline
+training kernel whose train args name no local ``--weights`` and no ``--no-pretrained`` (the hub is out of
+reach). ``push_kernel`` sends it with the official client and checks what the ``kaggle`` command ignores:
+the ``error`` field, and the sources Kaggle could not attach (``invalid_*_sources``). ``kernel_status``
+polls the session (bounded, with backoff) and ``kernel_output`` downloads every output file, page after
+page. The machine shape a push asked for is recorded in the metadata and in ``ROOT/<name>/last_push.json``;
+the kernel itself logs the GPUs it really got (Kaggle has been seen to hand out another GPU than the one
+asked for).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 from hcd_kit.choices import TtaViews
 from hcd_kit.config import check_choice
-from hcd_kit.errors import ConfigError
+from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
@@ -102,20 +105,36 @@ def kernel_ref(name: str, user: str | None = None) -> str:
     return name if "/" in name else f"{user or kaggle_api.username()}/{name}"
 
 
+_TEMPLATES = ("kernel-metadata.json", "kernel.py")
+
+
+def read_templates(root: str | os.PathLike[str] = DEFAULT_ROOT) -> tuple[str, str]:
+    """The metadata and script templates: ``root/templates/`` when it exists (customised), else the packaged ones."""
+    custom = Path(root) / "templates"
+    if custom.is_dir():
+        missing = [n for n in _TEMPLATES if not (custom / n).is_file()]
+        if missing:
+            raise ConfigError(f"customised kernel templates in {custom} lack {', '.join(missing)}; add them "
+                              f"(copies of those in hcd_kit/kaggle/templates/) or remove {custom}")
+        return tuple((custom / n).read_text(encoding="utf-8") for n in _TEMPLATES)  # type: ignore[return-value]
+    packaged = resources.files("hcd_kit.kaggle") / "templates"
+    return tuple((packaged / n).read_text(encoding="utf-8") for n in _TEMPLATES)  # type: ignore[return-value]
+
+
 def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
-    """Write ``root/<name>/kernel-metadata.json`` and the script from ``root/templates``; return the folder.
+    """Write ``root/<name>/kernel-metadata.json`` and the script from the templates; return the folder.
+
+    The templates are ``root/templates/`` where that folder exists (customised copies), else those shipped
+    in the package, so it works outside a clone of the repository.
 
     Example: ``render_kernel(KernelSpec(fold="0"), "alice")`` -> ``kernels/hcd-train/`` with the id
     ``alice/hcd-train``.
     """
     check_spec(spec)
     root = Path(root)
-    templates = root / "templates"
-    meta_t, script_t = templates / "kernel-metadata.json", templates / "kernel.py"
-    if not (meta_t.is_file() and script_t.is_file()):
-        raise ConfigError(f"no kernel templates in {templates}; run from the hcd repository root or pass --root")
+    meta_text, script = read_templates(root)
     code_file = spec.name.replace("-", "_") + ".py"
-    meta = json.loads(meta_t.read_text(encoding="utf-8"))
+    meta = json.loads(meta_text)
     datasets = [_owned(spec.wheel_dataset, user)]
     if spec.weights_dataset:
         datasets.append(_owned(spec.weights_dataset, user))
@@ -136,7 +155,6 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
         "MACHINE_SHAPE": spec.machine_shape,
     }
-    script = script_t.read_text(encoding="utf-8")
     for key, value in values.items():
         # a JSON string literal is a valid Python string literal, so any value is quoted safely
         script = script.replace(f'"__HCD_{key}__"', json.dumps(value))
@@ -144,6 +162,33 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
     atomic_write_text(folder / code_file, script)
     atomic_write_json(folder / "kernel-metadata.json", meta)
     return folder
+
+
+# What to do about each kind of source Kaggle could not attach (SaveKernelResponse.invalid_*_sources).
+_SOURCE_FIXES = {
+    "dataset": "check the owner/slug and that your account can see it (push it with `hcd dataset push`)",
+    "competition": "check the name and accept the competition rules at https://www.kaggle.com/c/{}/rules",
+    "kernel": "check the owner/slug and that it has a finished version your account can see",
+    "model": "check the owner/model/framework/variation/version handle and that your account can see it",
+}
+
+
+def _check_sources(ref: str, resp: object) -> None:
+    """Raise if Kaggle saved the kernel but could not attach some of its sources.
+
+    The service still saves (and starts) the kernel, and the `kaggle` command only prints the lists, so a
+    misspelt dataset or unaccepted rules would otherwise surface after the GPU queue, as a missing input.
+    """
+    problems = []
+    for kind, fix in _SOURCE_FIXES.items():
+        for source in getattr(resp, f"invalid_{kind}_sources", None) or []:
+            problems.append(f"{kind} '{source}' ({fix.format(source)})")
+    if problems:
+        version = getattr(resp, "version_number", None)
+        saved = f"saved version {version} of" if version else "saved"
+        raise KaggleError(kaggle_api.redact(
+            f"Kaggle {saved} kernel '{ref}' without the sources it could not attach: {'; '.join(problems)}; "
+            "fix them and push again (that version will fail without its inputs)"))
 
 
 @dataclass
@@ -163,6 +208,7 @@ def push_kernel(folder: str | os.PathLike[str], timeout: float | None = None) ->
     resp = kaggle_api.call(f"push kernel '{meta['id']}'", lambda: api.kernels_push(str(folder)), timeout=timeout,
                            retries=0)
     kaggle_api.check_reported(f"push kernel '{meta['id']}'", resp)  # the `kaggle` command exits 0 on these
+    _check_sources(meta["id"], resp)
     result = PushResult(
         ref=meta["id"],  # the answer's ref is a URL path (/code/owner/slug)
         url=getattr(resp, "url", None) or "",

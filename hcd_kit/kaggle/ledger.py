@@ -1,9 +1,9 @@
 """The local ledger of what was submitted: ``submissions/ledger.jsonl``, one JSON record per submission.
 
 Each record says when, which file (path and sha256), the message, the runs and CV AUC behind it (from the
-``<file>.json`` sidecar ``hcd predict`` writes), the Kaggle ref, status and scores. Appends are one
-``O_APPEND`` write of one line; score updates rewrite the file atomically. Credentials never reach it:
-records are built from named fields only.
+``<file>.json`` sidecar ``hcd predict`` writes), the Kaggle ref, status and scores, and for a failed
+submission Kaggle's reason (``error_description``). Appends are one ``O_APPEND`` write of one line; score
+updates rewrite the file atomically. Credentials never reach it: records are built from named fields only.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class LedgerRecord:
     tta: int | None = None
     folds: Any = None
     ensemble: str | None = None
+    error_description: str | None = None  # why Kaggle could not score it (ERROR); absent in older ledgers
 
     @classmethod
     def for_file(cls, path: str | os.PathLike[str], message: str, competition: str) -> "LedgerRecord":

@@ -3,7 +3,8 @@
 ``submit_file`` validates the CSV first (an invalid file is never uploaded), runs the client's three-step
 upload through the gateway, and treats the client's silent failure (``ref`` 0 / "Could not submit")
 as an error; only an accepted submission is appended to the ledger, so the ledger mirrors what Kaggle
-holds. ``wait_for_score`` polls ListSubmissions with backoff until the submission is scored or failed;
+holds. ``wait_for_score`` polls ListSubmissions with backoff until the submission is scored or failed
+(keeping Kaggle's ``error_description`` of a failed one);
 ``refresh_ledger`` updates every unfinished record from Kaggle.
 """
 
@@ -20,6 +21,10 @@ from hcd_kit.kaggle.poll import poll_until
 
 FINAL = ("COMPLETE", "ERROR")
 
+
+# what a 404 from a submission call may also mean
+_NO_SUBMISSIONS = ("whether competition '{competition}' still accepts submissions "
+                   "(an ended competition may take no late submissions)")
 
 def submit_file(
     path: str | os.PathLike[str],
@@ -38,6 +43,7 @@ def submit_file(
         f"submit {path} to competition '{competition}'",
         lambda: api.competition_submit(str(path), message, competition, quiet=True),
         timeout=timeout, retries=0, not_found=f"competition '{competition}'", competition=competition,
+        if_missing=_NO_SUBMISSIONS.format(competition=competition),
     )
     ref = int(getattr(resp, "ref", 0) or 0)
     if ref <= 0:
@@ -57,6 +63,7 @@ def _list(competition: str, timeout: float | None, pages: int = 5) -> dict[int, 
             f"list the submissions of competition '{competition}'",
             lambda: api.competition_submissions(competition, page_number=page, page_size=100),
             timeout=timeout, not_found=f"competition '{competition}'", competition=competition,
+            if_missing=_NO_SUBMISSIONS.format(competition=competition),
         ) or []
         for s in subs:
             found[int(s.ref)] = s
@@ -70,6 +77,8 @@ def _apply(record: LedgerRecord, sub: object) -> None:
     record.status = getattr(status, "name", str(status))  # enums print as SubmissionStatus.X
     record.public_score = as_score(getattr(sub, "public_score", None))
     record.private_score = as_score(getattr(sub, "private_score", None))
+    reason = str(getattr(sub, "error_description", "") or "").strip()  # Kaggle's why, for an ERROR
+    record.error_description = reason or None
 
 
 def wait_for_score(

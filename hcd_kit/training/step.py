@@ -47,12 +47,12 @@ def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarr
     if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    steps = steps_per_epoch
     return Trainer(
         model=model,
         net=model,
         optimizer=optimizer,
-        scheduler=build_schedule(optimizer, cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps)),
+        scheduler=build_schedule(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch,
+                                 round(cfg.warmup_epochs * steps_per_epoch)),
         scaler=grad_scaler(env.device, env.dtype),
         ema=Ema(model, cfg.ema_decay) if cfg.ema else None,
         loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device),

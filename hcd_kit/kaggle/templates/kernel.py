@@ -1,7 +1,7 @@
 """hcd on a Kaggle GPU: install hcd_kit offline, then train and/or predict, failing loudly on any error.
 
-Rendered by `hcd kernel push` (which fills in the constants below); edit kernels/templates/kernel.py,
-not a rendered copy. Modes:
+Rendered by `hcd kernel push` (which fills in the constants below) from hcd_kit/kaggle/templates/kernel.py
+(or a customised copy in ROOT/templates/); edit the template, not a rendered copy. Modes:
   train    prepare -> folds -> train (FOLD) -> cv report -> predict (TTA x8) -> /kaggle/working/submission.csv
   predict  rebuild the run folder from a weights dataset (`hcd dataset push --run-dir RUN`) -> predict
 The session's real GPUs are logged first (and saved to gpus.json): Kaggle may not give the machine shape
@@ -80,12 +80,22 @@ def log_gpus() -> None:
     (WORK / "gpus.json").write_text(json.dumps(info, indent=2))
 
 
+def candidates(ref: str) -> list[Path]:
+    """Where Kaggle may mount dataset/competition ``ref`` (owner/slug or slug), most likely first.
+
+    Older sessions: /kaggle/input/<slug>; kernels pushed from the client: /kaggle/input/datasets/<owner>/<slug>
+    and /kaggle/input/competitions/<slug>; then any folder named <slug> a few levels down.
+    """
+    slug = ref.split("/")[-1]
+    owner = ref.split("/")[0] if "/" in ref else "*"
+    known = [INPUT / slug, *sorted(INPUT.glob(f"datasets/{owner}/{slug}")), INPUT / "competitions" / slug]
+    known += sorted(INPUT.glob(f"*/{slug}")) + sorted(INPUT.glob(f"*/*/{slug}"))
+    return [p for p in dict.fromkeys(known) if p.is_dir()]
+
+
 def mounted(ref: str, marker: str) -> Path:
     """Where Kaggle mounted dataset/competition ``ref``: the known places first, then a shallow search."""
-    slug = ref.split("/")[-1]
-    owner = ref.split("/")[0] if "/" in ref else ""
-    known = [INPUT / slug, INPUT / "datasets" / owner / slug, INPUT / "competitions" / slug]
-    for base in known:
+    for base in candidates(ref):
         if list(base.glob(marker)):
             return base
     for depth in ("*", "*/*", "*/*/*"):  # shallow: a competition folder holds 220k files one level down
@@ -93,6 +103,52 @@ def mounted(ref: str, marker: str) -> Path:
         if hits:
             return hits[0].parent
     sys.exit(f"{ref} is not attached (no {marker} under {INPUT}); add it to the kernel's sources")
+
+
+def input_path(typed: str) -> str:
+    """A /kaggle/input/... path typed in --train-args/--predict-args, where its dataset is really mounted.
+
+    /kaggle/input/SLUG/FILE, /kaggle/input/datasets/OWNER/SLUG/FILE and /kaggle/input/competitions/SLUG/FILE
+    all work whichever layout the session has; a file found nowhere stops the kernel now, in one line, not
+    after hours of training. Anything not under /kaggle/input is returned as typed.
+    """
+    for prefix in ("/kaggle/input", str(INPUT)):
+        if typed == prefix or typed.startswith(prefix.rstrip("/") + "/"):
+            rel = Path(typed[len(prefix):].lstrip("/")).parts
+            break
+    else:
+        return typed
+    if rel and (INPUT.joinpath(*rel)).exists():
+        return str(INPUT.joinpath(*rel))
+    if len(rel) >= 3 and rel[0] == "datasets":
+        ref, rest = f"{rel[1]}/{rel[2]}", rel[3:]
+    elif len(rel) >= 2 and rel[0] == "competitions":
+        ref, rest = rel[1], rel[2:]
+    elif rel:
+        ref, rest = rel[0], rel[1:]
+    else:
+        sys.exit(f"{typed}: names /kaggle/input itself, not a file in an attached dataset")
+    bases = candidates(ref)
+    for base in bases:
+        if base.joinpath(*rest).exists():
+            return str(base.joinpath(*rest))
+    if not bases:
+        sys.exit(f"{typed}: dataset {ref} is not attached to this kernel (no folder {ref.split('/')[-1]} under "
+                 f"{INPUT}); attach it with hcd kernel push --dataset OWNER/{ref.split('/')[-1]}")
+    held = ", ".join(sorted(p.name for p in bases[0].iterdir())[:10]) or "nothing"
+    sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
+
+
+def input_paths(args: str) -> list[str]:
+    """``shlex.split(args)`` with every /kaggle/input path (a word, or the value of --flag=PATH) relocated."""
+    out = []
+    for word in shlex.split(args):
+        flag, eq, value = word.partition("=")
+        new = f"{flag}={input_path(value)}" if eq and flag.startswith("--") else input_path(word)
+        if new != word:
+            print(f"input path {word} -> {new}", flush=True)
+        out.append(new)
+    return out
 
 
 def install() -> None:
@@ -130,6 +186,8 @@ def link_weights() -> None:
 
 
 def main() -> None:
+    # paths into attached datasets are checked before anything runs: a wrong one fails now, not after training
+    train_args, predict_args = input_paths(TRAIN_ARGS), input_paths(PREDICT_ARGS)
     WORK.mkdir(parents=True, exist_ok=True)
     log_gpus()
     install()
@@ -138,12 +196,12 @@ def main() -> None:
     if MODE == "train":
         hcd("prepare", "--data-dir", d)
         hcd("folds", "--data-dir", d)
-        hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *shlex.split(TRAIN_ARGS))
+        hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *train_args)
         hcd("cv", "--run-dir", r)
     else:
         link_weights()
     out = str(WORK / "submission.csv")
-    hcd("predict", "--data-dir", d, "--run-dir", r, "--tta", TTA, "--out", out, *shlex.split(PREDICT_ARGS))
+    hcd("predict", "--data-dir", d, "--run-dir", r, "--tta", TTA, "--out", out, *predict_args)
     print(f"done: {out}", flush=True)
 
 
