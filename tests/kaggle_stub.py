@@ -12,6 +12,7 @@ Python API (what tests use)::
     stub.add_competition("histopathologic-cancer-detection", zip_path)  # served by the download calls
     stub.rules_accepted["name"] = False   # download calls answer 403 "accept the rules"
     stub.corrupt_zip("name")        # serve the zip with one data byte flipped (CRC error)
+    stub.valid_submission("name")   # bytes of a submission.csv that passes validation for that competition
     stub.fail("DownloadDataFiles", status=500, times=2, retry_after=None)  # HTTP error, next N calls
     stub.fail_in_body("SaveKernel", code=403, message="...", times=1)     # {"code":403,...} in an HTTP 200
     stub.delay("DownloadDataFiles", seconds=30, times=1)                   # stall (outer time limits)
@@ -194,6 +195,13 @@ class KaggleStub:
     def add_competition(self, name: str, zip_path: Path, rules_accepted: bool = True) -> None:
         self.competitions[name] = Competition(Path(zip_path))
         self.rules_accepted[name] = rules_accepted
+
+    def valid_submission(self, name: str, label: float = 0.5) -> bytes:
+        """A submission.csv that passes validation for competition ``name`` (every id of its sample), e.g. for
+        ``kernel_outputs["submission.csv"]``: what a kernel that ran hcd predict leaves in its output."""
+        with zipfile.ZipFile(self.competitions[name].zip_path) as zf:
+            lines = zf.read("sample_submission.csv").decode().splitlines()
+        return ("id,label\n" + "".join(f"{line.split(',')[0]},{label}\n" for line in lines[1:] if line)).encode()
 
     def corrupt_zip(self, name: str) -> None:
         self.competitions[name].corrupt = True

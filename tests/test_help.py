@@ -16,14 +16,22 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-COMMANDS = [[], ["demo"], ["download"], ["prepare"], ["folds"], ["train"], ["cv"], ["predict"], ["ensemble"],
-            ["submit"], ["submissions"], ["kernel"], ["kernel", "push"], ["kernel", "status"],
-            ["kernel", "output"], ["dataset"], ["dataset", "push"]]
+def _commands(cmd, path=()) -> list[list[str]]:
+    """Every command and group of the app, walked from the click tree Typer builds (new ones are covered too)."""
+    out = [list(path)]
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        if not sub.hidden:
+            out += _commands(sub, (*path, name))
+    return out
+
+
+COMMANDS = _commands(get_command(app))
 TYPE_LABELS = ["<bool>", "<str>", "<int", "<float", "<path>", "list[", "{runs}", "…"]
 
 

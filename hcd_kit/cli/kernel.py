@@ -8,6 +8,8 @@ KAGGLE_API_TOKEN.
 
 from __future__ import annotations
 
+import inspect
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,6 +31,24 @@ def _opt(text: str, metavar: str = "", **kw):
     return typer.Option(metavar=metavar, help=text, **kw)
 
 
+def kernel_spec(opts: dict):
+    """The checked ``KernelSpec`` that the options of `hcd kernel push` describe (`hcd kernel run` takes the
+    same options): a new push option is read here, once, for both commands."""
+    from hcd_kit.kaggle import KernelSpec, check_spec, default_name
+
+    folds = parse_folds(opts["fold"])
+    fold = "all" if folds is None else ",".join(map(str, folds))
+    mode = "predict" if opts["weights_dataset"] else "train"
+    spec = KernelSpec(
+        name=opts["name"] or default_name(mode, fold), mode=mode, fold=fold, machine_shape=opts["machine_shape"],
+        internet=opts["internet"], competition=opts["competition"], wheel_dataset=opts["wheel_dataset"],
+        weights_dataset=opts["weights_dataset"], train_args=opts["train_args"], predict_args=opts["predict_args"],
+        tta=opts["tta"], extra_datasets=list(opts["dataset"] or []), pretrained_from=opts["pretrained_from"],
+    )
+    check_spec(spec)
+    return spec
+
+
 @command(kernel_app, "push")
 def kernel_push(
     fold: Annotated[str, _opt("Folds to train: all, one number, or a list like 0,2.", "FOLDS")] = "all",
@@ -47,9 +67,15 @@ def kernel_push(
     ] = None,
     train_args: Annotated[
         str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --no-pretrained\"; offline, training needs "
-                  "--weights FILE (from an attached dataset) or --no-pretrained.", "FLAGS", show_default="none")
+                  "--weights FILE (dataset:OWNER/SLUG/FILE attaches that dataset itself) or --no-pretrained.",
+                  "FLAGS", show_default="none")
     ] = "",
     predict_args: Annotated[str, _opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",
+    pretrained_from: Annotated[
+        str, _opt("Dataset made by `hcd weights push MODEL` (OWNER/SLUG, or SLUG for yours): attached, and training "
+                  "starts from its model.safetensors (--weights with a dataset: reference to it).", "DATASET",
+                  show_default="none")
+    ] = "",
     tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction.")] = 8,
     competition: Competition = COMPETITION,
     root: Annotated[
@@ -68,29 +94,24 @@ def kernel_push(
     wheel dataset attached) and the kernel script beside it, which logs its real GPUs, installs hcd_kit offline
     from the wheel, then runs prepare -> folds -> train -> cv -> predict --tta 8 into
     /kaggle/working/submission.csv. Push the wheel first with `hcd dataset push`. Offline, a training
-    kernel cannot fetch ImageNet weights from the hub: pass --weights (a file in an attached dataset) or
-    --no-pretrained in --train-args, or use --internet; anything else is refused before rendering.
+    kernel cannot fetch ImageNet weights from the hub: pass --pretrained-from (a dataset made by `hcd weights
+    push MODEL`), or --weights dataset:OWNER/SLUG/FILE or --no-pretrained in --train-args, or use --internet;
+    anything else is refused before rendering. Every dataset:OWNER/SLUG/FILE in --train-args/--predict-args is
+    attached and resolved to wherever Kaggle mounts it.
 
     Example: hcd kernel push --fold 0 --train-args "--epochs 6 --no-pretrained"
     (then: hcd kernel status --name hcd-train-fold-0 --wait)
     """
+    opts = dict(locals())  # every option, for kernel_spec (`hcd kernel run` takes the same ones)
     from rich.markup import escape
 
     from hcd_kit.console import console, err_console
     from hcd_kit.errors import KaggleError
-    from hcd_kit.kaggle import KernelSpec, check_spec, default_name, push_kernel, render_kernel
+    from hcd_kit.kaggle import push_kernel, render_kernel
     from hcd_kit.kaggle import api as kaggle_api
 
-    folds = parse_folds(fold)
-    fold = "all" if folds is None else ",".join(map(str, folds))
-    mode = "predict" if weights_dataset else "train"
-    spec = KernelSpec(
-        name=name or default_name(mode, fold), mode=mode, fold=fold, machine_shape=machine_shape,
-        internet=internet, competition=competition, wheel_dataset=wheel_dataset,
-        weights_dataset=weights_dataset, train_args=train_args, predict_args=predict_args, tta=tta,
-        extra_datasets=list(dataset or []),
-    )
-    check_spec(spec)  # before any credentials check or file: a kernel that cannot run is refused first
+    spec = kernel_spec(opts)  # before any credentials check or file: a kernel that cannot run is refused first
+    mode, fold = spec.mode, spec.fold
     try:
         user = kaggle_api.username()
     except KaggleError as exc:
@@ -191,3 +212,125 @@ def dataset_push(
         return
     res = push_dataset(folder, notes, transfer_timeout=transfer_timeout)
     console.print(f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip())
+
+
+# `hcd kernel run` takes every option of `kernel push` (read from its signature, so a new push option is
+# offered here too) except --dry-run, plus these.
+RUN_PANEL = "Waiting, fetching, submitting"
+
+
+def _ropt(text: str, metavar: str = "", **kw):
+    return _opt(text, metavar, rich_help_panel=RUN_PANEL, **kw)
+
+
+def _run_options(
+    attach: Annotated[bool, _ropt("Never push: pick up the version recorded in ROOT/NAME/last_push.json "
+                                  "(after Ctrl-C or a lost connection; a plain rerun does so too when nothing "
+                                  "changed).")] = False,
+    submit: Annotated[bool, _ropt("Submit the kernel's submission.csv (needs -m) and wait for its score.")] = False,
+    message: Annotated[Optional[str], typer.Option(
+        "--message", "-m", metavar="TEXT", show_default="none", rich_help_panel=RUN_PANEL,
+        help="Description of the submission shown on Kaggle.")] = None,
+    data_dir: Annotated[Path, _ropt("Folder with sample_submission.csv, which the fetched submission is "
+                                   "checked against.", "DIR")] = Path("data"),
+    out_dir: Annotated[Optional[Path], _ropt("Folder for the kernel's output files.", "DIR",
+                                            show_default="ROOT/NAME/output")] = None,
+    wait_timeout: Annotated[float, _ropt("Seconds to wait for the session (a GPU session lasts 12 h at most); "
+                                        "it keeps running after that: pick it up with --attach.", "SECONDS")] = 43200.0,
+    score_timeout: Annotated[float, _ropt("Seconds --submit waits for the score.", "SECONDS")] = 3600.0,
+    poll_interval: Annotated[float, _ropt("Seconds between the first polls (backs off to 60 s).", "SECONDS")] = 10.0,
+    transfer_timeout: Annotated[float, _ropt("Seconds the download of the output may take.", "SECONDS")] = 3600.0,
+    ledger: Annotated[Optional[Path], _ropt("Ledger file.", "FILE", show_default="submissions/ledger.jsonl")] = None,
+) -> None:
+    pass
+
+
+_RUN_ONLY = ("dry_run",)  # push options that make no sense for run
+
+
+def _run_signature() -> inspect.Signature:
+    push = [p for n, p in inspect.signature(kernel_push, eval_str=True).parameters.items() if n not in _RUN_ONLY]
+    return inspect.Signature([*push, *inspect.signature(_run_options, eval_str=True).parameters.values()])
+
+
+class _LiveStatus:
+    """The live status line: the session's last status and the time since its push, redrawn by rich."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref, self.status, self.since = ref, "pushed", time.time()
+
+    def update(self, status: str, elapsed: float) -> None:
+        self.status, self.since = status, time.time() - elapsed
+
+    def __rich__(self) -> str:
+        return f"{self.ref}: {self.status}, {_clock(time.time() - self.since)} since the push"
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+@command(kernel_app, "run", signature=_run_signature())
+def kernel_run(**opts) -> None:
+    """Push a kernel (the options of `hcd kernel push`), wait for it, fetch its output, check submission.csv,
+    and with --submit -m MSG submit it and wait for the score.
+
+    Waits with a status line (queued / running / time since the push), bounded by --wait-timeout. Every
+    output file goes to --out-dir; submission.csv is checked against DATA_DIR/sample_submission.csv (needed
+    with --submit, checked before anything is pushed). The ledger row names the kernel and its version.
+    Never pushes twice: ROOT/NAME/last_push.json records the push before the wait, and a rerun (or
+    --attach) picks that version up while it is queued, running, or complete but not yet fetched and
+    submitted. A session that ends in ERROR or is cancelled prints the tail of its log and Kaggle's message,
+    and exits non-zero.
+
+    Example: hcd kernel run --fold 0 --train-args "--epochs 6 --no-pretrained" --submit -m "r18 fold 0"
+    """
+    from contextlib import nullcontext
+
+    from rich.markup import escape
+
+    from hcd_kit.console import console, err_console
+    from hcd_kit.errors import ConfigError
+    from hcd_kit.kaggle import run_kernel
+    from hcd_kit.layout import DataLayout
+
+    if opts["submit"] != (opts["message"] is not None):
+        raise ConfigError("--submit needs -m MSG (the description shown on Kaggle)" if opts["submit"]
+                          else "-m MSG describes a submission: add --submit")
+    spec = kernel_spec(opts)
+    live, last = _LiveStatus(spec.name), []
+
+    def on_poll(st, elapsed: float) -> None:
+        live.ref = st.ref
+        live.update(st.status, elapsed)
+        if not last or last[-1] != st.status:  # one line per change; the live line shows the rest
+            last.append(st.status)
+            console.print(f"  {st.ref}: {st.status} ({_clock(elapsed)} since the push)")
+
+    say = lambda line: console.print(escape(line), soft_wrap=True)  # noqa: E731
+    with console.status(live) if console.is_terminal else nullcontext():
+        run = run_kernel(
+            spec, opts["root"], attach=opts["attach"], out_dir=opts["out_dir"],
+            sample_csv=DataLayout.of(opts["data_dir"]).sample_submission, message=opts["message"],
+            ledger=opts["ledger"], wait_timeout=opts["wait_timeout"], poll=opts["poll_interval"],
+            score_timeout=opts["score_timeout"], transfer_timeout=opts["transfer_timeout"], timeout=opts["timeout"],
+            on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"), say=say,
+        )
+    if not run.ok:
+        err_console.print(f"last lines of the log of {run.ref} version {run.version} ({run.out_dir}):",
+                          highlight=False, soft_wrap=True)
+        for line in run.log:
+            err_console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+        why = f": {escape(run.failure_message)}" if run.failure_message else ""
+        again = "fix it and run again" if run.status == "ERROR" else "run again"
+        raise fail(f"kernel {run.ref} version {run.version} ended {run.status}{why}; {again} to push a new version")
+    checked = "checked against the sample" if run.validated else "NOT checked (no sample_submission.csv in --data-dir)"
+    console.print(f"{run.submission}: {checked}", soft_wrap=True)
+    rec = run.record
+    if rec is not None:
+        if rec.status == "ERROR":
+            why = f": {escape(rec.error_description)}" if rec.error_description else "; see its page for the reason"
+            raise fail(f"Kaggle could not score submission {rec.ref}{why}")
+        score = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        console.print(f"public score {score(rec.public_score)}  private score {score(rec.private_score)}")

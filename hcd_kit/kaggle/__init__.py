@@ -25,6 +25,7 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "kernel": "KernelSpec KernelStatus PushResult check_spec default_name kernel_output kernel_ref kernel_status "
               "push_kernel render_kernel",
     "ledger": "LedgerRecord append_record ledger_path read_ledger update_records write_ledger",
+    "run": "KernelRun log_tail read_last_push run_kernel",
     "submit": "refresh_ledger submit_file wait_for_score",
 })
 
@@ -38,4 +39,5 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.kaggle.ledger import (
         LedgerRecord, append_record, ledger_path, read_ledger, update_records, write_ledger
     )
+    from hcd_kit.kaggle.run import KernelRun, log_tail, read_last_push, run_kernel
     from hcd_kit.kaggle.submit import refresh_ledger, submit_file, wait_for_score

@@ -15,6 +15,7 @@ asked for).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +33,8 @@ from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.poll import poll_until
+from hcd_kit.kaggle.refs import check_references, dataset_refs
+from hcd_kit.kaggle.weights import pretrained_train_args
 from hcd_kit.layout import COMPETITION
 
 DEFAULT_ROOT = Path("kernels")
@@ -56,6 +59,7 @@ class KernelSpec:
     predict_args: str = ""
     tta: int = 8
     extra_datasets: list[str] = field(default_factory=list)
+    pretrained_from: str = ""  # a dataset made by `hcd weights push`: adds --weights dataset:OWNER/SLUG/FILE
 
 
 def default_name(mode: str, fold: str) -> str:
@@ -88,11 +92,13 @@ def check_spec(spec: KernelSpec) -> None:
     check_choice("--tta", spec.tta, TtaViews)
     # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
     # download after queueing for a GPU, so say it now
-    if spec.mode == "train" and not spec.internet and not _offline_weights_given(spec.train_args):
+    check_references(spec)
+    if spec.mode == "train" and not spec.internet and not (spec.pretrained_from or
+                                                           _offline_weights_given(spec.train_args)):
         raise ConfigError(
-            "the kernel has no internet, so `hcd train` cannot download pretrained weights: attach a weights "
-            "dataset and pass --dataset OWNER/SLUG --train-args \"--weights /kaggle/input/SLUG/FILE\", "
-            "or pass --train-args \"--no-pretrained\", or --internet"
+            "the kernel has no internet, so `hcd train` cannot download pretrained weights: pass --pretrained-from "
+            "OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args \"--weights "
+            "/kaggle/input/SLUG/FILE\" (or dataset:OWNER/SLUG/FILE), or --train-args \"--no-pretrained\", or --internet"
         )
 
 
@@ -139,6 +145,8 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
     if spec.weights_dataset:
         datasets.append(_owned(spec.weights_dataset, user))
     datasets += [_owned(d, user) for d in spec.extra_datasets]
+    train_args = pretrained_train_args(spec.train_args, spec.pretrained_from, user)
+    datasets += dataset_refs(train_args) + dataset_refs(spec.predict_args, "--predict-args")  # dataset: refs
     meta.update(
         id=f"{user}/{spec.name}",
         title=spec.name.replace("-", " "),  # slugifies back to the id: the client warns otherwise
@@ -150,7 +158,7 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         competition_sources=[spec.competition],
     )
     values = {
-        "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_ARGS": spec.train_args, "PREDICT_ARGS": spec.predict_args,
+        "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_ARGS": train_args, "PREDICT_ARGS": spec.predict_args,
         "TTA": str(spec.tta), "COMPETITION": spec.competition, "WHEEL_DATASET": datasets[0],
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
         "MACHINE_SHAPE": spec.machine_shape,
@@ -191,6 +199,17 @@ def _check_sources(ref: str, resp: object) -> None:
             "fix them and push again (that version will fail without its inputs)"))
 
 
+def kernel_digest(folder: str | os.PathLike[str]) -> str:
+    """sha256 over a rendered kernel's metadata and script: equal digests push the same kernel."""
+    folder = Path(folder)
+    meta = (folder / "kernel-metadata.json").read_bytes()
+    h = hashlib.sha256(meta)
+    code = folder / json.loads(meta).get("code_file", "")
+    if code.is_file():
+        h.update(code.read_bytes())
+    return h.hexdigest()
+
+
 @dataclass
 class PushResult:
     ref: str
@@ -215,7 +234,8 @@ def push_kernel(folder: str | os.PathLike[str], timeout: float | None = None) ->
         version=getattr(resp, "version_number", None),
         machine_shape=meta.get("machine_shape", ""),
     )
-    record = asdict(result) | {"time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    record = asdict(result) | {"time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                               "digest": kernel_digest(folder)}  # `hcd kernel run` compares it before pushing
     atomic_write_json(folder / "last_push.json", record)
     return result
 

@@ -2,7 +2,8 @@
 
 Each record says when, which file (path and sha256), the message, the runs and CV AUC behind it (from the
 ``<file>.json`` sidecar ``hcd predict`` writes), the Kaggle ref, status and scores, and for a failed
-submission Kaggle's reason (``error_description``). Appends are one ``O_APPEND`` write of one line; score
+submission Kaggle's reason (``error_description``), and for a file made by ``hcd kernel run`` the kernel's
+ref and version (``kernel``, ``kernel_version``). Appends are one ``O_APPEND`` write of one line; score
 updates rewrite the file atomically. Credentials never reach it: records are built from named fields only.
 """
 
@@ -47,6 +48,8 @@ class LedgerRecord:
     folds: Any = None
     ensemble: str | None = None
     error_description: str | None = None  # why Kaggle could not score it (ERROR); absent in older ledgers
+    kernel: str | None = None  # owner/slug of the Kaggle kernel that wrote the file (`hcd kernel run`)
+    kernel_version: int | None = None  # that kernel's version
 
     @classmethod
     def for_file(cls, path: str | os.PathLike[str], message: str, competition: str) -> "LedgerRecord":

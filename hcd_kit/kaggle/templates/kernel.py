@@ -110,8 +110,11 @@ def input_path(typed: str) -> str:
 
     /kaggle/input/SLUG/FILE, /kaggle/input/datasets/OWNER/SLUG/FILE and /kaggle/input/competitions/SLUG/FILE
     all work whichever layout the session has; a file found nowhere stops the kernel now, in one line, not
-    after hours of training. Anything not under /kaggle/input is returned as typed.
+    after hours of training. A reference dataset:OWNER/SLUG/FILE (`hcd kernel push` attached OWNER/SLUG) is
+    found the same way. Anything else is returned as typed.
     """
+    if typed.startswith("dataset:"):
+        return dataset_path(typed)
     for prefix in ("/kaggle/input", str(INPUT)):
         if typed == prefix or typed.startswith(prefix.rstrip("/") + "/"):
             rel = Path(typed[len(prefix):].lstrip("/")).parts
@@ -139,8 +142,26 @@ def input_path(typed: str) -> str:
     sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
 
 
+def dataset_path(typed: str) -> str:
+    """dataset:OWNER/SLUG/FILE -> the file in dataset OWNER/SLUG, wherever this session mounted it."""
+    parts = typed[len("dataset:"):].strip("/").split("/")
+    if len(parts) < 3 or not all(parts):
+        sys.exit(f"{typed}: use dataset:OWNER/SLUG/FILE")
+    ref, rest = f"{parts[0]}/{parts[1]}", parts[2:]
+    bases = candidates(ref)
+    for base in bases:
+        if base.joinpath(*rest).exists():
+            return str(base.joinpath(*rest))
+    if not bases:
+        sys.exit(f"{typed}: dataset {ref} is not mounted (no folder {parts[1]} under {INPUT}); push the kernel "
+                 f"again with hcd kernel push, which attaches every dataset: reference")
+    held = ", ".join(sorted(p.name for p in bases[0].iterdir())[:10]) or "nothing"
+    sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
+
+
 def input_paths(args: str) -> list[str]:
-    """``shlex.split(args)`` with every /kaggle/input path (a word, or the value of --flag=PATH) relocated."""
+    """``shlex.split(args)`` with every /kaggle/input path or dataset: reference (a word, or the value of
+    --flag=PATH) relocated."""
     out = []
     for word in shlex.split(args):
         flag, eq, value = word.partition("=")

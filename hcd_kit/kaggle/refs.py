@@ -1,0 +1,68 @@
+"""References to files in attached Kaggle datasets: ``dataset:OWNER/SLUG/FILE`` in a kernel's train/predict args.
+
+Kaggle mounts a dataset at ``/kaggle/input/SLUG`` in older sessions and ``/kaggle/input/datasets/OWNER/SLUG``
+in kernels pushed from the client, so a mount path typed on a laptop may be wrong on Kaggle. A reference names
+the dataset instead: ``hcd kernel push`` attaches every referenced OWNER/SLUG to the kernel
+(``dataset_refs``), and the kernel script resolves the reference to the real file at its start.
+
+    >>> dataset_refs("--epochs 3 --weights dataset:alice/timm-resnet18/model.safetensors")
+    ['alice/timm-resnet18']
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from hcd_kit.errors import ConfigError
+
+PREFIX = "dataset:"
+_DATASET = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]*/)?[a-z0-9][a-z0-9-]{4,48}[a-z0-9]")  # [OWNER/]SLUG
+
+
+def _values(args: str, flag: str) -> list[str]:
+    """Every word of ``args`` and every value of a ``--flag=VALUE`` word."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {args!r}: {exc}") from None
+    return [w.partition("=")[2] if w.startswith("--") and "=" in w else w for w in words]
+
+
+def parse_ref(value: str, flag: str = "--train-args") -> tuple[str, str]:
+    """``dataset:OWNER/SLUG/FILE`` -> ``("OWNER/SLUG", "FILE")``; a malformed reference is a ConfigError."""
+    parts = value[len(PREFIX):].strip("/").split("/")
+    if len(parts) < 3 or not all(parts) or any(p in (".", "..") for p in parts):
+        raise ConfigError(f"{flag}: {value!r} is not a dataset reference; use dataset:OWNER/SLUG/FILE "
+                          "(e.g. dataset:alice/timm-resnet18/model.safetensors)")
+    return f"{parts[0]}/{parts[1]}", "/".join(parts[2:])
+
+
+def dataset_refs(args: str, flag: str = "--train-args") -> list[str]:
+    """The OWNER/SLUG of every ``dataset:`` reference in ``args``, in order, each once (checked)."""
+    refs = [parse_ref(v, flag)[0] for v in _values(args, flag) if v.startswith(PREFIX)]
+    return list(dict.fromkeys(refs))
+
+
+def reference(dataset: str, file: str) -> str:
+    """``dataset:OWNER/SLUG/FILE`` for ``file`` in dataset ``dataset`` (``OWNER/SLUG``)."""
+    return f"{PREFIX}{dataset}/{file}"
+
+
+def check_references(spec) -> None:
+    """Refuse malformed ``dataset:`` references in a ``KernelSpec``'s args, and a ``--pretrained-from`` that
+    cannot work (malformed, on an inference kernel, or beside its own ``--weights``/``--no-pretrained``)."""
+    dataset_refs(spec.train_args)
+    dataset_refs(spec.predict_args, "--predict-args")
+    if not spec.pretrained_from:
+        return
+    if not _DATASET.fullmatch(spec.pretrained_from):
+        raise ConfigError(f"--pretrained-from {spec.pretrained_from!r}: use OWNER/SLUG (or SLUG for your own) of "
+                          "a dataset made by `hcd weights push MODEL`")
+    if spec.mode != "train":
+        raise ConfigError("--pretrained-from is for training kernels; an inference kernel (--weights-dataset) "
+                          "loads its trained weights")
+    given = [w.split("=")[0] for w in shlex.split(spec.train_args) if w.split("=")[0] in ("--weights", "--no-pretrained")]
+    if given:
+        raise ConfigError(f"--pretrained-from sets --weights itself; drop {given[0]} from --train-args "
+                          "(or drop --pretrained-from)")

@@ -1,0 +1,238 @@
+"""``hcd kernel run``: push a kernel (or pick up the version already pushed), wait, fetch, check, submit.
+
+``run_kernel`` renders the kernel, pushes it with ``push_kernel`` (which records the push in
+``ROOT/<name>/last_push.json`` before anything waits), waits for the session with bounded polls, downloads
+every output file, validates ``submission.csv`` against the competition's sample and, with a message, submits
+it and waits for the score; the ledger row names the kernel and its version.
+
+Never push twice: ``last_push.json`` holds the version and a digest of what was pushed, and the run adds how
+far it got (``fetched``, ``submission_ref``, ``finished``). A rerun after Ctrl-C or a lost connection whose render is
+unchanged picks up that version while it is queued, running, or complete and its run unfinished; ``attach``
+always picks it up (and never renders). A submission already made for it is waited for, not made again.
+A session that ends in anything but COMPLETE comes back with the tail of its log and Kaggle's message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from hcd_kit.errors import ConfigError, KaggleError
+from hcd_kit.fsutil import atomic_write_json
+from hcd_kit.inference.submission import validate_submission
+from hcd_kit.kaggle import api as kaggle_api
+from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
+from hcd_kit.kaggle.kernel import (
+    DEFAULT_ROOT, KernelSpec, KernelStatus, check_spec, kernel_digest, kernel_output, kernel_status, push_kernel,
+    render_kernel,
+)
+from hcd_kit.kaggle.ledger import LedgerRecord, ledger_path, read_ledger, update_records
+from hcd_kit.kaggle.poll import poll_until
+from hcd_kit.kaggle.submit import submit_file, wait_for_score
+
+LAST_PUSH = "last_push.json"
+ACTIVE = ("QUEUED", "RUNNING", "NEW_SCRIPT")
+LOG_TAIL = 30  # lines of a failed session's log shown
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_last_push(folder: str | os.PathLike[str]) -> dict | None:
+    """The push record of a kernel folder, or None when nothing was pushed from it."""
+    path = Path(folder) / LAST_PUSH
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); remove it to push afresh") from None
+    return rec if isinstance(rec, dict) else None
+
+
+def _mark(folder: Path, **fields: object) -> dict:
+    """Add ``fields`` to the push record (atomically): how far the run for that version got."""
+    rec = read_last_push(folder) or {}
+    rec.update(fields)
+    atomic_write_json(folder / LAST_PUSH, rec)
+    return rec
+
+
+def log_tail(path: str | os.PathLike[str], lines: int = LOG_TAIL) -> list[str]:
+    """The last ``lines`` lines of a kernel log (Kaggle's JSON list of ``{stream_name, data}``, or plain text)."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    try:
+        entries = json.loads(text)
+        if isinstance(entries, list):
+            text = "".join(str(e.get("data", "")) for e in entries if isinstance(e, dict))
+    except ValueError:
+        pass
+    return text.rstrip("\n").splitlines()[-lines:]
+
+
+@dataclass
+class KernelRun:
+    """What ``run_kernel`` did: the kernel, its version, whether it pushed, and where it ended."""
+
+    ref: str
+    version: int | None
+    pushed: bool  # False: picked up the version pushed before
+    status: str
+    out_dir: Path
+    failure_message: str = ""
+    files: list[Path] = field(default_factory=list)
+    submission: Path | None = None  # the fetched submission.csv, validated when a sample was at hand
+    validated: bool = False
+    record: LedgerRecord | None = None  # the ledger row, with --submit
+    log: list[str] = field(default_factory=list)  # tail of the log of a failed session
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "COMPLETE"
+
+
+def _pick_up(folder: Path, ref: str, digest: str, timeout: float | None, say: Callable[[str], None]) -> dict | None:
+    """The push record to pick up instead of pushing again, or None (push). Refuses a second session."""
+    rec = read_last_push(folder)
+    if not rec or rec.get("finished") or rec.get("ref") != ref:
+        return None
+    st = kernel_status(ref, timeout=timeout)
+    same = rec.get("digest") in (None, digest)  # None: pushed by an older hcd, taken as the same
+    if st.status in ACTIVE and not same:
+        raise ConfigError(
+            f"version {rec.get('version')} of kernel {ref}, pushed with other options, is still {st.status}; "
+            "not pushing a second session: pick it up with `hcd kernel run --attach`, or wait until it ends")
+    if same and (st.status in ACTIVE or st.ok):
+        say(f"picking up {ref} version {rec.get('version')} ({st.status}), pushed {rec.get('time', '?')}: "
+            "not pushing again")
+        return rec
+    return None
+
+
+def run_kernel(
+    spec: KernelSpec,
+    root: str | os.PathLike[str] = DEFAULT_ROOT,
+    *,
+    attach: bool = False,
+    out_dir: str | os.PathLike[str] | None = None,
+    sample_csv: str | os.PathLike[str] | None = None,
+    message: str | None = None,
+    ledger: str | os.PathLike[str] | None = None,
+    wait_timeout: float = 12 * 3600.0,
+    poll: float = 10.0,
+    score_timeout: float = 3600.0,
+    transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+    timeout: float | None = None,
+    on_poll: Callable[[KernelStatus, float], None] | None = None,
+    on_score: Callable[[LedgerRecord], None] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> KernelRun:
+    """Push ``spec`` (or pick up its pushed version), wait for it, fetch its output, check and submit it.
+
+    ``out_dir`` defaults to ``ROOT/<name>/output``; ``sample_csv`` (the competition's sample) validates the
+    fetched ``submission.csv``; ``message`` submits it (then the sample is required, checked before any push)
+    and waits up to ``score_timeout`` s for the score. ``wait_timeout`` bounds the wait for the session,
+    ``poll`` the first poll interval, ``timeout`` each call. ``on_poll(status, elapsed_s)`` sees every poll,
+    ``say(line)`` each step. Returns a ``KernelRun``; a failed session is returned (``ok`` False, ``log``).
+
+    Example: ``run_kernel(KernelSpec(fold="0", train_args="--no-pretrained"), sample_csv="data/sample_submission.csv",
+    message="r18 fold 0")``
+    """
+    check_spec(spec)
+    root = Path(root)
+    sample = Path(sample_csv) if sample_csv is not None else None
+    if message is not None and (sample is None or not sample.is_file()):
+        raise ConfigError(f"--submit checks the kernel's submission against {sample or 'sample_submission.csv'}, "
+                          "which is missing: run `hcd download` or pass --data-dir (nothing was pushed)")
+    user = kaggle_api.username()
+    ref = f"{user}/{spec.name}"
+    folder = root / spec.name
+    out = Path(out_dir) if out_dir is not None else folder / "output"
+    if attach:
+        rec = read_last_push(folder)
+        if rec is None:
+            raise ConfigError(f"--attach: nothing was pushed from {folder} ({LAST_PUSH} is missing); "
+                              "run without --attach to push the kernel")
+        ref = str(rec.get("ref") or ref)
+        say(f"attaching to {ref} version {rec.get('version')}, pushed {rec.get('time', '?')}")
+    else:
+        render_kernel(spec, user, root)
+        digest = kernel_digest(folder)
+        rec = _pick_up(folder, ref, digest, timeout, say)
+    pushed = rec is None
+    if rec is None:
+        res = push_kernel(folder, timeout=timeout)  # writes last_push.json: a rerun picks this version up
+        rec = read_last_push(folder) or {}
+        say(f"pushed {res.ref} version {res.version} asking for {res.machine_shape} {res.url}".rstrip())
+    version = rec.get("version")
+    run = KernelRun(ref, version, pushed, "", out)
+    started = _started(rec)
+    st = poll_until(
+        lambda: kernel_status(ref, timeout=timeout), lambda s: s.done, wait_timeout=wait_timeout, poll=poll,
+        on_poll=(lambda s: on_poll(s, time.time() - started)) if on_poll else None,
+        still=lambda s: f"kernel {ref} version {version} still {s.status} after {wait_timeout:g} s; it keeps "
+                        "running on Kaggle: pick it up later with `hcd kernel run --attach` (same options)",
+    )
+    run.status, run.failure_message = st.status, st.failure_message
+    if not st.ok:
+        run.log = _failed_log(ref, out, transfer_timeout, timeout)
+        return run
+    run.files = kernel_output(ref, out, transfer_timeout=transfer_timeout, timeout=timeout)
+    _mark(folder, fetched=_now())
+    say(f"downloaded {len(run.files)} files of {ref} into {out}")
+    sub = out / "submission.csv"
+    if not sub.is_file():
+        raise KaggleError(f"kernel {ref} version {version} completed without a submission.csv among its "
+                          f"{len(run.files)} files in {out}; see its log there")
+    run.submission = sub
+    if sample is not None and sample.is_file():
+        validate_submission(sub, sample)
+        run.validated = True
+    if message is not None:
+        run.record = _submit(folder, rec, run, message, sample, spec.competition, ledger, timeout, say)
+        run.record = wait_for_score(run.record, ledger_path(ledger), wait_timeout=score_timeout, poll=poll,
+                                    on_poll=on_score, timeout=timeout)
+    _mark(folder, finished=_now())
+    return run
+
+
+def _started(rec: dict) -> float:
+    """When the version was pushed (epoch seconds), for the elapsed time; now if unknown."""
+    try:
+        return datetime.strptime(str(rec.get("time")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def _failed_log(ref: str, out: Path, transfer_timeout: float, timeout: float | None) -> list[str]:
+    """Fetch what a failed session left (its log first of all) and return the log's tail."""
+    try:
+        files = kernel_output(ref, out, transfer_timeout=transfer_timeout, timeout=timeout)
+    except KaggleError as exc:
+        return [f"(its log could not be fetched: {exc})"]
+    logs = [f for f in files if f.suffix == ".log"]
+    return log_tail(logs[0]) if logs else ["(the session left no log)"]
+
+
+def _submit(folder: Path, rec: dict, run: KernelRun, message: str, sample: Path | None, competition: str,
+            ledger: str | os.PathLike[str] | None, timeout: float | None, say: Callable[[str], None]) -> LedgerRecord:
+    """Submit the fetched file once per kernel version; the ledger row names the kernel and version."""
+    path = ledger_path(ledger)
+    earlier = rec.get("submission_ref")
+    if earlier:  # an interrupted run already submitted this version: wait for that one, spend no submission
+        for r in read_ledger(path):
+            if r.ref == earlier:
+                say(f"version {run.version} was submitted before as ref {earlier}: not submitting again")
+                return r
+    record = submit_file(run.submission, message, sample, competition, path, timeout)
+    _mark(folder, submission_ref=record.ref)
+    record.kernel, record.kernel_version = run.ref, run.version
+    update_records(path, [record])
+    say(f"submitted {run.submission} as ref {record.ref}; recorded in {path}")
+    return record

@@ -1,0 +1,153 @@
+"""SLOW (about 1 min): the rendered Kaggle kernels run for real, offline, in a Kaggle-like sandbox.
+
+Not the dry run of tests/test_kernel.py: the training kernel (``render_kernel``, as ``hcd kernel push``
+renders it) really installs the wheel built from this checkout with ``pip install --no-index`` into a Python
+where hcd_kit was not importable before, then packs, folds, trains two folds of a tiny timm model, runs cv and
+predicts, on real patches, with no network (``unshare -n``) and the competition mounted read-only under
+``/kaggle/input/competitions/...`` (the newer layout). Then the inference-only kernel does the same from the
+files of ``hcd dataset push --run-dir RUN --dry-run`` attached as a weights dataset. See tests/kaggle_sandbox.py.
+Where ``unshare -n`` is unavailable these tests are skipped, and pytest (-rs) prints why.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import FAKE_KAGGLE_USER, STUB_COMPETITION, make_subset
+from kaggle_sandbox import Sandbox, make_readonly, tree, unshare_problem
+
+USER = FAKE_KAGGLE_USER
+# two folds of a tiny timm model at 32 px, one epoch, from scratch (no hub offline): seconds on a CPU
+TRAIN_ARGS = "--model test_resnet --no-pretrained --epochs 1 --img-size 32 --batch-size 32 --threads 2"
+SAVED = {"run", "gpus.json", "submission.csv", "submission.csv.json"}  # all a kernel may leave in its output
+
+
+@pytest.fixture(scope="module")
+def offline():
+    why = unshare_problem()
+    if why:
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def wheel(offline, tmp_path_factory) -> Path:
+    from hcd_kit.kaggle import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def kaggle_like(root: Path, wheel: Path, data: Path) -> Sandbox:
+    """A fresh sandbox with ``<you>/hcd-kit`` (the wheel) and the competition attached, both read-only."""
+    box = Sandbox.create(root)
+    shutil.copyfile(wheel, box.dataset(USER, "hcd-kit") / wheel.name)
+    shutil.copytree(data, box.competition(STUB_COMPETITION))
+    return box
+
+
+def check_clean(box: Sandbox) -> None:
+    """Before the kernel: hcd_kit is neither importable nor installed, but the 'image' has torch and timm."""
+    seen = box.probe()
+    assert seen["hcd_kit"] is None and seen["dists"] == [], f"hcd_kit is visible in the sandbox: {seen}"
+    assert seen["prefix"] == str(box.python.parents[1])
+
+
+def check_kernel(box: Sandbox, proc, sample_csv: Path, before: dict) -> pd.DataFrame:
+    """What every kernel must do: exit 0, install the wheel offline, save only its outputs, log its GPUs."""
+    import torch
+
+    from hcd_kit.inference import validate_submission
+
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    wheels = box.input / "datasets" / USER / "hcd-kit"
+    assert f"pip install -q --no-index --find-links {wheels}" in proc.stdout
+    assert "--no-deps" not in log  # the wheel's dependencies resolved against the preinstalled packages
+    seen = box.probe()  # hcd_kit now comes from the wheel, installed into the sandbox's own site-packages
+    assert seen["hcd_kit"] and Path(seen["hcd_kit"]).is_relative_to(box.python.parents[1]), seen
+    assert seen["dists"] == ["hcd-kit"]
+    # the saved output holds only what it should: the packed store stayed in scratch (/kaggle/temp)
+    assert {p.name for p in box.work.iterdir()} == SAVED
+    assert not [p for p in box.work.rglob("*") if p.suffix == ".npy" or p.name == "packed"]
+    assert tree(box.input) == before, "the kernel wrote into /kaggle/input"
+    sub = validate_submission(box.work / "submission.csv", sample_csv)
+    assert len(sub) == len(pd.read_csv(sample_csv)) and sub["label"].between(0, 1).all()
+    gpus = json.loads((box.work / "gpus.json").read_text())
+    assert "GPUS {" in proc.stdout
+    assert gpus["machine_shape_asked"] == "NvidiaTeslaT4"
+    assert gpus["torch"] == torch.__version__  # the preinstalled torch, not one pip fetched
+    n = torch.cuda.device_count()
+    assert gpus["cuda_device_count"] == n and len(gpus["cuda_devices"]) == n  # no GPU here: 0 and []
+    if not shutil.which("nvidia-smi"):
+        assert gpus["nvidia_smi"][0].startswith("nvidia-smi unavailable")
+    return sub
+
+
+@dataclass
+class Trained:
+    box: Sandbox
+    proc: object
+    data: Path
+    before: dict
+
+
+@pytest.fixture(scope="module")
+def trained(wheel, sample_root, tmp_path_factory) -> Trained:
+    """The training kernel (folds 0,1), rendered by the library and run once for real in a fresh sandbox."""
+    from hcd_kit.kaggle import KernelSpec, render_kernel
+
+    tmp = tmp_path_factory.mktemp("rehearsal-train")
+    data = make_subset(sample_root, tmp / "data", n_train=64, n_test=16)  # real shipped patches
+    box = kaggle_like(tmp / "kaggle", wheel, data)
+    folder = render_kernel(KernelSpec(fold="0,1", tta=2, train_args=TRAIN_ARGS), USER, tmp / "kernels")
+    make_readonly(box.input)
+    before = tree(box.input)
+    check_clean(box)
+    return Trained(box, box.run_kernel(folder / "hcd_train.py"), data, before)
+
+
+def test_training_kernel_runs_for_real_offline(trained):
+    """SLOW: install the wheel offline, prepare, folds, train folds 0 and 1, cv, predict; a valid submission."""
+    box, proc = trained.box, trained.proc
+    sub = check_kernel(box, proc, trained.data / "sample_submission.csv", trained.before)
+    assert (box.temp / "data" / "packed" / "manifest.json").is_file()  # hcd prepare packed into scratch
+    run = box.work / "run"
+    assert [p.parent.name for p in sorted(run.glob("fold*/best.pt"))] == ["fold0", "fold1"]
+    assert 'model = "test_resnet"' in (run / "config.toml").read_text()
+    assert set(sub["id"]) == set(pd.read_csv(trained.data / "sample_submission.csv", dtype={"id": str})["id"])
+    assert "hcd_kit prepare" in proc.stdout and "hcd_kit cv" in proc.stdout
+
+
+def test_inference_kernel_from_weights_dataset_runs_for_real(trained, wheel, kaggle_env, tmp_path):
+    """SLOW: `hcd dataset push --run-dir RUN --dry-run`'s files attached as a weights dataset; predict mode.
+
+    The training kernel's saved run/ is what a user downloads with `hcd kernel output`; the inference
+    kernel rebuilt from it must predict exactly what the training kernel predicted with the same TTA.
+    """
+    ds = tmp_path / "hcd-weights-rehearsal"
+    r = kaggle_env.invoke("dataset", "push", "--run-dir", trained.box.work / "run", "--name", ds.name,
+                          "--wheel", wheel, "--out-dir", ds, "--dry-run")
+    assert r.exit_code == 0, r.output
+    r = kaggle_env.invoke("kernel", "push", "--root", tmp_path / "kernels", "--weights-dataset", ds.name,
+                          "--tta", "2", "--dry-run")
+    assert r.exit_code == 0, r.output
+    box = kaggle_like(tmp_path / "kaggle", wheel, trained.data)
+    weights = box.dataset(USER, ds.name)
+    for f in ds.iterdir():  # the client uploads the folder's files; Kaggle mounts them, not the metadata
+        if f.name != "dataset-metadata.json":
+            shutil.copyfile(f, weights / f.name)
+    assert {"config.toml", "fold0_best.pt", "fold1_best.pt"} <= {f.name for f in weights.iterdir()}
+    make_readonly(box.input)
+    before = tree(box.input)
+    check_clean(box)
+    proc = box.run_kernel(tmp_path / "kernels" / "hcd-predict" / "hcd_predict.py")
+    sub = check_kernel(box, proc, trained.data / "sample_submission.csv", before)
+    assert "hcd_kit prepare" not in proc.stdout and "hcd_kit train" not in proc.stdout
+    assert (box.work / "run" / "fold1" / "best.pt").resolve() == weights / "fold1_best.pt"
+    trained_sub = pd.read_csv(trained.box.work / "submission.csv", dtype={"id": str}).set_index("id")["label"]
+    assert sub.set_index("id")["label"].loc[trained_sub.index].to_numpy() == pytest.approx(
+        trained_sub.to_numpy(), abs=1e-4)

@@ -1,0 +1,259 @@
+"""Issue 9 items 2 and 3: `dataset:OWNER/SLUG/FILE` references into a kernel, and `hcd weights push` +
+`hcd kernel push --pretrained-from`, with the real kaggle client against the stand-in and the rendered kernel
+script run locally (HCD_KERNEL_DRY_RUN=1) against a fake /kaggle/input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODEL = "test_resnet"  # a tiny timm model (0.5 M parameters); its "pretrained" weights are made here, no hub
+SLUG = "timm-test-resnet"
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def pretrained(tmp_path) -> tuple[Path, dict]:
+    """A state dict of MODEL (its full, 1000-class form) saved as a file: the weights a hub would have served."""
+    import timm
+    import torch
+
+    torch.manual_seed(123)
+    model = timm.create_model(MODEL)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "downloaded" / "test_resnet.pth"
+    path.parent.mkdir()
+    torch.save(state, path)
+    return path, state
+
+
+def fake_input(root: Path) -> Path:
+    """/kaggle/input as a session sees it: the competition and the hcd-kit wheel dataset (older layout)."""
+    comp = root / "competitions" / "histopathologic-cancer-detection"
+    for sub in ("train", "test"):
+        (comp / sub).mkdir(parents=True)
+    (comp / "train_labels.csv").write_text("id,label\n")
+    (comp / "sample_submission.csv").write_text("id,label\n")
+    (root / "hcd-kit").mkdir()
+    (root / "hcd-kit" / "hcd_kit-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    return root
+
+
+def run_kernel(script: Path, inp: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The rendered script, its pip/hcd steps printed instead of run (the real torch reports its GPUs)."""
+    env = dict(os.environ, HCD_KAGGLE_INPUT=str(inp), HCD_KAGGLE_WORKING=str(tmp_path / "working"),
+               HCD_KAGGLE_TEMP=str(tmp_path / "kaggle-temp"), HCD_KERNEL_DRY_RUN="1")
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def train_step(stdout: str) -> list[str]:
+    line, = [ln for ln in stdout.splitlines() if ln.startswith("+ ") and " hcd_kit train " in ln]
+    return line.split()
+
+
+def test_weights_push_then_a_kernel_trains_from_exactly_those_weights(kaggle_env, project, tmp_path, pretrained):
+    from safetensors.torch import load_file
+
+    from hcd_kit.model import create_model
+
+    file, state = pretrained
+    folder = tmp_path / "ds"
+    r = kaggle_env.invoke("weights", "push", MODEL, "--from-file", file, "--out-dir", folder)
+    assert r.exit_code == 0, r.stderr
+    assert f"created dataset testuser/{SLUG}" in r.stdout
+    assert f"hcd kernel push --pretrained-from testuser/{SLUG} --train-args \"--model {MODEL}\"" in r.stdout
+    server = kaggle_env.server
+    create, = server.calls("CreateDataset")
+    assert create.body["ownerSlug"] == "testuser" and create.body["slug"] == SLUG
+    assert create.body["isPrivate"] is True
+    uploaded = {server.blobs[f["token"]].name: bytes(server.blobs[f["token"]].data) for f in create.body["files"]}
+    assert set(uploaded) == {"model.safetensors", "config.json", "hcd-weights.json"}
+    assert uploaded["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    assert json.loads(uploaded["config.json"])["architecture"] == MODEL
+    kaggle_env.assert_no_secret(r.stdout, r.stderr, paths=(folder,))
+
+    # the dataset as a kernel pushed from the client sees it: what the server received, under the newer layout
+    inp = fake_input(tmp_path / "input")
+    mount = inp / "datasets" / "testuser" / SLUG
+    mount.mkdir(parents=True)
+    for name, data in uploaded.items():
+        (mount / name).write_bytes(data)
+    pushed = load_file(str(mount / "model.safetensors"))
+    assert pushed.keys() == state.keys() and all(pushed[k].equal(state[k]) for k in state)
+
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--fold", "0", "--dry-run",
+                          "--pretrained-from", SLUG, "--train-args", f"--epochs 1 --model {MODEL}")
+    assert r.exit_code == 0, r.stderr
+    folder = project / "kernels" / "hcd-train-fold-0"
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["dataset_sources"] == ["testuser/hcd-kit", f"testuser/{SLUG}"]
+    script = folder / "hcd_train_fold_0.py"
+    ref = f"dataset:testuser/{SLUG}/model.safetensors"
+    assert f'TRAIN_ARGS = "--epochs 1 --model {MODEL} --weights {ref}"' in script.read_text()
+
+    p = run_kernel(script, inp, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"input path {ref} -> {mount / 'model.safetensors'}" in p.stdout
+    words = train_step(p.stdout)
+    weights = words[words.index("--weights") + 1]
+    assert weights == str(mount / "model.safetensors")
+    assert words[words.index("--model") + 1] == MODEL
+
+    # what `hcd train --model MODEL --weights FILE` builds (training.step: create_model(model, pretrained, weights))
+    net = create_model(MODEL, pretrained=True, weights=weights)
+    loaded = net.state_dict()
+    backbone = [k for k in state if not k.startswith("fc.")]
+    assert backbone and all(loaded[k].equal(state[k]) for k in backbone)
+    assert loaded["fc.weight"].shape[0] == 1  # hcd's single-logit head, not the pushed 1000-class one
+    # and the folder is one timm loads by itself, head included
+    import timm
+
+    local = timm.create_model(f"local-dir:{mount}", pretrained=True).state_dict()
+    assert all(local[k].equal(state[k]) for k in state)
+
+
+def test_weights_push_again_adds_a_version_and_dry_run_uploads_nothing(kaggle_env, tmp_path, pretrained):
+    file, _ = pretrained
+    args = ("weights", "push", MODEL, "--from-file", file, "--slug", "my-tiny-weights", "--out-dir", tmp_path / "ds")
+    r = kaggle_env.invoke(*args, "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "ds" / "model.safetensors").is_file() and kaggle_env.server.requests == []
+    assert kaggle_env.invoke(*args).exit_code == 0
+    r = kaggle_env.invoke(*args, "--notes", "again")
+    assert r.exit_code == 0, r.stderr
+    assert "new version of dataset testuser/my-tiny-weights" in r.stdout
+    version, = kaggle_env.server.calls("CreateDatasetVersion")
+    assert version.body["body"]["versionNotes"] == "again" and len(version.body["body"]["files"]) == 3
+
+
+def test_weights_push_without_the_hub_says_what_to_do_in_one_line(kaggle_env, tmp_path):
+    hub = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    r = kaggle_env.run("weights", "push", "resnet18", "--out-dir", tmp_path / "ds", cwd=tmp_path, env=hub)
+    assert r.returncode == 2, r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert "could not get the pretrained weights of 'resnet18' from the Hugging Face hub" in line
+    assert "HF_HUB_OFFLINE" in line and "where huggingface.co is reachable" in line and "--from-file FILE" in line
+    assert not (tmp_path / "ds").exists() and kaggle_env.server.calls("CreateDataset") == []
+
+
+def test_weights_push_refuses_bad_input_before_uploading(kaggle_env, tmp_path, pretrained):
+    import timm
+    import torch
+
+    other = tmp_path / "other.pth"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), other)
+    for args, says in [
+        (("no_such_model_xyz",), "unknown model 'no_such_model_xyz'"),
+        ((MODEL, "--from-file", other), f"not a state dict of timm model '{MODEL}'"),
+        ((MODEL, "--from-file", tmp_path / "missing.pth"), "no such file"),
+        ((MODEL, "--slug", "Bad_Slug"), "must be 6-50 lowercase"),
+    ]:
+        r = kaggle_env.invoke("weights", "push", *args, "--out-dir", tmp_path / "ds")
+        assert r.exit_code == 2, (args, r.stdout)
+        line, = r.stderr.strip().splitlines()
+        assert says in line, line
+    assert not (tmp_path / "ds").exists() and kaggle_env.server.calls("CreateDataset") == []
+
+
+def test_dataset_references_are_attached_to_the_pushed_kernel(kaggle_env, project):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dataset", "someone/timm-r34",
+                          "--train-args", "--model resnet34 --weights=dataset:someone/timm-r34/sub/m.pth",
+                          "--predict-args", "--extra dataset:bob/extra-files/x.csv")
+    assert r.exit_code == 0, r.stderr  # a dataset: reference counts as offline weights
+    body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
+    assert body["datasetDataSources"] == ["testuser/hcd-kit", "someone/timm-r34", "bob/extra-files"]
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--pretrained-from", "someone/timm-r50",
+                          "--train-args", "--model resnet50", "--name", "hcd-train-r50")
+    assert r.exit_code == 0, r.stderr
+    body = kaggle_env.server.calls("SaveKernel")[-1].body
+    assert body["datasetDataSources"] == ["testuser/hcd-kit", "someone/timm-r50"]
+    assert 'TRAIN_ARGS = "--model resnet50 --weights dataset:someone/timm-r50/model.safetensors"' in body["text"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--train-args", "--weights dataset:someone/timm-r34"), "'dataset:someone/timm-r34' is not a dataset reference"),
+    (("--train-args", "--no-pretrained", "--predict-args", "--x dataset:/a//b"),
+     "--predict-args: 'dataset:/a//b' is not a dataset reference"),
+    (("--pretrained-from", "timm-r18", "--train-args", "--weights /kaggle/input/x/m.pth"),
+     "--pretrained-from sets --weights itself"),
+    (("--pretrained-from", "timm-r18", "--weights-dataset", "hcd-weights-r18"), "is for training kernels"),
+    (("--pretrained-from", "a/b/c"), "--pretrained-from 'a/b/c': use OWNER/SLUG"),
+])
+def test_bad_references_are_refused_before_rendering(kaggle_env, project, args, says):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *args)
+    assert r.exit_code == 2, r.stdout
+    line, = r.stderr.strip().splitlines()
+    assert says in line, line
+    assert not (project / "kernels").exists() and kaggle_env.server.calls("SaveKernel") == []
+
+
+def test_the_offline_refusal_names_pretrained_from(kaggle_env, project):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--train-args", "--epochs 3")
+    assert r.exit_code == 2
+    assert "--pretrained-from OWNER/SLUG (made by `hcd weights push MODEL`)" in r.stderr
+    assert "dataset:OWNER/SLUG/FILE" in r.stderr
+
+
+@pytest.mark.parametrize("layout", ["datasets/someone/timm-r34", "timm-r34"])
+def test_kernel_resolves_a_reference_in_either_mount_layout(kaggle_env, project, tmp_path, layout):
+    ref = "dataset:someone/timm-r34/sub/model.pth"
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run",
+                          "--train-args", f"--weights={ref}", "--predict-args", "--note dataset:someone/timm-r34/x.txt")
+    assert r.exit_code == 0, r.stderr
+    inp = fake_input(tmp_path / "input")
+    mount = inp / layout
+    (mount / "sub").mkdir(parents=True)
+    (mount / "sub" / "model.pth").write_bytes(b"w")
+    (mount / "x.txt").write_text("x")
+    p = run_kernel(project / "kernels" / "hcd-train" / "hcd_train.py", inp, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"--weights={mount / 'sub' / 'model.pth'}" in train_step(p.stdout)
+    predict, = [ln for ln in p.stdout.splitlines() if " hcd_kit predict " in ln]
+    assert predict.endswith(f"--note {mount / 'x.txt'}")
+
+
+def test_kernel_stops_at_once_when_a_reference_is_missing(kaggle_env, project, tmp_path):
+    ref = "dataset:someone/timm-r34/model.safetensors"
+    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run",
+                             "--train-args", f"--weights {ref}").exit_code == 0
+    script = project / "kernels" / "hcd-train" / "hcd_train.py"
+    inp = fake_input(tmp_path / "input")
+    p = run_kernel(script, inp, tmp_path)  # the dataset is not mounted at all
+    assert p.returncode == 1 and "+ " not in p.stdout  # before installing or training anything
+    line, = p.stderr.strip().splitlines()
+    assert f"{ref}: dataset someone/timm-r34 is not mounted" in line and "hcd kernel push" in line
+    mount = inp / "datasets" / "someone" / "timm-r34"
+    mount.mkdir(parents=True)
+    (mount / "model.pth").write_bytes(b"w")  # mounted, but the file has another name
+    p = run_kernel(script, inp, tmp_path)
+    assert p.returncode == 1 and "+ " not in p.stdout
+    line, = p.stderr.strip().splitlines()
+    assert line == (f"{ref}: no model.safetensors in dataset someone/timm-r34, which is mounted at {mount} "
+                    "(it holds: model.pth)")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_weights_help_is_clean_and_ends_with_an_example(width):
+    from typer.testing import CliRunner
+
+    from hcd_kit.cli import app
+
+    for args in (["weights"], ["weights", "push"]):
+        res = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": str(width), "TERMINAL_WIDTH": None,
+                                                              "NO_COLOR": "1"})
+        assert res.exit_code == 0, res.output
+        for label in ("<bool>", "<str>", "<path>", "<float"):
+            assert label not in res.output
+        assert not [ln for ln in res.output.splitlines() if len(ln) > width]
+        assert "Example: hcd weights push" in res.output.split("Options")[0]
