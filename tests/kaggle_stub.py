@@ -38,6 +38,12 @@ State, inspectable and adjustable by tests:
   until ``kernel_polls`` polls, then ``kernel_outcome`` (``"COMPLETE"`` or ``"ERROR"`` with
   ``kernel_failure``). Its outputs default to ``kernel_outputs`` (``{name: bytes}``) and ``kernel_log``;
   ListKernelSessionOutput pages them ``output_page_size`` at a time with ``nextPageToken``.
+- ``kernel_next_outcomes[slug] -> [outcome, ...]``: each push of that kernel takes the next outcome from its list
+  (then ``kernel_outcome``), e.g. one fold kernel of a fan-out that fails once and completes when pushed again.
+- ``kernel_queued_extra[slug] -> n``: that kernel answers QUEUED for ``n`` more polls first, as kernels beyond
+  Kaggle's limit of concurrent GPU sessions wait in its queue while others run.
+- SaveKernel lists a ``kernelDataSources`` entry (owner/slug) that names no kernel pushed here, or one whose
+  latest version did not end COMPLETE, as ``invalidKernelSources`` (Kaggle attaches only finished output).
 - ``kernel_push_error`` (str): SaveKernel answers ``{"error": ...}`` in a 200 (the client does not raise).
 - ``kernel_invalid_sources`` (``{"dataset"|"competition"|"kernel"|"model": [source, ...]}``): SaveKernel saves
   the kernel and lists those as ``invalidDatasetSources`` etc., as the service does for unattachable sources.
@@ -116,6 +122,7 @@ class Kernel:
     failure_message: str = ""
     outputs: dict[str, bytes] = field(default_factory=dict)
     log: str = ""
+    queued_extra: int = 0  # more QUEUED polls first (waiting for a GPU session)
 
 
 @dataclass
@@ -155,6 +162,8 @@ class KaggleStub:
         self.kernel_log = '[{"stream_name":"stdout","time":1.0,"data":"hello\\n"}]'
         self.kernel_push_error: str | None = None
         self.kernel_invalid_sources: dict[str, list[str]] = {}
+        self.kernel_next_outcomes: dict[str, list[str]] = {}
+        self.kernel_queued_extra: dict[str, int] = {}
         self.output_page_size = 2
         self.datasets: dict[str, dict] = {}
         self.dataset_error: str | None = None
@@ -344,15 +353,26 @@ class KaggleStub:
         owner, _, short = slug.rpartition("/")
         key = (owner or user, short)
         old = self.kernels.get(key)
+        unfinished = [ref for ref in body.get("kernelDataSources") or [] if not self._finished(ref)]
+        queued = self.kernel_next_outcomes.get(short) or []
         self.kernels[key] = Kernel(
-            body=body, version=(old.version + 1) if old else 1, outcome=self.kernel_outcome,
+            body=body, version=(old.version + 1) if old else 1, outcome=queued.pop(0) if queued else self.kernel_outcome,
             failure_message=self.kernel_failure, outputs=dict(self.kernel_outputs), log=self.kernel_log,
+            queued_extra=self.kernel_queued_extra.get(short, 0),
         )
         kernel = self.kernels[key]
         invalid = {f"invalid{kind.capitalize()}Sources": list(sources)
                    for kind, sources in self.kernel_invalid_sources.items() if sources}
+        if unfinished:
+            invalid["invalidKernelSources"] = invalid.get("invalidKernelSources", []) + unfinished
         return {"ref": f"/code/{key[0]}/{key[1]}", "url": f"{self.url}/code/{key[0]}/{key[1]}",
                 "versionNumber": kernel.version, "kernelId": next(self._ids), **invalid}
+
+    def _finished(self, ref: str) -> bool:
+        """Whether kernel ``owner/slug`` exists here and its latest version ended COMPLETE (attachable output)."""
+        kernel = self.kernels.get(tuple(ref.split("/", 1)))  # type: ignore[arg-type]
+        return kernel is not None and kernel.outcome == "COMPLETE" and \
+            kernel.polls - kernel.queued_extra > self.kernel_polls
 
     def _kernel(self, body: dict) -> Kernel:
         kernel = self.kernels.get((body.get("userName", ""), body.get("kernelSlug", "")))
@@ -363,9 +383,10 @@ class KaggleStub:
     def rpc_GetKernelSessionStatus(self, body: dict, user: str) -> dict:
         kernel = self._kernel(body)
         kernel.polls += 1
-        if kernel.polls <= self.kernel_polls // 2:
+        polls = kernel.polls - kernel.queued_extra
+        if polls <= self.kernel_polls // 2:
             return {"status": "QUEUED"}
-        if kernel.polls <= self.kernel_polls:
+        if polls <= self.kernel_polls:
             return {"status": "RUNNING"}
         if kernel.outcome == "ERROR":
             return {"status": "ERROR", "failureMessage": kernel.failure_message}

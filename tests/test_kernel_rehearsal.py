@@ -151,3 +151,36 @@ def test_inference_kernel_from_weights_dataset_runs_for_real(trained, wheel, kag
     trained_sub = pd.read_csv(trained.box.work / "submission.csv", dtype={"id": str}).set_index("id")["label"]
     assert sub.set_index("id")["label"].loc[trained_sub.index].to_numpy() == pytest.approx(
         trained_sub.to_numpy(), abs=1e-4)
+
+
+def test_fanout_inference_kernel_reads_fold_kernel_outputs_for_real(trained, wheel, tmp_path):
+    """SLOW: the inference kernel of `hcd kernel run --fold each`, rendered by the library, gathers run/foldK from
+    two fold kernels' outputs attached as kernel sources (one in the older layout /kaggle/input/<slug>, one in
+    the inferred newer /kaggle/input/notebooks/<owner>/<slug>) and predicts what the two-fold run predicted."""
+    from hcd_kit.kaggle import KernelSpec, render_kernel
+    from hcd_kit.kaggle.fanout import fanout_specs
+
+    folds, infer = fanout_specs(KernelSpec(train_args=TRAIN_ARGS, tta=2), 2)
+    infer.fold_kernels = [f"{USER}/{s.name}@1" for s in folds]
+    folder = render_kernel(infer, USER, tmp_path / "kernels")
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == [f"{USER}/hcd-train-fold-0", f"{USER}/hcd-train-fold-1"]
+    box = kaggle_like(tmp_path / "kaggle", wheel, trained.data)
+    mounts = [box.input / "hcd-train-fold-0", box.input / "notebooks" / USER / "hcd-train-fold-1"]
+    run = trained.box.work / "run"
+    for k, mount in enumerate(mounts):  # what fold kernel k saved: run/config.toml and run/foldK/ (+ the rest)
+        (mount / "run").mkdir(parents=True)
+        shutil.copyfile(run / "config.toml", mount / "run" / "config.toml")
+        shutil.copytree(run / f"fold{k}", mount / "run" / f"fold{k}")
+        shutil.copyfile(trained.box.work / "gpus.json", mount / "gpus.json")
+    make_readonly(box.input)
+    before = tree(box.input)
+    check_clean(box)
+    proc = box.run_kernel(folder / "hcd_predict_folds.py")
+    sub = check_kernel(box, proc, trained.data / "sample_submission.csv", before)
+    assert "hcd_kit train" not in proc.stdout and "fold1 from kernel" in proc.stdout
+    for k, mount in enumerate(mounts):
+        assert (box.work / "run" / f"fold{k}" / "best.pt").resolve() == mount / "run" / f"fold{k}" / "best.pt"
+    trained_sub = pd.read_csv(trained.box.work / "submission.csv", dtype={"id": str}).set_index("id")["label"]
+    assert sub.set_index("id")["label"].loc[trained_sub.index].to_numpy() == pytest.approx(
+        trained_sub.to_numpy(), abs=1e-4)

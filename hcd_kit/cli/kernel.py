@@ -9,7 +9,6 @@ KAGGLE_API_TOKEN.
 from __future__ import annotations
 
 import inspect
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +19,24 @@ from hcd_kit.cli.kaggle import Name, Poll, Timeout, TransferTimeout
 from hcd_kit.choices import TtaViews
 
 PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
+
+
+def owner(dry_run: bool, doing: str = "rendering") -> str:
+    """The Kaggle user things are pushed as; a dry run only renders, so it needs no account (placeholder)."""
+    from rich.markup import escape
+
+    from hcd_kit.console import err_console
+    from hcd_kit.errors import KaggleError
+    from hcd_kit.kaggle import api as kaggle_api
+
+    try:
+        return kaggle_api.username()
+    except KaggleError as exc:
+        if not dry_run:
+            raise
+        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; dry run: {doing} with the owner "
+                          f"{PLACEHOLDER_OWNER}", soft_wrap=True, highlight=False)
+        return PLACEHOLDER_OWNER
 
 kernel_app = group("kernel", "Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.\n\n"
                             "Example: hcd kernel push --fold 0 --dry-run")
@@ -44,6 +61,7 @@ def kernel_spec(opts: dict):
         internet=opts["internet"], competition=opts["competition"], wheel_dataset=opts["wheel_dataset"],
         weights_dataset=opts["weights_dataset"], train_args=opts["train_args"], predict_args=opts["predict_args"],
         tta=opts["tta"], extra_datasets=list(opts["dataset"] or []), pretrained_from=opts["pretrained_from"],
+        n_folds=opts["n_folds"],
     )
     check_spec(spec)
     return spec
@@ -51,7 +69,9 @@ def kernel_spec(opts: dict):
 
 @command(kernel_app, "push")
 def kernel_push(
-    fold: Annotated[str, _opt("Folds to train: all, one number, or a list like 0,2.", "FOLDS")] = "all",
+    fold: Annotated[str, _opt("Folds to train: all, one number, a list like 0,2, or each (a kernel per fold, then "
+                              "one that ensembles them).", "FOLDS")] = "all",
+    n_folds: Annotated[int, _opt("Folds of the split (`hcd folds --n-folds`): with --fold each, kernels.", "N")] = 5,
     name: Annotated[Optional[str], _opt("Kernel slug.", "NAME", show_default="hcd-train, hcd-train-fold-K or hcd-predict")] = None,
     machine_shape: Annotated[str, _opt("Accelerator asked for (the kernel logs what it got).", "SHAPE")] = "NvidiaTeslaT4",
     internet: Annotated[bool, _opt("Give the kernel internet access (off: it needs nothing outside Kaggle).")] = False,
@@ -97,30 +117,22 @@ def kernel_push(
     kernel cannot fetch ImageNet weights from the hub: pass --pretrained-from (a dataset made by `hcd weights
     push MODEL`), or --weights dataset:OWNER/SLUG/FILE or --no-pretrained in --train-args, or use --internet;
     anything else is refused before rendering. Every dataset:OWNER/SLUG/FILE in --train-args/--predict-args is
-    attached and resolved to wherever Kaggle mounts it.
+    attached and resolved to wherever Kaggle mounts it. --fold each pushes one training kernel per fold and
+    renders the inference kernel that `hcd kernel run --fold each` pushes once they are all COMPLETE.
 
     Example: hcd kernel push --fold 0 --train-args "--epochs 6 --no-pretrained"
     (then: hcd kernel status --name hcd-train-fold-0 --wait)
     """
     opts = dict(locals())  # every option, for kernel_spec (`hcd kernel run` takes the same ones)
-    from rich.markup import escape
-
-    from hcd_kit.console import console, err_console
-    from hcd_kit.errors import KaggleError
+    if fold.strip().lower() == "each":
+        from hcd_kit.cli.fanout import push_each
+        return push_each(opts)
+    from hcd_kit.console import console
     from hcd_kit.kaggle import push_kernel, render_kernel
-    from hcd_kit.kaggle import api as kaggle_api
 
     spec = kernel_spec(opts)  # before any credentials check or file: a kernel that cannot run is refused first
     mode, fold = spec.mode, spec.fold
-    try:
-        user = kaggle_api.username()
-    except KaggleError as exc:
-        if not dry_run:
-            raise
-        # a dry run only renders; it should not need an account to show what would be pushed
-        user = PLACEHOLDER_OWNER
-        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; dry run: rendering with the owner {user}",
-                          soft_wrap=True, highlight=False)
+    user = owner(dry_run)
     folder = render_kernel(spec, user, root)
     net = "on" if internet else "off"
     console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})")
@@ -253,24 +265,6 @@ def _run_signature() -> inspect.Signature:
     return inspect.Signature([*push, *inspect.signature(_run_options, eval_str=True).parameters.values()])
 
 
-class _LiveStatus:
-    """The live status line: the session's last status and the time since its push, redrawn by rich."""
-
-    def __init__(self, ref: str) -> None:
-        self.ref, self.status, self.since = ref, "pushed", time.time()
-
-    def update(self, status: str, elapsed: float) -> None:
-        self.status, self.since = status, time.time() - elapsed
-
-    def __rich__(self) -> str:
-        return f"{self.ref}: {self.status}, {_clock(time.time() - self.since)} since the push"
-
-
-def _clock(seconds: float) -> str:
-    s = max(0, int(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
 @command(kernel_app, "run", signature=_run_signature())
 def kernel_run(**opts) -> None:
     """Push a kernel (the options of `hcd kernel push`), wait for it, fetch its output, check submission.csv,
@@ -284,13 +278,18 @@ def kernel_run(**opts) -> None:
     submitted. A session that ends in ERROR or is cancelled prints the tail of its log and Kaggle's message,
     and exits non-zero.
 
+    --fold each pushes one training kernel per fold (--n-folds, each its own GPU session; beyond Kaggle's limit
+    of concurrent sessions they queue), waits for all of them, then runs one inference kernel that attaches
+    their outputs, ensembles the folds with TTA and writes submission.csv. A rerun re-pushes only failed folds.
+
     Example: hcd kernel run --fold 0 --train-args "--epochs 6 --no-pretrained" --submit -m "r18 fold 0"
     """
     from contextlib import nullcontext
 
     from rich.markup import escape
 
-    from hcd_kit.console import console, err_console
+    from hcd_kit.cli._kernel_view import LiveStatus, clock, report_run
+    from hcd_kit.console import console
     from hcd_kit.errors import ConfigError
     from hcd_kit.kaggle import run_kernel
     from hcd_kit.layout import DataLayout
@@ -298,15 +297,18 @@ def kernel_run(**opts) -> None:
     if opts["submit"] != (opts["message"] is not None):
         raise ConfigError("--submit needs -m MSG (the description shown on Kaggle)" if opts["submit"]
                           else "-m MSG describes a submission: add --submit")
+    if opts["fold"].strip().lower() == "each":
+        from hcd_kit.cli.fanout import run_each
+        return run_each(opts)
     spec = kernel_spec(opts)
-    live, last = _LiveStatus(spec.name), []
+    live, last = LiveStatus(spec.name), []
 
     def on_poll(st, elapsed: float) -> None:
         live.ref = st.ref
         live.update(st.status, elapsed)
         if not last or last[-1] != st.status:  # one line per change; the live line shows the rest
             last.append(st.status)
-            console.print(f"  {st.ref}: {st.status} ({_clock(elapsed)} since the push)")
+            console.print(f"  {st.ref}: {st.status} ({clock(elapsed)} since the push)")
 
     say = lambda line: console.print(escape(line), soft_wrap=True)  # noqa: E731
     with console.status(live) if console.is_terminal else nullcontext():
@@ -317,20 +319,4 @@ def kernel_run(**opts) -> None:
             score_timeout=opts["score_timeout"], transfer_timeout=opts["transfer_timeout"], timeout=opts["timeout"],
             on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"), say=say,
         )
-    if not run.ok:
-        err_console.print(f"last lines of the log of {run.ref} version {run.version} ({run.out_dir}):",
-                          highlight=False, soft_wrap=True)
-        for line in run.log:
-            err_console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
-        why = f": {escape(run.failure_message)}" if run.failure_message else ""
-        again = "fix it and run again" if run.status == "ERROR" else "run again"
-        raise fail(f"kernel {run.ref} version {run.version} ended {run.status}{why}; {again} to push a new version")
-    checked = "checked against the sample" if run.validated else "NOT checked (no sample_submission.csv in --data-dir)"
-    console.print(f"{run.submission}: {checked}", soft_wrap=True)
-    rec = run.record
-    if rec is not None:
-        if rec.status == "ERROR":
-            why = f": {escape(rec.error_description)}" if rec.error_description else "; see its page for the reason"
-            raise fail(f"Kaggle could not score submission {rec.ref}{why}")
-        score = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        console.print(f"public score {score(rec.public_score)}  private score {score(rec.private_score)}")
+    report_run(run)

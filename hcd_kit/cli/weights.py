@@ -45,25 +45,14 @@ def weights_push(
 
     Example: hcd weights push resnet18 --slug timm-resnet18
     """
-    from rich.markup import escape
-
-    from hcd_kit.cli.kernel import PLACEHOLDER_OWNER
-    from hcd_kit.console import console, err_console
-    from hcd_kit.errors import KaggleError
+    from hcd_kit.cli.kernel import owner
+    from hcd_kit.console import console
     from hcd_kit.kaggle import check_slug, push_dataset
-    from hcd_kit.kaggle import api as kaggle_api
     from hcd_kit.kaggle.weights import build_weights_dataset, default_slug
 
     slug = slug or default_slug(model)
     check_slug(slug)
-    try:
-        user = kaggle_api.username()
-    except KaggleError as exc:
-        if not dry_run:
-            raise
-        user = PLACEHOLDER_OWNER
-        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; dry run: assembling with the owner {user}",
-                          soft_wrap=True, highlight=False)
+    user = owner(dry_run, "assembling")
     ref = f"{user}/{slug}"
     folder = out_dir or Path("build") / "kaggle" / slug
     names = build_weights_dataset(model, folder, ref, from_file=from_file)

@@ -21,6 +21,7 @@ from hcd_kit.lazy import public_api
 
 __all__, __getattr__, __dir__ = public_api(__name__, {
     "dataset": "DatasetResult WHEEL_DATASET build_dataset build_wheel check_slug push_dataset",
+    "fanout": "FanoutRun FoldKernel fanout_specs push_folds run_fanout",
     "download": "DownloadResult check_competition download_competition",
     "kernel": "KernelSpec KernelStatus PushResult check_spec default_name kernel_output kernel_ref kernel_status "
               "push_kernel render_kernel",
@@ -31,6 +32,7 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.kaggle.dataset import WHEEL_DATASET, DatasetResult, build_dataset, build_wheel, check_slug, push_dataset
+    from hcd_kit.kaggle.fanout import FanoutRun, FoldKernel, fanout_specs, push_folds, run_fanout
     from hcd_kit.kaggle.download import DownloadResult, check_competition, download_competition
     from hcd_kit.kaggle.kernel import (
         KernelSpec, KernelStatus, PushResult, check_spec, default_name, kernel_output, kernel_ref,

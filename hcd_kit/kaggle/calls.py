@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -225,3 +226,23 @@ def check_reported(what: str, response: T) -> T:
     if isinstance(message, str) and message.startswith("Could not submit"):
         raise KaggleError(f"could not {what}: the file upload failed; run the command again")
     return response
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it: for a push and the record of it.
+
+    A push the server received whose answer (or record) was cut off by Ctrl-C would be pushed again by a
+    rerun: a second GPU session. Outside the main thread (where signals cannot be handled) it holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if caught:
+            raise KeyboardInterrupt

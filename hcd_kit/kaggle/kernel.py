@@ -32,6 +32,7 @@ from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
+from hcd_kit.kaggle.calls import interrupts_held
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.refs import check_references, dataset_refs
 from hcd_kit.kaggle.weights import pretrained_train_args
@@ -60,6 +61,9 @@ class KernelSpec:
     tta: int = 8
     extra_datasets: list[str] = field(default_factory=list)
     pretrained_from: str = ""  # a dataset made by `hcd weights push`: adds --weights dataset:OWNER/SLUG/FILE
+    n_folds: int = 5  # `hcd folds --n-folds` in a training kernel
+    fold_kernels: list[str] = field(default_factory=list)  # predict from these kernels' run/ (kernel_sources);
+    # an entry OWNER/SLUG@VERSION names the version gathered (logged by the kernel, part of its digest)
 
 
 def default_name(mode: str, fold: str) -> str:
@@ -87,7 +91,7 @@ def check_spec(spec: KernelSpec) -> None:
         raise ConfigError(f"--fold {spec.fold!r}: use a fold number, a list like 0,2, or all")
     if spec.mode not in ("train", "predict"):
         raise ConfigError(f"kernel mode {spec.mode!r}: use train or predict")
-    if spec.mode == "predict" and not spec.weights_dataset:
+    if spec.mode == "predict" and not (spec.weights_dataset or spec.fold_kernels):
         raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
     check_choice("--tta", spec.tta, TtaViews)
     # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
@@ -156,12 +160,14 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         machine_shape=spec.machine_shape,
         dataset_sources=list(dict.fromkeys(datasets)),
         competition_sources=[spec.competition],
+        kernel_sources=[_owned(k.split("@")[0], user) for k in spec.fold_kernels],
     )
     values = {
         "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_ARGS": train_args, "PREDICT_ARGS": spec.predict_args,
         "TTA": str(spec.tta), "COMPETITION": spec.competition, "WHEEL_DATASET": datasets[0],
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
-        "MACHINE_SHAPE": spec.machine_shape,
+        "MACHINE_SHAPE": spec.machine_shape, "N_FOLDS": str(spec.n_folds),
+        "FOLD_KERNELS": ",".join(_owned(k, user) for k in spec.fold_kernels),
     }
     for key, value in values.items():
         # a JSON string literal is a valid Python string literal, so any value is quoted safely
@@ -219,8 +225,14 @@ class PushResult:
 
 
 def push_kernel(folder: str | os.PathLike[str], timeout: float | None = None) -> PushResult:
-    """Push a rendered kernel folder; a refusal reported inside a 200 answer is a ``KaggleError``."""
-    folder = Path(folder)
+    """Push a rendered kernel folder; a refusal reported inside a 200 answer is a ``KaggleError``.
+
+    Ctrl-C is held until the push is recorded in ``last_push.json``, so a rerun picks that version up."""
+    with interrupts_held():
+        return _push(Path(folder), timeout)
+
+
+def _push(folder: Path, timeout: float | None) -> PushResult:
     meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
     api = kaggle_api.get_api()
     # no retries: a second push after a lost answer would start (and bill) a second GPU session

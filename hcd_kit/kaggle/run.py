@@ -40,7 +40,7 @@ ACTIVE = ("QUEUED", "RUNNING", "NEW_SCRIPT")
 LOG_TAIL = 30  # lines of a failed session's log shown
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -56,7 +56,7 @@ def read_last_push(folder: str | os.PathLike[str]) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
-def _mark(folder: Path, **fields: object) -> dict:
+def mark_push(folder: Path, **fields: object) -> dict:
     """Add ``fields`` to the push record (atomically): how far the run for that version got."""
     rec = read_last_push(folder) or {}
     rec.update(fields)
@@ -97,7 +97,7 @@ class KernelRun:
         return self.status == "COMPLETE"
 
 
-def _pick_up(folder: Path, ref: str, digest: str, timeout: float | None, say: Callable[[str], None]) -> dict | None:
+def pick_up(folder: Path, ref: str, digest: str, timeout: float | None, say: Callable[[str], None]) -> dict | None:
     """The push record to pick up instead of pushing again, or None (push). Refuses a second session."""
     rec = read_last_push(folder)
     if not rec or rec.get("finished") or rec.get("ref") != ref:
@@ -164,7 +164,7 @@ def run_kernel(
     else:
         render_kernel(spec, user, root)
         digest = kernel_digest(folder)
-        rec = _pick_up(folder, ref, digest, timeout, say)
+        rec = pick_up(folder, ref, digest, timeout, say)
     pushed = rec is None
     if rec is None:
         res = push_kernel(folder, timeout=timeout)  # writes last_push.json: a rerun picks this version up
@@ -181,10 +181,10 @@ def run_kernel(
     )
     run.status, run.failure_message = st.status, st.failure_message
     if not st.ok:
-        run.log = _failed_log(ref, out, transfer_timeout, timeout)
+        run.log = failed_log_tail(ref, out, transfer_timeout, timeout)
         return run
     run.files = kernel_output(ref, out, transfer_timeout=transfer_timeout, timeout=timeout)
-    _mark(folder, fetched=_now())
+    mark_push(folder, fetched=utc_now())
     say(f"downloaded {len(run.files)} files of {ref} into {out}")
     sub = out / "submission.csv"
     if not sub.is_file():
@@ -198,7 +198,7 @@ def run_kernel(
         run.record = _submit(folder, rec, run, message, sample, spec.competition, ledger, timeout, say)
         run.record = wait_for_score(run.record, ledger_path(ledger), wait_timeout=score_timeout, poll=poll,
                                     on_poll=on_score, timeout=timeout)
-    _mark(folder, finished=_now())
+    mark_push(folder, finished=utc_now())
     return run
 
 
@@ -210,7 +210,7 @@ def _started(rec: dict) -> float:
         return time.time()
 
 
-def _failed_log(ref: str, out: Path, transfer_timeout: float, timeout: float | None) -> list[str]:
+def failed_log_tail(ref: str, out: Path, transfer_timeout: float, timeout: float | None) -> list[str]:
     """Fetch what a failed session left (its log first of all) and return the log's tail."""
     try:
         files = kernel_output(ref, out, transfer_timeout=transfer_timeout, timeout=timeout)
@@ -231,7 +231,7 @@ def _submit(folder: Path, rec: dict, run: KernelRun, message: str, sample: Path 
                 say(f"version {run.version} was submitted before as ref {earlier}: not submitting again")
                 return r
     record = submit_file(run.submission, message, sample, competition, path, timeout)
-    _mark(folder, submission_ref=record.ref)
+    mark_push(folder, submission_ref=record.ref)
     record.kernel, record.kernel_version = run.ref, run.version
     update_records(path, [record])
     say(f"submitted {run.submission} as ref {record.ref}; recorded in {path}")

@@ -3,7 +3,9 @@
 Rendered by `hcd kernel push` (which fills in the constants below) from hcd_kit/kaggle/templates/kernel.py
 (or a customised copy in ROOT/templates/); edit the template, not a rendered copy. Modes:
   train    prepare -> folds -> train (FOLD) -> cv report -> predict (TTA x8) -> /kaggle/working/submission.csv
-  predict  rebuild the run folder from a weights dataset (`hcd dataset push --run-dir RUN`) -> predict
+  predict  rebuild the run folder from a weights dataset (`hcd dataset push --run-dir RUN`), or from the
+           outputs of the fold kernels of `hcd kernel run --fold each` (FOLD_KERNELS, attached as kernel
+           sources: each left run/foldK/ and run/config.toml) -> predict (the folds ensembled, TTA)
 The session's real GPUs are logged first (and saved to gpus.json): Kaggle may not give the machine shape
 that was asked for. Only run/, submission.csv (+ its .json), gpus.json and the log land in /kaggle/working
 (the saved output); the data folder with the packed store lives in /kaggle/temp, which is not saved.
@@ -26,6 +28,8 @@ COMPETITION = "__HCD_COMPETITION__"
 WHEEL_DATASET = "__HCD_WHEEL_DATASET__"    # owner/slug of the dataset holding the hcd_kit wheel
 WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (predict mode), or ""
 MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"    # what the push asked for; compare with the GPUs logged below
+N_FOLDS = "__HCD_N_FOLDS__"                # `hcd folds --n-folds` (train mode)
+FOLD_KERNELS = "__HCD_FOLD_KERNELS__"      # "owner/slug@version,..." of fold kernels to gather (predict), or ""
 
 
 def scratch() -> Path:
@@ -105,6 +109,53 @@ def mounted(ref: str, marker: str) -> Path:
     sys.exit(f"{ref} is not attached (no {marker} under {INPUT}); add it to the kernel's sources")
 
 
+def kernel_mount(ref: str) -> Path:
+    """Where Kaggle mounted the output of kernel ``ref`` (owner/slug), attached as a kernel source.
+
+    Older sessions mount it at /kaggle/input/<slug>. The newer layout is INFERRED, not documented: by analogy
+    with /kaggle/input/datasets/<owner>/<slug> and /kaggle/input/competitions/<slug>, probably
+    /kaggle/input/notebooks/<owner>/<slug>. Both are searched, then any <slug> folder a few levels down.
+    """
+    owner, slug = ref.split("/", 1)
+    known = [INPUT / slug, INPUT / "notebooks" / owner / slug, *candidates(ref)]
+    for base in dict.fromkeys(known):
+        if (base / "run" / "config.toml").is_file():
+            return base
+    sys.exit(f"the output of kernel {ref} is not mounted (no run/config.toml in {INPUT}/{slug} or "
+             f"{INPUT}/notebooks/{owner}/{slug}); attach it as a kernel source once it has COMPLETEd")
+
+
+def link_fold_kernels() -> None:
+    """Rebuild RUN/ from the fold kernels' outputs: config.toml from the first, every foldK/ from its kernel."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    for n, entry in enumerate(FOLD_KERNELS.split(",")):
+        ref, _, version = entry.partition("@")  # Kaggle attaches the latest version; hcd pushed `version`
+        src = kernel_mount(ref) / "run"
+        if n == 0:
+            (RUN / "config.toml").write_bytes((src / "config.toml").read_bytes())
+        folds = sorted(p for p in src.glob("fold*") if (p / "best.pt").is_file())
+        if not folds:
+            sys.exit(f"kernel {ref} left no run/fold*/best.pt in {src}: its training did not finish")
+        for fold in folds:
+            (RUN / fold.name).mkdir(exist_ok=True)
+            for f in sorted(fold.iterdir()):
+                if f.is_file() and not (RUN / fold.name / f.name).exists():
+                    (RUN / fold.name / f.name).symlink_to(f)
+            print(f"{fold.name} from kernel {ref} (version {version or '?'} when pushed) at {fold}", flush=True)
+
+
+def locate(typed: str, ref: str, rest: list[str], unmounted: str) -> str:
+    """File ``rest`` of dataset ``ref`` wherever it is mounted; else stop, saying what is mounted where."""
+    bases = candidates(ref)
+    for base in bases:
+        if base.joinpath(*rest).exists():
+            return str(base.joinpath(*rest))
+    if not bases:
+        sys.exit(f"{typed}: dataset {ref} {unmounted}")
+    held = ", ".join(sorted(p.name for p in bases[0].iterdir())[:10]) or "nothing"
+    sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
+
+
 def input_path(typed: str) -> str:
     """A /kaggle/input/... path typed in --train-args/--predict-args, where its dataset is really mounted.
 
@@ -131,15 +182,8 @@ def input_path(typed: str) -> str:
         ref, rest = rel[0], rel[1:]
     else:
         sys.exit(f"{typed}: names /kaggle/input itself, not a file in an attached dataset")
-    bases = candidates(ref)
-    for base in bases:
-        if base.joinpath(*rest).exists():
-            return str(base.joinpath(*rest))
-    if not bases:
-        sys.exit(f"{typed}: dataset {ref} is not attached to this kernel (no folder {ref.split('/')[-1]} under "
-                 f"{INPUT}); attach it with hcd kernel push --dataset OWNER/{ref.split('/')[-1]}")
-    held = ", ".join(sorted(p.name for p in bases[0].iterdir())[:10]) or "nothing"
-    sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
+    return locate(typed, ref, rest, f"is not attached to this kernel (no folder {ref.split('/')[-1]} under {INPUT}); "
+                                     f"attach it with hcd kernel push --dataset OWNER/{ref.split('/')[-1]}")
 
 
 def dataset_path(typed: str) -> str:
@@ -148,15 +192,8 @@ def dataset_path(typed: str) -> str:
     if len(parts) < 3 or not all(parts):
         sys.exit(f"{typed}: use dataset:OWNER/SLUG/FILE")
     ref, rest = f"{parts[0]}/{parts[1]}", parts[2:]
-    bases = candidates(ref)
-    for base in bases:
-        if base.joinpath(*rest).exists():
-            return str(base.joinpath(*rest))
-    if not bases:
-        sys.exit(f"{typed}: dataset {ref} is not mounted (no folder {parts[1]} under {INPUT}); push the kernel "
-                 f"again with hcd kernel push, which attaches every dataset: reference")
-    held = ", ".join(sorted(p.name for p in bases[0].iterdir())[:10]) or "nothing"
-    sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
+    return locate(typed, ref, rest, f"is not mounted (no folder {parts[1]} under {INPUT}); push the kernel again "
+                                     "with hcd kernel push, which attaches every dataset: reference")
 
 
 def input_paths(args: str) -> list[str]:
@@ -216,9 +253,11 @@ def main() -> None:
     d, r = str(DATA), str(RUN)
     if MODE == "train":
         hcd("prepare", "--data-dir", d)
-        hcd("folds", "--data-dir", d)
+        hcd("folds", "--data-dir", d, "--n-folds", N_FOLDS)
         hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *train_args)
         hcd("cv", "--run-dir", r)
+    elif FOLD_KERNELS:
+        link_fold_kernels()
     else:
         link_weights()
     out = str(WORK / "submission.csv")
