@@ -257,3 +257,76 @@ def test_weights_help_is_clean_and_ends_with_an_example(width):
             assert label not in res.output
         assert not [ln for ln in res.output.splitlines() if len(ln) > width]
         assert "Example: hcd weights push" in res.output.split("Options")[0]
+
+
+MODEL_HANDLE = "someone/timm-r34/pyTorch/imagenet/3"  # owner/model/framework/variation/version
+
+
+def test_model_references_are_attached_as_model_sources(kaggle_env, project):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels",
+                          "--train-args", f"--model resnet34 --weights=model:{MODEL_HANDLE}/sub/m.pth",
+                          "--predict-args", f"--x model:bob/extra/other/v1/1/x.csv --y model:{MODEL_HANDLE}/y.csv")
+    assert r.exit_code == 0, r.stderr  # a model: reference counts as offline weights
+    body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
+    assert body["modelDataSources"] == [MODEL_HANDLE, "bob/extra/other/v1/1"]
+    assert body["datasetDataSources"] == ["testuser/hcd-kit"]
+    meta = json.loads((project / "kernels" / "hcd-train" / "kernel-metadata.json").read_text())
+    assert meta["model_sources"] == [MODEL_HANDLE, "bob/extra/other/v1/1"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--train-args", "--weights model:someone/timm-r34/pytorch/imagenet/3"),
+     "'model:someone/timm-r34/pytorch/imagenet/3' is not a model reference"),
+    (("--train-args", "--weights=model:someone/timm-r34/pytorch/imagenet/latest/m.pth"), "with a version number"),
+    (("--train-args", "--no-pretrained", "--predict-args", "--x model:a//b/c/1/f"),
+     "--predict-args: 'model:a//b/c/1/f' is not a model reference"),
+])
+def test_bad_model_references_are_refused_before_rendering(kaggle_env, project, args, says):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *args)
+    assert r.exit_code == 2, r.stdout
+    line, = r.stderr.strip().splitlines()
+    assert says in line and "model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE" in line, line
+    assert not (project / "kernels").exists() and kaggle_env.server.calls("SaveKernel") == []
+
+
+@pytest.mark.parametrize("layout", ["models/someone/timm-r34/pyTorch/imagenet/3", "timm-r34/pytorch/imagenet/3"])
+def test_kernel_resolves_a_model_reference_in_either_mount_layout(kaggle_env, project, tmp_path, layout):
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run",
+                          "--train-args", f"--weights=model:{MODEL_HANDLE}/sub/model.pth",
+                          "--predict-args", f"--note model:{MODEL_HANDLE}/x.txt")
+    assert r.exit_code == 0, r.stderr
+    inp = fake_input(tmp_path / "input")
+    mount = inp / layout
+    (mount / "sub").mkdir(parents=True)
+    (mount / "sub" / "model.pth").write_bytes(b"w")
+    (mount / "x.txt").write_text("x")
+    p = run_kernel(project / "kernels" / "hcd-train" / "hcd_train.py", inp, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"input path --weights=model:{MODEL_HANDLE}/sub/model.pth -> --weights={mount / 'sub' / 'model.pth'}" \
+        in p.stdout
+    assert f"--weights={mount / 'sub' / 'model.pth'}" in train_step(p.stdout)
+    predict, = [ln for ln in p.stdout.splitlines() if " hcd_kit predict " in ln]
+    assert predict.endswith(f"--note {mount / 'x.txt'}")
+
+
+def test_kernel_stops_at_once_when_a_model_reference_is_missing(kaggle_env, project, tmp_path):
+    ref = f"model:{MODEL_HANDLE}/model.safetensors"
+    assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run",
+                             "--train-args", f"--weights {ref}").exit_code == 0
+    script = project / "kernels" / "hcd-train" / "hcd_train.py"
+    inp = fake_input(tmp_path / "input")
+    (inp / "timm-r34" / "pytorch" / "imagenet" / "2").mkdir(parents=True)  # another version is no match
+    p = run_kernel(script, inp, tmp_path)
+    assert p.returncode == 1 and "+ " not in p.stdout  # before installing or training anything
+    line, = p.stderr.strip().splitlines()
+    assert line.startswith(f"{ref}: model {MODEL_HANDLE} is not mounted (no folder {inp}/timm-r34/pytorch/imagenet/3 "
+                           f"or {inp}/models/someone/timm-r34/pytorch/imagenet/3)"), line
+    assert "hcd kernel push" in line
+    mount = inp / "models" / "someone" / "timm-r34" / "pyTorch" / "imagenet" / "3"
+    mount.mkdir(parents=True)
+    (mount / "model.pth").write_bytes(b"w")  # mounted, but the file has another name
+    p = run_kernel(script, inp, tmp_path)
+    assert p.returncode == 1 and "+ " not in p.stdout
+    line, = p.stderr.strip().splitlines()
+    assert line == (f"{ref}: no model.safetensors in model {MODEL_HANDLE}, which is mounted at {mount} "
+                    "(it holds: model.pth)")

@@ -34,7 +34,7 @@ from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.calls import interrupts_held
 from hcd_kit.kaggle.poll import poll_until
-from hcd_kit.kaggle.refs import check_references, dataset_refs
+from hcd_kit.kaggle.refs import check_references, dataset_refs, model_refs
 from hcd_kit.kaggle.weights import pretrained_train_args
 from hcd_kit.layout import COMPETITION
 
@@ -102,7 +102,8 @@ def check_spec(spec: KernelSpec) -> None:
         raise ConfigError(
             "the kernel has no internet, so `hcd train` cannot download pretrained weights: pass --pretrained-from "
             "OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args \"--weights "
-            "/kaggle/input/SLUG/FILE\" (or dataset:OWNER/SLUG/FILE), or --train-args \"--no-pretrained\", or --internet"
+            "/kaggle/input/SLUG/FILE\" (or dataset:OWNER/SLUG/FILE, or model:OWNER/MODEL/FRAMEWORK/VARIATION/"
+            "VERSION/FILE for a Kaggle Model), or --train-args \"--no-pretrained\", or --internet"
         )
 
 
@@ -161,6 +162,8 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         dataset_sources=list(dict.fromkeys(datasets)),
         competition_sources=[spec.competition],
         kernel_sources=[_owned(k.split("@")[0], user) for k in spec.fold_kernels],
+        model_sources=list(dict.fromkeys([*(meta.get("model_sources") or []), *model_refs(train_args),
+                                          *model_refs(spec.predict_args, "--predict-args")])),  # model: refs
     )
     values = {
         "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_ARGS": train_args, "PREDICT_ARGS": spec.predict_args,

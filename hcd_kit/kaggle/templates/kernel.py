@@ -144,16 +144,31 @@ def link_fold_kernels() -> None:
             print(f"{fold.name} from kernel {ref} (version {version or '?'} when pushed) at {fold}", flush=True)
 
 
-def locate(typed: str, ref: str, rest: list[str], unmounted: str) -> str:
-    """File ``rest`` of dataset ``ref`` wherever it is mounted; else stop, saying what is mounted where."""
-    bases = candidates(ref)
+def model_candidates(ref: str) -> list[Path]:
+    """Where Kaggle may mount model ``ref`` (owner/model/framework/variation/version), most likely first.
+
+    Older sessions: /kaggle/input/<model>/<framework>/<variation>/<version> (the framework lowercased, as in
+    /kaggle/input/gemma/pytorch/2b/1). The newer layout is INFERRED, not documented: by analogy with
+    /kaggle/input/datasets/<owner>/<slug>, probably /kaggle/input/models/<owner>/<model>/<framework>/...
+    Both are searched (framework as typed and lowercased), then the same folders a level or two down.
+    """
+    owner, model, framework, variation, version = ref.split("/")
+    tails = dict.fromkeys(f"{model}/{f}/{variation}/{version}" for f in (framework, framework.lower()))
+    known = [p for t in tails for p in (INPUT / t, INPUT / "models" / owner / t)]
+    known += [p for t in tails for p in sorted(INPUT.glob(f"*/{t}")) + sorted(INPUT.glob(f"*/*/{t}"))]
+    return [p for p in dict.fromkeys(known) if p.is_dir()]
+
+
+def locate(typed: str, ref: str, rest: list[str], unmounted: str, kind: str = "dataset") -> str:
+    """File ``rest`` of dataset (or model) ``ref`` wherever it is mounted; else stop, saying what is mounted where."""
+    bases = model_candidates(ref) if kind == "model" else candidates(ref)
     for base in bases:
         if base.joinpath(*rest).exists():
             return str(base.joinpath(*rest))
     if not bases:
-        sys.exit(f"{typed}: dataset {ref} {unmounted}")
+        sys.exit(f"{typed}: {kind} {ref} {unmounted}")
     held = ", ".join(sorted(p.name for p in bases[0].iterdir())[:10]) or "nothing"
-    sys.exit(f"{typed}: no {'/'.join(rest)} in dataset {ref}, which is mounted at {bases[0]} (it holds: {held})")
+    sys.exit(f"{typed}: no {'/'.join(rest)} in {kind} {ref}, which is mounted at {bases[0]} (it holds: {held})")
 
 
 def input_path(typed: str) -> str:
@@ -162,10 +177,13 @@ def input_path(typed: str) -> str:
     /kaggle/input/SLUG/FILE, /kaggle/input/datasets/OWNER/SLUG/FILE and /kaggle/input/competitions/SLUG/FILE
     all work whichever layout the session has; a file found nowhere stops the kernel now, in one line, not
     after hours of training. A reference dataset:OWNER/SLUG/FILE (`hcd kernel push` attached OWNER/SLUG) is
-    found the same way. Anything else is returned as typed.
+    found the same way, and so is model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE (a Kaggle Model). Anything
+    else is returned as typed.
     """
     if typed.startswith("dataset:"):
         return dataset_path(typed)
+    if typed.startswith("model:"):
+        return model_path(typed)
     for prefix in ("/kaggle/input", str(INPUT)):
         if typed == prefix or typed.startswith(prefix.rstrip("/") + "/"):
             rel = Path(typed[len(prefix):].lstrip("/")).parts
@@ -196,8 +214,20 @@ def dataset_path(typed: str) -> str:
                                      "with hcd kernel push, which attaches every dataset: reference")
 
 
+def model_path(typed: str) -> str:
+    """model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE -> the file in that Kaggle Model, wherever it is mounted."""
+    parts = typed[len("model:"):].strip("/").split("/")
+    if len(parts) < 6 or not all(parts):
+        sys.exit(f"{typed}: use model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE")
+    owner, model, framework, variation, version = parts[:5]
+    tail = f"{model}/{framework.lower()}/{variation}/{version}"
+    return locate(typed, "/".join(parts[:5]), parts[5:], f"is not mounted (no folder {INPUT}/{tail} or "
+                  f"{INPUT}/models/{owner}/{tail}); push the kernel again with hcd kernel push, which attaches "
+                  "every model: reference", kind="model")
+
+
 def input_paths(args: str) -> list[str]:
-    """``shlex.split(args)`` with every /kaggle/input path or dataset: reference (a word, or the value of
+    """``shlex.split(args)`` with every /kaggle/input path or dataset:/model: reference (a word, or the value of
     --flag=PATH) relocated."""
     out = []
     for word in shlex.split(args):
