@@ -52,6 +52,15 @@ def real_root(request) -> Path:
     return request.getfixturevalue(request.param)
 
 
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """An empty working folder for commands that write beside themselves (rendered kernels land in
+    ``project/kernels``), so tests never write into the real repository."""
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_data_untouched():
     """hcd-mini is shared, read-only input (root can write to it anyway): no test may leave anything there."""

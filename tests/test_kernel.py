@@ -14,15 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 NO_HUB = ("--train-args", "--no-pretrained")
 
 
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """An empty working folder (the templates ship in the package), so tests never write rendered kernels
-    into the real repository."""
-    root = tmp_path / "project"
-    root.mkdir()
-    return root
-
-
 def test_kernel_push_from_project_root(kaggle_env, project):
     r = kaggle_env.run("kernel", "push", "--fold", "0", "--train-args", "--epochs 3 --model resnet18 --no-pretrained",
                        cwd=project)

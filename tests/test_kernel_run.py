@@ -19,13 +19,6 @@ FAST = ("--poll-interval", "0.02", "--wait-timeout", "20", "--score-timeout", "2
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def kernel_outputs(kaggle_env, kaggle_competition):
     """The stand-in's kernels leave a valid submission (+ sidecar) and gpus.json; returns the data folder."""
     server = kaggle_env.server

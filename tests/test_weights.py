@@ -17,13 +17,6 @@ SLUG = "timm-test-resnet"
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def pretrained(tmp_path) -> tuple[Path, dict]:
     """A state dict of MODEL (its full, 1000-class form) saved as a file: the weights a hub would have served."""
     import timm
