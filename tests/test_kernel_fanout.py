@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import STUB_COMPETITION
-from test_kernel_run import FAST, NO_HUB, kernel_outputs, project  # noqa: F401  (fixtures)
+from test_kernel_run import FAST, NO_HUB, kernel_outputs  # noqa: F401  (a fixture)
 
 FOLDS = [f"hcd-train-fold-{k}" for k in range(5)]
 PREDICT = "hcd-predict-folds"
