@@ -98,11 +98,12 @@ def train_step(
     if adjust_loss is not None:
         loss = adjust_loss(loss)
     ok = _backward_and_step(loss, t, grad_clip, env)
-    with warnings.catch_warnings():
-        # The schedule advances on skipped steps too (it counts batches); torch warns when the very first
-        # optimizer step is one of them.
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+    if t.scheduler.last_epoch > 0:  # the hot path: no warnings machinery after the first step
         t.scheduler.step()
+    else:  # the schedule counts batches, on skipped steps too; torch warns when that first step was skipped
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            t.scheduler.step()
     if not ok:
         return None
     if t.ema is not None:
