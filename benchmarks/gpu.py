@@ -8,13 +8,18 @@ its own process so one failure does not hide the others:
 1. ``hcd prepare`` + ``hcd folds`` on that folder;
 2. ``benchmarks/train.py``: training images/s from device memory vs from the packed-store loader, under
    the precision asked for (fp16 with GradScaler by default on CUDA);
-3. ``hcd train`` on two folds (precision auto: fp16 + GradScaler on CUDA, channels-last, cuDNN benchmark, pinned-memory loader);
+3. ``hcd train`` on all five folds (one epoch) (precision auto: fp16 + GradScaler on CUDA, channels-last, cuDNN benchmark, pinned-memory loader);
 4. ``hcd train --resume`` of that run (a no-op that must say the folds are finished);
 5. ``hcd train --precision bf16`` (one fold, one epoch) where the GPU supports bfloat16;
 6. ``hcd train --strategy fold-parallel`` (one worker per GPU, spawned processes holding CUDA);
 7. ``torchrun --nproc_per_node N -m hcd_kit train --strategy ddp`` (nccl; N = GPUs visible);
 8. ``hcd predict --tta 8`` with the fold ensemble, and ``hcd cv``;
-9. ``benchmarks/predict.py``: what TTA x2/x4/x8 costs against one view on this GPU.
+9. ``benchmarks/predict.py``: what TTA x2/x4/x8 costs against one view on this GPU;
+10. per recipe backbone at its input size (run right after step 2, so a run cut short still has them):
+    training images/s (fp16 + channels-last, loader-fed vs device-resident) and TTA x8 prediction images/s,
+    the figures ``hcd recipes --figures REPORT`` turns into cost estimates.
+
+With ``--out`` the JSON report is rewritten after every step, so a run stopped by its caller keeps its figures.
 
 Every step's exit code, wall time, key output lines and figures go into one JSON report.
 
@@ -44,9 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="cuda (the point of this script) or cpu for a dry run")
     p.add_argument("--repeat", type=int, default=20, help="copies of each shipped training patch (240 x N images)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per fold in the training steps")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per fold in the training steps")
     p.add_argument("--models", default="resnet18,efficientnet_b0", help="models for the throughput step")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--recipes", default="all", help="recipes whose backbones get a training and TTA x8 figure "
+                   "at their input size (comma-separated, 'all', or 'none')")
     p.add_argument("--work", type=Path, default=None, help="scratch folder [default: a temp folder]")
     p.add_argument("--step-timeout", type=float, default=300, help="seconds any one step may take")
     p.add_argument("--quick", action="store_true", help="tiny sizes: check the script, not the GPU")
@@ -98,6 +105,32 @@ def scratch_data(root: Path, repeat: int) -> Path:
     return data
 
 
+def recipe_steps(args: argparse.Namespace, data: Path, py: str) -> list[tuple[str, list[str]]]:
+    """Per recipe backbone at its input size: training images/s (device-resident vs loader-fed, fp16 +
+    channels-last on CUDA) and TTA x8 prediction images/s: the figures `hcd recipes` turns into costs."""
+    from hcd_kit.training.recipes import list_recipes
+
+    if args.recipes == "none":
+        return []
+    wanted = None if args.recipes == "all" else set(args.recipes.split(","))
+    seen, steps = set(), []
+    for r in list_recipes():
+        if r.is_blend or (wanted is not None and r.name not in wanted):
+            continue
+        cfg = r.config()
+        key = (cfg.model, cfg.img_size, cfg.batch_size)
+        if key in seen:
+            continue
+        seen.add(key)
+        model, size = ("resnet10t", 96) if args.quick else (cfg.model, cfg.img_size)
+        steps.append((f"recipe-train:{r.name}", [py, "benchmarks/train.py", "--data-dir", str(data), "--models", model,
+                      "--img-size", str(size), "--batch-size", str(cfg.batch_size), "--device", args.device,
+                      "--steps", "2" if args.quick else "12", "--repeats", "1", "--json"]))
+        steps.append((f"recipe-tta:{r.name}", [py, "benchmarks/predict.py", "--model", model, "--img-size", str(size),
+                      "--device", args.device, "--n", "128" if args.quick else "1024", "--tta-sizes", "1,8", "--json"]))
+    return steps
+
+
 def run_step(name: str, cmd: list[str], timeout: float, env: dict) -> dict:
     """Run one step as a process; keep its exit code, time, the last lines it printed and, when its standard
     output is JSON (a benchmark run with --json), the figures."""
@@ -121,6 +154,12 @@ def run_step(name: str, cmd: list[str], timeout: float, env: dict) -> dict:
     return res
 
 
+def write_report(path: Path, report: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="160", HF_HUB_OFFLINE="1")
@@ -140,13 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         ("folds", [*hcd, "folds", "--data-dir", str(data), "--n-folds", "5"]),
         ("throughput", [py, "benchmarks/train.py", "--data-dir", str(data), "--models", args.models,
                         "--batch-size", str(args.batch_size), "--device", dev, "--json"]),
-        ("train", [*train, "--fold", "0,1", "--epochs", ep, "--batch-size", str(args.batch_size),
+        ("train", [*train, "--fold", "all", "--epochs", ep, "--batch-size", str(args.batch_size),
                         "--run-dir", str(run)]),
         ("resume-finished", [*train, "--run-dir", str(run), "--resume"]),
         ("cv", [*hcd, "cv", "--run-dir", str(run)]),
         ("predict-tta8", [*hcd, "predict", "--data-dir", str(data), "--run-dir", str(run), "--tta", "8",
                           "--out", str(work / "submission.csv")]),
     ]
+    steps[3:3] = recipe_steps(args, data, py)  # right after the throughput step: the figures `hcd recipes` uses
     if dev == "cpu" or report["environment"].get("bf16_supported"):
         steps.append(("train-bf16", [*train, "--fold", "0", "--epochs", "1", "--precision", "bf16",
                                      "--run-dir", str(work / "run-bf16")]))
@@ -162,13 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, cmd in steps:
         res = run_step(name, cmd, args.step_timeout, env)
         report["steps"].append(res)
-        if not args.json:
-            print(f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {res['tail'][-1] if res['tail'] else ''}",
-                  flush=True)
-    report["passed"] = all(s["exit"] == 0 for s in report["steps"])
+        line = f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {res['tail'][-1] if res['tail'] else ''}"
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+        report["passed"] = all(s["exit"] == 0 for s in report["steps"])
+        if args.out:  # after every step: a run cut short by its caller still leaves the figures it has
+            write_report(args.out, report)
     text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
     if args.json:
         print(text)
     return 0 if report["passed"] else 1

@@ -29,25 +29,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_once(model, images: np.ndarray, device, tta: int, batch_size: int, dtype) -> float:
+def time_once(model, images: np.ndarray, device, tta: int, batch_size: int, dtype, img_size: int = 96) -> float:
     """Seconds to predict every image with ``tta`` views."""
     _sync(device)
     t0 = time.perf_counter()
-    predict_views(model, images, np.arange(len(images)), img_size=96, device=device, tta=tta,
+    predict_views(model, images, np.arange(len(images)), img_size=img_size, device=device, tta=tta,
                   batch_size=batch_size, dtype=dtype)
     _sync(device)
     return time.perf_counter() - t0
 
 
-def time_all(model, images: np.ndarray, device, batch_size: int, dtype, repeats: int) -> dict[int, float]:
+def time_all(model, images: np.ndarray, device, batch_size: int, dtype, repeats: int, img_size: int = 96,
+             sizes: tuple[int, ...] = TTA_CHOICES) -> dict[int, float]:
     """Best-of-``repeats`` seconds per TTA size, sizes interleaved per round so that a machine whose load
     changes during the run (shared CPUs) biases no size in particular; one warm-up batch per size first."""
-    for n in TTA_CHOICES:
-        time_once(model, images[:batch_size], device, n, batch_size, dtype)
-    best = {n: float("inf") for n in TTA_CHOICES}
+    for n in sizes:
+        time_once(model, images[:batch_size], device, n, batch_size, dtype, img_size)
+    best = {n: float("inf") for n in sizes}
     for _ in range(repeats):
-        for n in TTA_CHOICES:
-            best[n] = min(best[n], time_once(model, images, device, n, batch_size, dtype))
+        for n in sizes:
+            best[n] = min(best[n], time_once(model, images, device, n, batch_size, dtype, img_size))
     return best
 
 
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--precision", default="auto", help="auto, fp16, bf16 or fp32")
     ap.add_argument("--repeats", type=int, default=1, help="measurements per TTA size (best is kept)")
+    ap.add_argument("--img-size", type=int, default=96, help="input size the patches are upscaled to")
+    ap.add_argument("--tta-sizes", default="1,2,4,8", help="comma-separated TTA sizes to time (1 must be among them)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
 
@@ -67,13 +70,16 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     model = to_device(create_model(args.model, pretrained=False), device)
     images = np.random.default_rng(0).integers(0, 256, (args.n, 96, 96, 3), dtype=np.uint8)
-    seconds = time_all(model, images, device, args.batch_size, dtype, args.repeats)
+    sizes = tuple(int(n) for n in args.tta_sizes.split(","))
+    if 1 not in sizes or any(n not in TTA_CHOICES for n in sizes):
+        ap.error(f"--tta-sizes must include 1 and be among {TTA_CHOICES}")
+    seconds = time_all(model, images, device, args.batch_size, dtype, args.repeats, args.img_size, sizes)
     rows = [
         {"tta": n, "seconds": s, "images_per_s": args.n / s, "views_per_s": args.n * n / s, "cost_vs_1": s / seconds[1]}
         for n, s in seconds.items()
     ]
     result = {
-        "model": args.model, "device": str(device), "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+        "model": args.model, "img_size": args.img_size, "device": str(device), "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
         "n": args.n, "batch_size": args.batch_size, "threads": torch.get_num_threads(), "rows": rows,
         "tta8_within_target": rows[-1]["cost_vs_1"] <= 8.5,
     }

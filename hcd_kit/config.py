@@ -127,10 +127,14 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_config(
-    cls: type[T], path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+    cls: type[T], path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> T:
-    """Defaults from ``cls``, then the TOML file at ``path`` (if any), then ``overrides`` (flags)."""
+    """Defaults from ``cls``, then ``base`` (a recipe's table), then the TOML file at ``path`` (if any), then
+    ``overrides`` (flags)."""
     data = to_dict(cls())
+    if base:
+        data = merge(data, base)
     if path is not None:
         data = merge(data, read_toml(path))
         if overrides:

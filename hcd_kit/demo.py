@@ -20,7 +20,7 @@ from hcd_kit.data import materialise
 from hcd_kit.errors import DataError
 from hcd_kit.layout import DataLayout
 
-DEMO_MODEL = "resnet10t"  # small, quick from scratch on a CPU, and a real architecture people train
+DEMO_RECIPE = "cpu"  # resnet10t from scratch, tuned on hcd-mini (hcd_kit/assets/recipes/cpu.toml)
 INPUT_ENTRIES = ("train", "test", "train_labels.csv", "sample_submission.csv")
 
 
@@ -39,6 +39,7 @@ class DemoResult:
     submission: Path | None = None
     plots: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    config: object = None  # the TrainConfig it trained
 
 
 def link_inputs(src: Path, dest: Path) -> DataLayout:
@@ -73,16 +74,22 @@ def loader_throughput(packed_dir: Path, batch_size: int = 256, epochs: int = 3) 
 def run_demo(
     work_dir: str | os.PathLike[str] = "hcd-demo",
     data_dir: str | os.PathLike[str] | None = None,
-    model: str = DEMO_MODEL,
-    epochs: int = 8,
-    batch_size: int = 64,
+    model: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     device: str = "auto",
     tta: int = 8,
+    seed: int = 0,
+    recipe: str = DEMO_RECIPE,
 ) -> DemoResult:
-    """Run the offline pipeline end to end (see module docstring) and return what it measured."""
+    """Run the offline pipeline end to end (see module docstring) and return what it measured.
+
+    Trains ``recipe`` (``cpu``: exactly what ``hcd train --recipe cpu --no-pretrained`` trains) with
+    ``model``, ``epochs``, ``batch_size`` and ``seed`` overriding it where given.
+    """
     from hcd_kit.data import create_folds, prepare
     from hcd_kit.inference import cv_report, predict_run, validate_submission, write_plots
-    from hcd_kit.training import TrainConfig, train
+    from hcd_kit.training import recipe_config, train
 
     work = Path(work_dir)
     clock = time.perf_counter()
@@ -123,11 +130,13 @@ def run_demo(
     console.print(f"BatchLoader delivers {res.loader_ips:,.0f} images/s from the packed store")
     done("loader")
 
-    step(f"4. hcd train: {model} from scratch, all 5 folds, {epochs} epochs each")
+    cfg = recipe_config(recipe, {"model": model, "epochs": epochs, "batch_size": batch_size, "device": device,
+                                 "seed": seed, "pretrained": False})
+    res.config = cfg
+    step(f"4. hcd train --recipe {recipe}: {cfg.model} from scratch, all 5 folds, {cfg.epochs} epochs each")
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own folder: a fresh run every time
-    cfg = TrainConfig(model=model, pretrained=False, epochs=epochs, batch_size=batch_size, device=device, lr=2e-3)
     train(cfg, layout.root, run_dir)
     done("train")
 

@@ -20,6 +20,7 @@ The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ense
     RUN/fold{k}/last.pt       full checkpoint of the last finished epoch (for ``--resume``)
     RUN/fold{k}/history.csv   epoch,lr,train_loss,val_loss,val_auc,images_per_s,skipped_steps
     RUN/fold{k}/oof.csv       id,fold,prob,label for the fold's validation ids (from the best weights)
+    RUN/oof_tta{n}.csv        id,fold,prob,label again, re-predicted by ``hcd predict --tta n`` (n views averaged)
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ class RunLayout(_Folder):
 
     def oof(self, fold: int) -> Path:
         return self.fold_dir(fold) / "oof.csv"
+
+    def oof_tta(self, n: int) -> Path:
+        """Every predicted fold's OOF rows with ``n``-view TTA (``hcd predict``), for like-with-like blends."""
+        return self.root / f"oof_tta{n}.csv"
 
     def planned_folds(self) -> list[int] | None:
         """The folds ``RUN/plan.json`` says the run was asked for; None for a run without one."""

@@ -37,6 +37,7 @@ def create_model(
     pretrained: bool = False,
     weights: str | os.PathLike[str] | None = None,
     drop_rate: float = 0.0,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """Build timm model ``name`` with a single-logit head.
 
@@ -47,6 +48,8 @@ def create_model(
 
     check_model_name(name)
     kwargs: dict = dict(num_classes=1, drop_rate=drop_rate)
+    if drop_path > 0:  # not every timm family takes it, so only passed when asked for
+        kwargs["drop_path_rate"] = drop_path
     if weights is not None:
         path = Path(weights)
         if not path.is_file():

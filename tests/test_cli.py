@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["demo", "download", "prepare", "folds", "train", "cv", "predict", "ensemble", "submit",
+COMMANDS = ["demo", "download", "prepare", "folds", "recipes", "train", "cv", "predict", "ensemble", "pseudo", "submit",
             "submissions", "kernel", "dataset"]
 
 

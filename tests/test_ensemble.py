@@ -141,3 +141,140 @@ def test_pred_files_replace_the_runs_submissions(two_runs, tmp_path):
     assert np.allclose(got.loc[ta.index], (ta + tb.loc[ta.index]) / 2, atol=1e-7)
     res = runner.invoke(app, ["ensemble", str(a), str(b), "--pred", str(pa), "--out", str(out)])
     assert res.exit_code != 0 and "1 --pred file(s) for 2 run(s)" in res.stderr
+
+
+# ------------------------------------------------------------------ like-with-like OOF and --weights auto
+
+
+def _tta_files(run: Path, tta: int, rng, shift: float = 0.5, folds=None) -> pd.DataFrame:
+    """What `hcd predict --tta N` leaves: RUN/oof_ttaN.csv (other probabilities than fold*/oof.csv) and a
+    sidecar beside the run's submission.csv that names it."""
+    oof = _oof(run).reset_index()
+    if folds is not None:
+        oof = oof[oof["fold"].isin(folds)]
+    oof = oof.assign(prob=np.clip(shift * oof["label"] + (1 - shift) * rng.random(len(oof)), 0, 1))
+    oof[["id", "fold", "prob", "label"]].to_csv(run / f"oof_tta{tta}.csv", index=False)
+    side = {"runs": [str(run)], "tta": tta, "oof_tta_file": str(run / f"oof_tta{tta}.csv")}
+    Path(f"{run / 'submission.csv'}.json").write_text(json.dumps(side))
+    return oof
+
+
+def test_each_run_is_scored_on_oof_made_with_the_tta_of_its_test_predictions(two_runs, tmp_path):
+    a, b = two_runs
+    rng = np.random.default_rng(5)
+    out = tmp_path / "blend.csv"
+    ta = _tta_files(a, 8, rng)
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert f"{roc_auc_score(ta['label'], ta['prob']):.4f}" in lines[0] and "(TTA x8 OOF)" in lines[0]
+    assert f"{roc_auc_score(_oof(b)['label'], _oof(b)['prob']):.4f}" in lines[1] and "(1 view OOF)" in lines[1]
+    mixed = [line for line in lines if "mix TTA and 1 view" in line]
+    assert len(mixed) == 1 and mixed[0].startswith("note: ")  # said once, on one line
+    assert json.loads(Path(f"{out}.json").read_text())["oof_views"] == [8, 1]
+
+    tb = _tta_files(b, 8, rng, shift=0.3)  # both like their test predictions: no note, the blend on the TTA OOF
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--out", str(out)])
+    assert res.exit_code == 0 and "mix" not in res.stdout
+    pa, pb = ta.set_index("id")["prob"], tb.set_index("id")["prob"]
+    y = ta.set_index("id")["label"]
+    blend = roc_auc_score(y, (pa + pb.loc[pa.index]) / 2)
+    assert f"OOF AUC {blend:.4f}  blend" in res.stdout
+    assert json.loads(Path(f"{out}.json").read_text())["cv_auc"] == pytest.approx(blend, abs=1e-12)
+
+    # A prediction that wrote no TTA OOF (no packed train store) says so: an oof_tta8.csv there is older.
+    Path(f"{a / 'submission.csv'}.json").write_text(json.dumps({"tta": 8, "oof_tta_file": None}))
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--out", str(out)])
+    assert res.exit_code == 0 and json.loads(Path(f"{out}.json").read_text())["oof_views"] == [1, 8]
+
+    _tta_files(a, 8, rng, folds=[0])  # predicted with --fold 0 only: it covers half the OOF ids
+    res = runner.invoke(app, ["ensemble", str(a), str(b), "--out", str(out)])
+    assert res.exit_code == 0 and "oof_tta8.csv covers 20 of the run's 40 OOF ids" in " ".join(res.stdout.split())
+    assert json.loads(Path(f"{out}.json").read_text())["oof_views"] == [1, 8]
+
+
+@pytest.fixture
+def good_and_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    test_ids = [f"t{i:03d}" for i in range(30)]
+    oof_ids = [f"o{i:03d}" for i in range(300)]
+    labels = rng.integers(0, 2, len(oof_ids))
+    good = make_run(tmp_path / "good", test_ids, oof_ids, labels, seed=1, quality=0.4)
+    noise = make_run(tmp_path / "noise", test_ids, oof_ids, labels, seed=2, quality=0.0)
+    return good, noise
+
+
+def test_auto_weights_drop_a_noise_run_and_report_the_nested_gain(good_and_noise, tmp_path):
+    from hcd_kit.inference import fold_ensemble, signed
+
+    good, noise = good_and_noise
+    out = tmp_path / "auto.csv"
+    res = runner.invoke(app, ["ensemble", str(good), str(noise), "--weights", "auto", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+
+    side = json.loads(Path(f"{out}.json").read_text())
+    w, mode, auto = side["weights"], side["ensemble"], side["weights_auto"]
+    assert w[1] <= 0.1 and sum(w) == pytest.approx(1) and mode in ("mean", "rank") and auto["parts"] == 5
+    assert auto["nested_gain"] > 0.02
+    assert auto["nested_gain"] == pytest.approx(auto["nested_auc"] - auto["nested_equal_auc"])
+    gain_line = (f"nested OOF AUC (5 held-out parts): auto {auto['nested_auc']:.4f} vs equal-weight mean "
+                 f"{auto['nested_equal_auc']:.4f} ({signed(auto['nested_gain'])})")
+    assert gain_line in res.stdout
+    assert f"weights auto: {mode} blend, weights {w[0]:.2f},{w[1]:.2f}" in res.stdout
+    tg, tn = _read(good), _read(noise)
+    expected = fold_ensemble(np.stack([tg.to_numpy(), tn.loc[tg.index].to_numpy()]), mode, w)
+    got = pd.read_csv(out, dtype={"id": str}).set_index("id")["label"].loc[tg.index]
+    assert np.allclose(got, expected, atol=1e-7)  # the weights chosen on OOF are the ones applied to the test set
+
+    res = runner.invoke(app, ["ensemble", str(good), str(noise), "--weights", "auto", "--blend", "rank",
+                              "--out", str(out)])
+    assert res.exit_code == 0 and "searched rank only" in res.stdout and "vs equal-weight rank" in res.stdout
+    assert json.loads(Path(f"{out}.json").read_text())["ensemble"] == "rank"
+
+
+def test_auto_weights_need_oof_predictions(good_and_noise, tmp_path):
+    good, noise = good_and_noise
+    for run in (good, noise):
+        for f in run.glob("fold*/oof.csv"):
+            f.unlink()
+    out = tmp_path / "auto.csv"
+    res = runner.invoke(app, ["ensemble", str(good), str(noise), "--weights", "auto", "--out", str(out)])
+    assert res.exit_code == 1 and not out.exists() and len(res.stderr.strip().splitlines()) == 1
+    assert "--weights auto chooses the weights on OOF predictions" in " ".join(res.stderr.split())
+    res = runner.invoke(app, ["ensemble", str(good), str(noise), "--weights", "0.5,x", "--out", str(out)])
+    assert res.exit_code != 0 and "--weights must be auto or numbers" in " ".join(res.stderr.split())
+
+
+def test_auto_blend_of_two_real_tiny_runs_writes_a_valid_submission(subset_factory, tmp_path):
+    """Two resnet10t runs trained for 1 epoch on 2 folds of real patches, predicted with TTA x2, blended by auto."""
+    import re
+
+    from hcd_kit.data import create_folds, prepare
+    from hcd_kit.inference import predict_run, validate_submission
+    from hcd_kit.training import TrainConfig, train
+
+    data = subset_factory(n_train=64, n_test=16)
+    prepare(data, workers=1)
+    create_folds(data, n_folds=2, seed=0)
+    runs = []
+    for seed in (0, 1):
+        cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=32,
+                          epochs=1, lr=3e-3, precision="fp32", seed=seed)
+        train(cfg, data, tmp_path / f"run{seed}")
+        pred = predict_run(data, tmp_path / f"run{seed}", tta=2, device="cpu", precision="fp32")
+        assert pred.oof_file == tmp_path / f"run{seed}" / "oof_tta2.csv" and pred.oof_file.is_file()
+        runs.append(tmp_path / f"run{seed}")
+    out = tmp_path / "auto.csv"
+
+    res = runner.invoke(app, ["ensemble", *map(str, runs), "--weights", "auto", "--out", str(out),
+                              "--data-dir", str(data)])
+
+    assert res.exit_code == 0, res.output
+    gain = re.search(r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight mean \d\.\d{4} "
+                     r"\(([+-]\d\.\d{4})\)", res.stdout)
+    assert gain and gain.group(1) != "-0.0000", res.stdout
+    assert res.stdout.count("(TTA x2 OOF)") == 2 and "mix" not in res.stdout
+    sub = validate_submission(out, data / "sample_submission.csv")
+    assert len(sub) == 16
+    side = json.loads(Path(f"{out}.json").read_text())
+    assert side["oof_views"] == [2, 2] and side["tta"] == 2 and side["weights_auto"]["parts"] == 5

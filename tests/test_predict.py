@@ -130,6 +130,32 @@ def test_oof_auc_with_and_without_tta_matches_an_independent_computation(subset_
     assert f"{auc1:.4f}" in res.stdout and f"{auc8:.4f}" in res.stdout
 
 
+def test_predict_keeps_the_tta_oof_predictions_for_ensemble(subset_factory, tmp_path):
+    from hcd_kit.data import prepare
+
+    data = subset_factory(n_train=16, n_test=4)
+    prepare(data, splits=("train",), workers=1)
+    labels = pd.read_csv(data / "train_labels.csv", dtype={"id": str})
+    labels["fold"] = np.arange(len(labels)) % 2
+    labels[["id", "fold"]].to_csv(data / "folds.csv", index=False)
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "sub.csv"
+
+    res = predict("--data-dir", data, "--run-dir", run, "--tta", 4, "--out", out, "--precision", "fp32")
+
+    assert res.exit_code == 0, res.output
+    oof = pd.read_csv(run / "oof_tta4.csv", dtype={"id": str})
+    assert list(oof.columns) == ["id", "fold", "prob", "label"]
+    assert sorted(oof["id"]) == sorted(labels["id"])  # every validation id once, in the fold that held it out
+    merged = oof.merge(labels, on="id", suffixes=("", "_true"))
+    assert (merged["fold"] == merged["fold_true"]).all() and (merged["label"] == merged["label_true"]).all()
+    assert oof["prob"].between(0, 1).all()
+    side = json.loads(Path(f"{out}.json").read_text())
+    assert side["tta"] == 4 and side["oof_tta_file"] == str((run / "oof_tta4.csv").resolve())
+    assert side["oof_auc_tta"] == pytest.approx(roc_auc_score(oof["label"], oof["prob"]), abs=1e-9)
+    assert f"wrote {run / 'oof_tta4.csv'} (OOF with TTA x4" in res.stdout
+
+
 def test_rank_and_mean_fold_ensembles(subset_factory, tmp_path):
     data = keep_test_only(subset_factory(n_train=2, n_test=8))
     run = make_run(tmp_path / "run")

@@ -14,9 +14,11 @@ from hcd_kit.cli._app import command
 def demo(
     data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the shipped sample", help="Competition-layout folder to run on (only read, never written).")] = None,
     work_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the demo writes everything (data links, packed store, run, submission).")] = Path("hcd-demo"),
-    model: Annotated[str, typer.Option(metavar="NAME", help="timm model to train from scratch.")] = "resnet10t",
-    epochs: Annotated[int, typer.Option(min=1, metavar="N", help="Epochs per fold (8 takes about a minute on 2 CPU cores for the shipped sample).")] = 8,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Training batch size.")] = 64,
+    recipe: Annotated[str, typer.Option(metavar="NAME", help="Recipe to train (see `hcd recipes`); pretrained weights are never used.")] = "cpu",
+    model: Annotated[Optional[str], typer.Option(metavar="NAME", show_default="the recipe's (resnet10t)", help="timm model to train from scratch.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (20)", help="Epochs per fold (20 take about 2 minutes on 2 CPU cores for the shipped sample, 18 for hcd-mini).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (64)", help="Training batch size.")] = None,
+    seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed for weights, shuffling and augmentation.")] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Run the pipeline end to end, offline, and say what it did.
@@ -33,17 +35,20 @@ def demo(
     from hcd_kit.console import console
     from hcd_kit.demo import run_demo
 
-    res = run_demo(work_dir=work_dir, data_dir=data_dir, model=model, epochs=epochs, batch_size=batch_size, device=device)
+    res = run_demo(work_dir=work_dir, data_dir=data_dir, model=model, epochs=epochs, batch_size=batch_size, device=device,
+                   seed=seed, recipe=recipe)
+    cfg = res.config
     table = Table(title="hcd demo: what it did", show_header=False)
     table.add_row("data", f"{res.n_train} labelled + {res.n_test} test patches in {res.data_dir}")
     table.add_row("prepare", ", ".join(f"{k}: {v:,.0f} img/s" for k, v in res.prepare_ips.items()))
     table.add_row("loader", f"{res.loader_ips:,.0f} img/s")
-    table.add_row("train", f"{model}, 5 folds x {epochs} epochs in {res.seconds.get('train', 0):.0f} s")
+    table.add_row("train", f"recipe {recipe}: {cfg.model}, 5 folds x {cfg.epochs} epochs in {res.seconds.get('train', 0):.0f} s")
     table.add_row("CV (out-of-fold) AUC", f"{res.cv_auc:.4f}")
     if res.oof_auc_tta is not None:
         table.add_row("OOF AUC 1 view -> TTA x8", f"{res.oof_auc_1view:.4f} -> {res.oof_auc_tta:.4f}")
     if res.submission is not None:
         table.add_row("submission", f"{res.submission} (validated)")
     table.add_row("plots", ", ".join(str(p) for p in res.plots))
+    table.add_row("total", f"{sum(res.seconds.values()):.0f} s")
     console.print(table)
     console.print("Next: `hcd download --data-dir data` with your Kaggle credentials, then the README's steps.")

@@ -87,7 +87,9 @@ def kernel_push(
     ] = None,
     train_args: Annotated[
         str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --no-pretrained\"; offline, training needs "
-                  "--weights FILE (dataset:OWNER/SLUG/FILE attaches that dataset itself) or --no-pretrained.",
+                  "--weights FILE (dataset:OWNER/SLUG/FILE attaches that dataset itself) or --no-pretrained. Without "
+                  "--time-budget (or --config) here, training gets --time-budget 11h: it and the TTA prediction end "
+                  "before Kaggle's 12 h limit.",
                   "FLAGS", show_default="none")
     ] = "",
     predict_args: Annotated[str, _opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",

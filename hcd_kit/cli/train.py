@@ -21,7 +21,7 @@ from hcd_kit.cli._app import command, parse_folds
 from hcd_kit.training import TrainConfig
 
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
-_FIELD_METAVARS = {"model": "NAME", "weights": "FILE", "device": "DEVICE"}
+_FIELD_METAVARS = {"model": "NAME", "weights": "FILE", "pseudo": "FILE", "device": "DEVICE", "time_budget": "DURATION"}
 
 
 def _config_options() -> list[inspect.Parameter]:
@@ -53,8 +53,10 @@ def train(
     data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Competition folder with packed/ (hcd prepare) and folds.csv (hcd folds).")] = Path("data"),
     fold: Annotated[Optional[str], typer.Option(metavar="FOLDS", show_default="all; with --resume, the folds the run was started for", help="Fold(s) to train: all, one number, or a list like 0,2.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="runs/MODEL", help="Where checkpoints, logs and OOF go.")] = None,
+    recipe: Annotated[Optional[str], typer.Option(metavar="NAME", show_default="cpu on a CPU, t4x2-fast on CUDA", help="Named recipe (`hcd recipes`) or recipe TOML file; --config and flags override it.")] = None,
     config: Annotated[Optional[Path], typer.Option(metavar="FILE", help="TOML file with TrainConfig keys; flags override it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue interrupted folds from last.pt; finished folds are skipped.")] = False,
+    plan: Annotated[bool, typer.Option("--plan", metavar="", help="Measure this machine, print the time plan (speeds, epochs, time per fold and for prediction, expected finish) and exit without training or writing anything.")] = False,
     **settings,
 ) -> None:
     """Train a timm model on one fold, several or all, keeping honest out-of-fold (OOF) predictions.
@@ -67,7 +69,11 @@ def train(
 
     Examples:
 
+      hcd train --fold all --recipe t4x2-fast  (see `hcd recipes`; flags override the recipe)
+
       hcd train --fold all --model resnet18 --epochs 8
+
+      hcd train --fold all --time-budget 11h --plan  (measure, print the plan, train nothing; drop --plan to train)
 
       hcd train --run-dir runs/resnet18 --resume  (after an interruption)
 
@@ -75,16 +81,55 @@ def train(
 
       hcd train --fold all --strategy fold-parallel  (one fold per GPU at a time)
     """
-    from hcd_kit.training import resolve_config, train as run_training
+    from hcd_kit.training import load_recipe, resolve_config, train as run_training
 
     folds = parse_folds(fold)
     # only the flags given on the command line override the config file (a shown default is not a choice)
     given = {k: v for k, v in settings.items() if _given(ctx, k)}
     if given.get("weights") is not None:
         given["weights"] = str(given["weights"])
-    cfg, run = resolve_config(config, given, run_dir, resume)
     # --fold all with --resume means every fold; --resume alone, the folds the run was started for
-    run_training(cfg, data_dir, run, folds=folds if folds is not None or fold is None else "all", resume=resume)
+    folds = folds if folds is not None or fold is None else "all"
+    if recipe is not None and load_recipe(recipe).is_blend:
+        _train_blend(load_recipe(recipe), data_dir, run_dir, config, given, folds, resume, plan)
+        return
+    cfg, run = resolve_config(config, given, run_dir, resume, recipe)
+    if plan:
+        from hcd_kit.training import plan_run
+
+        plan_run(cfg, data_dir, folds)
+        return
+    run_training(cfg, data_dir, run, folds=folds, resume=resume)
+
+
+def _train_blend(blend, data_dir: Path, run_dir: Optional[Path], config, given: dict, folds, resume: bool,
+                 plan: bool = False) -> None:
+    """A blend recipe: one run per member under RUN_DIR/<member>, one after the other, then the next steps.
+    A --time-budget is shared: each run gets what is left of it, split over the runs still to train."""
+    import time
+
+    from hcd_kit.console import console
+    from hcd_kit.training import plan_run, resolve_config, train as run_training
+    from hcd_kit.training.budget import share_budget
+
+    started = time.time()
+
+    root = run_dir or Path("runs") / blend.name
+    runs = []
+    for i, member in enumerate(blend.members, 1):
+        console.rule(f"[bold]{blend.name}: run {i}/{len(blend.members)}, recipe {member.recipe} -> {root / member.name}")
+        cfg, run = resolve_config(config, given, root / member.name, resume, member.recipe)
+        cfg = dataclasses.replace(cfg, time_budget=share_budget(cfg.time_budget, started, len(blend.members) - i + 1))
+        if plan:
+            plan_run(cfg, data_dir, folds)
+            continue
+        run_training(cfg, data_dir, run, folds=folds, resume=resume)
+        runs.append(run)
+    if plan:
+        return
+    console.print(f"Trained {len(runs)} runs. Next: `hcd predict --data-dir {data_dir} --run-dir RUN` for each of "
+                  f"{', '.join(map(str, runs))}, then `hcd ensemble {' '.join(map(str, runs))} --weights auto "
+                  f"--out {root}/submission.csv`")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -6,7 +6,8 @@
 
 Modules, in pipeline order: ``labels`` (the CSVs), ``tiff`` (one patch), ``decode`` (many, in parallel),
 ``pack`` (``hcd prepare``), ``store`` (the packed format, read and written), ``loader`` (batches),
-``folds`` (``hcd folds``); ``problems`` is the bad-input report they share, ``demo_data`` the shipped sample.
+``folds`` (``hcd folds``); ``problems`` is the bad-input report they share, ``demo_data`` the shipped sample,
+``pseudo`` the pseudo-label file (``hcd pseudo``), ``sources`` the train and test stores read as one.
 
 Names load on first use (``hcd_kit.lazy``), so importing one module of the package imports no more than it needs.
 """
@@ -25,6 +26,8 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "loader": "BatchLoader",
     "pack": "PrepareSummary SplitResult prepare",
     "problems": "Problems write_report",
+    "pseudo": "pseudo_rows read_pseudo write_pseudo",
+    "sources": "StackedImages stacked_labels",
     "store": "PackedStore SplitRecord open_store read_manifest",
     "tiff": "TiffLayout parse_layout",
 })
@@ -37,5 +40,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.data.loader import BatchLoader
     from hcd_kit.data.pack import PrepareSummary, SplitResult, prepare
     from hcd_kit.data.problems import Problems, write_report
+    from hcd_kit.data.pseudo import pseudo_rows, read_pseudo, write_pseudo
+    from hcd_kit.data.sources import StackedImages, stacked_labels
     from hcd_kit.data.store import PackedStore, SplitRecord, open_store, read_manifest
     from hcd_kit.data.tiff import TiffLayout, parse_layout

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 from hcd_kit.lazy import public_api
 
 __all__, __getattr__, __dir__ = public_api(__name__, {
+    "blend": "BlendChoice search_blend signed",
     "cv": "CvReport FoldScore cv_report write_plots",
     "ensemble": "EnsembleResult check_weights ensemble_runs parse_weights",
     "oof": "OofAuc read_oof read_run_oof",
     "predict": "PredictResult open_test_store predict_run predict_views to_device",
+    "pseudo": "PseudoSelection select_pseudo",
     "runs": "RunModel expected_folds load_fold_model read_run_model select_folds",
     "submission": "read_predictions read_sample_ids read_sidecar sample_ids validate_submission write_sidecar "
                   "write_submission",
@@ -24,10 +26,12 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
 })
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
+    from hcd_kit.inference.blend import BlendChoice, search_blend, signed
     from hcd_kit.inference.cv import CvReport, FoldScore, cv_report, write_plots
     from hcd_kit.inference.ensemble import EnsembleResult, check_weights, ensemble_runs, parse_weights
     from hcd_kit.inference.oof import OofAuc, read_oof, read_run_oof
     from hcd_kit.inference.predict import PredictResult, open_test_store, predict_run, predict_views, to_device
+    from hcd_kit.inference.pseudo import PseudoSelection, select_pseudo
     from hcd_kit.inference.runs import RunModel, expected_folds, load_fold_model, read_run_model, select_folds
     from hcd_kit.inference.submission import (
         read_predictions, read_sample_ids, read_sidecar, sample_ids, validate_submission, write_sidecar,

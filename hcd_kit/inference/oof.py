@@ -3,20 +3,24 @@
 ``hcd train`` writes each fold's validation probabilities from its best weights as ``oof.csv``
 (``OOF_COLUMNS``: id,fold,prob,label); ``hcd cv``, ``hcd ensemble`` and ``hcd predict`` read them here.
 ``hcd predict`` also re-scores each fold's validation ids itself, with 1 view and with ``n`` views, when
-the packed train store is at hand: ``oof_plan`` finds those ids (or says why the check is skipped) and
-``oof_auc`` turns the per-view logits into the two AUCs.
+the packed train store is at hand: ``oof_plan`` finds those ids (or says why the check is skipped),
+``oof_auc`` turns the per-view logits into the two AUCs, and ``write_tta_oof`` keeps the ``n``-view
+probabilities as ``RUN/oof_tta{n}.csv`` (same columns), which ``hcd ensemble`` blends next to ``n``-view test
+predictions (``read_tta_oof``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hcd_kit.data.store import PackedStore, open_store
 from hcd_kit.errors import DataError
+from hcd_kit.fsutil import atomic_open
 from hcd_kit.inference.tta import sigmoid_mean
 from hcd_kit.layout import OOF_COLUMNS, DataLayout, RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
@@ -119,3 +123,22 @@ def oof_auc(store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np
         y_all.append(y), p1_all.append(p1), pn_all.append(pn)
     y, p1, pn = np.concatenate(y_all), np.concatenate(p1_all), np.concatenate(pn_all)
     return OofAuc(tta=tta, auc_1=roc_auc(y, p1), auc_n=roc_auc(y, pn), per_fold=per_fold)
+
+
+def write_tta_oof(run_dir, store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np.ndarray],
+                  tta: int) -> Path:
+    """``RUN/oof_tta{tta}.csv`` (``OOF_COLUMNS``): each fold's validation rows, their ``tta`` views averaged
+    as in the test predictions; written atomically. Returns its path."""
+    frame = pd.concat([pd.DataFrame({"id": store.ids[idx], "fold": k, "prob": sigmoid_mean(views[k]),
+                                     "label": store.labels[idx].astype(np.int64)}) for k, idx in rows.items()],
+                      ignore_index=True)
+    path = RunLayout.of(run_dir).oof_tta(tta)
+    with atomic_open(path, "w", newline="") as fh:
+        frame[list(OOF_COLUMNS)].to_csv(fh, index=False)
+    return path
+
+
+def read_tta_oof(run_dir: str | os.PathLike[str], tta: int) -> pd.DataFrame | None:
+    """``RUN/oof_tta{tta}.csv`` checked like ``oof.csv``, or None when ``hcd predict --tta {tta}`` wrote none."""
+    path = RunLayout.of(run_dir).oof_tta(tta)
+    return read_oof(path) if path.is_file() else None

@@ -5,7 +5,8 @@ if it is not packed yet, runs each fold's ``best.pt`` over it with ``n`` dihedra
 into the same batch (``hcd_kit.inference.tta``), averages the views, then the folds (mean probability or mean rank), and
 writes ``id,label`` in exactly the order of ``sample_submission.csv`` plus a ``<out>.json`` sidecar (runs,
 folds, tta, ensemble, cv_auc) that ``hcd submit`` keeps in its ledger. When the packed train store is there
-too, it re-predicts each fold's validation ids with 1 and with ``n`` views, so the user sees what TTA buys::
+too, it re-predicts each fold's validation ids with 1 and with ``n`` views, so the user sees what TTA buys,
+and keeps the ``n``-view ones as ``RUN/oof_tta{n}.csv`` for ``hcd ensemble``::
 
     res = predict_run("data", "runs/r18", tta=8)      # -> runs/r18/submission.csv (+ .json)
     res.oof.auc_1, res.oof.auc_n                       # OOF AUC without / with TTA (None if no train data)
@@ -27,7 +28,7 @@ from hcd_kit.console import progress
 from hcd_kit.data import BatchLoader, PackedStore, open_store
 from hcd_kit.device import Precision, amp_dtype, autocast, resolve_device
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, recorded_cv_auc
+from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, recorded_cv_auc, write_tta_oof
 from hcd_kit.inference.runs import RunModel, load_fold_model, read_run_model, select_folds
 from hcd_kit.inference.submission import sample_ids, write_sidecar, write_submission
 from hcd_kit.choices import BlendMode, TtaViews
@@ -51,6 +52,7 @@ class PredictResult:
     cv_auc: float | None
     oof: OofAuc | None
     note: str | None  # why the OOF comparison was skipped, if it was
+    oof_file: Path | None = None  # RUN/oof_tta{tta}.csv: the OOF rows predicted with the same TTA
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
@@ -180,6 +182,12 @@ def predict_run(
                                                    tta=tta, batch_size=batch_size, dtype=dtype)
     probs = fold_ensemble(np.stack(fold_probs), how=ensemble)
     oof_scores = oof_auc(train, val_rows, oof_views, tta) if train is not None else None
+    oof_file = None
+    if train is not None:  # the n-view OOF, so that `hcd ensemble` weighs this run like its n-view test predictions
+        try:
+            oof_file = write_tta_oof(run_dir, train, val_rows, oof_views, tta)
+        except OSError as exc:  # e.g. a read-only run folder: the submission matters more than this file
+            note = f"{exc.strerror or exc}; `hcd ensemble` will weigh this run by its 1-view OOF"
     # cv_auc means one thing in every ledger row: the single-view OOF AUC that `hcd cv` reports, whether or
     # not this --data-dir had the packed train store; what TTA adds is kept apart as oof_auc_tta.
     cv_auc = recorded_cv_auc(run_dir, fold_ids)
@@ -192,8 +200,9 @@ def predict_run(
         "cv_auc": cv_auc, "model": spec.model, "img_size": spec.img_size,
         "oof_auc_1view": None if oof_scores is None else finite_or_none(oof_scores.auc_1),
         "oof_auc_tta": None if oof_scores is None else finite_or_none(oof_scores.auc_n),
+        "oof_tta_file": None if oof_file is None else str(oof_file.resolve()),  # OOF made like these predictions
     })
     n_done = len(fold_ids) * len(ids)
     return PredictResult(out=out_path, sidecar=side, folds=fold_ids, tta=tta, ensemble=ensemble, n_images=len(ids),
                          images_per_s=n_done / test_s if test_s > 0 else float("nan"), cv_auc=cv_auc,
-                         oof=oof_scores, note=note)
+                         oof=oof_scores, note=note, oof_file=oof_file)

@@ -215,3 +215,23 @@ def augment_batch(
         if cfg.color > 0 or cfg.hue > 0:
             y = _mix(y, *color_matrix(y, u, cfg.color, cfg.hue))
         return y.clamp_(0.0, 1.0).to(dtype)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, index, epoch: int, seed: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): blend each sample with its neighbour in the batch (``roll`` by one),
+    images and targets alike, with a per-sample weight ``max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)``.
+
+    The weights come from a generator keyed on (seed, epoch, the batch's store rows), so a resumed run
+    mixes the same way; the larger weight stays with the sample itself, so its own label dominates.
+    """
+    if alpha <= 0 or x.shape[0] < 2:
+        return x, y
+    if isinstance(index, torch.Tensor):
+        index = index.detach().cpu().numpy()
+    key = [seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, *(np.asarray(index, dtype=np.int64)[:4] & 0xFFFFFFFF).tolist()]
+    lam = np.random.default_rng(key).beta(alpha, alpha, size=x.shape[0])
+    lam_t = torch.from_numpy(np.maximum(lam, 1.0 - lam)).to(device=x.device, dtype=torch.float32, non_blocking=True)
+    w = lam_t.view(-1, 1, 1, 1).to(x.dtype)
+    x = w * x + (1 - w) * x.roll(1, 0)
+    y = lam_t * y.float() + (1 - lam_t) * y.float().roll(1, 0)
+    return x, y.to(y.dtype)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from hcd_kit.choices import DEFAULT_MODEL, Imbalance, Optimizer, Precision, Schedule, Strategy
 from hcd_kit.config import check_choice, flag
 from hcd_kit.errors import ConfigError
+from hcd_kit.training.budget import parse_duration
 
 # Keys that may differ between the sessions of one run: where it runs, not what it computes.
-RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size"}
+RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size", "time_budget"}
 
 
 def _opt(default, help: str):
@@ -52,10 +53,16 @@ class TrainConfig:
     pretrained: bool = _opt(True, "Start from ImageNet weights (Hugging Face hub).")
     # for offline Kaggle kernels
     weights: str | None = _opt(None, "Local pretrained weights file for offline use (implies --pretrained).")
+    pseudo: str | None = _opt(None, "Pseudo-label file (`hcd pseudo`): its test patches join every fold's "
+                                    "training part, never a validation part.")
     drop_rate: float = _opt(0.0, "Dropout before the head, in [0, 1).")
+    drop_path: float = _opt(0.0, "Stochastic depth rate (timm drop_path_rate), in [0, 1).")
     # 96 keeps T4 throughput, 128-192 can add AUC for more time
     img_size: int = _opt(96, "Upscale the 96 px patches to this size on the device.")
     epochs: int = _opt(8, "Epochs per fold.")
+    time_budget: str | None = _opt(None, "Wall-clock budget for every fold + the TTA x8 prediction, e.g. 11h, 1h30m, "
+                                         "90m: measures this machine first, trains fewer epochs if needed, stops "
+                                         "a fold early if still late (--plan shows the plan).")
     batch_size: int = _opt(128, "Batch size per process (x ranks under ddp).")
     # no gradients at validation, so twice the batch fits
     val_batch_size: int = _opt(0, "Validation batch size; 0 = 2 x batch size.")
@@ -70,6 +77,8 @@ class TrainConfig:
     grad_clip: float = _opt(2.0, "Max gradient norm; 0 = off.")
     ema: bool = _opt(False, "Validate and save an exponential moving average (EMA) of the weights.")
     ema_decay: float = _opt(0.999, "EMA decay, in (0, 1).")
+    label_smoothing: float = _opt(0.0, "Label smoothing: targets become y (1 - e) + e/2, e in [0, 0.5).")
+    mixup: float = _opt(0.0, "Mixup Beta(a, a) strength a: each image is blended with another of the batch; 0 = off.")
     patience: int = _opt(0, "Stop a fold after N epochs without a better val AUC; 0 = never.")
     # train is ~40% positive: the imbalance is mild
     imbalance: Imbalance = _opt("none", "none, pos-weight (BCE weight neg/pos) or balanced (50/50 resampling).")
@@ -82,6 +91,7 @@ class TrainConfig:
     threads: int = _opt(0, "CPU threads for torch; 0 = cores / processes.")
     fold_workers: int = _opt(0, "Fold-parallel workers; 0 = one per GPU (2 on the CPU).")
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # a [augment] table in the config file
+    recipe: str | None = None  # the recipe the run started from (`hcd train --recipe`), for the record
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "img_size", "max_bad_steps"):
@@ -91,6 +101,11 @@ class TrainConfig:
             _require(key, getattr(self, key) >= 0, "must be >= 0", getattr(self, key))
         _require("lr", self.lr > 0, "must be positive", self.lr)
         _require("drop_rate", 0 <= self.drop_rate < 1, "must be in [0, 1)", self.drop_rate)
+        _require("drop_path", 0 <= self.drop_path < 1, "must be in [0, 1)", self.drop_path)
+        _require("label_smoothing", 0 <= self.label_smoothing < 0.5, "must be in [0, 0.5)", self.label_smoothing)
+        _require("mixup", self.mixup >= 0, "must be >= 0", self.mixup)
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)  # 11h, 1h30m, 90s, 5400; a one-line error otherwise
         _require("ema_decay", 0 < self.ema_decay < 1, "must be in (0, 1)", self.ema_decay)
         for key, choices in (("optimizer", Optimizer), ("schedule", Schedule), ("imbalance", Imbalance),
                              ("precision", Precision), ("strategy", Strategy)):

@@ -11,7 +11,8 @@ keyed on (seed, epoch, row), so resumed and DDP runs see the same images as an u
 
 Reads top to bottom: ``train`` (entry) -> ``_train`` (set-up, fold loop) -> ``_run_fold`` (epochs,
 validation, checkpoints) -> ``_train_epoch``, whose step is ``step.train_step``. Run-folder bookkeeping
-lives in ``runs.py``, ``last.pt`` in ``checkpoint.py``.
+lives in ``runs.py``, ``last.pt`` in ``checkpoint.py``, validation in ``validate.py``, and ``--time-budget``
+(the plan, the deadline, the run's ETA) in ``speed.py`` and ``budget.py``.
 
     cfg = load_config(TrainConfig, "train.toml", {"epochs": 3})
     results = train(cfg, "data", "runs/resnet18", folds=[0, 1])
@@ -32,28 +33,30 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from hcd_kit.console import progress
 from hcd_kit.data.loader import BatchLoader
 from hcd_kit.data.store import PackedStore, open_store
-from hcd_kit.device import amp_dtype, autocast, resolve_device
+from hcd_kit.device import amp_dtype, resolve_device
 from hcd_kit.errors import ConfigError, DataError, TrainingError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
 from hcd_kit.model import check_model_name, save_weights
-from hcd_kit.preprocess import to_input
+from hcd_kit.training.augment import mixup
 from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import (
-    DistInfo, fold_devices, gather_arrays, init_distributed, launched_by_torchrun, run_fold_parallel,
+    DistInfo, fold_devices, init_distributed, launched_by_torchrun, run_fold_parallel,
     shutdown_distributed, sum_across, wrap_model,
 )
+from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
     FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_run,
     write_history, write_oof, write_summary,
 )
+from hcd_kit.training.speed import RunClock, start_budget
 from hcd_kit.training.step import Env, build_trainer, train_input, train_step
+from hcd_kit.training.validate import bce as _bce, predict_rows as _predict_rows
 
 _PRECISION_NAMES = {None: "fp32", torch.float16: "fp16 (GradScaler)", torch.bfloat16: "bf16"}
 
@@ -98,7 +101,7 @@ def train(
 
 def _train(
     cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: Sequence[int] | str | None, resume: bool,
-    hooks: Hooks, device: torch.device, info: DistInfo, record: bool = True,
+    hooks: Hooks, device: torch.device, info: DistInfo, record: bool = True, clock: RunClock | None = None,
 ) -> dict[int, FoldResult]:
     """Check everything, record the run (unless ``record`` is off, as in a fold-parallel worker, whose one
     device and single strategy are not the run's settings), then train fold after fold."""
@@ -112,11 +115,13 @@ def _train(
         folds = run.planned_folds()  # `--resume` alone continues what the run was started for, not every fold
     wanted = check_folds(folds, int(table["fold"].max()) + 1)
     check_run_dir(cfg, run, wanted, resume)
+    log = RunLog(run.log, env.info.is_main)
+    cfg, clock = start_budget(cfg, data, run, store, table, wanted, env, resume, log, clock)  # --time-budget
+    check_pseudo(cfg, data, run, write=record and env.info.is_main)  # --pseudo: RUN/pseudo.json
     if record and env.info.is_main:
         record_run(cfg, data, run, wanted)
-    log = RunLog(run.log, env.info.is_main)
     if cfg.strategy == "fold-parallel":
-        return _fold_parallel(cfg, data, run, wanted, resume, log)
+        return _fold_parallel(cfg, data, run, wanted, resume, log, clock)
 
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // max(1, env.info.local_world_size)))
     if env.device.type == "cuda":
@@ -132,7 +137,7 @@ def _train(
             results[fold] = done
             continue
         try:
-            results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log)
+            results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock)
         except KeyboardInterrupt:
             log(f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to continue")
             raise
@@ -141,25 +146,26 @@ def _train(
 
 
 def _fold_parallel(
-    cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: list[int], resume: bool, log: RunLog
+    cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: list[int], resume: bool, log: RunLog, clock: RunClock,
 ) -> dict[int, FoldResult]:
     devices = fold_devices(cfg.device, cfg.fold_workers)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // len(devices))  # share the cores, don't fight
     log(f"fold-parallel: folds {folds} over {len(devices)} worker(s) on {', '.join(devices)}; "
         f"worker logs in {run.root}/fold*/worker.log")
     worker_cfg = dataclasses.replace(cfg, strategy="single", threads=threads)
-    worker = functools.partial(_fold_worker, worker_cfg, str(data.root), str(run.root), resume)
+    worker = functools.partial(_fold_worker, worker_cfg, str(data.root), str(run.root), resume, clock)
     run_fold_parallel(worker, folds, devices, run.root)
     results = {f: r for f in folds if (r := finished(run, f)) is not None}
     write_summary(results, run, log)
     return results
 
 
-def _fold_worker(cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, fold: int, device: str) -> None:
+def _fold_worker(cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, clock: RunClock, fold: int,
+                 device: str) -> None:
     """One fold on one device, in a fold-parallel worker process: the parent owns RUN/config.toml and plan.json."""
     cfg = dataclasses.replace(cfg, device=device)
     data, run = DataLayout.of(data_dir), RunLayout.of(run_dir)
-    _train(cfg, data, run, [fold], resume, Hooks(), resolve_device(device), DistInfo(), record=False)
+    _train(cfg, data, run, [fold], resume, Hooks(), resolve_device(device), DistInfo(), record=False, clock=clock)
 
 
 # ------------------------------------------------------------------------------------------ one fold
@@ -167,12 +173,14 @@ def _fold_worker(cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, fo
 
 def _run_fold(
     cfg: TrainConfig, fold: int, store: PackedStore, table: pd.DataFrame, run: RunLayout, env: Env,
-    resume: bool, hooks: Hooks, log: RunLog,
+    resume: bool, hooks: Hooks, log: RunLog, clock: RunClock,
 ) -> FoldResult:
     train_rows, val_rows = _split(table, fold)
     info = env.info
+    src = training_source(cfg, fold, store, train_rows, run, log)  # + --pseudo test rows
+    train_rows = src.rows
     loader = BatchLoader(
-        store.images, store.labels, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + fold,
+        src.images, src.labels, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + fold,
         drop_last=True, rank=info.rank, world_size=info.world_size, pin_memory=env.device.type == "cuda",
     )  # drop_last: a tiny last batch gives a noisy step (and BatchNorm fails on one image)
     global_batch = cfg.batch_size * info.world_size
@@ -181,7 +189,7 @@ def _run_fold(
             f"fold {fold}: {len(train_rows)} training images make no full batch of {global_batch}; lower --batch-size"
         )
     torch.manual_seed(cfg.seed + fold)  # identical initial weights on every rank and every resumed session
-    t = build_trainer(cfg, len(loader), store.labels[train_rows], env)
+    t = build_trainer(cfg, len(loader), src.labels[train_rows], env)
     state = FoldState()
     if resume and run.last(fold).is_file():
         state = load_checkpoint(run.last(fold), t)
@@ -189,11 +197,12 @@ def _run_fold(
     t.net = wrap_model(t.model, cfg.strategy, env.device, info)
     log(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, "
         f"{len(loader)} steps/epoch of {global_batch}")
+    clock.start_fold(fold, state.epoch)  # the run's ETA; with --time-budget, this fold's share of the time
 
     for epoch in range(state.epoch, cfg.epochs):
         loader.set_epoch(epoch)
         if cfg.imbalance == "balanced":
-            loader.indices = balanced_rows(train_rows, store.labels, cfg.seed, fold, epoch)
+            loader.indices = balanced_rows(train_rows, src.labels, cfg.seed, fold, epoch)
         stats = _train_epoch(t, loader, cfg, fold, epoch, env, hooks)
         evaluated = t.ema.module if t.ema is not None else t.model
         val_batch = cfg.val_batch_size or 2 * cfg.batch_size
@@ -212,17 +221,22 @@ def _run_fold(
         state.history.append(dict(epoch=epoch + 1, lr=lr, train_loss=stats["loss"], val_loss=val_loss, val_auc=auc,
                                   images_per_s=stats["images_per_s"], skipped_steps=stats["skipped"]))
         stalled = cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience
-        state.finished = stalled or state.epoch == cfg.epochs
+        late = clock.epoch_done(fold, state.epoch, info) and not stalled  # --time-budget: the next epoch won't fit
+        state.finished = stalled or late or state.epoch == cfg.epochs
         if info.is_main:
             write_history(run.history(fold), state.history)
             save_checkpoint(run.last(fold), t, state)
         log(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}: train_loss {stats['loss']:.4f} val_loss {val_loss:.4f} "
             f"val_auc {auc:.4f}{' *' if improved else ''} lr {lr:.2e} "
-            f"{stats['images_per_s']:,.0f} img/s skipped {stats['skipped']}")
+            f"{stats['images_per_s']:,.0f} img/s skipped {stats['skipped']}{clock.eta()}")
         if hooks.epoch_end is not None:
             hooks.epoch_end(fold, epoch)
         if stalled:
             log(f"fold {fold}: no better val AUC for {cfg.patience} epoch(s); stopping early")
+            break
+        if late:
+            log(f"fold {fold}: stopped early for the time budget after epoch {state.epoch}/{cfg.epochs} (best.pt keeps "
+                f"epoch {state.best_epoch}); the next epoch would end past this fold's share of the budget")
             break
     return fold_result(fold, state, "trained")
 
@@ -264,6 +278,8 @@ def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, e
         for i, batch in enumerate(loader):
             x = train_input(batch.images, batch.index, epoch, cfg, env.device)
             y = batch.labels.to(env.device, non_blocking=True)
+            if cfg.mixup > 0:
+                x, y = mixup(x, y, batch.index, epoch, cfg.seed, cfg.mixup)
             adjust = functools.partial(hooks.loss, epoch * steps + i) if hooks.loss is not None else None
             loss = train_step(t, x, y, env, cfg.grad_clip, adjust)
             if loss is not None:
@@ -283,37 +299,3 @@ def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, e
     total, good = sum_across([total, steps - skipped], env.info)  # every rank's losses, not just rank 0's
     return dict(loss=total / good if good else math.nan, skipped=skipped, images_per_s=seen / max(elapsed, 1e-9))
 
-
-# ------------------------------------------------------------------------------------------ validation
-
-
-@torch.inference_mode()
-def _predict_rows(
-    model: nn.Module, store: PackedStore, rows: np.ndarray, batch_size: int, img_size: int, env: Env
-) -> np.ndarray:
-    """Sigmoid probabilities for store ``rows`` (in that order); under DDP each rank does a slice."""
-    was_training = model.training
-    model.eval()
-    cuda = env.device.type == "cuda"
-    mine = np.array_split(rows, env.info.world_size)[env.info.rank]
-    loader = BatchLoader(store.images, None, mine, batch_size=batch_size, shuffle=False, pin_memory=cuda)
-    idx, out = [], []
-    for batch in loader:
-        x = to_input(batch.images, img_size, env.device)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(env.device, env.dtype):
-            logits = model(x).squeeze(1)
-        out.append(torch.sigmoid(logits.float()).cpu().numpy())
-        idx.append(batch.index)
-    model.train(was_training)
-    local_idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
-    local_p = np.concatenate(out) if out else np.zeros(0, np.float32)
-    all_idx, all_p = gather_arrays([local_idx, local_p], env.info)
-    order = pd.Series(np.arange(len(all_idx)), index=all_idx).loc[rows].to_numpy()
-    return all_p[order].astype(np.float64)
-
-
-def _bce(labels: np.ndarray, probs: np.ndarray) -> float:
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))

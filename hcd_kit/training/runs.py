@@ -45,14 +45,28 @@ def resolve_config(
     overrides: dict,
     run_dir: str | os.PathLike[str] | None,
     resume: bool,
+    recipe: str | None = None,
 ) -> tuple[TrainConfig, Path]:
-    """Defaults <- TOML <- flags, and the run folder (``runs/<model>`` unless given).
+    """Defaults <- recipe <- TOML <- flags, and the run folder (``runs/<model>`` unless given).
 
-    ``--resume`` without ``--config`` starts from the run's own ``config.toml``, so the command that
-    resumes needs no more flags than ``--run-dir`` and ``--resume``.
+    With no ``recipe`` the device's default is used (``cpu`` on a CPU, ``t4x2-fast`` on CUDA; see
+    ``recipes.default_recipe``). ``--resume`` without ``--config`` starts from the run's own ``config.toml``
+    (recipe already applied), so the command that resumes needs no more flags than ``--run-dir`` and ``--resume``.
     """
-    cfg = load_config(TrainConfig, config_path, overrides)
-    run = Path(run_dir) if run_dir else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
+    from hcd_kit.device import resolve_device
+    from hcd_kit.training.recipes import default_recipe, load_recipe
+
+    run = Path(run_dir) if run_dir else None
+    saved = RunLayout.of(run).config if run else None
+    if resume and config_path is None and saved is not None and saved.is_file():
+        return load_config(TrainConfig, saved, overrides), run
+    name = recipe or default_recipe(resolve_device(overrides.get("device") or "auto").type)
+    chosen = load_recipe(name)
+    if chosen.is_blend:
+        raise ConfigError(f"recipe '{name}' is a blend: train it with `hcd train --recipe {name}`, "
+                          "which trains one run per member")
+    cfg = load_config(TrainConfig, config_path, {**overrides, "recipe": chosen.name}, base=chosen.train)
+    run = run or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
     saved = RunLayout.of(run).config
     if resume and config_path is None and saved.is_file():
         cfg = load_config(TrainConfig, saved, overrides)

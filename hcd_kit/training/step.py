@@ -43,7 +43,7 @@ class Env:
 
 def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarray, env: Env) -> Trainer:
     """Model, optimiser, per-step schedule, GradScaler, EMA and loss of one fold, as ``cfg`` says."""
-    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate).to(env.device)
+    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path).to(env.device)
     if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
@@ -55,16 +55,28 @@ def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarr
                                  round(cfg.warmup_epochs * steps_per_epoch)),
         scaler=grad_scaler(env.device, env.dtype),
         ema=Ema(model, cfg.ema_decay) if cfg.ema else None,
-        loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device),
+        loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device, cfg.label_smoothing),
     )
 
 
-def _loss_fn(imbalance: str, labels: np.ndarray, device: torch.device) -> nn.Module:
+class SmoothedBCE(nn.Module):
+    """Binary cross-entropy on logits against targets pulled toward 1/2: ``y (1 - e) + e / 2``."""
+
+    def __init__(self, smoothing: float, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.bce(logits, target * (1.0 - self.smoothing) + 0.5 * self.smoothing)
+
+
+def _loss_fn(imbalance: str, labels: np.ndarray, device: torch.device, smoothing: float = 0.0) -> nn.Module:
+    weight = None
     if imbalance == "pos-weight":
         pos = max(1, int(labels.sum()))
         weight = torch.tensor([(len(labels) - pos) / pos], dtype=torch.float32, device=device)
-        return nn.BCEWithLogitsLoss(pos_weight=weight)
-    return nn.BCEWithLogitsLoss()
+    return SmoothedBCE(smoothing, weight)
 
 
 def train_input(

@@ -30,6 +30,9 @@ WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (
 MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"    # what the push asked for; compare with the GPUs logged below
 N_FOLDS = "__HCD_N_FOLDS__"                # `hcd folds --n-folds` (train mode)
 FOLD_KERNELS = "__HCD_FOLD_KERNELS__"      # "owner/slug@version,..." of fold kernels to gather (predict), or ""
+# Kaggle stops a session at 12 h: unless TRAIN_ARGS sets --time-budget (or a --config), training + the TTA x8
+# prediction are planned to end within 11 h of training's start, leaving time for install, prepare, cv and the output
+DEFAULT_TIME_BUDGET = "11h"
 
 
 def scratch() -> Path:
@@ -273,6 +276,12 @@ def link_weights() -> None:
             (RUN / fold / rest).symlink_to(f)
 
 
+def default_budget(train_args: list[str]) -> list[str]:
+    """``--time-budget 11h`` unless the user's `hcd train` flags set one (or a --config, which may)."""
+    given = any(a.split("=")[0] in ("--time-budget", "--config") for a in train_args)
+    return [] if given else ["--time-budget", DEFAULT_TIME_BUDGET]
+
+
 def main() -> None:
     # paths into attached datasets are checked before anything runs: a wrong one fails now, not after training
     train_args, predict_args = input_paths(TRAIN_ARGS), input_paths(PREDICT_ARGS)
@@ -284,7 +293,7 @@ def main() -> None:
     if MODE == "train":
         hcd("prepare", "--data-dir", d)
         hcd("folds", "--data-dir", d, "--n-folds", N_FOLDS)
-        hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *train_args)
+        hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *train_args, *default_budget(train_args))
         hcd("cv", "--run-dir", r)
     elif FOLD_KERNELS:
         link_fold_kernels()

@@ -1,0 +1,156 @@
+"""Ablations: pooled out-of-fold AUC of training recipes, several seeds each, mean ± sd.
+
+Each variant is a set of ``TrainConfig`` overrides on a base (a recipe name or a TOML file); every
+(variant, seed) is a real ``hcd_kit.training.train`` of all folds of DIR/folds.csv followed by
+``hcd_kit.inference.cv_report``, so the figure is exactly what ``hcd train`` + ``hcd cv`` would report.
+Jobs can run side by side (``--jobs``): on one GPU small models leave most of it idle, so 4-8 jobs share it
+well; on a 2-core CPU use ``--jobs 1`` (two torch jobs fight over the cores). This is a benchmark, not a
+test: it takes minutes to hours.
+
+    python benchmarks/ablate.py --data-dir D --grid benchmarks/ablations.toml --seeds 0,1,2 --json
+    python benchmarks/ablate.py --data-dir D --base cpu --set epochs=4 --seeds 0
+
+The grid file has an optional ``[base]`` table (TrainConfig keys) and one ``[variants.NAME]`` table per
+variant (keys overriding the base; ``augment.stain = 0.05`` style dotted keys for the augment table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, required=True, help="competition folder with packed/ and folds.csv")
+    p.add_argument("--work-dir", type=Path, default=Path("ablations"), help="where the runs go")
+    p.add_argument("--base", default="cpu", help="recipe name or TOML file the variants start from")
+    p.add_argument("--grid", type=Path, default=None, help="TOML file with [base] and [variants.NAME] tables")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for a single variant 'set' (TOML value syntax); repeatable")
+    p.add_argument("--only", default="", help="comma-separated variant names to run (default all)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", type=Path, default=None, help="also append each finished run to this JSON-lines file")
+    return p.parse_args(argv)
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            out.setdefault(key, {}).update(_nest(value))
+            continue
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def variants(args: argparse.Namespace) -> tuple[dict, dict[str, dict]]:
+    grid = tomllib.loads(args.grid.read_text()) if args.grid else {}
+    base = _nest(grid.get("base", {}))
+    found = {name: _nest(v) for name, v in grid.get("variants", {}).items()}
+    if args.set or not found:
+        found["set"] = _nest({k: tomllib.loads(f"v = {v}")["v"] for k, v in (s.split("=", 1) for s in args.set)})
+    if args.only:
+        found = {k: v for k, v in found.items() if k in args.only.split(",")}
+    return base, found
+
+
+def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: str, run_dir: str, device: str,
+            threads: int) -> dict:
+    """One (variant, seed): train all folds, then the pooled OOF AUC. Runs in a worker process."""
+    import contextlib
+    import io
+
+    from hcd_kit.training.recipes import recipe_config
+    from hcd_kit.inference import cv_report
+    from hcd_kit.training import train
+
+    settings = _merge(_merge(base, overrides), {"seed": seed, "device": device, "threads": threads,
+                                                 "pretrained": False})
+    cfg = recipe_config(base_name, settings)
+    log = Path(run_dir + ".out")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(io.StringIO()):
+        train(cfg, data_dir, run_dir, folds="all")
+        report = cv_report(run_dir)
+    return {"seed": seed, "auc": report.overall_auc, "fold_aucs": [f.auc for f in report.folds],
+            "seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base, found = variants(args)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(name, seed) for name in found for seed in seeds]
+    results: dict[str, list[dict]] = {name: [] for name in found}
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        futs = {pool.submit(run_one, args.base, base, found[name], seed, str(args.data_dir),
+                            str(args.work_dir / f"{name}-s{seed}"), args.device, threads): (name, seed)
+                for name, seed in jobs}
+        for fut in cf.as_completed(futs):
+            name, seed = futs[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # one failed variant must not hide the others
+                res = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+            results[name].append(res)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps({"variant": name, **res}) + "\n")
+            if not args.json:
+                print(f"{name} seed {seed}: " + (f"AUC {res['auc']:.4f} in {res['seconds']:.0f} s"
+                                                 if "auc" in res else res["error"]), flush=True)
+    summary = {}
+    for name, rs in results.items():
+        aucs = [r["auc"] for r in sorted(rs, key=lambda r: r["seed"]) if "auc" in r]
+        summary[name] = {
+            "overrides": found[name], "seeds": [r["seed"] for r in rs if "auc" in r], "aucs": aucs,
+            "mean": statistics.fmean(aucs) if aucs else None,
+            "sd": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
+            "seconds_mean": statistics.fmean([r["seconds"] for r in rs if "seconds" in r]) if aucs else None,
+            "errors": [r["error"] for r in rs if "error" in r],
+        }
+    out = {"base": args.base, "base_overrides": base, "device": args.device, "jobs": args.jobs, "variants": summary}
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"{'variant':<22} {'mean':>7} {'sd':>7} {'s/run':>7}  aucs")
+        for name, s in summary.items():
+            if s["mean"] is None:
+                print(f"{name:<22} failed: {s['errors'][:1]}")
+                continue
+            print(f"{name:<22} {s['mean']:7.4f} {s['sd']:7.4f} {s['seconds_mean']:7.0f}  "
+                  + " ".join(f"{a:.4f}" for a in s["aucs"]))
+    return 0 if all(s["mean"] is not None for s in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

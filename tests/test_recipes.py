@@ -1,0 +1,139 @@
+"""Named recipes: every shipped recipe loads and trains what it says, flags override it, `hcd recipes` lists each
+with a cost and the source of that cost, and `hcd demo` trains exactly what `hcd train --recipe cpu` trains."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hcd_kit.config import read_toml
+from hcd_kit.errors import ConfigError
+from hcd_kit.training import TrainConfig, list_recipes, load_recipe, recipe_config, resolve_config
+from hcd_kit.training.costs import Rates, rates, run_seconds
+
+REQUIRED = {"cpu", "t4x2-fast", "t4x2-strong", "t4x2-blend"}
+
+
+def hcd(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hcd_kit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**__import__("os").environ, "COLUMNS": "200"})
+
+
+def test_every_shipped_recipe_is_a_valid_config():
+    recipes = {r.name: r for r in list_recipes()}
+    assert REQUIRED <= set(recipes)
+    for r in recipes.values():
+        assert r.description and r.based_on and r.hardware in ("cpu", "t4x2")
+        for m in r.members:  # a blend names recipes that exist and are not blends themselves
+            assert not load_recipe(m.recipe).is_blend
+        if not r.is_blend:
+            assert isinstance(r.config(), TrainConfig)
+    assert len(recipes["t4x2-blend"].members) == 2
+    models = {load_recipe(m.recipe).config().model for m in recipes["t4x2-blend"].members}
+    assert len(models) == 2  # two architectures
+    assert recipes["cpu"].config().pretrained is False and recipes["t4x2-fast"].config().img_size == 96
+    assert 192 <= recipes["t4x2-strong"].config().img_size <= 224
+
+
+def test_flags_override_the_recipe_and_the_run_records_it(tmp_path):
+    base = recipe_config("cpu")
+    cfg = recipe_config("cpu", {"epochs": 3, "augment.color": 0.0})
+    assert (cfg.epochs, cfg.augment.color, cfg.model, cfg.lr) == (3, 0.0, base.model, base.lr)
+
+    toml = tmp_path / "mine.toml"
+    toml.write_text("lr = 0.005\nepochs = 7\n")
+    cfg, run = resolve_config(toml, {"epochs": 2}, tmp_path / "run", resume=False, recipe="t4x2-fast")
+    fast = recipe_config("t4x2-fast")
+    assert (cfg.model, cfg.img_size, cfg.lr, cfg.epochs, cfg.recipe) == (fast.model, 96, 0.005, 2, "t4x2-fast")
+
+
+def test_the_default_recipe_on_a_cpu_is_cpu(tmp_path):
+    cfg, _ = resolve_config(None, {"device": "cpu"}, tmp_path / "run", resume=False)
+    assert cfg.recipe == "cpu" and cfg.model == recipe_config("cpu").model and cfg.epochs == recipe_config("cpu").epochs
+
+
+def test_unknown_recipe_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="unknown recipe 'nope' \\(choose from cpu, "):
+        load_recipe("nope")
+    res = hcd("train", "--recipe", "nope", "--data-dir", tmp_path, cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "unknown recipe 'nope'" in res.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepochs = 0\n")
+    with pytest.raises(ConfigError, match="--epochs must be >= 1"):
+        load_recipe(bad)
+
+
+def test_run_seconds_scales_with_epochs_folds_and_tta():
+    r = Rates(train_ips=100.0, predict_ips=400.0, source="x")
+    one = run_seconds(r, epochs=1, n_train=1000, n_test=100, tta=8)
+    two = run_seconds(r, epochs=2, n_train=1000, n_test=100, tta=8)
+    no_predict = run_seconds(r, epochs=1, n_train=1000, n_test=100, tta=0)
+    per_epoch = 5 * (800 / 100 + 200 / 400)  # 5 folds, each 800 trained + 200 validated
+    assert no_predict == pytest.approx(per_epoch)
+    assert two - one == pytest.approx(per_epoch)
+    assert one - no_predict == pytest.approx(8 * (100 * 5 + 1000) / 400)  # every fold predicts the test set
+    faster = run_seconds(Rates(200.0, 800.0, "x"), epochs=1, n_train=1000, n_test=100)
+    assert faster == pytest.approx(one / 2)
+
+
+def test_published_rates_scale_with_pixels_and_measured_figures_win():
+    small, large = rates("resnet34", 96, "t4x2"), rates("resnet34", 192, "t4x2")
+    assert small.train_ips == pytest.approx(4 * large.train_ips) and small.source.startswith("published")
+    assert rates("no_such_model", 96, "t4x2") is None
+    report = {"environment": {"gpus": ["Tesla T4"]}, "steps": [
+        {"step": "recipe-train:t4x2-fast", "exit": 0, "figures": {"img_size": 96, "models": {"resnet34": {"loader_ips": 1234.0}}}},
+        {"step": "recipe-tta:t4x2-fast", "exit": 0, "figures": {"model": "resnet34", "img_size": 96,
+                                                              "rows": [{"tta": 1, "images_per_s": 4321.0}]}},
+    ]}
+    m = rates("resnet34", 96, "t4x2", report)
+    assert (m.train_ips, m.predict_ips) == (1234.0, 4321.0) and "Tesla T4" in m.source
+    assert rates("resnet34", 128, "t4x2", report).source.startswith("published")  # another size: not measured
+    assert rates("resnet10t", 96, "cpu").source.startswith("measured")
+
+
+def test_hcd_recipes_lists_every_recipe_with_cost_and_source(tmp_path):
+    res = hcd("recipes")
+    assert res.returncode == 0, res.stderr
+    for r in list_recipes():
+        assert r.name in res.stdout
+    assert "published: timm" in res.stdout and "measured" in res.stdout
+    data = json.loads(hcd("recipes", "--json").stdout)
+    rows = {r["name"]: r for r in data["recipes"]}
+    assert set(rows) == {r.name for r in list_recipes()}
+    assert all(r["t4x2_seconds"] and r["cpu_seconds"] for r in rows.values())
+    # a blend costs what its members cost together
+    members = [m.recipe for m in load_recipe("t4x2-blend").members]
+    assert rows["t4x2-blend"]["t4x2_seconds"] == pytest.approx(sum(rows[m]["t4x2_seconds"] for m in members))
+    report = tmp_path / "gpu.json"
+    report.write_text(json.dumps({"environment": {"gpus": ["Tesla T4"]}, "steps": [
+        {"step": "recipe-train:t4x2-fast", "exit": 0, "figures": {"img_size": 96, "models": {"resnet34": {"loader_ips": 50.0}}}},
+        {"step": "recipe-tta:t4x2-fast", "exit": 0, "figures": {"model": "resnet34", "img_size": 96,
+                                                              "rows": [{"tta": 1, "images_per_s": 150.0}]}}]}))
+    slow = json.loads(hcd("recipes", "--json", "--figures", report).stdout)
+    slow_rows = {r["name"]: r for r in slow["recipes"]}
+    assert slow_rows["t4x2-fast"]["t4x2_seconds"] > 10 * rows["t4x2-fast"]["t4x2_seconds"]
+    assert any("Tesla T4" in s for s in slow["sources"].values())
+    bad = hcd("recipes", "--figures", tmp_path / "missing.json")
+    assert bad.returncode == 2 and "not a readable GPU report" in bad.stderr
+
+
+def test_demo_trains_exactly_the_cpu_recipe(tmp_path):
+    """`hcd demo` and `hcd train --recipe cpu` (same data, folds and seed) give the same out-of-fold predictions."""
+    res = hcd("demo", "--epochs", "1", "--work-dir", tmp_path / "demo", "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "recipe cpu" in res.stdout
+    data = tmp_path / "demo" / "data"
+    res = hcd("train", "--recipe", "cpu", "--epochs", "1", "--fold", "all", "--device", "cpu", "--data-dir", data,
+              "--run-dir", tmp_path / "again", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    demo_cfg, again_cfg = read_toml(tmp_path / "demo" / "run" / "config.toml"), read_toml(tmp_path / "again" / "config.toml")
+    assert {k: v for k, v in demo_cfg.items() if k not in ("device",)} == {k: v for k, v in again_cfg.items() if k != "device"}
+    for k in range(5):
+        a = pd.read_csv(tmp_path / "demo" / "run" / f"fold{k}" / "oof.csv")
+        b = pd.read_csv(tmp_path / "again" / f"fold{k}" / "oof.csv")
+        pd.testing.assert_frame_equal(a, b)
