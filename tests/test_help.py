@@ -93,7 +93,8 @@ def test_defaults_and_choices_come_from_the_library():
     text = help_text(["train"], 200)
     for flag, default in [("--optimizer", "adamw"), ("--schedule", "onecycle"), ("--patience", "0"),
                           ("--precision", "auto"), ("--strategy", "auto"), ("--device", "auto"), ("--seed", "0"),
-                          ("--threads", "0"), ("--epochs", "8"), ("--pretrained", "pretrained")]:
+                          ("--threads", "0"), ("--epochs", "(recipe's, else 8)"),
+                          ("--pretrained", "(recipe's, else pretrained)")]:  # a recipe sets these two
         rest = text.split(f"│ {flag} ", 1)[1].split("\n│ --", 1)[0]
         assert f"[default: {default}]" in rest, (flag, rest)
     res = CliRunner().invoke(app, ["train", "--strategy", "nope"])

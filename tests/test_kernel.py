@@ -365,7 +365,7 @@ def test_rendered_kernel_rehearsal(kaggle_env, project, tmp_path, mode):
     if mode == "train":
         assert steps[1:] == [
             f"hcd_kit prepare --data-dir {data}", f"hcd_kit folds --data-dir {data} --n-folds 5",
-            f"hcd_kit train --data-dir {data} --fold 0,2 --run-dir {run} --no-pretrained",
+            f"hcd_kit train --time-budget 11h --data-dir {data} --fold 0,2 --run-dir {run} --no-pretrained",
             f"hcd_kit cv --run-dir {run}", predict,
         ]
     else:

@@ -26,26 +26,38 @@ _FIELD_METAVARS = {"model": "NAME", "weights": "FILE", "pseudo": "FILE", "device
 
 def _config_options() -> list[inspect.Parameter]:
     """One keyword-only parameter per ``TrainConfig`` field that has help text (tables such as augment have none)."""
+    from hcd_kit.training.recipes import list_recipes
+
     hints = typing.get_type_hints(TrainConfig)
+    by_recipe = {key for r in list_recipes() for key in r.train}  # what a recipe sets, its flag's default does not
     params = []
     for f in dataclasses.fields(TrainConfig):
         if "help" not in f.metadata:
             continue
+        shown = _shown_default(f)
+        extra = {"show_default": f"recipe's, else {shown}"} if f.name in by_recipe else {}
         tp = hints[f.name]
         if typing.get_origin(tp) in (typing.Union, types.UnionType):
             tp = next(a for a in typing.get_args(tp) if a is not type(None))  # weights: str | None -> str
         flag = f.name.replace("_", "-")
         if tp is bool:
-            option = typer.Option(f"--{flag}/--no-{flag}", metavar="", help=f.metadata["help"])
+            option = typer.Option(f"--{flag}/--no-{flag}", metavar="", help=f.metadata["help"], **extra)
         elif typing.get_origin(tp) is typing.Literal:  # a long <a|b|...> label would squeeze the help column
             short = len("|".join(map(str, typing.get_args(tp)))) <= 12
-            option = typer.Option(f"--{flag}", metavar=None if short else f.name.upper(), help=f.metadata["help"])
+            option = typer.Option(f"--{flag}", metavar=None if short else f.name.upper(), help=f.metadata["help"],
+                                  **extra)
         else:
             metavar = _FIELD_METAVARS.get(f.name, _METAVARS.get(tp, "VALUE"))
-            option = typer.Option(f"--{flag}", metavar=metavar, help=f.metadata["help"])
+            option = typer.Option(f"--{flag}", metavar=metavar, help=f.metadata["help"], **extra)
         ann = Annotated[Optional[tp] if f.default is None else tp, option]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=f.default))
     return params
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    if isinstance(f.default, bool):
+        return f.name.replace("_", "-") if f.default else "no-" + f.name.replace("_", "-")
+    return str(f.default)
 
 
 def train(

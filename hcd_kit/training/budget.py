@@ -46,10 +46,13 @@ def parse_duration(text: str, label: str = "--time-budget") -> float:
 
 
 def format_duration(seconds: float, up: bool = False) -> str:
-    """Seconds as ``45s``, ``14m`` or ``2h05m`` (a form ``parse_duration`` reads); ``up`` rounds up, not to nearest."""
+    """Seconds as ``45s``, ``2m40s``, ``14m`` or ``2h05m`` (forms ``parse_duration`` reads); ``up`` rounds up."""
     rnd = math.ceil if up else round
     if seconds < (60 if up else 59.5):
         return f"{max(1, rnd(seconds))}s"
+    if seconds < 600:  # minutes and seconds: "2m40s" says more than "3m"
+        whole = rnd(seconds)
+        return f"{whole // 60}m{whole % 60:02d}s" if whole % 60 else f"{whole // 60}m"
     minutes = rnd(seconds / 60)
     if minutes < 60:
         return f"{minutes}m"

@@ -293,7 +293,7 @@ def main() -> None:
     if MODE == "train":
         hcd("prepare", "--data-dir", d)
         hcd("folds", "--data-dir", d, "--n-folds", N_FOLDS)
-        hcd("train", "--data-dir", d, "--fold", FOLD, "--run-dir", r, *train_args, *default_budget(train_args))
+        hcd("train", *default_budget(train_args), "--data-dir", d, "--fold", FOLD, "--run-dir", r, *train_args)
         hcd("cv", "--run-dir", r)
     elif FOLD_KERNELS:
         link_fold_kernels()
