@@ -137,3 +137,20 @@ def test_demo_trains_exactly_the_cpu_recipe(tmp_path):
         a = pd.read_csv(tmp_path / "demo" / "run" / f"fold{k}" / "oof.csv")
         b = pd.read_csv(tmp_path / "again" / f"fold{k}" / "oof.csv")
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):
+    data = subset_factory(64, 8)
+    for step in (("prepare", "--data-dir", data), ("folds", "--data-dir", data, "--n-folds", "2")):
+        assert hcd(*step, cwd=tmp_path).returncode == 0
+    root = tmp_path / "blend"
+    # tiny stand-ins for the members' backbones: the flags override both members alike
+    res = hcd("train", "--recipe", "t4x2-blend", "--fold", "0", "--epochs", "1", "--model", "resnet10t", "--img-size", "32",
+              "--batch-size", "16", "--no-pretrained", "--device", "cpu", "--data-dir", data, "--run-dir", root, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for member in load_recipe("t4x2-blend").members:
+        cfg = read_toml(root / member.name / "config.toml")
+        assert cfg["recipe"] == member.recipe and cfg["model"] == "resnet10t"
+        assert cfg["lr"] == recipe_config(member.recipe).lr  # what the flags did not set comes from the member
+        assert (root / member.name / "fold0" / "oof.csv").is_file()
+    assert "hcd ensemble" in res.stdout and "--weights auto" in res.stdout
