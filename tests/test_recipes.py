@@ -154,3 +154,14 @@ def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):
         assert cfg["lr"] == recipe_config(member.recipe).lr  # what the flags did not set comes from the member
         assert (root / member.name / "fold0" / "oof.csv").is_file()
     assert "hcd ensemble" in res.stdout and "--weights auto" in res.stdout
+
+
+def test_a_kernel_refuses_a_blend_recipe_and_names_its_members(project):
+    res = hcd("kernel", "push", "--dry-run", "--fold", "all", "--train-args", "--recipe t4x2-blend --no-pretrained",
+              cwd=project)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "--recipe t4x2-strong" in res.stderr and "--recipe t4x2-effb3" in res.stderr
+    assert not (project / "kernels").exists()
+    ok = hcd("kernel", "push", "--dry-run", "--fold", "all", "--train-args", "--recipe t4x2-strong --no-pretrained",
+             cwd=project)
+    assert ok.returncode == 0, ok.stderr

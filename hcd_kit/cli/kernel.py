@@ -64,7 +64,26 @@ def kernel_spec(opts: dict):
         n_folds=opts["n_folds"],
     )
     check_spec(spec)
+    _refuse_blend_recipe(spec.train_args)
     return spec
+
+
+def _refuse_blend_recipe(train_args: str) -> None:
+    """A kernel trains and predicts one run; a blend recipe's members go in one kernel each, then `hcd ensemble`."""
+    import shlex
+
+    from hcd_kit.errors import ConfigError
+    from hcd_kit.training.recipes import load_recipe
+
+    words = shlex.split(train_args or "")
+    names = [w.split("=", 1)[1] for w in words if w.startswith("--recipe=")]
+    names += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--recipe"]
+    for name in names:
+        recipe = load_recipe(name)
+        if recipe.is_blend:
+            members = " and ".join(f'--train-args "--recipe {m.recipe}"' for m in recipe.members)
+            raise ConfigError(f"--train-args: recipe '{name}' trains {len(recipe.members)} runs, a kernel one; push one "
+                              f"kernel per member ({members}), then `hcd ensemble` their runs --weights auto")
 
 
 @command(kernel_app, "push")
