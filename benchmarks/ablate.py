@@ -21,6 +21,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -95,6 +96,8 @@ def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: st
     cfg = recipe_config(base_name, settings)
     log = Path(run_dir + ".out")
     log.parent.mkdir(parents=True, exist_ok=True)
+    if Path(run_dir).exists():  # this script's own scratch folder: a rerun trains afresh, never half-resumes
+        shutil.rmtree(run_dir)
     start = time.perf_counter()
     with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(io.StringIO()):
         train(cfg, data_dir, run_dir, folds="all")
