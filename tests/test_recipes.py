@@ -165,3 +165,16 @@ def test_a_kernel_refuses_a_blend_recipe_and_names_its_members(project):
     ok = hcd("kernel", "push", "--dry-run", "--fold", "all", "--train-args", "--recipe t4x2-strong --no-pretrained",
              cwd=project)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_resume_keeps_the_recipe_the_run_started_with(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg, _ = resolve_config(None, {"device": "cpu", "epochs": 3}, run, resume=False, recipe="t4x2-fast")
+    from hcd_kit.config import dump_toml
+
+    dump_toml(cfg, run / "config.toml")
+    again, _ = resolve_config(None, {}, run, resume=True)
+    assert (again.recipe, again.model, again.epochs) == ("t4x2-fast", cfg.model, 3)
+    with pytest.raises(ConfigError, match="was started with --recipe t4x2-fast; resume it without --recipe"):
+        resolve_config(None, {}, run, resume=True, recipe="cpu")

@@ -59,7 +59,11 @@ def resolve_config(
     run = Path(run_dir) if run_dir else None
     saved = RunLayout.of(run).config if run else None
     if resume and config_path is None and saved is not None and saved.is_file():
-        return load_config(TrainConfig, saved, overrides), run
+        cfg = load_config(TrainConfig, saved, overrides)
+        if recipe is not None and cfg.recipe is not None and load_recipe(recipe).name != cfg.recipe:
+            raise ConfigError(f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
+                              f"(or start another --run-dir for {recipe})")
+        return cfg, run
     name = recipe or default_recipe(resolve_device(overrides.get("device") or "auto").type)
     chosen = load_recipe(name)
     if chosen.is_blend:
