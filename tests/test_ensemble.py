@@ -33,15 +33,19 @@ def make_run(root: Path, test_ids, oof_ids, labels, seed: int, quality: float, f
     return root
 
 
-@pytest.fixture
-def two_runs(tmp_path):
+def make_runs(tmp_path, n_oof: int, **qualities: float) -> list:
+    """Runs named after ``qualities`` ({name: quality}) over the same 30 test ids and ``n_oof`` labelled OOF ids."""
     rng = np.random.default_rng(0)
     test_ids = [f"t{i:03d}" for i in range(30)]
-    oof_ids = [f"o{i:03d}" for i in range(40)]
+    oof_ids = [f"o{i:03d}" for i in range(n_oof)]
     labels = rng.integers(0, 2, len(oof_ids))
-    a = make_run(tmp_path / "a", test_ids, oof_ids, labels, seed=1, quality=0.3)
-    b = make_run(tmp_path / "b", test_ids, oof_ids, labels, seed=2, quality=0.2)
-    return a, b
+    return [make_run(tmp_path / name, test_ids, oof_ids, labels, seed=i, quality=q)
+            for i, (name, q) in enumerate(qualities.items(), 1)]
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    return tuple(make_runs(tmp_path, 40, a=0.3, b=0.2))
 
 
 def _read(run: Path, name: str = "submission.csv") -> pd.Series:
@@ -195,13 +199,7 @@ def test_each_run_is_scored_on_oof_made_with_the_tta_of_its_test_predictions(two
 
 @pytest.fixture
 def good_and_noise(tmp_path):
-    rng = np.random.default_rng(0)
-    test_ids = [f"t{i:03d}" for i in range(30)]
-    oof_ids = [f"o{i:03d}" for i in range(300)]
-    labels = rng.integers(0, 2, len(oof_ids))
-    good = make_run(tmp_path / "good", test_ids, oof_ids, labels, seed=1, quality=0.4)
-    noise = make_run(tmp_path / "noise", test_ids, oof_ids, labels, seed=2, quality=0.0)
-    return good, noise
+    return tuple(make_runs(tmp_path, 300, good=0.4, noise=0.0))
 
 
 def test_auto_weights_drop_a_noise_run_and_report_the_nested_gain(good_and_noise, tmp_path):

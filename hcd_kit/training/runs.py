@@ -56,24 +56,19 @@ def resolve_config(
     from hcd_kit.device import resolve_device
     from hcd_kit.training.recipes import default_recipe, load_recipe
 
-    run = Path(run_dir) if run_dir else None
-    saved = RunLayout.of(run).config if run else None
-    if resume and config_path is None and saved is not None and saved.is_file():
-        cfg = load_config(TrainConfig, saved, overrides)
-        if recipe is not None and cfg.recipe is not None and load_recipe(recipe).name != cfg.recipe:
-            raise ConfigError(f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
-                              f"(or start another --run-dir for {recipe})")
-        return cfg, run
     name = recipe or default_recipe(resolve_device(overrides.get("device") or "auto").type)
     chosen = load_recipe(name)
     if chosen.is_blend:
         raise ConfigError(f"recipe '{name}' is a blend: train it with `hcd train --recipe {name}`, "
                           "which trains one run per member")
     cfg = load_config(TrainConfig, config_path, {**overrides, "recipe": chosen.name}, base=chosen.train)
-    run = run or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
+    run = Path(run_dir) if run_dir else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
     saved = RunLayout.of(run).config
     if resume and config_path is None and saved.is_file():
         cfg = load_config(TrainConfig, saved, overrides)
+        if recipe is not None and cfg.recipe is not None and chosen.name != cfg.recipe:
+            raise ConfigError(f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
+                              f"(or start another --run-dir for {recipe})")
     return cfg, run
 
 
