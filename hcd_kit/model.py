@@ -1,4 +1,4 @@
-"""Backbones: every model is a timm model with one output logit (tumour vs. not).
+"""Backbones: every model is a timm model with one output logit (tumour vs. not), or its pooled features.
 
 ``create_model`` is the one factory. Pretrained weights come from the Hugging Face hub (``pretrained=True``)
 or, for Kaggle kernels without internet, from a local file (``weights=...``) handed to timm through
@@ -19,17 +19,24 @@ from torch import nn
 
 from hcd_kit.choices import DEFAULT_MODEL
 from hcd_kit.errors import ConfigError
+from hcd_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 
 def check_model_name(name: str) -> None:
-    """Raise a one-line ConfigError if timm has no model called ``name``."""
+    """Raise a one-line ConfigError unless ``name`` is something ``create_model`` can build (see ``resolve``)."""
     import timm
 
+    from hcd_kit.backbones import resolve
+
+    backbone = resolve(name)
+    if backbone.kind != "timm":
+        return
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown model '{name}'{hint}; list them with `python -c \"import timm; print(timm.list_models())\"`")
+        raise ConfigError(f"unknown model '{name}'{hint}; `hcd models` lists the pathology foundation models, "
+                          "`python -c \"import timm; print(timm.list_models())\"` timm's")
 
 
 def create_model(
@@ -38,35 +45,116 @@ def create_model(
     weights: str | os.PathLike[str] | None = None,
     drop_rate: float = 0.0,
     drop_path: float = 0.0,
+    num_classes: int = 1,
 ) -> nn.Module:
-    """Build timm model ``name`` with a single-logit head.
+    """Build ``name`` (a timm name, a registry name, ``hf-hub:ORG/NAME`` or ``local-dir:FOLDER``) with
+    ``num_classes`` outputs (1: hcd's tumour logit; 0: the pooled features, for ``hcd embed``).
 
     ``weights`` (a local ``.pth``/``.safetensors`` of the backbone's pretrained weights) implies
-    ``pretrained=True`` without network access.
+    ``pretrained=True`` without network access. Registry models are built offline from their architecture
+    when no hub weights are wanted; a model whose weights expect another normalisation than ImageNet's gets
+    it as its first operation (``input_normalisation``), so every caller feeds the same input.
     """
     import timm
 
+    from hcd_kit.backbones import resolve
+    from hcd_kit.backbones.hub import WEIGHT_FILES, ensure_hub_files, hub_error
+
     check_model_name(name)
-    kwargs: dict = dict(num_classes=1, drop_rate=drop_rate)
+    backbone = resolve(name)
+    kwargs: dict = dict(backbone.kwargs, num_classes=num_classes, drop_rate=drop_rate)
     if drop_path > 0:  # not every timm family takes it, so only passed when asked for
         kwargs["drop_path_rate"] = drop_path
+    source = backbone.name
+    hub_id: str | None = None
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise ConfigError(f"weights file not found: {path}")
+        if backbone.kind == "hf-hub":
+            if backbone.entry is None:
+                raise ConfigError(f"--weights with {name}: name the architecture instead (a timm or registry name)")
+            source = backbone.entry.architecture
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path.resolve()))
         pretrained = True
+    elif backbone.hub_id is not None and (pretrained or backbone.kind == "hf-hub"):
+        hub_id = backbone.hub_id
+        source = f"hf-hub:{hub_id}"  # timm reads the repository's config.json, then the weights
+        gated = bool(backbone.entry and backbone.entry.gated)
+        needs = (("config.json",), WEIGHT_FILES) if pretrained else (("config.json",),)
+        ensure_hub_files(hub_id, needs, backbone.label, gated)
+    elif pretrained and backbone.kind == "timm":
+        hub_id = _timm_hub_id(name)
+        if hub_id is not None:
+            ensure_hub_files(hub_id, (WEIGHT_FILES,), name)
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:
+        model = timm.create_model(source, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        mapped = hub_error(backbone.label, hub_id, exc, bool(backbone.entry and backbone.entry.gated)) if hub_id else None
+        if mapped is not None:
+            raise mapped from None
         if not pretrained:
             raise
-        src = f"file {weights}" if weights is not None else "the Hugging Face hub"
+        src = f"file {weights}" if weights is not None else (backbone.folder or "the Hugging Face hub")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"could not load pretrained weights for '{name}' from {src} ({first[:200]}); "
             "pass --weights FILE for offline use, or --no-pretrained"
         ) from None
+    if backbone.renormalise:
+        entry = backbone.entry
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        mean = entry.mean if entry is not None and entry.mean else cfg.get("mean", IMAGENET_MEAN)
+        std = entry.std if entry is not None and entry.std else cfg.get("std", IMAGENET_STD)
+        set_input_normalisation(model, mean, std)
+    return model
+
+
+def _timm_hub_id(name: str) -> str | None:
+    """The hub repository timm takes ``name``'s pretrained weights from (None: a URL, or none at all)."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:
+        return None
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return hub or None
+
+
+class _Renormalise:
+    """Forward pre-hook: ImageNet-normalised input -> the weights' own normalisation, one affine map."""
+
+    def __init__(self, mean, std) -> None:
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.scale = [s0 / s for s0, s in zip(IMAGENET_STD, self.std)]
+        self.shift = [(m0 - m) / s for m0, m, s in zip(IMAGENET_MEAN, self.mean, self.std)]
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        scale = torch.tensor(self.scale, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        shift = torch.tensor(self.shift, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x * scale + shift, *args[1:])
+
+
+def set_input_normalisation(model: nn.Module, mean, std) -> None:
+    """Make ``model`` take hcd's ImageNet-normalised input although its weights expect ``mean``/``std``.
+
+    A forward pre-hook (state_dict unchanged, kept by DataParallel, DDP, deep copies and LoRA wrappers);
+    nothing is added when ``mean``/``std`` are ImageNet's. ``input_normalisation(model)`` reads it back.
+    """
+    if all(abs(a - b) < 1e-6 for a, b in zip((*mean, *std), (*IMAGENET_MEAN, *IMAGENET_STD))):
+        return
+    model.register_forward_pre_hook(_Renormalise(mean, std))
+
+
+def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) ``model``'s weights see: its re-normalisation hook's, else ImageNet's."""
+    model = getattr(model, "module", model)
+    for hook in model._forward_pre_hooks.values():
+        if isinstance(hook, _Renormalise):
+            return hook.mean, hook.std
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:

@@ -22,6 +22,8 @@ FORBIDDEN = {
     "data": {"kaggle", "training", "inference", "cli"},
     "training": {"cli", "kaggle"},
     "kaggle": {"cli", "training"},
+    "backbones": {"data", "training", "inference", "features", "kaggle", "cli"},  # what --model names
+    "features": {"training", "kaggle", "cli"},  # hcd embed / hcd probe: frozen features and their probes
     "": {"cli"},  # the ground floor
 }
 
