@@ -60,5 +60,6 @@ def test_no_network_and_no_cache_is_one_actionable_line(tmp_path):
     assert res.returncode == 3, res.stdout + res.stderr
     line = res.stdout.strip()
     assert "\n" not in line
-    assert "could not load pretrained weights for 'test_resnet' from the Hugging Face hub" in line
+    assert "'test_resnet' needs its weights from the Hugging Face hub (timm/test_resnet.r160_in1k)" in line
+    assert "HF_HUB_OFFLINE is set" in line
     assert "--weights FILE" in line and "--no-pretrained" in line
