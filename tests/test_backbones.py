@@ -1,0 +1,225 @@
+"""The foundation-model registry and what --model may name: every entry's arguments reach timm and build the
+published architecture, registry weights come from the hub cache, offline failures are one line within two
+seconds, and the weights' own normalisation is applied inside the model.
+
+Hub cases run in a fresh interpreter: huggingface_hub reads HF_HOME and HF_HUB_OFFLINE when first imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.models._hub import save_config_for_hf
+
+from hcd_kit.backbones import entries, get_entry, resolve
+from hcd_kit.backbones.registry import import_kwargs, symbolic_kwargs
+from hcd_kit.cli import main
+from hcd_kit.errors import ConfigError
+from hcd_kit.model import create_model, input_normalisation
+from hcd_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+ENTRIES = entries()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_every_entry_builds_its_published_architecture(entry):
+    """Built at full size on the meta device (no memory): the parameter count is the published one and the
+    pooled feature length is the registry's."""
+    with torch.device("meta"):
+        model = timm.create_model(entry.architecture, pretrained=False, num_classes=0, **import_kwargs(entry.kwargs))
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(params_m - entry.params_m) / entry.params_m < 0.02  # published sizes are rounded, (params_m, entry.params_m)
+    assert model.num_features * (2 if entry.pool == "cls+mean" else 1) == entry.features
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_every_registry_argument_reaches_timm(entry):
+    """At tiny width (2 blocks of 32 dims), each kwarg the registry names is visible on the built model."""
+    kwargs = {**import_kwargs(entry.kwargs), "embed_dim": 32, "depth": 2, "num_heads": 2}
+    model = timm.create_model(entry.architecture, pretrained=False, num_classes=1, **kwargs)
+    block = model.blocks[0]
+    for key, value in kwargs.items():
+        if key == "init_values":
+            assert block.ls1.gamma.shape == (32,) and torch.allclose(block.ls1.gamma, torch.full((32,), value))
+        elif key == "reg_tokens":
+            assert model.num_reg_tokens == value
+        elif key == "no_embed_class":
+            assert model.no_embed_class is value
+        elif key == "dynamic_img_size":
+            assert model.dynamic_img_size is value
+        elif key == "patch_size":
+            assert model.patch_embed.patch_size == (value, value)
+        elif key == "img_size":
+            assert model.patch_embed.img_size == (value, value)
+        elif key == "mlp_layer":
+            assert type(block.mlp).__name__ == "GluMlp" and isinstance(block.mlp.act, torch.nn.SiLU)
+        elif key == "act_layer":
+            assert isinstance(block.mlp.act, value)
+        elif key == "mlp_ratio":
+            assert block.mlp.fc1.out_features == int(32 * value)  # a GluMlp splits it into value and gate
+        elif key == "global_pool":
+            assert model.global_pool == value
+    x = torch.zeros(1, 3, entry.input_size, entry.input_size)
+    assert model(x).shape == (1, 1)
+
+
+def test_symbolic_kwargs_round_trip():
+    entry = get_entry("uni2-h")
+    assert import_kwargs(symbolic_kwargs(import_kwargs(entry.kwargs), entry)) == import_kwargs(entry.kwargs)
+    json.dumps(symbolic_kwargs(import_kwargs(entry.kwargs), entry))
+
+
+def test_resolve_names_every_kind(tmp_path):
+    assert resolve("resnet18").kind == "timm" and not resolve("resnet18").renormalise
+    uni = resolve("UNI")
+    assert (uni.kind, uni.name, uni.hub_id, uni.input_size) == ("registry", "vit_large_patch16_224", "MahmoodLab/uni", 224)
+    assert resolve("hf-hub:bioptimus/H-optimus-0").entry.name == "h-optimus-0"  # the registry knows the id
+    assert resolve("hf-hub:someone/else").entry is None
+    with pytest.raises(ConfigError, match="no config.json"):
+        resolve(f"local-dir:{tmp_path}")
+    with pytest.raises(ConfigError, match="no such folder"):
+        resolve(f"local-dir:{tmp_path / 'nope'}")
+    with pytest.raises(ConfigError, match="hcd models"):
+        create_model("resnet_does_not_exist")
+
+
+def test_registry_models_build_offline_without_weights():
+    model = create_model("kaiko-vits16", pretrained=False)  # the architecture alone: no hub, no network
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1)
+    assert input_normalisation(model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_renormalisation_feeds_the_weights_their_own_statistics():
+    """hcd feeds ImageNet-normalised input; h-optimus-0's weights must see (raw - its mean) / its std."""
+    entry = get_entry("h-optimus-0")
+    model = create_model("h-optimus-0", pretrained=False)
+    seen = {}
+    model.patch_embed.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].clone()))
+    raw = torch.rand(1, 3, 224, 224)
+    mean0, std0 = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        model.eval()((raw - mean0) / std0)
+    want = (raw - torch.tensor(entry.mean).view(1, 3, 1, 1)) / torch.tensor(entry.std).view(1, 3, 1, 1)
+    assert torch.allclose(seen["x"], want, atol=1e-5)
+    assert input_normalisation(create_model("resnet18")) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _tiny_vit(**kw):
+    return timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, embed_dim=32, depth=1,
+                             num_heads=2, **kw)
+
+
+def _hub_cache(root: Path, repo_id: str, model) -> Path:
+    """Lay out a hub cache as huggingface_hub leaves it after downloading ``repo_id``."""
+    repo = root / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / "rev0"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("rev0")
+    save_file(model.state_dict(), snap / "model.safetensors")
+    save_config_for_hf(model, str(snap / "config.json"))
+    return root
+
+
+LOAD = """
+import sys, time, torch
+from hcd_kit.errors import ConfigError
+from hcd_kit.model import create_model, input_normalisation
+t = time.perf_counter()
+try:
+    m = create_model(sys.argv[1], pretrained=True, num_classes=0)
+except ConfigError as exc:
+    print(f"{time.perf_counter() - t:.3f}")
+    print("ERROR", exc)
+    sys.exit(3)
+torch.save(m.state_dict(), sys.argv[2])
+print(input_normalisation(m))
+"""
+
+
+def _load(spec: str, out: Path, **env) -> subprocess.CompletedProcess:
+    full = {**os.environ, **env}
+    full.pop("HF_HUB_CACHE", None)
+    return subprocess.run([sys.executable, "-c", LOAD, spec, str(out)], env=full, text=True, capture_output=True,
+                          timeout=120)
+
+
+def test_registry_weights_come_from_the_hub_cache_under_its_real_id(tmp_path):
+    entry = get_entry("kaiko-vits16")
+    source = _tiny_vit(dynamic_img_size=True)
+    home = _hub_cache(tmp_path / "hf", entry.hub, source)
+    res = _load("kaiko-vits16", tmp_path / "out.pt", HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert got.keys() == source.state_dict().keys()
+    assert all(torch.equal(got[k], v) for k, v in source.state_dict().items())
+    assert "(0.5, 0.5, 0.5)" in res.stdout  # kaiko's own normalisation, from the registry
+
+
+def test_any_hub_id_loads_from_the_cache(tmp_path):
+    source = _tiny_vit()
+    home = _hub_cache(tmp_path / "hf", "someone/tiny-path-vit", source)
+    res = _load("hf-hub:someone/tiny-path-vit", tmp_path / "out.pt", HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert all(torch.equal(got[k], v) for k, v in source.state_dict().items())
+
+
+def test_local_dir_folder_loads_offline(tmp_path):
+    source = _tiny_vit()
+    folder = tmp_path / "w"
+    folder.mkdir()
+    save_file(source.state_dict(), folder / "model.safetensors")
+    save_config_for_hf(source, str(folder / "config.json"))
+    model = create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_gated_model_offline_fails_in_one_line_within_two_seconds(tmp_path):
+    res = _load("uni", tmp_path / "out.pt", HF_HOME=str(tmp_path / "empty"), HF_HUB_OFFLINE="1")
+    assert res.returncode == 3, res.stdout + res.stderr
+    seconds, line = res.stdout.strip().split("\n")
+    assert float(seconds) < 2.0
+    assert "MahmoodLab/uni" in line and "gated" in line and "HF_TOKEN" in line and "local-dir:FOLDER" in line
+    assert "Traceback" not in res.stderr
+
+
+def test_unreachable_hub_is_detected_by_the_probe_within_two_seconds(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"HF_HOME": str(tmp_path / "empty"), "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    env_clean = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", LOAD, "uni2-h", str(tmp_path / "o.pt")], env={**env_clean, **env},
+                         text=True, capture_output=True, timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    seconds, line = res.stdout.strip().split("\n")
+    assert float(seconds) < 2.0 and "unreachable" in line and "MahmoodLab/UNI2-h" in line
+    assert time.perf_counter() - t < 30
+
+
+def test_hcd_models_lists_every_entry(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["models", "--json"])
+    assert exc.value.code == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in listed] == [e.name for e in ENTRIES]
+    for row in listed:
+        assert row["licence"] and row["input_size"] == 224 and row["t4_images_per_s"] > 0
+        assert isinstance(row["gated"], bool) and row["url"].startswith("https://huggingface.co/")
+    with pytest.raises(SystemExit):
+        main(["models"])
+    table = capsys.readouterr().out
+    for e in ENTRIES:
+        assert e.name in table
