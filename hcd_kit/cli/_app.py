@@ -38,7 +38,7 @@ app = typer.Typer(
     help=(
         "hcd: the Histopathologic Cancer Detection toolkit.\n\n"
         "Pipeline: download -> prepare -> folds -> train -> cv -> predict -> submit (or run it all as a "
-        "Kaggle kernel). Try `hcd demo` first: it runs end to end offline on real patches shipped with hcd.\n\n"
+        "Kaggle kernel). Pathology foundation models: models -> embed -> probe -> ensemble with CNN runs. Try `hcd demo` first: it runs end to end offline on real patches shipped with hcd.\n\n"
         "Example: hcd demo"
     ),
     no_args_is_help=True,
