@@ -15,7 +15,9 @@ its own process so one failure does not hide the others:
 7. ``torchrun --nproc_per_node N -m hcd_kit train --strategy ddp`` (nccl; N = GPUs visible);
 8. ``hcd predict --tta 8`` with the fold ensemble, and ``hcd cv``;
 9. ``benchmarks/predict.py``: what TTA x2/x4/x8 costs against one view on this GPU;
-10. per recipe backbone at its input size (run right after step 2, so a run cut short still has them):
+10. ``hcd embed`` with registry foundation models (random weights, full size: kaiko-vitb16 and uni's ViT-L)
+    and a LoRA fine-tuning fold of kaiko-vits16, under fp16;
+11. per recipe backbone at its input size (run right after step 2, so a run cut short still has them):
     training images/s (fp16 + channels-last, loader-fed vs device-resident) and TTA x8 prediction images/s,
     the figures ``hcd recipes --figures REPORT`` turns into cost estimates.
 
@@ -197,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("ddp", [*torchrun, "-m", "hcd_kit", "train",
                               "--data-dir", str(data), "--model", "resnet18", "--no-pretrained", "--fold", "0",
                               "--epochs", "1", "--strategy", "ddp", "--run-dir", str(work / "run-ddp")]))
+    # foundation models (issue 11), random weights at full size: the same compute as the real ones
+    for fm in (["kaiko-vits16"] if args.quick else ["kaiko-vitb16", "uni"]):
+        steps.append((f"embed:{fm}", [*hcd, "embed", "--data-dir", str(data), "--model", fm, "--no-pretrained",
+                                      "--tta", "1", "--split", "train", "--device", dev,
+                                      "--out", str(work / f"features-{fm}")]))
+    steps.append(("finetune-lora", [*hcd, "train", "--data-dir", str(data), "--model", "kaiko-vits16",
+                                    "--no-pretrained", "--lora", "8", "--fold", "0", "--epochs", "1",
+                                    "--device", dev, "--run-dir", str(work / "run-lora")]))
     tta = ["--n", "256", "--model", "resnet10t"] if args.quick else []
     steps.append(("tta-cost", [py, "benchmarks/predict.py", "--device", dev, *tta, "--json"]))
     for name, cmd in steps:

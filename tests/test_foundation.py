@@ -1,0 +1,105 @@
+"""Foundation models end to end, offline, as a user runs them: a backbone from the hub cache (or a fold of a
+CNN run exported as a timm ``local-dir:`` folder) -> ``hcd embed`` -> ``hcd probe`` -> ``hcd ensemble`` with a
+fine-tuned CNN run, on real patches (the shipped sample; a subset of hcd-mini where it is present).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import timm
+from safetensors.torch import save_file
+from timm.models._hub import save_config_for_hf
+from typer.testing import CliRunner
+
+from conftest import make_subset
+from hcd_kit.cli import app
+from hcd_kit.inference import validate_submission
+
+runner = CliRunner()
+
+
+def _hcd(*args: str) -> str:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def _cnn_run(data: Path, run: Path, epochs: int = 1, seed: int = 0) -> Path:
+    from hcd_kit.training import TrainConfig, train
+
+    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=32,
+                      epochs=epochs, lr=3e-3, precision="fp32", seed=seed)
+    train(cfg, data, run)
+    return run
+
+
+def _tiny_vit_in_hub_cache(home: Path, repo_id: str) -> None:
+    """A tiny ViT (the architecture of the registry's ViTs at 32 dims) laid out as the hub cache keeps a download."""
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32, embed_dim=32,
+                              depth=2, num_heads=2)
+    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / "rev0"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("rev0")
+    save_file(model.state_dict(), snap / "model.safetensors")
+    save_config_for_hf(model, str(snap / "config.json"))
+
+
+@pytest.fixture(params=["sample_root", pytest.param("mini_root", marks=pytest.mark.shared_data)])
+def data(request, tmp_path) -> Path:
+    """Real patches in the competition layout, packed and split in 3 folds: 120 of the shipped sample, or
+    400 of hcd-mini."""
+    from hcd_kit.data import create_folds, prepare
+
+    root = request.getfixturevalue(request.param)
+    n_train, n_test = (120, 20) if request.param == "sample_root" else (400, 40)
+    data = make_subset(root, tmp_path / "data", n_train=n_train, n_test=n_test)
+    prepare(data, workers=1)
+    create_folds(data, n_folds=3, seed=0)
+    return data
+
+
+def test_hub_cache_vit_embed_probe_and_blend_with_a_cnn_run(data, tmp_path):
+    from hcd_kit.inference import predict_run
+
+    cnn = _cnn_run(data, tmp_path / "cnn")
+    predict_run(data, cnn, tta=2, device="cpu", precision="fp32")
+    home = tmp_path / "hf"
+    _tiny_vit_in_hub_cache(home, "hcd-test/tiny-path-vit")
+    features = tmp_path / "features"
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    embed = subprocess.run([sys.executable, "-m", "hcd_kit", "embed", "--data-dir", str(data), "--model",
+                            "hf-hub:hcd-test/tiny-path-vit", "--tta", "2", "--out", str(features), "--device", "cpu"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert embed.returncode == 0, embed.stdout + embed.stderr
+    manifest = json.loads((features / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["tta"] == 2
+
+    probe = tmp_path / "probe"
+    out = _hcd("probe", "--features", features, "--data-dir", data, "--run-dir", probe)
+    assert "OOF" in out
+    cv = _hcd("cv", "--run-dir", probe, "--no-plots")
+    assert "overall OOF AUC" in cv
+    blend = tmp_path / "blend.csv"
+    out = _hcd("ensemble", cnn, probe, "--weights", "auto", "--out", blend, "--data-dir", data)
+
+    # both runs are scored on OOF made like their test predictions (TTA x2), and the blend's gain is reported
+    assert out.count("(TTA x2 OOF)") == 2, out
+    assert re.search(r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight \w+ \d\.\d{4} "
+                     r"\([+-]\d\.\d{4}\)", out), out
+    assert len(validate_submission(blend, data / "sample_submission.csv")) == len(
+        pd.read_csv(data / "sample_submission.csv"))
+    oof_cnn = pd.read_csv(cnn / "oof_tta2.csv").sort_values("id")
+    oof_probe = pd.read_csv(probe / "oof_tta2.csv").sort_values("id")
+    assert oof_cnn["id"].tolist() == oof_probe["id"].tolist()  # the same split: every OOF id lines up
+    assert (oof_cnn["fold"].to_numpy() == oof_probe["fold"].to_numpy()).all()
