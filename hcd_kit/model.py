@@ -158,11 +158,28 @@ def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[floa
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Save a plain state_dict (tensors only, loadable with ``weights_only=True``), atomically."""
+    """Save a plain state_dict (tensors only, loadable with ``weights_only=True``), atomically.
+
+    A LoRA-adapted model (``--lora``, a peft wrapper) is saved merged: the adapters folded into the base
+    weights of a CPU copy, so the file is the plain timm state dict ``create_model`` + ``load_state_dict`` read.
+    """
     from hcd_kit.fsutil import atomic_path
 
     model = getattr(model, "module", model)  # unwrap DataParallel / DDP
+    if hasattr(model, "peft_config"):  # peft.PeftModel
+        model = _merged_copy(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
+
+def _merged_copy(model: nn.Module) -> nn.Module:
+    """A CPU copy of a peft-wrapped model with its adapters merged and the wrappers removed (the model trains on)."""
+    import copy
+
+    memo: dict = {}  # every tensor copied straight to the CPU: no second copy of a large model on the GPU
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(p.detach().to("cpu", copy=True), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to("cpu", copy=True)
+    return copy.deepcopy(model, memo).merge_and_unload()

@@ -17,8 +17,9 @@ from hcd_kit.config import check_choice, flag
 from hcd_kit.errors import ConfigError
 from hcd_kit.training.budget import parse_duration
 
-# Keys that may differ between the sessions of one run: where it runs, not what it computes.
-RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size", "time_budget"}
+# Keys that may differ between the sessions of one run: where it runs, not what it computes (gradient
+# checkpointing trades memory for time: a fold may resume with it on a smaller GPU).
+RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size", "time_budget", "grad_ckpt"}
 
 
 def _opt(default, help: str):
@@ -57,8 +58,20 @@ class TrainConfig:
                                     "training part, never a validation part.")
     drop_rate: float = _opt(0.0, "Dropout before the head, in [0, 1).")
     drop_path: float = _opt(0.0, "Stochastic depth rate (timm drop_path_rate), in [0, 1).")
+    # fine-tuning large pretrained backbones (pathology foundation ViTs): see training/finetune.py
+    layer_decay: float = _opt(1.0, "Layer-wise LR decay d: the head trains at lr, the last block at lr x d, the one "
+                                   "before at lr x d^2, and so on (block i of 0..n-1: d^(n - i)); 1 = off, "
+                                   "0.65-0.85 suits pretrained ViTs. In (0, 1].")
+    train_blocks: int = _opt(0, "Train only the last K blocks (timm's layer groups: ViT blocks, CNN stage blocks) "
+                                "plus the final norm and the head; the rest stays frozen. 0 = train all.")
+    lora: int = _opt(0, "LoRA rank: low-rank adapters on the blocks' linear layers (qkv, proj, fc1, fc2), the "
+                        "backbone frozen, the head trained; best.pt keeps the merged weights. 0 = off. Needs peft: "
+                        'pip install "hcd-kit[lora]".')
+    grad_ckpt: bool = _opt(False, "Gradient checkpointing: recompute activations in the backward pass; much less "
+                                  "GPU memory for large ViTs, about 30% slower.")
     # 96 keeps T4 throughput, 128-192 can add AUC for more time
-    img_size: int = _opt(96, "Upscale the 96 px patches to this size on the device.")
+    img_size: int = _opt(96, "Upscale the 96 px patches to this size on the device; a foundation model "
+                             "(`hcd models`) defaults to its own input size, e.g. 224.")
     epochs: int = _opt(8, "Epochs per fold.")
     time_budget: str | None = _opt(None, "Wall-clock budget for every fold + the TTA x8 prediction, e.g. 11h, 1h30m, "
                                          "90m: measures this machine first, trains fewer epochs if needed, stops "
@@ -97,11 +110,15 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "img_size", "max_bad_steps"):
             _require(key, getattr(self, key) >= 1, "must be >= 1", getattr(self, key))
         for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed",
-                    "weight_decay", "momentum"):
+                    "weight_decay", "momentum", "train_blocks", "lora"):
             _require(key, getattr(self, key) >= 0, "must be >= 0", getattr(self, key))
         _require("lr", self.lr > 0, "must be positive", self.lr)
         _require("drop_rate", 0 <= self.drop_rate < 1, "must be in [0, 1)", self.drop_rate)
         _require("drop_path", 0 <= self.drop_path < 1, "must be in [0, 1)", self.drop_path)
+        _require("layer_decay", 0 < self.layer_decay <= 1, "must be in (0, 1]", self.layer_decay)
+        if self.lora and self.train_blocks:
+            raise ConfigError("--lora and --train-blocks cannot be combined: LoRA already freezes every block and "
+                              "adapts them all; choose one")
         _require("label_smoothing", 0 <= self.label_smoothing < 0.5, "must be in [0, 0.5)", self.label_smoothing)
         _require("mixup", self.mixup >= 0, "must be >= 0", self.mixup)
         if self.time_budget is not None:

@@ -45,6 +45,7 @@ from hcd_kit.model import check_model_name, save_weights
 from hcd_kit.training.augment import mixup
 from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
+from hcd_kit.training.finetune import trainable_summary
 from hcd_kit.training.distributed import (
     DistInfo, fold_devices, init_distributed, launched_by_torchrun, run_fold_parallel,
     shutdown_distributed, sum_across, wrap_model,
@@ -196,7 +197,7 @@ def _run_fold(
         log(f"fold {fold}: resuming after epoch {state.epoch} (best val AUC so far {state.best_auc:.4f})")
     t.net = wrap_model(t.model, cfg.strategy, env.device, info)
     log(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, "
-        f"{len(loader)} steps/epoch of {global_batch}")
+        f"{len(loader)} steps/epoch of {global_batch}; {trainable_summary(t.model, cfg)}")
     clock.start_fold(fold, state.epoch)  # the run's ETA; with --time-budget, this fold's share of the time
 
     for epoch in range(state.epoch, cfg.epochs):

@@ -36,10 +36,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, name: Optimizer, lr: float, weight_decay: float = 1e-2, momentum: float = 0.9
+    model: nn.Module, name: Optimizer, lr: float, weight_decay: float = 1e-2, momentum: float = 0.9,
+    groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW or SGD with Nesterov momentum over ``model``'s parameters (settings checked by TrainConfig)."""
-    groups = param_groups(model, weight_decay)
+    """AdamW or SGD with Nesterov momentum over ``model``'s trainable parameters (settings checked by TrainConfig).
+
+    ``groups``: ready parameter groups (``finetune.param_groups``: per-layer ``lr``); default ``param_groups``.
+    """
+    groups = param_groups(model, weight_decay) if groups is None else groups
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     return torch.optim.AdamW(groups, lr=lr)

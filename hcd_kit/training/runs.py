@@ -9,6 +9,7 @@ fold, no mixing of settings or splits in one folder, and which folds are already
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -64,12 +65,27 @@ def resolve_config(
     cfg = load_config(TrainConfig, config_path, {**overrides, "recipe": chosen.name}, base=chosen.train)
     run = Path(run_dir) if run_dir else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
     saved = RunLayout.of(run).config
-    if resume and config_path is None and saved.is_file():
+    if resume and config_path is None and saved.is_file():  # the run's recorded settings, img_size included
         cfg = load_config(TrainConfig, saved, overrides)
         if recipe is not None and cfg.recipe is not None and chosen.name != cfg.recipe:
             raise ConfigError(f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
                               f"(or start another --run-dir for {recipe})")
+    elif overrides.get("img_size") is None and (config_path is None or "img_size" not in read_toml(config_path)):
+        cfg = _backbone_img_size(cfg)
     return cfg, run
+
+
+def _backbone_img_size(cfg: TrainConfig) -> TrainConfig:
+    """A foundation model's own input size when no flag or config file chose one (a recipe's does not count)."""
+    from hcd_kit.backbones import resolve
+
+    backbone = resolve(cfg.model)
+    size = backbone.input_size
+    if size is None or size == cfg.img_size:
+        return cfg
+    console.print(f"note: --img-size {size} ({backbone.label}'s input size; patches are upscaled on the device)",
+                  soft_wrap=True)
+    return dataclasses.replace(cfg, img_size=size)
 
 
 def read_split(layout: DataLayout, store: PackedStore) -> pd.DataFrame:

@@ -1,10 +1,11 @@
 """One training step, as ``hcd train`` runs it: the fold's trainer, the batch's input and the update.
 
-``build_trainer`` makes a fold's model, optimiser, per-step schedule, GradScaler, EMA and loss from a
-``TrainConfig``; ``train_input`` turns a uint8 batch into the augmented, upscaled, normalised input on the
-device; ``train_step`` does forward, loss, backward, clipping and the optimiser, schedule and EMA updates,
-skipping (not applying) a step whose loss or gradients are not finite. The training loop and
-``benchmarks/train.py`` both use these, so the benchmark times exactly the step that trains.
+``build_trainer`` makes a fold's model (set up for fine-tuning by ``finetune.prepare_model``), optimiser,
+per-step schedule, GradScaler, EMA and loss from a ``TrainConfig``; ``train_input`` turns a uint8 batch into
+the augmented, upscaled, normalised input on the device; ``train_step`` does forward, loss, backward, clipping
+and the optimiser, schedule and EMA updates, skipping (not applying) a step whose loss or gradients are not
+finite. The training loop and ``benchmarks/train.py`` both use these, so the benchmark times exactly the step
+that trains.
 
     env = Env(device, amp_dtype(device, cfg.precision))
     t = build_trainer(cfg, steps_per_epoch, train_labels, env)
@@ -29,6 +30,7 @@ from hcd_kit.training.augment import augment_batch
 from hcd_kit.training.checkpoint import Trainer
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import DistInfo, all_true
+from hcd_kit.training.finetune import param_groups, prepare_model
 from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
 
 
@@ -43,10 +45,12 @@ class Env:
 
 def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarray, env: Env) -> Trainer:
     """Model, optimiser, per-step schedule, GradScaler, EMA and loss of one fold, as ``cfg`` says."""
-    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path).to(env.device)
+    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path)
+    model = prepare_model(model, cfg).to(env.device)  # --train-blocks, --lora, --grad-ckpt
     if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
+                                groups=param_groups(model, cfg))  # --layer-decay: one lr per layer
     return Trainer(
         model=model,
         net=model,
