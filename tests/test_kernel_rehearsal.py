@@ -184,3 +184,37 @@ def test_fanout_inference_kernel_reads_fold_kernel_outputs_for_real(trained, whe
     trained_sub = pd.read_csv(trained.box.work / "submission.csv", dtype={"id": str}).set_index("id")["label"]
     assert sub.set_index("id")["label"].loc[trained_sub.index].to_numpy() == pytest.approx(
         trained_sub.to_numpy(), abs=1e-4)
+
+
+def test_probe_kernel_runs_for_real_offline(wheel, sample_root, kaggle_env, tmp_path):
+    """SLOW: a --probe kernel (route B: --pretrained-from a dataset of `hcd weights push MODEL --dry-run`), offline:
+    install, prepare, folds, `hcd embed` with the dataset's weights, `hcd probe`; a valid submission.csv."""
+    import timm
+    import torch
+
+    from hcd_kit.kaggle import KernelSpec, render_kernel
+
+    torch.manual_seed(0)
+    state = tmp_path / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), state)
+    ds = tmp_path / "timm-test-resnet"
+    r = kaggle_env.invoke("weights", "push", "test_resnet", "--from-file", state, "--out-dir", ds, "--dry-run")
+    assert r.exit_code == 0, r.output
+    data = make_subset(sample_root, tmp_path / "data", n_train=64, n_test=16)
+    box = kaggle_like(tmp_path / "kaggle", wheel, data)
+    weights = box.dataset(USER, ds.name)
+    for f in ds.iterdir():
+        if f.name != "dataset-metadata.json":
+            shutil.copyfile(f, weights / f.name)
+    spec = KernelSpec(name="hcd-probe", mode="probe", probe="test_resnet", pretrained_from=ds.name, tta=2)
+    folder = render_kernel(spec, USER, tmp_path / "kernels")
+    make_readonly(box.input)
+    before = tree(box.input)
+    check_clean(box)
+    proc = box.run_kernel(folder / "hcd_probe.py")
+    sub = check_kernel(box, proc, data / "sample_submission.csv", before)
+    assert f"--weights {weights / 'model.safetensors'}" in proc.stdout  # the dataset reference, resolved
+    assert "hcd_kit embed" in proc.stdout and "hcd_kit probe" in proc.stdout and "hcd_kit train" not in proc.stdout
+    assert (box.temp / "features").is_dir() and not (box.work / "features").exists()  # GBs stay in scratch
+    assert (box.work / "run" / "submission.csv").read_bytes() == (box.work / "submission.csv").read_bytes()
+    assert sub["label"].nunique() > 1

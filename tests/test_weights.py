@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from hcd_kit.backbones import get_entry
+
 MODEL = "test_resnet"  # a tiny timm model (0.5 M parameters); its "pretrained" weights are made here, no hub
 SLUG = "timm-test-resnet"
 
@@ -180,7 +182,7 @@ def test_dataset_references_are_attached_to_the_pushed_kernel(kaggle_env, projec
      "--predict-args: 'dataset:/a//b' is not a dataset reference"),
     (("--pretrained-from", "timm-r18", "--train-args", "--weights /kaggle/input/x/m.pth"),
      "--pretrained-from sets --weights itself"),
-    (("--pretrained-from", "timm-r18", "--weights-dataset", "hcd-weights-r18"), "is for training kernels"),
+    (("--pretrained-from", "timm-r18", "--weights-dataset", "hcd-weights-r18"), "is for training and --probe kernels"),
     (("--pretrained-from", "a/b/c"), "--pretrained-from 'a/b/c': use OWNER/SLUG"),
 ])
 def test_bad_references_are_refused_before_rendering(kaggle_env, project, args, says):
@@ -323,3 +325,139 @@ def test_kernel_stops_at_once_when_a_model_reference_is_missing(kaggle_env, proj
     line, = p.stderr.strip().splitlines()
     assert line == (f"{ref}: no model.safetensors in model {MODEL_HANDLE}, which is mounted at {mount} "
                     "(it holds: model.pth)")
+
+
+# ---- registry models (issue 11): the licence rule, the hub cache, and route B into a kernel -------------------
+KAIKO = "kaiko-vits16"  # a real registry entry: non-commercial, not re-hostable, and small (ViT-S/16, 22 M)
+KAIKO_HUB = "1aurent/vit_small_patch16_224.kaiko_ai_towards_large_pathology_fms"
+KAIKO_LICENCE = get_entry(KAIKO).licence  # as registered in hcd_kit/assets/backbones.toml
+
+
+@pytest.fixture
+def kaiko_hub(tmp_path) -> tuple[Path, dict]:
+    """HF_HOME with the hub cache as huggingface_hub leaves it after downloading kaiko-vits16 (random weights of the
+    real shape, the repository's timm config.json); returns (HF_HOME, the state dict)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hf" / "hub" / f"models--{KAIKO_HUB.replace('/', '--')}"
+    snap = repo / "snapshots" / "rev0"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("rev0")
+    torch.manual_seed(7)
+    net = timm.create_model("vit_small_patch16_224", num_classes=0, dynamic_img_size=True)
+    state = {k: v.contiguous().clone() for k, v in net.state_dict().items()}
+    save_file(state, str(snap / "model.safetensors"))
+    (snap / "config.json").write_text(json.dumps({
+        "architecture": "vit_small_patch16_224", "num_classes": 0, "num_features": 384, "global_pool": "token",
+        "model_args": {"dynamic_img_size": True},
+        "pretrained_cfg": {"tag": "kaiko_ai_towards_large_pathology_fms", "custom_load": False,
+                           "input_size": [3, 224, 224], "fixed_input_size": False, "interpolation": "bicubic",
+                           "crop_pct": 1.0, "crop_mode": "center", "mean": [0.5] * 3, "std": [0.5] * 3,
+                           "num_classes": 0, "pool_size": None, "first_conv": "patch_embed.proj",
+                           "classifier": "head"}}))
+    return tmp_path / "hf", state
+
+
+def hub_env(hf_home: Path) -> dict:
+    return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": None, "HF_TOKEN": None}
+
+
+def test_a_registry_model_that_may_not_be_rehosted_is_refused_without_private_ok(kaggle_env, tmp_path):
+    r = kaggle_env.invoke("weights", "push", KAIKO, "--out-dir", tmp_path / "ds")
+    assert r.exit_code == 2
+    line, = r.stderr.strip().splitlines()
+    assert f"'{KAIKO}' is under {KAIKO_LICENCE}, which does not allow re-hosting its weights" in line
+    assert "pass --private-ok" in line and "--hub-secret NAME" in line
+    assert not (tmp_path / "ds").exists() and kaggle_env.server.requests == []
+
+
+def test_registry_weights_pushed_privately_then_a_kernel_trains_from_them(kaggle_env, project, tmp_path, kaiko_hub):
+    """Route B end to end: the hub cache -> `hcd weights push kaiko-vits16 --private-ok` (a private dataset whose
+    description states the licence) -> `--pretrained-from` -> the kernel's `hcd train --model kaiko-vits16
+    --weights FILE` builds the registry architecture offline from exactly those weights."""
+    import torch
+
+    from hcd_kit.model import create_model, input_normalisation
+
+    hf_home, state = kaiko_hub
+    folder = tmp_path / "ds"
+    r = kaggle_env.run("weights", "push", KAIKO, "--private-ok", "--out-dir", folder, cwd=tmp_path,
+                       env=hub_env(hf_home))
+    assert r.returncode == 0, r.stderr
+    slug = f"{KAIKO}-weights"
+    assert f"created dataset testuser/{slug}" in r.stdout and "keep it private" in r.stdout
+    assert f'hcd kernel push --pretrained-from testuser/{slug} --train-args "--model {KAIKO}"' in r.stdout
+    assert f"hcd kernel push --probe {KAIKO} --pretrained-from testuser/{slug}" in r.stdout
+    create, = kaggle_env.server.calls("CreateDataset")
+    assert create.body["isPrivate"] is True and create.body["slug"] == slug
+    assert f"licence {KAIKO_LICENCE}" in create.body["description"] and "PRIVATE copy" in create.body["description"]
+    uploaded = {kaggle_env.server.blobs[f["token"]].name: bytes(kaggle_env.server.blobs[f["token"]].data)
+                for f in create.body["files"]}
+    assert set(uploaded) == {"model.safetensors", "config.json", "hcd-weights.json"}
+    cfg = json.loads(uploaded["config.json"])
+    assert cfg["architecture"] == "vit_small_patch16_224" and cfg["model_args"]["dynamic_img_size"] is True
+    assert cfg["hcd"]["registry"] == KAIKO and cfg["hcd"]["licence"] == KAIKO_LICENCE
+    assert cfg["pretrained_cfg"]["mean"] == [0.5] * 3 and cfg["pretrained_cfg"]["input_size"] == [3, 224, 224]
+    assert json.loads(uploaded["hcd-weights.json"])["private_copy"] is True
+    kaggle_env.assert_no_secret(r.stdout, r.stderr, paths=(folder,))
+
+    inp = fake_input(tmp_path / "input")
+    mount = inp / "datasets" / "testuser" / slug
+    mount.mkdir(parents=True)
+    for name, data in uploaded.items():
+        (mount / name).write_bytes(data)
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--fold", "0", "--dry-run",
+                          "--pretrained-from", slug, "--train-args", f"--epochs 1 --model {KAIKO}")
+    assert r.exit_code == 0, r.stderr
+    script = project / "kernels" / "hcd-train-fold-0" / "hcd_train_fold_0.py"
+    p = run_kernel(script, inp, tmp_path)
+    assert p.returncode == 0, p.stderr
+    words = train_step(p.stdout)
+    weights = words[words.index("--weights") + 1]
+    assert weights == str(mount / "model.safetensors") and words[words.index("--model") + 1] == KAIKO
+
+    net = create_model(KAIKO, pretrained=True, weights=weights)  # what `hcd train` builds in the kernel, offline
+    loaded = net.state_dict()
+    assert all(loaded[k].equal(state[k]) for k in state) and loaded["head.weight"].shape == (1, 384)
+    assert input_normalisation(net) == ((0.5,) * 3, (0.5,) * 3)  # the weights' own normalisation, as on the hub
+    # and as a local-dir: folder, the backbone as published (what `hcd embed --model local-dir:` takes)
+    x = torch.randn(2, 3, 64, 64)
+    local = create_model(f"local-dir:{mount}", pretrained=True, num_classes=0).eval()
+    direct = create_model(KAIKO, weights=weights, num_classes=0).eval()
+    with torch.no_grad():
+        assert torch.equal(local(x), direct(x))
+
+
+def test_registry_push_offline_without_the_cache_says_what_to_do(kaggle_env, tmp_path):
+    r = kaggle_env.run("weights", "push", "uni", "--private-ok", "--out-dir", tmp_path / "ds", cwd=tmp_path,
+                       env=hub_env(tmp_path / "empty-hf"))
+    assert r.returncode == 2, r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert "could not get the weights of 'uni' from the Hugging Face hub (MahmoodLab/uni)" in line
+    assert "HF_HUB_OFFLINE is set" in line and "request access at https://huggingface.co/MahmoodLab/uni" in line
+    assert "--from-file FILE" in line
+    assert not (tmp_path / "ds").exists() and kaggle_env.server.calls("CreateDataset") == []
+
+
+def test_registry_push_from_a_file(kaggle_env, tmp_path, kaiko_hub, pretrained):
+    hf_home, state = kaiko_hub
+    good = next(hf_home.rglob("model.safetensors"))
+    r = kaggle_env.invoke("weights", "push", KAIKO, "--private-ok", "--from-file", pretrained[0],
+                          "--out-dir", tmp_path / "ds")
+    assert r.exit_code == 2
+    line, = r.stderr.strip().splitlines()
+    assert f"not a state dict of '{KAIKO}' (timm vit_small_patch16_224)" in line
+    assert not (tmp_path / "ds").exists()
+    r = kaggle_env.invoke("weights", "push", KAIKO, "--private-ok", "--from-file", good, "--out-dir",
+                          tmp_path / "ds", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "ds" / "model.safetensors"))
+    assert saved.keys() == state.keys() and all(saved[k].equal(state[k]) for k in state)
+    meta = json.loads((tmp_path / "ds" / "dataset-metadata.json").read_text())
+    assert meta["id"] == f"testuser/{KAIKO}-weights" and KAIKO_LICENCE in meta["description"]
+    assert kaggle_env.server.calls("CreateDataset") == []

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.cli._app import COMPETITION, Competition, command, fail, group, parse_folds
+from hcd_kit.cli._kernel_models import HubSecret, Probe, model_fields, refuse_blend_recipe
 from hcd_kit.cli.kaggle import Name, Poll, Timeout, TransferTimeout
 from hcd_kit.choices import TtaViews
 
@@ -55,35 +56,17 @@ def kernel_spec(opts: dict):
 
     folds = parse_folds(opts["fold"])
     fold = "all" if folds is None else ",".join(map(str, folds))
-    mode = "predict" if opts["weights_dataset"] else "train"
+    mode = "predict" if opts["weights_dataset"] else "probe" if opts.get("probe") else "train"
     spec = KernelSpec(
         name=opts["name"] or default_name(mode, fold), mode=mode, fold=fold, machine_shape=opts["machine_shape"],
-        internet=opts["internet"], competition=opts["competition"], wheel_dataset=opts["wheel_dataset"],
+        competition=opts["competition"], wheel_dataset=opts["wheel_dataset"],
         weights_dataset=opts["weights_dataset"], train_args=opts["train_args"], predict_args=opts["predict_args"],
         tta=opts["tta"], extra_datasets=list(opts["dataset"] or []), pretrained_from=opts["pretrained_from"],
-        n_folds=opts["n_folds"],
+        n_folds=opts["n_folds"], **model_fields(opts),  # internet, hub_secret, probe
     )
     check_spec(spec)
-    _refuse_blend_recipe(spec.train_args)
+    refuse_blend_recipe(spec.train_args)
     return spec
-
-
-def _refuse_blend_recipe(train_args: str) -> None:
-    """A kernel trains and predicts one run; a blend recipe's members go in one kernel each, then `hcd ensemble`."""
-    import shlex
-
-    from hcd_kit.errors import ConfigError
-    from hcd_kit.training.recipes import load_recipe
-
-    words = shlex.split(train_args or "")
-    names = [w.split("=", 1)[1] for w in words if w.startswith("--recipe=")]
-    names += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--recipe"]
-    for name in names:
-        recipe = load_recipe(name)
-        if recipe.is_blend:
-            members = " and ".join(f'--train-args "--recipe {m.recipe}"' for m in recipe.members)
-            raise ConfigError(f"--train-args: recipe '{name}' trains {len(recipe.members)} runs, a kernel one; push one "
-                              f"kernel per member ({members}), then `hcd ensemble` their runs --weights auto")
 
 
 @command(kernel_app, "push")
@@ -114,10 +97,13 @@ def kernel_push(
     predict_args: Annotated[str, _opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",
     pretrained_from: Annotated[
         str, _opt("Dataset made by `hcd weights push MODEL` (OWNER/SLUG, or SLUG for yours): attached, and training "
-                  "starts from its model.safetensors (--weights with a dataset: reference to it).", "DATASET",
+                  "(or --probe's embedding) starts from its model.safetensors (--weights with a dataset: reference "
+                  "to it). Route B to a registry model's weights, offline; route A is --hub-secret.", "DATASET",
                   show_default="none")
     ] = "",
-    tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction.")] = 8,
+    hub_secret: HubSecret = "",
+    probe: Probe = "",
+    tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction (or --probe's embedding).")] = 8,
     competition: Competition = COMPETITION,
     root: Annotated[
         Path, _opt("The kernel is rendered into ROOT/NAME/; customised templates in ROOT/templates/ (kernel.py, "
@@ -137,7 +123,10 @@ def kernel_push(
     /kaggle/working/submission.csv. Push the wheel first with `hcd dataset push`. Offline, a training
     kernel cannot fetch ImageNet weights from the hub: pass --pretrained-from (a dataset made by `hcd weights
     push MODEL`), or --weights dataset:OWNER/SLUG/FILE or --no-pretrained in --train-args, or use --internet;
-    anything else is refused before rendering. Every dataset:OWNER/SLUG/FILE in --train-args/--predict-args is
+    anything else is refused before rendering. A registry model (`hcd models`: uni, ...) needs one of two
+    routes: --pretrained-from a dataset of its weights (`hcd weights push uni --private-ok`), or --hub-secret
+    NAME (internet on, HF_TOKEN from your Kaggle secret NAME). --probe MODEL runs `hcd embed` + `hcd probe`
+    instead of training. Every dataset:OWNER/SLUG/FILE in --train-args/--predict-args is
     attached and resolved to wherever Kaggle mounts it. --fold each pushes one training kernel per fold and
     renders the inference kernel that `hcd kernel run --fold each` pushes once they are all COMPLETE.
 
@@ -155,8 +144,12 @@ def kernel_push(
     mode, fold = spec.mode, spec.fold
     user = owner(dry_run)
     folder = render_kernel(spec, user, root)
-    net = "on" if internet else "off"
+    net = "on" if spec.internet else "off"
     console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})")
+    if spec.hub_secret:
+        console.print(f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}: attach it once in the "
+                      "notebook's Add-ons > Secrets (until then the session stops at its start, saying so)",
+                      soft_wrap=True, highlight=False, markup=False)
     if dry_run:
         return
     res = push_kernel(folder, timeout=timeout)

@@ -5,10 +5,11 @@ the templates shipped in the package (``hcd_kit/kaggle/templates/``; customised 
 win): a private GPU script with internet off, the competition and the hcd_kit wheel dataset attached, and,
 for inference, a weights dataset. ``check_spec`` first refuses what cannot run there, such as an offline
 training kernel whose train args name no local ``--weights`` and no ``--no-pretrained`` (the hub is out of
-reach). ``push_kernel`` sends it with the official client and checks what the ``kaggle`` command ignores:
-the ``error`` field, and the sources Kaggle could not attach (``invalid_*_sources``). ``kernel_status``
-polls the session (bounded, with backoff) and ``kernel_output`` downloads every output file, page after
-page. The machine shape a push asked for is recorded in the metadata and in ``ROOT/<name>/last_push.json``;
+reach), or a registry model with neither ``--hub-secret`` nor ``--pretrained-from`` (``hub_access``, which
+also shapes probe kernels: ``hcd embed`` + ``hcd probe`` instead of train + predict). ``push_kernel`` sends it
+with the official client and checks what the ``kaggle`` command ignores: the ``error`` field, and the sources
+Kaggle could not attach (``invalid_*_sources``). ``kernel_status`` polls the session (bounded, with backoff)
+and ``kernel_output`` downloads every output file, page after page. The machine shape a push asked for is recorded in the metadata and in ``ROOT/<name>/last_push.json``;
 the kernel itself logs the GPUs it really got (Kaggle has been seen to hand out another GPU than the one
 asked for).
 """
@@ -33,6 +34,7 @@ from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.calls import interrupts_held
+from hcd_kit.kaggle.hub_access import check_model_routes, check_template, embed_args, script_values
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.refs import check_references, dataset_refs, model_refs
 from hcd_kit.kaggle.weights import pretrained_train_args
@@ -49,7 +51,7 @@ class KernelSpec:
     """What to run on Kaggle; defaults give a private T4 GPU training kernel over all folds, no internet."""
 
     name: str = "hcd-train"
-    mode: str = "train"  # "train" (prepare, folds, train, predict) or "predict" (from a weights dataset)
+    mode: str = "train"  # "train" (prepare, folds, train, predict), "predict" (from a weights dataset) or "probe"
     fold: str = "all"
     machine_shape: str = DEFAULT_SHAPE
     internet: bool = False
@@ -62,6 +64,8 @@ class KernelSpec:
     extra_datasets: list[str] = field(default_factory=list)
     pretrained_from: str = ""  # a dataset made by `hcd weights push`: adds --weights dataset:OWNER/SLUG/FILE
     n_folds: int = 5  # `hcd folds --n-folds` in a training kernel
+    hub_secret: str = ""  # name of a Kaggle secret holding a Hugging Face token: internet on, HF_TOKEN set from it
+    probe: str = ""  # probe mode: the model `hcd embed` uses (then `hcd probe`), instead of train + predict
     fold_kernels: list[str] = field(default_factory=list)  # predict from these kernels' run/ (kernel_sources);
     # an entry OWNER/SLUG@VERSION names the version gathered (logged by the kernel, part of its digest)
 
@@ -69,6 +73,8 @@ class KernelSpec:
 def default_name(mode: str, fold: str) -> str:
     if mode == "predict":
         return "hcd-predict"
+    if mode == "probe":
+        return "hcd-probe"
     return "hcd-train" if fold == "all" else "hcd-train-fold-" + fold.replace(",", "-")
 
 
@@ -89,16 +95,17 @@ def check_spec(spec: KernelSpec) -> None:
         )
     if not _FOLD.fullmatch(spec.fold):
         raise ConfigError(f"--fold {spec.fold!r}: use a fold number, a list like 0,2, or all")
-    if spec.mode not in ("train", "predict"):
-        raise ConfigError(f"kernel mode {spec.mode!r}: use train or predict")
+    if spec.mode not in ("train", "predict", "probe"):
+        raise ConfigError(f"kernel mode {spec.mode!r}: use train, predict or probe")
     if spec.mode == "predict" and not (spec.weights_dataset or spec.fold_kernels):
         raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
     check_choice("--tta", spec.tta, TtaViews)
     # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
     # download after queueing for a GPU, so say it now
     check_references(spec)
-    if spec.mode == "train" and not spec.internet and not (spec.pretrained_from or
-                                                           _offline_weights_given(spec.train_args)):
+    check_model_routes(spec)  # registry models: --hub-secret or --pretrained-from; probe kernels
+    if spec.mode == "train" and not (spec.internet or spec.hub_secret) and not (
+            spec.pretrained_from or _offline_weights_given(spec.train_args)):
         raise ConfigError(
             "the kernel has no internet, so `hcd train` cannot download pretrained weights: pass --pretrained-from "
             "OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args \"--weights "
@@ -150,14 +157,15 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
     if spec.weights_dataset:
         datasets.append(_owned(spec.weights_dataset, user))
     datasets += [_owned(d, user) for d in spec.extra_datasets]
-    train_args = pretrained_train_args(spec.train_args, spec.pretrained_from, user)
+    train_args = pretrained_train_args(spec.train_args, spec.pretrained_from if spec.mode == "train" else "", user)
     datasets += dataset_refs(train_args) + dataset_refs(spec.predict_args, "--predict-args")  # dataset: refs
+    datasets += dataset_refs(embed_args(spec, user), "--pretrained-from")
     meta.update(
         id=f"{user}/{spec.name}",
         title=spec.name.replace("-", " "),  # slugifies back to the id: the client warns otherwise
         code_file=code_file,
         enable_gpu=True,
-        enable_internet=spec.internet,
+        enable_internet=spec.internet or bool(spec.hub_secret),  # --hub-secret: the hub, with the token
         machine_shape=spec.machine_shape,
         dataset_sources=list(dict.fromkeys(datasets)),
         competition_sources=[spec.competition],
@@ -170,8 +178,9 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         "TTA": str(spec.tta), "COMPETITION": spec.competition, "WHEEL_DATASET": datasets[0],
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
         "MACHINE_SHAPE": spec.machine_shape, "N_FOLDS": str(spec.n_folds),
-        "FOLD_KERNELS": ",".join(_owned(k, user) for k in spec.fold_kernels),
+        "FOLD_KERNELS": ",".join(_owned(k, user) for k in spec.fold_kernels), **script_values(spec, user),
     }
+    check_template(script, values)
     for key, value in values.items():
         # a JSON string literal is a valid Python string literal, so any value is quoted safely
         script = script.replace(f'"__HCD_{key}__"', json.dumps(value))

@@ -81,9 +81,9 @@ def check_references(spec) -> None:
     if not _DATASET.fullmatch(spec.pretrained_from):
         raise ConfigError(f"--pretrained-from {spec.pretrained_from!r}: use OWNER/SLUG (or SLUG for your own) of "
                           "a dataset made by `hcd weights push MODEL`")
-    if spec.mode != "train":
-        raise ConfigError("--pretrained-from is for training kernels; an inference kernel (--weights-dataset) "
-                          "loads its trained weights")
+    if spec.mode not in ("train", "probe") and not spec.fold_kernels:  # a fan-out's inference kernel ignores it
+        raise ConfigError("--pretrained-from is for training and --probe kernels; an inference kernel "
+                          "(--weights-dataset) loads its trained weights")
     given = [w.split("=")[0] for w in shlex.split(spec.train_args) if w.split("=")[0] in ("--weights", "--no-pretrained")]
     if given:
         raise ConfigError(f"--pretrained-from sets --weights itself; drop {given[0]} from --train-args "

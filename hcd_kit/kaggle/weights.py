@@ -12,8 +12,17 @@ from a local file), and writes its pretrained state, head included, into a flat 
 that dataset and adds ``--weights dataset:OWNER/SLUG/model.safetensors`` to the training flags
 (``pretrained_train_args``); the kernel resolves the reference to wherever Kaggle mounted the dataset.
 
+Registry models (``hcd models``: uni, virchow2, ...) are loaded as published on the hub with the registry's
+kwargs (``load_registry``), head-less, and written as the same flat folder plus an ``"hcd"`` block in
+config.json (``save_local_dir``), so `hcd train/embed --model NAME --weights model.safetensors` and
+``local-dir:`` both work offline. A model whose licence does not allow re-hosting (``redistribute = false``)
+is refused unless the user confirms a private copy for their own use (``private_ok``); hcd only creates
+private datasets, and the description states the licence.
+
     >>> default_slug("resnet18.a1_in1k")
     'timm-resnet18-a1-in1k'
+    >>> default_slug("uni")
+    'uni-weights'
 """
 
 from __future__ import annotations
@@ -34,8 +43,32 @@ _SOURCES = ("file", "url", "hf_hub_id", "state_dict")  # where a timm pretrained
 
 
 def default_slug(model: str) -> str:
-    """The dataset slug for ``model``'s weights: ``timm-`` + the name in lowercase letters, digits and '-'."""
+    """The dataset slug for ``model``'s weights: ``timm-`` + the name in lowercase letters, digits and '-'
+    (a registry model: its name + ``-weights``)."""
+    entry = registry_entry(model)
+    if entry is not None:
+        return f"{entry.name}-weights"
     return ("timm-" + re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-"))[:50].rstrip("-")
+
+
+def registry_entry(model: str):
+    """The registry ``Entry`` that ``model`` names (a registry name, or ``hf-hub:`` + its hub id), else None."""
+    from hcd_kit.backbones import get_entry
+
+    name = model.strip()
+    if name.startswith("hf-hub:"):
+        name = name[len("hf-hub:"):].split("@")[0]
+    return get_entry(name) if name else None
+
+
+def check_licence(entry, private_ok: bool) -> None:
+    """Refuse re-hosting weights whose licence forbids it, unless the user confirms a private, own-use copy."""
+    if entry.redistribute or private_ok:
+        return
+    raise ConfigError(
+        f"'{entry.name}' is under {entry.licence}, which does not allow re-hosting its weights; if its terms let "
+        f"you keep a private copy for your own use, pass --private-ok (hcd makes the dataset private: never "
+        f"share it), or skip the copy: `hcd kernel push --hub-secret NAME` reads it from the hub with your token")
 
 
 def pretrained_train_args(train_args: str, pretrained_from: str, user: str) -> str:
@@ -100,31 +133,99 @@ def save_pretrained(model, folder: Path) -> list[str]:
     return [WEIGHTS_FILE, CONFIG_FILE]
 
 
+def _hub_ready(entry) -> None:
+    """Offline and not in the hub cache: say what to do in one line now, not after timm's retries."""
+    from hcd_kit.backbones.hub import WEIGHT_FILES, cached_file, offline_reason
+
+    reason = offline_reason()
+    if reason is None or (cached_file(entry.hub, ("config.json",)) and cached_file(entry.hub, WEIGHT_FILES)):
+        return
+    gated = f" (it is gated: request access at {entry.url} and set HF_TOKEN)" if entry.gated else ""
+    raise ConfigError(
+        f"could not get the weights of '{entry.name}' from the Hugging Face hub ({entry.hub}): the hub cannot be "
+        f"asked here ({reason}) and its cache has no copy; run `hcd weights push {entry.name}` where huggingface.co "
+        f"is reachable{gated}, or pass --from-file FILE (its timm state dict)")
+
+
+def load_registry(entry, from_file: str | os.PathLike[str] | None = None):
+    """Registry model ``entry`` as published (head-less, the registry's kwargs), from the hub or ``from_file``."""
+    from hcd_kit.model import create_model
+
+    if from_file is None:
+        _hub_ready(entry)
+        return create_model(entry.name, pretrained=True, num_classes=0)
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(from_file)
+    if not path.is_file():
+        raise ConfigError(f"--from-file {path}: no such file")
+    model = create_model(entry.name, pretrained=False, num_classes=0)  # offline: the architecture, no hub
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
+                                                                                      weights_only=True)
+        classifier = model.pretrained_cfg.get("classifier") or "head"
+        state = {k: v for k, v in dict(state).items() if not k.startswith(f"{classifier}.")}
+        model.load_state_dict(state, strict=True)  # every tensor, or say why not
+    except Exception as exc:  # noqa: BLE001 - any unreadable or mismatching file is the same user error
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:160]
+        raise ConfigError(f"--from-file {path}: not a state dict of '{entry.name}' (timm {entry.architecture}): "
+                          f"{first}") from None
+    return model.eval()
+
+
+def _registry_description(entry, name: str, source: str, ref: str) -> str:
+    own = ("a PRIVATE copy for the account owner's own use under that licence (it does not allow re-hosting): "
+           "keep this dataset private and do not share it. ") if not entry.redistribute else ""
+    return (f"Pretrained weights of `{entry.name}` ({entry.hub}, from {source}; licence {entry.licence}): {own}"
+            f"Saved by `hcd weights push {name}`. Train with `hcd kernel push --pretrained-from {ref} --train-args "
+            f"\"--model {entry.name}\"`, or `hcd train/embed --model {entry.name} --weights {WEIGHTS_FILE}`, or "
+            "--model local-dir:FOLDER.")
+
+
 def build_weights_dataset(
     name: str,
     folder: str | os.PathLike[str],
     ref: str,
     from_file: str | os.PathLike[str] | None = None,
+    private_ok: bool = False,
 ) -> list[str]:
-    """Fill ``folder`` (emptied first) with timm model ``name``'s pretrained weights for dataset ``ref``.
-
-    Returns the file names written. The hub is asked unless ``from_file`` (a state dict of ``name``) is given.
+    """Fill ``folder`` (emptied first) with the pretrained weights of ``name`` (a timm or registry model) for
+    dataset ``ref``. Returns the file names written. The hub is asked unless ``from_file`` (a state dict of
+    ``name``) is given. A registry model whose licence forbids re-hosting needs ``private_ok``.
     """
-    model = load_pretrained(name, from_file)  # before touching the folder: a failure leaves it as it was
+    entry = registry_entry(name)
+    if entry is not None:
+        check_licence(entry, private_ok)  # before any download
+        model = load_registry(entry, from_file)
+    else:
+        model = load_pretrained(name, from_file)  # before touching the folder: a failure leaves it as it was
     folder = Path(folder)
     if folder.exists():
         if not folder.is_dir():
             raise DataError(f"{folder} is a file; pass --out-dir FOLDER")
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    names = save_pretrained(model, folder)
     source = f"file {Path(from_file).name}" if from_file is not None else "the Hugging Face hub"
-    meta = {
-        "title": ref.split("/")[1], "id": ref, "licenses": [{"name": "other"}],
-        "description": f"Pretrained weights of timm model `{name}` (from {source}; their own licence applies), "
-                       f"saved by `hcd weights push`. Train with `hcd train --model {name} --weights "
-                       f"{WEIGHTS_FILE}`, or timm.create_model('local-dir:FOLDER').",
-    }
+    if entry is None:
+        names = save_pretrained(model, folder)
+        licence = "their own licence applies"
+        description = (f"Pretrained weights of timm model `{name}` (from {source}; {licence}), saved by `hcd "
+                       f"weights push`. Train with `hcd train --model {name} --weights {WEIGHTS_FILE}`, or "
+                       "timm.create_model('local-dir:FOLDER').")
+    else:
+        from hcd_kit.inference.export import save_local_dir
+
+        hcd = {"registry": entry.name, "model_kwargs": dict(entry.kwargs), "source_model": name, "hub": entry.hub,
+               "licence": entry.licence, "redistribute": entry.redistribute, "img_size": entry.input_size,
+               "written_by": "hcd weights push"}
+        names = save_local_dir(model, folder, img_size=entry.input_size, model_kwargs=dict(entry.kwargs), hcd=hcd,
+                               licence=entry.licence)
+        licence, description = entry.licence, _registry_description(entry, name, source, ref)
+    meta = {"title": ref.split("/")[1], "id": ref, "licenses": [{"name": "other"}], "description": description}
     atomic_write_json(folder / "dataset-metadata.json", meta)
-    atomic_write_json(folder / "hcd-weights.json", {"model": name, "weights": WEIGHTS_FILE})
+    info = {"model": name, "weights": WEIGHTS_FILE}
+    if entry is not None:
+        info.update(registry=entry.name, licence=licence, private_copy=not entry.redistribute)
+    atomic_write_json(folder / "hcd-weights.json", info)
     return names + ["hcd-weights.json"]

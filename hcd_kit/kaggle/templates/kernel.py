@@ -6,6 +6,8 @@ Rendered by `hcd kernel push` (which fills in the constants below) from hcd_kit/
   predict  rebuild the run folder from a weights dataset (`hcd dataset push --run-dir RUN`), or from the
            outputs of the fold kernels of `hcd kernel run --fold each` (FOLD_KERNELS, attached as kernel
            sources: each left run/foldK/ and run/config.toml) -> predict (the folds ensembled, TTA)
+  probe    prepare -> folds -> embed (PROBE_MODEL, frozen, TTA views) -> probe (a linear probe) -> submission.csv
+With HUB_SECRET (`--hub-secret NAME`), HF_TOKEN is set from that Kaggle secret first (never printed).
 The session's real GPUs are logged first (and saved to gpus.json): Kaggle may not give the machine shape
 that was asked for. Only run/, submission.csv (+ its .json), gpus.json and the log land in /kaggle/working
 (the saved output); the data folder with the packed store lives in /kaggle/temp, which is not saved.
@@ -14,12 +16,13 @@ that was asked for. Only run/, submission.csv (+ its .json), gpus.json and the l
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-MODE = "__HCD_MODE__"                      # "train" or "predict"
+MODE = "__HCD_MODE__"                      # "train", "predict" or "probe"
 FOLD = "__HCD_FOLD__"                      # a fold number, a list like "0,2", or "all"
 TRAIN_ARGS = "__HCD_TRAIN_ARGS__"          # extra `hcd train` flags, e.g. "--epochs 8 --model resnet34"
 PREDICT_ARGS = "__HCD_PREDICT_ARGS__"      # extra `hcd predict` flags
@@ -30,6 +33,9 @@ WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (
 MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"    # what the push asked for; compare with the GPUs logged below
 N_FOLDS = "__HCD_N_FOLDS__"                # `hcd folds --n-folds` (train mode)
 FOLD_KERNELS = "__HCD_FOLD_KERNELS__"      # "owner/slug@version,..." of fold kernels to gather (predict), or ""
+HUB_SECRET = "__HCD_HUB_SECRET__"          # name of the Kaggle secret holding a Hugging Face token, or ""
+PROBE_MODEL = "__HCD_PROBE_MODEL__"        # probe mode: the model `hcd embed` uses
+EMBED_ARGS = "__HCD_EMBED_ARGS__"          # probe mode: extra `hcd embed` flags (--weights dataset:...)
 # Kaggle stops a session at 12 h: unless TRAIN_ARGS sets --time-budget (or a --config), training + the TTA x8
 # prediction are planned to end within 11 h of training's start, leaving time for install, prepare, cv and the output
 DEFAULT_TIME_BUDGET = "11h"
@@ -66,6 +72,25 @@ def sh(*cmd: str) -> None:
 
 def hcd(*args: str) -> None:
     sh(sys.executable, "-m", "hcd_kit", *args)
+
+
+def hub_token() -> None:
+    """HF_TOKEN from the Kaggle secret HUB_SECRET, for every hcd step after it; its value is never printed."""
+    if not HUB_SECRET:
+        return
+    attach = (f"attach it in the notebook's Add-ons > Secrets under the name {HUB_SECRET} (a Hugging Face read "
+              "token with access to the model), then run the kernel again")
+    try:
+        from kaggle_secrets import UserSecretsClient  # only inside a Kaggle session
+
+        token = UserSecretsClient().get_secret(HUB_SECRET)
+    except Exception as exc:  # noqa: BLE001 - the client's own error class when the secret is not attached
+        sys.exit(f"the Kaggle secret {HUB_SECRET} could not be read ({type(exc).__name__}): {attach}")
+    if not str(token or "").strip():
+        sys.exit(f"the Kaggle secret {HUB_SECRET} is empty: {attach}")
+    os.environ["HF_TOKEN"] = str(token).strip()
+    os.environ.pop("HF_HUB_OFFLINE", None)  # the hub is the point
+    print(f"HF_TOKEN set from the Kaggle secret {HUB_SECRET} (not shown)", flush=True)
 
 
 def log_gpus() -> None:
@@ -282,14 +307,30 @@ def default_budget(train_args: list[str]) -> list[str]:
     return [] if given else ["--time-budget", DEFAULT_TIME_BUDGET]
 
 
+def probe(d: str, r: str, embed_args: list[str]) -> None:
+    """Frozen features of every patch (`hcd embed`), a linear probe on them (`hcd probe`): RUN/submission.csv."""
+    hcd("prepare", "--data-dir", d)
+    hcd("folds", "--data-dir", d, "--n-folds", N_FOLDS)
+    features = str(scratch() / "features")  # one vector per patch and view: GBs, so scratch, not the output
+    hcd("embed", "--data-dir", d, "--model", PROBE_MODEL, "--tta", TTA, "--out", features, *embed_args)
+    hcd("probe", "--features", features, "--data-dir", d, "--run-dir", r)
+    for name in [n for n in ("submission.csv", "submission.csv.json") if (RUN / n).is_file()]:
+        shutil.copyfile(RUN / name, WORK / name)  # the saved output's submission, as in the other modes
+    print(f"done: {WORK / 'submission.csv'}", flush=True)
+
+
 def main() -> None:
     # paths into attached datasets are checked before anything runs: a wrong one fails now, not after training
     train_args, predict_args = input_paths(TRAIN_ARGS), input_paths(PREDICT_ARGS)
+    embed_args = input_paths(EMBED_ARGS)
+    hub_token()
     WORK.mkdir(parents=True, exist_ok=True)
     log_gpus()
     install()
     link_data()
     d, r = str(DATA), str(RUN)
+    if MODE == "probe":
+        return probe(d, r, embed_args)
     if MODE == "train":
         hcd("prepare", "--data-dir", d)
         hcd("folds", "--data-dir", d, "--n-folds", N_FOLDS)
