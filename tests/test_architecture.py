@@ -23,7 +23,8 @@ FORBIDDEN = {
     "training": {"cli", "kaggle"},
     "kaggle": {"cli", "training"},
     "backbones": {"data", "training", "inference", "features", "kaggle", "cli"},  # what --model names
-    "features": {"training", "kaggle", "cli"},  # hcd embed / hcd probe: frozen features and their probes
+    "features": {"training", "kaggle", "cli"},
+    "report": {"training", "features", "cli"},  # hcd report: runs (inference), patches (data), kaggle.ledger only  # hcd embed / hcd probe: frozen features and their probes
     "": {"cli"},  # the ground floor
 }
 

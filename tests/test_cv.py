@@ -137,3 +137,30 @@ def test_single_class_fold_is_shown_as_undefined(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "n/a" in result.stdout and "single class" in result.stderr
     assert_png(tmp_path / "oof_roc.png")
+
+
+def test_learning_curves_have_integer_epoch_ticks_and_mark_each_folds_best_epoch() -> None:
+    from hcd_kit.inference.cv import learning_curves_figure
+
+    def history(aucs):
+        e = np.arange(1, len(aucs) + 1)
+        return pd.DataFrame({"epoch": e, "train_loss": 0.7 - 0.05 * e, "val_loss": 0.6 + 0.01 * e, "val_auc": aucs})
+
+    histories = {0: history([0.80, 0.91, 0.88]), 1: history([0.85, 0.86, 0.87]), 2: history([0.90, 0.89, np.nan])}
+    fig = learning_curves_figure(histories)
+    for ax in fig.axes:
+        fig.canvas.draw()
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        labels = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all(lab.lstrip("-").isdigit() for lab in labels), labels
+        best = {line.get_gid(): (list(line.get_xdata()), list(line.get_ydata()))
+                for line in ax.get_lines() if str(line.get_gid()).startswith("best")}
+        assert {k: x for k, (x, _) in best.items()} == {"best fold 0": [2], "best fold 1": [3], "best fold 2": [1]}
+        column = "val_auc" if "AUC" in ax.get_title() else "val_loss"
+        for k, (x, y) in best.items():
+            h = histories[int(k.split()[-1])]
+            assert y == [h.loc[h["epoch"] == x[0], column].item()]
+        assert ax.get_legend() is not None
+        assert "best" in [t.get_text() for t in ax.get_legend().get_texts()]

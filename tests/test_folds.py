@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from hcd_kit.cli import app
 from hcd_kit.data import create_folds, make_folds, open_store, prepare, read_folds, read_groups, read_labels, write_folds
-from hcd_kit.errors import DataError
+from hcd_kit.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,10 @@ def test_cli_with_groups_reports_unknown_ids(real_root, labels, tmp_path):
     assert result.exit_code == 0, result.output
     missing = labels["id"].tolist()[-7:]
     assert "7 id(s) not in" in result.stdout and missing[0] in result.stdout
-    assert f"{slides.iloc[:-7].nunique() + 7} slide groups" in result.stdout
+    n = len(labels)
+    assert (f"grouped {n - 7:,} of {n:,} patches" in result.stdout
+            and f"into {slides.iloc[:-7].nunique()} slides; the other 7 each form a group of their own, "
+                f"{slides.iloc[:-7].nunique() + 7} groups in all" in " ".join(result.stdout.split()))
     for k in range(3):
         assert f"fold {k}:" in result.stdout and "% positive" in result.stdout
     folds = read_folds(out, ids=labels["id"], n_folds=3)
@@ -124,7 +127,7 @@ def test_empty_slide_values_are_reported_and_kept_apart(labels, tmp_path):
     assert result.exit_code == 0, result.output
     assert "6 id(s) not in" in result.stdout and "or with no slide there" in result.stdout
     assert blank[0] in result.stdout
-    assert f"{slides.drop(blank).nunique() + 6} slide groups" in result.stdout  # not one slide "" for all six
+    assert f"{slides.drop(blank).nunique() + 6} groups in all" in result.stdout  # not one slide "" for all six
 
 
 def test_empty_and_missing_slides_alike_each_get_their_own_group(labels, tmp_path):
@@ -137,6 +140,32 @@ def test_empty_and_missing_slides_alike_each_get_their_own_group(labels, tmp_pat
     groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
     summary = create_folds(root, n_folds=2, groups_csv=groups)
     assert summary.ungrouped == ids[15:] and summary.groups == 5 + 5
+
+
+def test_a_groups_file_that_matches_under_half_the_patches_is_refused(labels, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    labels.head(40).to_csv(root / "train_labels.csv", index=False)
+    ids = labels["id"].head(40).tolist()
+    groups = tmp_path / "groups.csv"  # 19 of 40 patch ids known (one of them without a slide), plus strangers
+    rows = [f"{i},s{k % 4}" for k, i in enumerate(ids[:18])] + [f"{ids[18]},"] + [f"other{k},s9" for k in range(50)]
+    groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
+    result = _hcd("folds", "--data-dir", root, "--n-folds", 2, "--groups", groups)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert (f"groups file {groups} gives a slide to 18 of 40 patch ids (45.0 %); at least half must have one"
+            in " ".join(result.stderr.split()))
+    assert not (root / "folds.csv").exists()
+    with pytest.raises(ConfigError, match="18 of 40 patch ids"):
+        create_folds(root, n_folds=2, groups_csv=groups)
+
+    rows = [f"{i},s{k % 4}" for k, i in enumerate(ids[:20])] + [f"{ids[20]},"]  # exactly half: accepted
+    groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
+    result = _hcd("folds", "--data-dir", root, "--n-folds", 2, "--groups", groups)
+    assert result.exit_code == 0, result.output
+    assert ("grouped 20 of 40 patches (50.0 %) into 4 slides; the other 20 each form a group of their own, "
+            "24 groups in all") in " ".join(result.stdout.split())
 
 
 def _bad_labels(root) -> list[str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import sha256_file
-from hcd_kit.kaggle import LedgerRecord, append_record, read_ledger, write_ledger
+from hcd_kit.kaggle import LedgerRecord, append_record, ledger_path, read_ledger, write_ledger
 
 
 @pytest.fixture
@@ -66,3 +67,24 @@ def test_failed_submission_keeps_kaggles_reason_and_old_ledgers_still_load(tmp_p
     assert [(r.ref, r.error_description) for r in read_ledger(ledger)] == [
         (7, "Submission has 2 rows, expected 57458"), (8, "bad header")
     ]
+
+
+def test_default_ledger_is_in_the_nearest_folder_up_with_submissions(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "submissions").mkdir(parents=True)
+    deep = project / "runs" / "r18" / "fold0"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert ledger_path(None) == project / "submissions" / "ledger.jsonl"
+    assert ledger_path("mine.jsonl") == Path("mine.jsonl")  # --ledger: the file given, as given
+    (project / "runs" / "submissions").mkdir()  # the nearest one wins
+    assert ledger_path(None) == project / "runs" / "submissions" / "ledger.jsonl"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    monkeypatch.chdir(alone)  # none up the tree: the current folder's, as before
+    assert ledger_path(None).resolve() == alone / "submissions" / "ledger.jsonl"
+    (alone / ".git").mkdir()  # the walk stops at the top of a git checkout
+    (alone / "sub").mkdir()
+    monkeypatch.chdir(alone / "sub")
+    (tmp_path / "submissions").mkdir()
+    assert ledger_path(None) == Path("submissions") / "ledger.jsonl"

@@ -156,6 +156,31 @@ def test_predict_keeps_the_tta_oof_predictions_for_ensemble(subset_factory, tmp_
     assert f"wrote {run / 'oof_tta4.csv'} (OOF with TTA x4" in res.stdout
 
 
+def test_one_progress_bar_per_fold_and_a_gain_that_rounds_to_zero_prints_plus(subset_factory, tmp_path,
+                                                                                 monkeypatch):
+    from hcd_kit.data import prepare
+    from hcd_kit.inference import OofAuc
+
+    data = subset_factory(n_train=12, n_test=4)
+    prepare(data, splits=("train",), workers=1)
+    labels = pd.read_csv(data / "train_labels.csv", dtype={"id": str})
+    labels["fold"] = np.arange(len(labels)) % 3
+    labels[["id", "fold"]].to_csv(data / "folds.csv", index=False)
+    run = make_run(tmp_path / "run", folds=(0, 1, 2))
+    # TTA that changes the OOF AUC by less than half the last printed digit, downwards: "-0.0000" before
+    monkeypatch.setattr("hcd_kit.inference.predict.oof_auc",
+                        lambda store, rows, views, tta: OofAuc(tta, 0.91234, 0.91233, [(0, 12, 0.91234, 0.91233)]))
+
+    res = predict("--data-dir", data, "--run-dir", run, "--tta", 2, "--out", tmp_path / "sub.csv")
+
+    assert res.exit_code == 0, res.output
+    assert "(TTA x2: +0.0000)" in res.stdout and "-0.0000" not in res.output
+    bars = [line.split() for line in res.stderr.splitlines() if line.startswith("fold ")]
+    per_fold = (labels["fold"].value_counts() + 4).to_dict()  # each fold's bar: the 4 test + its OOF patches
+    assert [(b[0], b[1], b[3]) for b in bars] == [("fold", str(k), f"{n}/{n}") for k, n in sorted(per_fold.items())]
+    assert "test fold" not in res.stderr and "OOF fold" not in res.stderr
+
+
 def test_rank_and_mean_fold_ensembles(subset_factory, tmp_path):
     data = keep_test_only(subset_factory(n_train=2, n_test=8))
     run = make_run(tmp_path / "run")

@@ -226,6 +226,31 @@ def test_submissions_without_credentials_still_lists(kaggle_env, comp, tmp_path,
     assert len(ledger.read_text().splitlines()) == 1
 
 
+def test_the_ledger_is_the_projects_from_any_subfolder_and_ledger_overrides(kaggle_env, comp, tmp_path, monkeypatch):
+    src, ids = comp
+    project = tmp_path / "project"
+    (project / "submissions").mkdir(parents=True)
+    deep = project / "runs" / "r18"
+    deep.mkdir(parents=True)
+    sub = write_sub(deep / "submission.csv", ids, [0.5] * len(ids))
+    monkeypatch.chdir(deep)
+    r = kaggle_env.invoke("submit", "submission.csv", "-m", "from a subfolder", "--data-dir", src)
+    root_ledger = project / "submissions" / "ledger.jsonl"
+    assert r.exit_code == 0, r.output
+    assert str(root_ledger) in "".join(r.stdout.split())  # the message says where it went (rich may wrap it)
+    assert [json.loads(x)["message"] for x in root_ledger.read_text().splitlines()] == ["from a subfolder"]
+    assert not (deep / "submissions").exists()
+    r = kaggle_env.invoke("submissions", "--no-refresh")
+    assert r.exit_code == 0 and "from a subfolder" in r.stdout, r.output
+    other = tmp_path / "elsewhere" / "ledger.jsonl"
+    r = kaggle_env.invoke("submit", sub, "-m", "kept apart", "--data-dir", src, "--ledger", other)
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["message"] for x in other.read_text().splitlines()] == ["kept apart"]
+    assert len(root_ledger.read_text().splitlines()) == 1
+    r = kaggle_env.invoke("submissions", "--no-refresh", "--ledger", other)
+    assert r.exit_code == 0 and "kept apart" in r.stdout and "from a subfolder" not in r.stdout
+
+
 # ----------------------------------------------------------------------------------------- dependency floors
 def _floor(spec: str, name: str) -> str:
     m = re.fullmatch(rf"{name}\s*>=\s*([\d.]+)(,.*)?", spec.strip())

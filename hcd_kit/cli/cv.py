@@ -28,7 +28,8 @@ def cv(
     positives and AUC per fold, the mean ± std of the fold AUCs, and the overall OOF AUC pooled over all
     folds: the best estimate of the leaderboard score you have before submitting. Warns when a fold is
     missing or ids repeat across folds. Writes RUN/learning_curves.png (loss and val AUC per epoch, from
-    RUN/fold*/history.csv) and RUN/oof_roc.png (ROC curves).
+    RUN/fold*/history.csv) and RUN/oof_roc.png (ROC curves), and says where the run's HTML report is
+    (`hcd report` writes it: all of this and more on one page).
 
     Example: hcd cv --run-dir runs/resnet18
     """
@@ -58,3 +59,6 @@ def cv(
     if plots:
         for path in write_plots(report):
             console.print(f"wrote {path}", soft_wrap=True)
+    page = run_dir / "report.html"
+    state = "" if page.is_file() else "not written yet: "
+    console.print(f"report: {state}{page} (hcd report --run-dir {run_dir})", soft_wrap=True, highlight=False)

@@ -83,27 +83,29 @@ def folds(
 
     Reads only train_labels.csv (no packed store needed). With --groups, folds are also grouped by slide,
     so validation never sees a slide the model trained on; ids missing from that file, or with no slide
-    there, are reported and each kept as its own group. Bad label rows (duplicate or empty ids, labels
+    there, are reported and each kept as its own group, and a file that gives a slide to fewer than half
+    the ids is refused. Bad label rows (duplicate or empty ids, labels
     other than 0/1) are listed in DATA_DIR/folds-problems.csv and stop the command unless you pass
     --skip-bad. Prints the size and positive rate of every fold.
 
     Example: hcd folds --data-dir data --n-folds 5 --seed 0
     """
     from hcd_kit.data import create_folds
+    from hcd_kit.data.folds import floor_percent
 
     summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out, skip_bad=skip_bad)
     for kind, names in summary.skipped.items():
         console.print(f"[yellow]skipped {len(names)} {kind}[/] ({_some(names)})", soft_wrap=True)
     if summary.skipped and summary.report is not None:
         console.print(f"every skipped row is listed in {summary.report}", soft_wrap=True)
-    if summary.ungrouped:
-        console.print(
-            f"[yellow]{len(summary.ungrouped)} id(s) not in {groups} or with no slide there[/] "
-            f"({_some(summary.ungrouped)}): each kept as its own group",
-            soft_wrap=True,
-        )
     if summary.groups is not None:
-        console.print(f"{summary.groups:,} slide groups")
+        n, other = sum(summary.counts), len(summary.ungrouped)
+        rest = f"; the other {other:,} each form a group of their own, {summary.groups:,} groups in all"
+        console.print(f"grouped {n - other:,} of {n:,} patches ({floor_percent(n - other, n)}) into "
+                      f"{summary.slides:,} slides{rest if other else ''}", soft_wrap=True)
+    if summary.ungrouped:
+        console.print(f"[yellow]{len(summary.ungrouped)} id(s) not in {groups} or with no slide there[/] "
+                      f"({_some(summary.ungrouped)})", soft_wrap=True)
     for k, (n, rate) in enumerate(zip(summary.counts, summary.positive_rates)):
         console.print(f"fold {k}: {n:,} patches, {rate:.1%} positive")
     console.print(f"wrote {summary.path}")

@@ -20,7 +20,8 @@ Timeout = Annotated[
     typer.Option(metavar="SECONDS", show_default="$HCD_KAGGLE_TIMEOUT or 120", help="Seconds one Kaggle call may take."),
 ]
 TransferTimeout = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds the whole transfer may take.")]
-Ledger = Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="submissions/ledger.jsonl", help="Ledger file.")]
+LEDGER_DEFAULT = "submissions/ledger.jsonl of the nearest folder up that has submissions/"
+Ledger = Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=LEDGER_DEFAULT, help="Ledger file.")]
 Poll = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between the first polls (backs off to 60 s).")]
 Name = Annotated[str, typer.Option(metavar="NAME", help="Kernel slug, or owner/slug.")]
 
@@ -45,8 +46,10 @@ def submit(
 
     The file must have the header id,label, exactly the ids of DATA_DIR/sample_submission.csv and labels
     in [0, 1]; otherwise every problem is listed and nothing is uploaded. An accepted submission is
-    appended to submissions/ledger.jsonl (file sha256, message, the runs / CV AUC / TTA from the
-    `<file>.json` sidecar `hcd predict` writes, Kaggle's ref, status and scores).
+    appended to the ledger (file sha256, message, the runs / CV AUC / TTA from the `<file>.json` sidecar
+    `hcd predict` writes, Kaggle's ref, status and scores): --ledger, else submissions/ledger.jsonl of
+    the nearest folder from here up that has a submissions/ folder (the project's, from any subfolder;
+    the walk stops at the top of a git checkout), else of the current folder.
 
     Example: hcd submit runs/r18/submission.csv -m "resnet18 5 folds tta8" --wait
     """
@@ -81,6 +84,8 @@ def submissions(
     one (ERROR) shows Kaggle's reason.
 
     With --refresh (the default) unfinished records are updated from Kaggle and saved back to the ledger.
+    The ledger is --ledger, else the one `hcd submit` writes: submissions/ledger.jsonl of the nearest
+    folder from here up that has a submissions/ folder, else of the current folder.
 
     Example: hcd submissions --no-refresh
     """

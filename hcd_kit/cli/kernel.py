@@ -266,7 +266,7 @@ def _run_options(
     score_timeout: Annotated[float, _ropt("Seconds --submit waits for the score.", "SECONDS")] = 3600.0,
     poll_interval: Annotated[float, _ropt("Seconds between the first polls (backs off to 60 s).", "SECONDS")] = 10.0,
     transfer_timeout: Annotated[float, _ropt("Seconds the download of the output may take.", "SECONDS")] = 3600.0,
-    ledger: Annotated[Optional[Path], _ropt("Ledger file.", "FILE", show_default="submissions/ledger.jsonl")] = None,
+    ledger: Annotated[Optional[Path], _ropt("Ledger file.", "FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/")] = None,
 ) -> None:
     pass
 

@@ -43,7 +43,7 @@ def predict(
     Example: hcd predict --run-dir runs/r18 --tta 8 --out subs/r18_tta8.csv
     """
     from hcd_kit.console import console
-    from hcd_kit.inference import predict_run
+    from hcd_kit.inference import predict_run, signed
 
     res = predict_run(data_dir, run_dir, tta=tta, out=out, ensemble=blend, device=device,
                       batch_size=batch_size, folds=parse_folds(fold), precision=precision, oof=oof)  # type: ignore[arg-type]
@@ -52,7 +52,7 @@ def predict(
         for k, n, a1, an in res.oof.per_fold:
             console.print(f"         {k:>4} {n:>4}   {_auc(a1):>6}   {_auc(an):>7}")
         gain = res.oof.auc_n - res.oof.auc_1
-        what = f"   (TTA x{res.tta}: {gain:+.4f})" if gain == gain else ""  # NaN when a class is missing
+        what = f"   (TTA x{res.tta}: {signed(gain)})" if gain == gain else ""  # NaN when a class is missing
         console.print(f"OOF AUC  all  {sum(r[1] for r in res.oof.per_fold):>4}   {_auc(res.oof.auc_1):>6}   "
                       f"{_auc(res.oof.auc_n):>7}{what}")
     if res.note:

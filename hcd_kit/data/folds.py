@@ -3,7 +3,8 @@
 Folds are stratified on the label so every fold has the data set's positive rate. Patches cut from the
 same slide look alike, so a model validated on a slide it trained on scores too high; given a CSV that maps
 patch ids to slides (``--groups``), folds are also grouped: no slide spans two folds. Ids the groups file
-does not know, or gives no slide, are reported and each kept as a group of its own. The same seed always
+does not know, or gives no slide, are reported and each kept as a group of its own; a file that gives a slide
+to fewer than half the ids is refused (the wrong file, or ids in another form). The same seed always
 gives the same folds. Bad label rows are an error naming a few (all of them go to ``DIR/folds-problems.csv``)
 unless ``skip_bad`` leaves them out.
 
@@ -14,6 +15,7 @@ unless ``skip_bad`` leaves them out.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +108,24 @@ def fill_groups(ids: pd.Series, groups: pd.Series) -> tuple[pd.Series, list[str]
     return g, ids.to_numpy(str)[missing].tolist()
 
 
+def check_coverage(ids: pd.Series, groups: pd.Series, path: str | os.PathLike[str]) -> int:
+    """How many of ``ids`` the groups file at ``path`` gives a slide; a ConfigError when fewer than half do
+    (the file of another data set, or ids in another form), as grouping would then barely group anything."""
+    matched = len(ids) - len(fill_groups(ids, groups)[1])
+    if 2 * matched < len(ids):
+        raise ConfigError(
+            f"groups file {path} gives a slide to {matched:,} of {len(ids):,} patch ids "
+            f"({floor_percent(matched, len(ids))}); at least half must have one: pass the CSV that maps these "
+            "patch ids (file names without .tif) to slides"
+        )
+    return matched
+
+
+def floor_percent(part: int, whole: int) -> str:
+    """``part`` of ``whole`` in percent, rounded down (49.99 % of a needed half must not read "50.0 %")."""
+    return f"{math.floor(1000 * part / whole) / 10:.1f} %" if whole else "n/a"
+
+
 def write_folds(folds: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``id,fold`` atomically."""
     path = Path(path)
@@ -157,7 +177,8 @@ class FoldsSummary:
     path: Path
     counts: list[int]  # patches per fold
     positive_rates: list[float]
-    groups: int | None = None  # number of slide groups, when grouped
+    groups: int | None = None  # number of groups, when grouped: the slides, plus one per ungrouped id
+    slides: int | None = None  # number of slides the grouped ids come from
     ungrouped: list[str] = field(default_factory=list)  # ids the groups file did not know or gave no slide
     skipped: dict[str, list[str]] = field(default_factory=dict)  # bad label rows left out (skip_bad), by kind
     report: Path | None = None  # where every skipped row is listed
@@ -193,6 +214,8 @@ def create_folds(
             "fix the file, or pass --skip-bad to leave those rows out"
         )
     groups = read_groups(groups_csv) if groups_csv is not None else None
+    if groups is not None:
+        check_coverage(labels["id"], groups, groups_csv)
     folds = make_folds(labels, n_folds, seed, groups)
     path = write_folds(folds, target)
     y = labels["label"].to_numpy()
@@ -202,4 +225,5 @@ def create_folds(
     if groups is not None:
         filled, summary.ungrouped = fill_groups(labels["id"], groups)
         summary.groups = int(filled.nunique())
+        summary.slides = summary.groups - len(summary.ungrouped)
     return summary

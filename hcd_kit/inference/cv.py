@@ -5,8 +5,8 @@ each fold's best weights) and returns the numbers: per-fold n / positives / AUC,
 fold AUCs, and the **overall OOF AUC** pooled over all folds, the best estimate of the leaderboard score
 from training data alone (fold AUCs hide calibration differences between folds; the pooled AUC does not).
 It also says what looks wrong: a fold without predictions, ids predicted by two folds. ``write_plots``
-draws ``learning_curves.png`` (per fold: train/val loss and val AUC per epoch, from ``history.csv``) and
-``oof_roc.png`` (the pooled ROC curve and each fold's) into the run folder.
+draws ``learning_curves.png`` (per fold: train/val loss and val AUC per epoch, from ``history.csv``, its best
+epoch starred) and ``oof_roc.png`` (the pooled ROC curve and each fold's) into the run folder.
 """
 
 from __future__ import annotations
@@ -150,23 +150,47 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_learning_curves(histories: dict[int, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
-    """Loss (train solid, val dashed) and val AUC per epoch, one colour per fold, as a PNG at ``path``."""
+def best_epoch_row(history: pd.DataFrame) -> int:
+    """Position of a fold's best epoch in its history: the highest val AUC, else (no AUC) the lowest val loss."""
+    auc = pd.to_numeric(history["val_auc"], errors="coerce")
+    if auc.notna().any():
+        return int(np.nanargmax(auc.to_numpy(float)))
+    loss = pd.to_numeric(history["val_loss"], errors="coerce")
+    return int(np.nanargmin(loss.to_numpy(float))) if loss.notna().any() else len(history) - 1
+
+
+def learning_curves_figure(histories: dict[int, pd.DataFrame]):
+    """Loss (train solid, val dashed) and val AUC per epoch, one colour per fold, each fold's best epoch (max
+    val AUC: the one best.pt holds) starred on both panels; whole-number epoch ticks (a matplotlib Figure)."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot global state: safe headless and in threads
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_auc = fig.subplots(1, 2)
+    star = dict(marker="*", markersize=12, markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=3)
     for i, (k, h) in enumerate(sorted(histories.items())):
         color = f"C{i % 10}"
         ax_loss.plot(h["epoch"], h["train_loss"], color=color, label=f"fold {k} train")
         ax_loss.plot(h["epoch"], h["val_loss"], color=color, linestyle="--", label=f"fold {k} val")
         ax_auc.plot(h["epoch"], h["val_auc"], color=color, marker="o", markersize=3, label=f"fold {k}")
+        best = h.iloc[best_epoch_row(h)]
+        for ax, column in ((ax_loss, "val_loss"), (ax_auc, "val_auc")):
+            ax.plot([best["epoch"]], [best[column]], color=color, gid=f"best fold {k}", label="_best", **star)
     ax_loss.set(title="loss", xlabel="epoch", ylabel="BCE loss")
     ax_auc.set(title="validation AUC", xlabel="epoch", ylabel="ROC AUC")
     for ax in (ax_loss, ax_auc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 1.25, 1.5 ticks
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, Path(path))
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="grey", **star))  # one legend entry for every fold's star
+        ax.legend(handles, [*labels, "best"], fontsize=7)
+    return fig
+
+
+def plot_learning_curves(histories: dict[int, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
+    """``learning_curves_figure`` as a PNG at ``path``."""
+    return _save(learning_curves_figure(histories), Path(path))
 
 
 def plot_oof_roc(report: CvReport, path: str | os.PathLike[str]) -> Path:

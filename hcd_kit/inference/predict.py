@@ -135,20 +135,19 @@ def _predict_folds(models: dict[int, nn.Module], spec: RunModel, store: PackedSt
     """
     fold_probs, oof_views, test_s = [], {}, 0.0
     kw = dict(img_size=spec.img_size, device=dev, tta=tta, batch_size=batch_size, dtype=dtype)
-    with progress("img") as bar:
-        t_test = bar.add_task("test", total=len(models) * len(test_rows))
-        t_oof = bar.add_task("OOF", total=sum(map(len, val_rows.values()))) if train is not None else None
+    with progress("img") as bar:  # one bar per fold, all shown from the start: the test patches, then its OOF ones
+        tasks = {k: bar.add_task(f"fold {k}", total=len(test_rows) + (len(val_rows[k]) if train is not None else 0),
+                                 start=False) for k in models}  # a fold's clock starts when its turn comes
         for k in list(models):
             model = to_device(models.pop(k), dev)
-            bar.update(t_test, description=f"test fold {k}")
+            bar.start_task(tasks[k])
+            advance = lambda n, task=tasks[k]: bar.advance(task, n)  # noqa: E731
             t0 = time.perf_counter()
-            views = predict_views(model, store.images, test_rows, on_batch=lambda n: bar.advance(t_test, n), **kw)
+            views = predict_views(model, store.images, test_rows, on_batch=advance, **kw)
             test_s += time.perf_counter() - t0
             fold_probs.append(sigmoid_mean(views))
             if train is not None:
-                bar.update(t_oof, description=f"OOF fold {k}")
-                oof_views[k] = predict_views(model, train.images, val_rows[k],
-                                             on_batch=lambda n: bar.advance(t_oof, n), **kw)
+                oof_views[k] = predict_views(model, train.images, val_rows[k], on_batch=advance, **kw)
             del model
     return fold_probs, oof_views, test_s
 

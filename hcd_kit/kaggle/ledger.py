@@ -1,5 +1,8 @@
 """The local ledger of what was submitted: ``submissions/ledger.jsonl``, one JSON record per submission.
 
+``ledger_path`` finds it: ``--ledger FILE`` when given, else ``submissions/ledger.jsonl`` of the nearest folder,
+from the current one up, that has a ``submissions/`` folder (the project's, from any of its subfolders).
+
 Each record says when, which file (path and sha256), the message, the runs and CV AUC behind it (from the
 ``<file>.json`` sidecar ``hcd predict`` writes), the Kaggle ref, status and scores, and for a failed
 submission Kaggle's reason (``error_description``), and for a file made by ``hcd kernel run`` the kernel's
@@ -25,8 +28,18 @@ DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"
 
 
 def ledger_path(ledger: str | os.PathLike[str] | None) -> Path:
-    """``ledger`` or the default ``submissions/ledger.jsonl`` (relative to the current directory)."""
-    return Path(ledger) if ledger is not None else DEFAULT_LEDGER
+    """``ledger`` (``--ledger FILE``) when given, else the project's ``submissions/ledger.jsonl``: that of the
+    nearest folder, from the current one up, that holds a ``submissions/`` folder (the walk stops at the top
+    of a git checkout), so every subfolder of a project shares one ledger; with none, the current folder's."""
+    if ledger is not None:
+        return Path(ledger)
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_LEDGER.parent).is_dir():
+            return DEFAULT_LEDGER if folder == here else folder / DEFAULT_LEDGER
+        if (folder / ".git").exists():
+            break
+    return DEFAULT_LEDGER
 
 
 @dataclass

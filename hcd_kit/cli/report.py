@@ -1,0 +1,42 @@
+"""Commands: report (one self-contained HTML page per run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hcd_kit.cli._app import command
+
+
+@command()
+def report(
+    run_dir: Annotated[Path, typer.Option("--run-dir", metavar="DIR", help="Run folder written by `hcd train` or `hcd probe`.")],
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Data folder whose packed train store holds the run's patches (for the error gallery and Grad-CAM).")] = Path("data"),
+    out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="HTML file to write \\[default: RUN_DIR/report.html].")] = None,
+    ledger: Annotated[Path, typer.Option(metavar="FILE", help="Submission ledger whose records of this run's files are listed with their scores.")] = Path("submissions") / "ledger.jsonl",
+    n_errors: Annotated[int, typer.Option(metavar="N", help="False positives and false negatives to show (each); 0 for none.")] = 12,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="Where Grad-CAM runs the fold models: auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Write one self-contained HTML report of a run: open it from disk in any browser.
+
+    Sections: the resolved config and recipe, the environment, per-fold and pooled out-of-fold AUC (1 view
+    and each oof_tta{N}.csv), learning curves with each fold's best epoch, ROC and precision-recall curves,
+    a reliability plot, the confusion matrix at the Youden threshold, the N most confident false positives
+    and false negatives (patches from --data-dir's packed store) with Grad-CAM from the fold model that
+    predicted each, training time per fold, and the run's submissions with their leaderboard scores from
+    the ledger. Every image is inline and nothing is fetched from the network. A section that cannot be
+    made (a probe run has no epochs or weights; no packed store) says why and the rest is still written.
+
+    Example: hcd report --run-dir runs/r18 --data-dir data
+    """
+    from hcd_kit.console import console
+    from hcd_kit.report import build_report
+
+    res = build_report(run_dir, data_dir=data_dir, out=out, ledger=ledger, n_errors=n_errors, device=device)
+    for section, note in res.notes.items():
+        console.print(f"note ({section}): {note}", soft_wrap=True, highlight=False)
+    console.print(f"threshold {res.threshold:.4f} (Youden): {len(res.fp)} false positive(s), {len(res.fn)} false "
+                  f"negative(s) shown, {len(res.cams)} Grad-CAM map(s)", soft_wrap=True, highlight=False)
+    console.print(f"wrote {res.out} ({res.bytes / 1e6:.1f} MB)", soft_wrap=True, highlight=False)
