@@ -15,7 +15,7 @@ def report(
     run_dir: Annotated[Path, typer.Option("--run-dir", metavar="DIR", help="Run folder written by `hcd train` or `hcd probe`.")],
     data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Data folder whose packed train store holds the run's patches (for the error gallery and Grad-CAM).")] = Path("data"),
     out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="HTML file to write \\[default: RUN_DIR/report.html].")] = None,
-    ledger: Annotated[Path, typer.Option(metavar="FILE", help="Submission ledger whose records of this run's files are listed with their scores.")] = Path("submissions") / "ledger.jsonl",
+    ledger: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/", help="Submission ledger whose records of this run's files are listed with their scores.")] = None,
     n_errors: Annotated[int, typer.Option(metavar="N", help="False positives and false negatives to show (each); 0 for none.")] = 12,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="Where Grad-CAM runs the fold models: auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
@@ -34,7 +34,9 @@ def report(
     from hcd_kit.console import console
     from hcd_kit.report import build_report
 
-    res = build_report(run_dir, data_dir=data_dir, out=out, ledger=ledger, n_errors=n_errors, device=device)
+    from hcd_kit.kaggle.ledger import ledger_path
+
+    res = build_report(run_dir, data_dir=data_dir, out=out, ledger=ledger_path(ledger), n_errors=n_errors, device=device)
     for section, note in res.notes.items():
         console.print(f"note ({section}): {note}", soft_wrap=True, highlight=False)
     console.print(f"threshold {res.threshold:.4f} (Youden): {len(res.fp)} false positive(s), {len(res.fn)} false "
