@@ -46,6 +46,7 @@ def create_model(
     drop_rate: float = 0.0,
     drop_path: float = 0.0,
     num_classes: int = 1,
+    img_size: int | None = None,
 ) -> nn.Module:
     """Build ``name`` (a timm name, a registry name, ``hf-hub:ORG/NAME`` or ``local-dir:FOLDER``) with
     ``num_classes`` outputs (1: hcd's tumour logit; 0: the pooled features, for ``hcd embed``).
@@ -53,7 +54,9 @@ def create_model(
     ``weights`` (a local ``.pth``/``.safetensors`` of the backbone's pretrained weights) implies
     ``pretrained=True`` without network access. Registry models are built offline from their architecture
     when no hub weights are wanted; a model whose weights expect another normalisation than ImageNet's gets
-    it as its first operation (``input_normalisation``), so every caller feeds the same input.
+    it as its first operation (``input_normalisation``), so every caller feeds the same input. ``img_size``
+    (the pixels it will be fed) is passed on to architectures built for one input size (ViT, Swin), whose
+    position embeddings timm then resamples; other architectures take any size and ignore it.
     """
     import timm
 
@@ -65,6 +68,8 @@ def create_model(
     kwargs: dict = dict(backbone.kwargs, num_classes=num_classes, drop_rate=drop_rate)
     if drop_path > 0:  # not every timm family takes it, so only passed when asked for
         kwargs["drop_path_rate"] = drop_path
+    if img_size is not None and _fixed_input_size(backbone):
+        kwargs["img_size"] = img_size
     source = backbone.name
     hub_id: str | None = None
     if weights is not None:
@@ -108,6 +113,20 @@ def create_model(
         std = entry.std if entry is not None and entry.std else cfg.get("std", IMAGENET_STD)
         set_input_normalisation(model, mean, std)
     return model
+
+
+def _fixed_input_size(backbone) -> bool:
+    """True for an architecture that only takes the input size it was built for (a ViT without
+    ``dynamic_img_size``, a Swin); False for CNNs, and for hub and local-dir models (their config.json decides)."""
+    import timm
+
+    if backbone.kind not in ("timm", "registry") or backbone.kwargs.get("dynamic_img_size"):
+        return False
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone.name)
+    except RuntimeError:
+        return False
+    return bool(getattr(cfg, "fixed_input_size", False))
 
 
 def _timm_hub_id(name: str) -> str | None:

@@ -223,3 +223,22 @@ def test_hcd_models_lists_every_entry(capsys):
     table = capsys.readouterr().out
     for e in ENTRIES:
         assert e.name in table
+
+
+def test_a_fixed_size_timm_vit_trains_and_predicts_at_the_run_size(subset_factory, tmp_path):
+    """timm's plain ViTs are built for 224 px; hcd builds them for --img-size (timm resamples the position
+    embeddings), in training and when inference rebuilds the fold."""
+    from hcd_kit.data import create_folds, prepare
+    from hcd_kit.inference import predict_run
+    from hcd_kit.training import TrainConfig, train
+
+    data = subset_factory(n_train=48, n_test=8)
+    prepare(data, workers=1)
+    create_folds(data, n_folds=2, seed=0)
+    cfg = TrainConfig(model="vit_tiny_patch16_224", pretrained=False, device="cpu", img_size=32, threads=1,
+                      batch_size=16, epochs=1, precision="fp32")
+    train(cfg, data, tmp_path / "vit", folds=[0])
+    res = predict_run(data, tmp_path / "vit", tta=1, device="cpu", precision="fp32")
+    assert res.n_images == 8
+    assert create_model("vit_tiny_patch16_224", img_size=32).patch_embed.img_size == (32, 32)
+    assert not hasattr(create_model("resnet18", img_size=32), "patch_embed")  # a CNN takes any size as it is

@@ -224,7 +224,7 @@ def embed(
 
     dev = resolve_device(device)
     dtype = amp_dtype(dev, precision)
-    net = create_model(model, pretrained=pretrained, weights=weights, num_classes=0)
+    net = create_model(model, pretrained=pretrained, weights=weights, num_classes=0, img_size=img_size)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     size = img_size or backbone.input_size or _native_size(net, backbone.kind) or 96
     if old is not None:

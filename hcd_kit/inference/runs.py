@@ -95,7 +95,7 @@ def load_fold_model(run_dir: str | os.PathLike[str], fold: int, spec: RunModel, 
     from hcd_kit.model import create_model
 
     path = RunLayout.of(run_dir).best(fold)
-    model = create_model(spec.model, pretrained=False)
+    model = create_model(spec.model, pretrained=False, img_size=spec.img_size)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:

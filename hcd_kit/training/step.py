@@ -45,7 +45,7 @@ class Env:
 
 def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarray, env: Env) -> Trainer:
     """Model, optimiser, per-step schedule, GradScaler, EMA and loss of one fold, as ``cfg`` says."""
-    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path)
+    model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path, img_size=cfg.img_size)
     model = prepare_model(model, cfg).to(env.device)  # --train-blocks, --lora, --grad-ckpt
     if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
