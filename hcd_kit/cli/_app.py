@@ -12,6 +12,7 @@ import typing
 from typing import Annotated, Callable, Optional, Sequence, TypeVar
 
 import typer
+from rich.markup import escape
 
 from hcd_kit.console import err_console
 from hcd_kit.errors import ConfigError, HcdError
@@ -168,7 +169,7 @@ def handle_errors(fn: F) -> F:
         except HcdError as exc:
             if os.environ.get("HCD_DEBUG"):
                 raise
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(escape(str(exc)), exc.exit_code) from None  # plain text: "hcd-kit[lora]" is no markup
         except OSError as exc:  # the file system said no: a full disk, a read-only folder, a file as a folder
             if os.environ.get("HCD_DEBUG"):
                 raise
