@@ -16,6 +16,7 @@ Schedule = Literal["onecycle", "cosine"]
 Imbalance = Literal["none", "pos-weight", "balanced"]
 TtaViews = Literal[1, 2, 4, 8]  # views per patch: the dihedral subgroups of that size
 BlendMode = Literal["mean", "rank"]  # mean probability, or mean rank (ignores calibration between models)
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]  # hcd train --tracker: each needs its extra
 
 TTA_CHOICES: tuple[int, ...] = get_args(TtaViews)
 BLEND_MODES: tuple[str, ...] = get_args(BlendMode)

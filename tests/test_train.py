@@ -123,6 +123,35 @@ def test_resume_after_interruption_matches_uninterrupted_run(synth, tmp_path):
     assert again[1].status == "already finished" and again[1].epochs_run == 3
 
 
+def test_an_interrupt_says_what_was_kept_of_the_fold(synth, tmp_path):
+    steps = []
+
+    def stop_in_the_second_folds_first_step(step, loss):
+        steps.append(step)
+        if step == 0 and len(steps) > 1:  # fold 0 ran its epoch; fold 1 has not finished one
+            raise KeyboardInterrupt
+        return loss
+
+    run = RunLayout.of(tmp_path / "early")
+    with pytest.raises(KeyboardInterrupt):
+        train(fast_config(epochs=1), synth, run.root, folds=[0, 1], hooks=Hooks(loss=stop_in_the_second_folds_first_step))
+    log = " ".join(run.log.read_text().split())
+    assert run.last(0).is_file() and not run.last(1).exists()
+    assert ("fold 1: interrupted before its first epoch finished, so nothing was kept for it; add --resume to "
+            "restart it (finished folds are kept)") in log
+    assert "keeps the last finished epoch" not in log
+
+    def stop_after_the_first_epoch(fold, epoch):
+        raise KeyboardInterrupt
+
+    run = RunLayout.of(tmp_path / "late")
+    with pytest.raises(KeyboardInterrupt):
+        train(fast_config(epochs=2), synth, run.root, folds=[1], hooks=Hooks(epoch_end=stop_after_the_first_epoch))
+    log = " ".join(run.log.read_text().split())
+    assert f"fold 1: interrupted; {run.last(1)} keeps the last finished epoch: add --resume to continue" in log
+    assert "nothing was kept" not in log
+
+
 def test_nonfinite_losses_are_skipped_and_counted(synth, tmp_path):
     poisoned = {1, 3}
     hooks = Hooks(loss=lambda step, loss: loss * math.nan if step in poisoned else loss)

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hcd_kit.choices import DEFAULT_MODEL, Imbalance, Optimizer, Precision, Schedule, Strategy
+from hcd_kit.choices import DEFAULT_MODEL, Imbalance, Optimizer, Precision, Schedule, Strategy, Tracker
 from hcd_kit.config import check_choice, flag
 from hcd_kit.errors import ConfigError
 from hcd_kit.training.budget import parse_duration
 
 # Keys that may differ between the sessions of one run: where it runs, not what it computes (gradient
-# checkpointing trades memory for time: a fold may resume with it on a smaller GPU).
-RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size", "time_budget", "grad_ckpt"}
+# checkpointing trades memory for time: a fold may resume with it on a smaller GPU; the tracker only watches).
+RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size", "time_budget", "grad_ckpt",
+                "tracker"}
 
 
 def _opt(default, help: str):
@@ -103,6 +104,9 @@ class TrainConfig:
     max_bad_steps: int = _opt(50, "Consecutive non-finite steps before a fold is stopped.")
     threads: int = _opt(0, "CPU threads for torch; 0 = cores / processes.")
     fold_workers: int = _opt(0, "Fold-parallel workers; 0 = one per GPU (2 on the CPU).")
+    tracker: Tracker = _opt("none", "Experiment tracker: none, tensorboard (RUN/tb), wandb (offline unless WANDB_MODE "
+                                    "is set; RUN/wandb) or mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI is set); "
+                                    'each needs its extra, e.g. pip install "hcd-kit[tensorboard]".')
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # a [augment] table in the config file
     recipe: str | None = None  # the recipe the run started from (`hcd train --recipe`), for the record
 
@@ -125,7 +129,7 @@ class TrainConfig:
             parse_duration(self.time_budget)  # 11h, 1h30m, 90s, 5400; a one-line error otherwise
         _require("ema_decay", 0 < self.ema_decay < 1, "must be in (0, 1)", self.ema_decay)
         for key, choices in (("optimizer", Optimizer), ("schedule", Schedule), ("imbalance", Imbalance),
-                             ("precision", Precision), ("strategy", Strategy)):
+                             ("precision", Precision), ("strategy", Strategy), ("tracker", Tracker)):
             check_choice(flag(key), getattr(self, key), choices)
 
 

@@ -12,7 +12,7 @@ keyed on (seed, epoch, row), so resumed and DDP runs see the same images as an u
 Reads top to bottom: ``train`` (entry) -> ``_train`` (set-up, fold loop) -> ``_run_fold`` (epochs,
 validation, checkpoints) -> ``_train_epoch``, whose step is ``step.train_step``. Run-folder bookkeeping
 lives in ``runs.py``, ``last.pt`` in ``checkpoint.py``, validation in ``validate.py``, and ``--time-budget``
-(the plan, the deadline, the run's ETA) in ``speed.py`` and ``budget.py``.
+(the plan, the deadline, the run's ETA) in ``speed.py`` and ``budget.py``, ``--tracker`` in ``trackers.py``.
 
     cfg = load_config(TrainConfig, "train.toml", {"epochs": 3})
     results = train(cfg, "data", "runs/resnet18", folds=[0, 1])
@@ -57,6 +57,7 @@ from hcd_kit.training.runs import (
 )
 from hcd_kit.training.speed import RunClock, start_budget
 from hcd_kit.training.step import Env, build_trainer, train_input, train_step
+from hcd_kit.training.trackers import Tracking, check_tracker, tracking
 from hcd_kit.training.validate import bce as _bce, predict_rows as _predict_rows
 
 _PRECISION_NAMES = {None: "fp32", torch.float16: "fp16 (GradScaler)", torch.bfloat16: "bf16"}
@@ -109,6 +110,7 @@ def _train(
     check_model_name(cfg.model)
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise ConfigError(f"weights file not found: {cfg.weights}")
+    check_tracker(cfg.tracker)  # --tracker's package: one line now, not after a fold
     env = Env(device, amp_dtype(device, cfg.precision), info)
     store = open_store(data.packed_dir, "train")
     table = read_split(data, store)
@@ -131,18 +133,26 @@ def _train(
     log(f"train {cfg.model} @ {cfg.img_size}px on {where}, precision {_PRECISION_NAMES[env.dtype]}, "
         f"folds {wanted} -> {run.root}")
     results = {}
-    for fold in wanted:
-        done = finished(run, fold) if resume else None
-        if done is not None:
-            log(f"fold {fold}: already finished (best val AUC {done.best_auc:.4f} at epoch {done.best_epoch}); skipped")
-            results[fold] = done
-            continue
-        try:
-            results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock)
-        except KeyboardInterrupt:
-            log(f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to continue")
-            raise
-    write_summary(results, run, log)
+    with tracking(cfg, run.root, env.info.is_main, None if record else f"fold{wanted[0]}") as tracker:  # --tracker
+        for fold in wanted:
+            done = finished(run, fold) if resume else None
+            if done is not None:
+                log(f"fold {fold}: already finished (best val AUC {done.best_auc:.4f} at epoch {done.best_epoch}); "
+                    "skipped")
+                results[fold] = done
+                continue
+            try:
+                results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock, tracker)
+            except KeyboardInterrupt:
+                if run.last(fold).is_file():
+                    log(f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to "
+                        "continue")
+                else:  # last.pt is written at the end of each epoch: none yet
+                    log(f"fold {fold}: interrupted before its first epoch finished, so nothing was kept for it; "
+                        "add --resume to restart it (finished folds are kept)")
+                raise
+        write_summary(results, run, log)
+        tracker.results(results, run.root)
     return results
 
 
@@ -174,7 +184,7 @@ def _fold_worker(cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, cl
 
 def _run_fold(
     cfg: TrainConfig, fold: int, store: PackedStore, table: pd.DataFrame, run: RunLayout, env: Env,
-    resume: bool, hooks: Hooks, log: RunLog, clock: RunClock,
+    resume: bool, hooks: Hooks, log: RunLog, clock: RunClock, tracker: Tracking,
 ) -> FoldResult:
     train_rows, val_rows = _split(table, fold)
     info = env.info
@@ -204,7 +214,7 @@ def _run_fold(
         loader.set_epoch(epoch)
         if cfg.imbalance == "balanced":
             loader.indices = balanced_rows(train_rows, src.labels, cfg.seed, fold, epoch)
-        stats = _train_epoch(t, loader, cfg, fold, epoch, env, hooks)
+        stats = _train_epoch(t, loader, cfg, fold, epoch, env, hooks, tracker)
         evaluated = t.ema.module if t.ema is not None else t.model
         val_batch = cfg.val_batch_size or 2 * cfg.batch_size
         probs = _predict_rows(evaluated, store, val_rows, val_batch, cfg.img_size, env)
@@ -221,6 +231,7 @@ def _run_fold(
         lr = t.optimizer.param_groups[0]["lr"]
         state.history.append(dict(epoch=epoch + 1, lr=lr, train_loss=stats["loss"], val_loss=val_loss, val_auc=auc,
                                   images_per_s=stats["images_per_s"], skipped_steps=stats["skipped"]))
+        tracker.epoch(fold, state.history[-1])
         stalled = cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience
         late = clock.epoch_done(fold, state.epoch, info) and not stalled  # --time-budget: the next epoch won't fit
         state.finished = stalled or late or state.epoch == cfg.epochs
@@ -266,7 +277,7 @@ def balanced_rows(rows: np.ndarray, labels: np.ndarray, seed: int, fold: int, ep
 
 
 def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, epoch: int, env: Env,
-                 hooks: Hooks) -> dict:
+                 hooks: Hooks, tracker: Tracking) -> dict:
     """One pass over ``loader``: returns the mean loss (all ranks), skipped steps and images/s."""
     t.net.train()
     steps, world = len(loader), env.info.world_size
@@ -283,6 +294,7 @@ def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, e
                 x, y = mixup(x, y, batch.index, epoch, cfg.seed, cfg.mixup)
             adjust = functools.partial(hooks.loss, epoch * steps + i) if hooks.loss is not None else None
             loss = train_step(t, x, y, env, cfg.grad_clip, adjust)
+            tracker.step(fold, epoch * steps + i, loss, t.optimizer.param_groups[0]["lr"])
             if loss is not None:
                 streak = 0
                 total += loss
