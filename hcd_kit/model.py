@@ -61,7 +61,7 @@ def create_model(
     import timm
 
     from hcd_kit.backbones import resolve
-    from hcd_kit.backbones.hub import WEIGHT_FILES, ensure_hub_files, hub_error
+    from hcd_kit.backbones.hub import hub_error
 
     check_model_name(name)
     backbone = resolve(name)
@@ -70,28 +70,10 @@ def create_model(
         kwargs["drop_path_rate"] = drop_path
     if img_size is not None and _fixed_input_size(backbone):
         kwargs["img_size"] = img_size
-    source = backbone.name
-    hub_id: str | None = None
+    source, hub_id = weights_source(name, pretrained, weights)
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise ConfigError(f"weights file not found: {path}")
-        if backbone.kind == "hf-hub":
-            if backbone.entry is None:
-                raise ConfigError(f"--weights with {name}: name the architecture instead (a timm or registry name)")
-            source = backbone.entry.architecture
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path.resolve()))
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(Path(weights).resolve()))
         pretrained = True
-    elif backbone.hub_id is not None and (pretrained or backbone.kind == "hf-hub"):
-        hub_id = backbone.hub_id
-        source = f"hf-hub:{hub_id}"  # timm reads the repository's config.json, then the weights
-        gated = bool(backbone.entry and backbone.entry.gated)
-        needs = (("config.json",), WEIGHT_FILES) if pretrained else (("config.json",),)
-        ensure_hub_files(hub_id, needs, backbone.label, gated)
-    elif pretrained and backbone.kind == "timm":
-        hub_id = _timm_hub_id(name)
-        if hub_id is not None:
-            ensure_hub_files(hub_id, (WEIGHT_FILES,), name)
     try:
         model = timm.create_model(source, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
@@ -113,6 +95,37 @@ def create_model(
         std = entry.std if entry is not None and entry.std else cfg.get("std", IMAGENET_STD)
         set_input_normalisation(model, mean, std)
     return model
+
+
+def weights_source(name: str, pretrained: bool, weights: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
+    """What timm builds ``name`` from, and the hub repository its weights come from (None: not the hub).
+
+    Checked without building anything, so training can call it before it writes a run folder: a missing
+    ``weights`` file, or hub weights that cannot be had (offline and not cached), is a one-line ConfigError.
+    """
+    from hcd_kit.backbones import resolve
+    from hcd_kit.backbones.hub import WEIGHT_FILES, ensure_hub_files
+
+    backbone = resolve(name)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise ConfigError(f"weights file not found: {weights}")
+        if backbone.kind == "hf-hub":
+            if backbone.entry is None:
+                raise ConfigError(f"--weights with {name}: name the architecture instead (a timm or registry name)")
+            return backbone.entry.architecture, None
+        return backbone.name, None
+    if backbone.hub_id is not None and (pretrained or backbone.kind == "hf-hub"):
+        gated = bool(backbone.entry and backbone.entry.gated)
+        needs = (("config.json",), WEIGHT_FILES) if pretrained else (("config.json",),)
+        ensure_hub_files(backbone.hub_id, needs, backbone.label, gated)
+        return f"hf-hub:{backbone.hub_id}", backbone.hub_id  # timm reads the repository's config.json first
+    if pretrained and backbone.kind == "timm":
+        hub_id = _timm_hub_id(name)
+        if hub_id is not None:
+            ensure_hub_files(hub_id, (WEIGHT_FILES,), name)
+        return backbone.name, hub_id
+    return backbone.name, None
 
 
 def _fixed_input_size(backbone) -> bool:

@@ -242,3 +242,38 @@ def test_a_fixed_size_timm_vit_trains_and_predicts_at_the_run_size(subset_factor
     assert res.n_images == 8
     assert create_model("vit_tiny_patch16_224", img_size=32).patch_embed.img_size == (32, 32)
     assert not hasattr(create_model("resnet18", img_size=32), "patch_embed")  # a CNN takes any size as it is
+
+
+def test_a_foundation_model_trains_from_its_weights_unless_told_otherwise(tmp_path):
+    """The cpu recipe trains its CNN from scratch; a registry model is chosen for its weights, so they stay on
+    (and its input size is used) unless a flag or the config file says otherwise."""
+    from hcd_kit.training.runs import resolve_config
+
+    cfg, _ = resolve_config(None, {"model": "uni"}, tmp_path / "r", False, recipe="cpu")
+    assert cfg.pretrained and cfg.img_size == 224
+    cfg, _ = resolve_config(None, {"model": "uni", "pretrained": False, "img_size": 96}, tmp_path / "r", False,
+                            recipe="cpu")
+    assert not cfg.pretrained and cfg.img_size == 96
+    cfg, _ = resolve_config(None, {"model": "resnet18"}, tmp_path / "r", False, recipe="cpu")
+    assert not cfg.pretrained and cfg.img_size == 96  # the recipe's, for a plain timm CNN
+
+
+def test_offline_training_of_a_gated_model_stops_before_writing_anything(sample_root, tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    data = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(sample_root, data)
+    subprocess.run([sys.executable, "-m", "hcd_kit", "prepare", "--data-dir", str(data)], env=env, check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "hcd_kit", "folds", "--data-dir", str(data)], env=env, check=True,
+                   capture_output=True, timeout=120)
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "hcd_kit", "train", "--data-dir", str(data), "--model", "uni",
+                          "--run-dir", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "MahmoodLab/uni" in lines[0] and "gated" in lines[0], res.stderr
+    assert not (tmp_path / "run").exists()
+    assert time.perf_counter() - t < 30  # interpreter + torch import included; the hub is never waited on

@@ -41,7 +41,7 @@ from hcd_kit.device import amp_dtype, resolve_device
 from hcd_kit.errors import ConfigError, DataError, TrainingError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
-from hcd_kit.model import check_model_name, save_weights
+from hcd_kit.model import check_model_name, save_weights, weights_source
 from hcd_kit.training.augment import mixup
 from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
@@ -108,8 +108,7 @@ def _train(
     """Check everything, record the run (unless ``record`` is off, as in a fold-parallel worker, whose one
     device and single strategy are not the run's settings), then train fold after fold."""
     check_model_name(cfg.model)
-    if cfg.weights is not None and not Path(cfg.weights).is_file():
-        raise ConfigError(f"weights file not found: {cfg.weights}")
+    weights_source(cfg.model, cfg.pretrained, cfg.weights)  # offline hub or a missing file: one line, now
     check_tracker(cfg.tracker)  # --tracker's package: one line now, not after a fold
     env = Env(device, amp_dtype(device, cfg.precision), info)
     store = open_store(data.packed_dir, "train")

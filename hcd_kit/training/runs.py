@@ -70,22 +70,29 @@ def resolve_config(
         if recipe is not None and cfg.recipe is not None and chosen.name != cfg.recipe:
             raise ConfigError(f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
                               f"(or start another --run-dir for {recipe})")
-    elif overrides.get("img_size") is None and (config_path is None or "img_size" not in read_toml(config_path)):
-        cfg = _backbone_img_size(cfg)
+    else:
+        chosen_keys = {k for k, v in overrides.items() if v is not None}
+        chosen_keys |= set(read_toml(config_path)) if config_path is not None else set()
+        cfg = _backbone_defaults(cfg, chosen_keys)
     return cfg, run
 
 
-def _backbone_img_size(cfg: TrainConfig) -> TrainConfig:
-    """A foundation model's own input size when no flag or config file chose one (a recipe's does not count)."""
+def _backbone_defaults(cfg: TrainConfig, chosen: set[str]) -> TrainConfig:
+    """A foundation model's own input size, and its pretrained weights, unless a flag or the config file chose
+    otherwise (a recipe's values do not count: recipes are written for ImageNet CNNs)."""
     from hcd_kit.backbones import resolve
 
     backbone = resolve(cfg.model)
     size = backbone.input_size
-    if size is None or size == cfg.img_size:
-        return cfg
-    console.print(f"note: --img-size {size} ({backbone.label}'s input size; patches are upscaled on the device)",
-                  soft_wrap=True)
-    return dataclasses.replace(cfg, img_size=size)
+    if "img_size" not in chosen and size is not None and size != cfg.img_size:
+        console.print(f"note: --img-size {size} ({backbone.label}'s input size; patches are upscaled on the device)",
+                      soft_wrap=True)
+        cfg = dataclasses.replace(cfg, img_size=size)
+    if "pretrained" not in chosen and backbone.kind != "timm" and not cfg.pretrained:
+        console.print(f"note: --pretrained ({backbone.label} is used for its weights; --no-pretrained trains the "
+                      "architecture from scratch)", soft_wrap=True)
+        cfg = dataclasses.replace(cfg, pretrained=True)
+    return cfg
 
 
 def read_split(layout: DataLayout, store: PackedStore) -> pd.DataFrame:
