@@ -24,12 +24,14 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "budget": "Plan RunClock Speeds Work fit_epochs format_duration parse_duration",
     "checkpoint": "FoldState Trainer load_checkpoint",
     "config": "AugmentConfig RUNTIME_KEYS TrainConfig",
+    "finetune": "param_groups prepare_model trainable_summary",
     "loop": "Hooks train",
     "optim": "Ema build_optimizer build_schedule",
     "recipes": "Recipe default_recipe list_recipes load_recipe recipe_config recipe_names",
     "runs": "FoldResult resolve_config",
     "speed": "measure_speeds plan_run",
     "step": "Env build_trainer train_input train_step",
+    "trackers": "Tracker check_tracker tracking",
 })
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
@@ -37,9 +39,11 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.training.budget import Plan, RunClock, Speeds, Work, fit_epochs, format_duration, parse_duration
     from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint
     from hcd_kit.training.config import AugmentConfig, RUNTIME_KEYS, TrainConfig
+    from hcd_kit.training.finetune import param_groups, prepare_model, trainable_summary
     from hcd_kit.training.loop import Hooks, train
     from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
     from hcd_kit.training.recipes import Recipe, default_recipe, list_recipes, load_recipe, recipe_config, recipe_names
     from hcd_kit.training.runs import FoldResult, resolve_config
     from hcd_kit.training.speed import measure_speeds, plan_run
     from hcd_kit.training.step import Env, build_trainer, train_input, train_step
+    from hcd_kit.training.trackers import Tracker, check_tracker, tracking
