@@ -251,12 +251,13 @@ def test_foundation_models_default_to_their_input_size(tmp_path, capsys):
     assert note in capsys.readouterr().out
 
     cfg, _ = resolve_config(None, {"model": "kaiko-vits16", "device": "cpu", "img_size": 96}, tmp_path / "b", False)
-    assert cfg.img_size == 96 and "note" not in capsys.readouterr().out  # a flag wins
+    assert cfg.img_size == 96 and "--img-size" not in capsys.readouterr().out  # a flag wins
     toml = tmp_path / "train.toml"
     toml.write_text('model = "kaiko-vits16"\nimg_size = 128\n')
     assert resolve_config(toml, {"device": "cpu"}, tmp_path / "c", resume=False)[0].img_size == 128  # so does a file
     assert resolve_config(None, {"device": "cpu"}, tmp_path / "d", resume=False)[0].img_size != 224  # a timm CNN
 
+    capsys.readouterr()
     run = tmp_path / "run"  # resume keeps the run's recorded size
     run.mkdir()
     (run / "config.toml").write_text('model = "kaiko-vits16"\nimg_size = 96\n')
