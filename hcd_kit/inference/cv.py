@@ -150,13 +150,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def best_epoch_row(history: pd.DataFrame) -> int:
-    """Position of a fold's best epoch in its history: the highest val AUC, else (no AUC) the lowest val loss."""
-    auc = pd.to_numeric(history["val_auc"], errors="coerce")
-    if auc.notna().any():
-        return int(np.nanargmax(auc.to_numpy(float)))
-    loss = pd.to_numeric(history["val_loss"], errors="coerce")
-    return int(np.nanargmin(loss.to_numpy(float))) if loss.notna().any() else len(history) - 1
+def best_epoch_row(history: pd.DataFrame) -> int | None:
+    """Position of the fold's epoch whose weights became ``best.pt``: training keeps the first epoch with the
+    highest val AUC (validation loss, negated, where the AUC is undefined); None for an empty history."""
+    if history.empty:
+        return None
+    auc = pd.to_numeric(history["val_auc"], errors="coerce").to_numpy(float)
+    score = np.where(np.isfinite(auc), auc, -pd.to_numeric(history["val_loss"], errors="coerce").to_numpy(float))
+    if not np.isfinite(score).any():
+        return None
+    return int(np.argmax(np.where(np.isfinite(score), score, -np.inf)))
 
 
 def learning_curves_figure(histories: dict[int, pd.DataFrame]):
@@ -174,7 +177,10 @@ def learning_curves_figure(histories: dict[int, pd.DataFrame]):
         ax_loss.plot(h["epoch"], h["train_loss"], color=color, label=f"fold {k} train")
         ax_loss.plot(h["epoch"], h["val_loss"], color=color, linestyle="--", label=f"fold {k} val")
         ax_auc.plot(h["epoch"], h["val_auc"], color=color, marker="o", markersize=3, label=f"fold {k}")
-        best = h.iloc[best_epoch_row(h)]
+        row = best_epoch_row(h)
+        if row is None:
+            continue
+        best = h.iloc[row]
         for ax, column in ((ax_loss, "val_loss"), (ax_auc, "val_auc")):
             ax.plot([best["epoch"]], [best[column]], color=color, gid=f"best fold {k}", label="_best", **star)
     ax_loss.set(title="loss", xlabel="epoch", ylabel="BCE loss")

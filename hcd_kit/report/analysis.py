@@ -85,12 +85,10 @@ def calibration(labels, probs, n_bins: int = 10) -> Calibration:
 
 
 def best_epoch(history: pd.DataFrame) -> int | None:
-    """The epoch whose weights became ``best.pt``: training keeps the first epoch with the highest val AUC
-    (validation loss, negated, where a fold's AUC is undefined)."""
-    if history.empty:
-        return None
-    auc = pd.to_numeric(history["val_auc"], errors="coerce").to_numpy(float)
-    score = np.where(np.isfinite(auc), auc, -pd.to_numeric(history["val_loss"], errors="coerce").to_numpy(float))
-    if not np.isfinite(score).any():
-        return None
-    return int(history["epoch"].iloc[int(np.nanargmax(np.where(np.isfinite(score), score, -np.inf)))])
+    """The epoch whose weights became ``best.pt`` (training's rule, as ``hcd cv``'s curves mark it)."""
+    from hcd_kit.inference.cv import best_epoch_row
+
+    row = best_epoch_row(history)
+    return None if row is None else int(history["epoch"].iloc[row])
+
+
