@@ -183,6 +183,10 @@ def test_a_run_folder_given_alone_and_an_empty_folder(project, monkeypatch, tmp_
     monkeypatch.chdir(project)
     rows = json.loads(runner.invoke(app, ["runs", "runs/real", "--json", "--no-page"]).stdout)
     assert [r["run"] for r in rows] == ["real"]
+    assert runner.invoke(app, ["runs", "runs/real"]).exit_code == 0
+    assert not (project / "runs" / "real" / "index.html").exists()  # a run folder keeps only what runs write
+    assert '<a href="real/report.html">' in (project / "runs" / "index.html").read_text() or \
+        "hcd report --run-dir runs/real" in (project / "runs" / "index.html").read_text()
     empty = tmp_path / "empty"
     empty.mkdir()
     res = runner.invoke(app, ["runs", str(empty)])

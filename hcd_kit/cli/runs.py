@@ -34,8 +34,8 @@ def runs(
     Finds the runs under runs/, or in each DIR given (a run folder, or one holding runs). CV AUC is the pooled
     out-of-fold AUC of RUN/fold*/oof.csv (as `hcd cv`); TTA AUC is that of RUN/oof_tta{N}.csv for the largest N
     (`hcd predict --tta N`); the time is summed over folds from train.log; the scores come from the ledger's
-    submissions whose sidecar names the run. A broken run is a row with a note. Also writes DIR/index.html,
-    a self-contained page with the same table and a link to each run's report.html (`hcd report`).
+    submissions whose sidecar names the run. A broken run is a row with a note. Also writes DIR/index.html (for
+    the first DIR; its parent when DIR is itself a run), a self-contained page with the same table and a link to each run's report.html (`hcd report`).
 
     Example: hcd runs --sort cv_auc_tta
     """
@@ -51,7 +51,7 @@ def runs(
     from hcd_kit.errors import ConfigError, DataError, HcdError
     from hcd_kit.inference.runs_page import write_page
     from hcd_kit.inference.runs_table import (
-        COLUMNS, DISPLAY, NUMERIC, TIME_NOTE, cells, check_sort, find_runs, runs_table,
+        COLUMNS, DISPLAY, NUMERIC, TIME_NOTE, cells, check_sort, find_runs, is_run, runs_table,
     )
     from hcd_kit.kaggle.ledger import ledger_path, read_ledger
 
@@ -72,7 +72,8 @@ def runs(
         records = []
     rows = runs_table(found, folders, records, sort)
     if page:
-        written = write_page(rows, folders[0] / "index.html")
+        home = folders[0].parent if is_run(folders[0]) else folders[0]  # never inside a run folder
+        written = write_page(rows, home / "index.html")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv:
