@@ -103,3 +103,54 @@ def test_hub_cache_vit_embed_probe_and_blend_with_a_cnn_run(data, tmp_path):
     oof_probe = pd.read_csv(probe / "oof_tta2.csv").sort_values("id")
     assert oof_cnn["id"].tolist() == oof_probe["id"].tolist()  # the same split: every OOF id lines up
     assert (oof_cnn["fold"].to_numpy() == oof_probe["fold"].to_numpy()).all()
+
+
+def _split_subset(root: Path, dest: Path, ids: list[str], test_ids: list[str]) -> Path:
+    """``ids`` of ``root`` (and its test patches ``test_ids``) in the competition layout under ``dest``."""
+    import shutil
+
+    labels = pd.read_csv(root / "train_labels.csv", dtype={"id": str}).set_index("id").loc[ids].reset_index()
+    (dest / "train").mkdir(parents=True)
+    (dest / "test").mkdir()
+    for i in ids:
+        shutil.copyfile(root / "train" / f"{i}.tif", dest / "train" / f"{i}.tif")
+    for i in test_ids:
+        shutil.copyfile(root / "test" / f"{i}.tif", dest / "test" / f"{i}.tif")
+    labels.to_csv(dest / "train_labels.csv", index=False)
+    pd.DataFrame({"id": test_ids, "label": 0}).to_csv(dest / "sample_submission.csv", index=False)
+    return dest
+
+
+def test_an_exported_fold_embeds_patches_it_never_saw_well_above_chance(mini_root, tmp_path):
+    """hcd-mini split in two disjoint halves: a CNN fold trained on half A, exported as a timm local-dir folder,
+    embeds half B; a probe on B beats chance by far, and the blend with a CNN run on B reports its gain."""
+    from hcd_kit.data import create_folds, prepare
+    from hcd_kit.inference import predict_run
+    from hcd_kit.training import TrainConfig, train
+
+    labels = pd.read_csv(mini_root / "train_labels.csv", dtype={"id": str}).sample(n=800, random_state=0)
+    test_ids = pd.read_csv(mini_root / "sample_submission.csv", dtype={"id": str})["id"].head(20).tolist()
+    a = _split_subset(mini_root, tmp_path / "A", labels["id"][:400].tolist(), test_ids)
+    b = _split_subset(mini_root, tmp_path / "B", labels["id"][400:].tolist(), test_ids)
+    for data in (a, b):
+        prepare(data, workers=1)
+        create_folds(data, n_folds=3, seed=0)
+    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=64, threads=1, batch_size=32,
+                      epochs=4, lr=3e-3, precision="fp32")
+    train(cfg, a, tmp_path / "runA", folds=[0])
+    _hcd("weights", "export", tmp_path / "runA", "--fold", "0", "--out", tmp_path / "backbone")
+
+    _hcd("embed", "--data-dir", b, "--model", f"local-dir:{tmp_path / 'backbone'}", "--tta", "2", "--out",
+         tmp_path / "features", "--device", "cpu")
+    out = _hcd("probe", "--features", tmp_path / "features", "--data-dir", b, "--run-dir", tmp_path / "probe")
+    probe = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    auc = float(re.search(r"OOF AUC\s+all\s+[\d,]+\s+(\d\.\d{4})", out).group(1))
+    assert auc > 0.75, out  # chance is 0.5; the backbone never saw these patches
+    assert probe["folds"]
+
+    cnn = _cnn_run(b, tmp_path / "cnnB")
+    predict_run(b, cnn, tta=2, device="cpu", precision="fp32")
+    blend = _hcd("ensemble", cnn, tmp_path / "probe", "--weights", "auto", "--out", tmp_path / "blend.csv",
+                 "--data-dir", b)
+    assert re.search(r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight \w+ \d\.\d{4} "
+                     r"\([+-]\d\.\d{4}\)", blend), blend
