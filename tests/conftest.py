@@ -90,6 +90,29 @@ def make_subset(src: Path, dest: Path, n_train: int = 64, n_test: int = 16, seed
     return dest
 
 
+def hub_snapshot(hf_home: Path, repo_id: str) -> Path:
+    """The snapshot folder of ``repo_id`` in a Hugging Face hub cache under ``hf_home`` (HF_HOME), laid out as
+    huggingface_hub leaves it after a download (``hub/models--ORG--NAME/{refs/main, snapshots/rev0}``): files
+    written into it are what the hub client finds "downloaded", offline."""
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / "rev0"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text("rev0")
+    return snap
+
+
+def save_timm(model, folder: Path) -> Path:
+    """``model``'s weights and timm's ``config.json`` in ``folder``: a ``local-dir:`` folder or a hub snapshot."""
+    from safetensors.torch import save_file
+    from timm.models._hub import save_config_for_hf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), folder / "model.safetensors")
+    save_config_for_hf(model, str(folder / "config.json"))
+    return folder
+
+
 @pytest.fixture
 def subset_factory(sample_root, tmp_path):
     """``subset_factory(n_train=64, n_test=16)`` -> a fresh competition-layout folder of real patches under tmp_path.

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
 
+from conftest import hub_snapshot, save_timm
 from hcd_kit.backbones import entries, get_entry, resolve
 from hcd_kit.backbones.registry import import_kwargs, symbolic_kwargs
 from hcd_kit.cli import main
@@ -120,14 +119,8 @@ def _tiny_vit(**kw):
 
 
 def _hub_cache(root: Path, repo_id: str, model) -> Path:
-    """Lay out a hub cache as huggingface_hub leaves it after downloading ``repo_id``."""
-    repo = root / "hub" / f"models--{repo_id.replace('/', '--')}"
-    snap = repo / "snapshots" / "rev0"
-    snap.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("rev0")
-    save_file(model.state_dict(), snap / "model.safetensors")
-    save_config_for_hf(model, str(snap / "config.json"))
+    """HF_HOME ``root`` whose hub cache holds ``model`` as ``repo_id``, as after a download."""
+    save_timm(model, hub_snapshot(root, repo_id))
     return root
 
 
@@ -177,10 +170,7 @@ def test_any_hub_id_loads_from_the_cache(tmp_path):
 
 def test_local_dir_folder_loads_offline(tmp_path):
     source = _tiny_vit()
-    folder = tmp_path / "w"
-    folder.mkdir()
-    save_file(source.state_dict(), folder / "model.safetensors")
-    save_config_for_hf(source, str(folder / "config.json"))
+    folder = save_timm(source, tmp_path / "w")
     model = create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
 

@@ -22,10 +22,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
 from typer.testing import CliRunner
 
+from conftest import hub_snapshot, save_timm
 from hcd_kit.cli import app
 from hcd_kit.data import open_store, prepare
 from hcd_kit.errors import ConfigError, DataError
@@ -45,16 +44,8 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     torch.manual_seed(0)
     net = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
                             num_classes=0).eval()
-    folder = root / "local"
-    folder.mkdir()
-    save_config_for_hf(net, str(folder / "config.json"))
-    save_file(net.state_dict(), folder / "model.safetensors")
-    repo = root / "hf" / "hub" / f"models--{HUB_ID.replace('/', '--')}"
-    (repo / "snapshots" / "rev0").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("rev0")
-    for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(folder / name, repo / "snapshots" / "rev0" / name)
+    folder = save_timm(net, root / "local")
+    save_timm(net, hub_snapshot(root / "hf", HUB_ID))
     return SimpleNamespace(net=net, spec=f"local-dir:{folder}", folder=folder, hf_home=root / "hf")
 
 

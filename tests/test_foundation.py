@@ -15,11 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import timm
-from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
 from typer.testing import CliRunner
 
-from conftest import make_subset
+from conftest import hub_snapshot, make_subset, save_timm
 from hcd_kit.cli import app
 from hcd_kit.inference import validate_submission
 
@@ -45,13 +43,7 @@ def _tiny_vit_in_hub_cache(home: Path, repo_id: str) -> None:
     """A tiny ViT (the architecture of the registry's ViTs at 32 dims) laid out as the hub cache keeps a download."""
     model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32, embed_dim=32,
                               depth=2, num_heads=2)
-    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
-    snap = repo / "snapshots" / "rev0"
-    snap.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("rev0")
-    save_file(model.state_dict(), snap / "model.safetensors")
-    save_config_for_hf(model, str(snap / "config.json"))
+    save_timm(model, hub_snapshot(home, repo_id))
 
 
 @pytest.fixture(params=["sample_root", pytest.param("mini_root", marks=pytest.mark.shared_data)])

@@ -16,6 +16,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from conftest import hub_snapshot
+
 REPO = "timm/test_resnet.r160_in1k"  # test_resnet's default pretrained tag on the hub
 
 LOAD = """
@@ -40,12 +42,8 @@ def _run(tmp_path: Path, hf_home: Path) -> subprocess.CompletedProcess:
 
 def test_pretrained_weights_come_from_the_hub_cache(tmp_path):
     # Lay out the hub cache exactly as huggingface_hub does after a download, then load "from the hub".
-    repo = tmp_path / "hf" / "hub" / f"models--{REPO.replace('/', '--')}"
-    (repo / "snapshots" / "rev0").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("rev0")
     source = timm.create_model("test_resnet", num_classes=1000)
-    save_file(source.state_dict(), repo / "snapshots" / "rev0" / "model.safetensors")
+    save_file(source.state_dict(), hub_snapshot(tmp_path / "hf", REPO) / "model.safetensors")
 
     res = _run(tmp_path, tmp_path / "hf")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import hub_snapshot
 from hcd_kit.backbones import get_entry
 
 MODEL = "test_resnet"  # a tiny timm model (0.5 M parameters); its "pretrained" weights are made here, no hub
@@ -341,11 +342,7 @@ def kaiko_hub(tmp_path) -> tuple[Path, dict]:
     import torch
     from safetensors.torch import save_file
 
-    repo = tmp_path / "hf" / "hub" / f"models--{KAIKO_HUB.replace('/', '--')}"
-    snap = repo / "snapshots" / "rev0"
-    snap.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("rev0")
+    snap = hub_snapshot(tmp_path / "hf", KAIKO_HUB)
     torch.manual_seed(7)
     net = timm.create_model("vit_small_patch16_224", num_classes=0, dynamic_img_size=True)
     state = {k: v.contiguous().clone() for k, v in net.state_dict().items()}
