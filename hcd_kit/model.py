@@ -90,9 +90,11 @@ def create_model(
         ) from None
     if backbone.renormalise:
         entry = backbone.entry
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        mean = entry.mean if entry is not None and entry.mean else cfg.get("mean", IMAGENET_MEAN)
-        std = entry.std if entry is not None and entry.std else cfg.get("std", IMAGENET_STD)
+        if entry is not None:  # the registry decides (ImageNet's when it names none), however the model was built:
+            mean, std = entry.mean or IMAGENET_MEAN, entry.std or IMAGENET_STD  # a bare architecture's cfg is not it
+        else:  # a hub or local-dir model: its own config.json
+            cfg = getattr(model, "pretrained_cfg", {}) or {}
+            mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
         set_input_normalisation(model, mean, std)
     return model
 
@@ -115,6 +117,8 @@ def weights_source(name: str, pretrained: bool, weights: str | os.PathLike[str] 
                 raise ConfigError(f"--weights with {name}: name the architecture instead (a timm or registry name)")
             return backbone.entry.architecture, None
         return backbone.name, None
+    if not pretrained and backbone.kind == "hf-hub" and backbone.entry is not None:
+        return backbone.entry.architecture, None  # the registry builds it offline (a run rebuilt to predict)
     if backbone.hub_id is not None and (pretrained or backbone.kind == "hf-hub"):
         gated = bool(backbone.entry and backbone.entry.gated)
         needs = (("config.json",), WEIGHT_FILES) if pretrained else (("config.json",),)

@@ -267,3 +267,13 @@ def test_offline_training_of_a_gated_model_stops_before_writing_anything(sample_
     assert len(lines) == 1 and "MahmoodLab/uni" in lines[0] and "gated" in lines[0], res.stderr
     assert not (tmp_path / "run").exists()
     assert time.perf_counter() - t < 30  # interpreter + torch import included; the hub is never waited on
+
+
+@pytest.mark.parametrize("name", ["uni", "hf-hub:MahmoodLab/uni"])
+def test_registry_normalisation_does_not_depend_on_how_the_model_was_built(name, monkeypatch):
+    """UNI wants ImageNet statistics: rebuilt offline from its bare architecture (whose timm default cfg says
+    0.5/0.5) to predict a fine-tuned run, it must see the same input as when its hub weights were loaded."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an hf-hub: id the registry knows builds without the hub too
+    model = create_model(name, pretrained=False, num_classes=1)
+    assert input_normalisation(model) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert not model._forward_pre_hooks
