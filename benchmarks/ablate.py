@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  if "auc" in res else res["error"]), flush=True)
     summary = {}
     for name, rs in results.items():
-        aucs = [r["auc"] for r in sorted(rs, key=lambda r: r["seed"]) if "auc" in r]
+        rs = sorted(rs, key=lambda r: r["seed"])  # completion order differs with --jobs > 1
+        aucs = [r["auc"] for r in rs if "auc" in r]
         summary[name] = {
             "overrides": found[name], "seeds": [r["seed"] for r in rs if "auc" in r], "aucs": aucs,
             "mean": statistics.fmean(aucs) if aucs else None,

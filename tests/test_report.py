@@ -257,6 +257,16 @@ def test_a_run_without_weights_or_packed_data_still_renders(tiny, tmp_path):
     assert "<img" not in section(text, "errors") and "<img" in section(text, "learning-curves")
 
 
+def test_a_damaged_fold_weights_file_is_a_note_not_a_failure(tiny, tmp_path):
+    run = tmp_path / "damaged"
+    shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report.html"))
+    (run / "fold1" / "best.pt").write_bytes(b"not a weights file")
+    res = build_report(run, tiny["data"], ledger=tmp_path / "none.jsonl", n_errors=5, device="cpu")
+    text = res.out.read_text(encoding="utf-8")
+    assert "fold 1:" in section(text, "gradcam") and "not a readable weights file" in section(text, "gradcam")
+    assert "<img" in section(text, "gradcam") or all(c.fold == 1 for c in res.fp + res.fn)  # fold 0 still explained
+
+
 def test_bad_input_is_one_line(tmp_path):
     res = runner.invoke(app, ["report", "--run-dir", str(tmp_path / "nowhere")])
     assert res.exit_code == 1 and "not found" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -34,9 +34,7 @@ def report(
     from hcd_kit.console import console
     from hcd_kit.report import build_report
 
-    from hcd_kit.kaggle.ledger import ledger_path
-
-    res = build_report(run_dir, data_dir=data_dir, out=out, ledger=ledger_path(ledger), n_errors=n_errors, device=device)
+    res = build_report(run_dir, data_dir=data_dir, out=out, ledger=ledger, n_errors=n_errors, device=device)
     for section, note in res.notes.items():
         console.print(f"note ({section}): {note}", soft_wrap=True, highlight=False)
     console.print(f"threshold {res.threshold:.4f} (Youden): {len(res.fp)} false positive(s), {len(res.fn)} false "

@@ -98,12 +98,15 @@ def _version() -> str:
 
 def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] = "data",
                  out: str | os.PathLike[str] | None = None,
-                 ledger: str | os.PathLike[str] = Path("submissions") / "ledger.jsonl",
+                 ledger: str | os.PathLike[str] | None = None,
                  n_errors: int = 12, device: str = "auto") -> ReportResult:
-    """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and say what is in it."""
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and say what is in it; the
+    ledger is found as `hcd submit` finds it (``kaggle.ledger.ledger_path``) unless ``ledger`` is given."""
+    from hcd_kit.kaggle.ledger import ledger_path
+
     if n_errors < 0:
         raise ConfigError(f"--n-errors must be >= 0, got {n_errors}")
-    data = collect(run_dir, data_dir, ledger)
+    data = collect(run_dir, data_dir, ledger_path(ledger))
     oof, notes = data.pooled, dict(data.notes)
     y, p = oof["label"].to_numpy(np.int64), oof["prob"].to_numpy(float)
     threshold = youden_threshold(y, p)

@@ -104,7 +104,11 @@ def gradcam_cards(run_dir: str | os.PathLike[str], gallery: Gallery, device: str
         if not run.best(k).is_file():
             notes.append(f"fold {k} has no best.pt ({len(mine)} patch(es) not explained)")
             continue
-        model = load_fold_model(run_dir, k, spec, dev)
+        try:
+            model = load_fold_model(run_dir, k, spec, dev)
+        except DataError as exc:  # a damaged or mismatched best.pt: the page says so, the rest still renders
+            notes.append(f"fold {k}: {exc}")
+            continue
         for p in model.parameters():
             p.requires_grad_(False)  # gradients are wanted for activations only
         try:

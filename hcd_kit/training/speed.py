@@ -33,7 +33,7 @@ from hcd_kit.device import amp_dtype, resolve_device
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.layout import DataLayout, RunLayout
-from hcd_kit.model import check_model_name, save_weights
+from hcd_kit.model import check_model_name, save_weights, weights_source
 from hcd_kit.training.augment import mixup
 from hcd_kit.training.budget import MARGIN, TTA, Plan, RunClock, Speeds, Work, clock_time, fit_epochs, parse_duration
 from hcd_kit.training.checkpoint import FoldState, save_checkpoint
@@ -103,8 +103,7 @@ def start_budget(
 
 def _check(cfg: TrainConfig) -> None:
     check_model_name(cfg.model)
-    if cfg.weights is not None and not Path(cfg.weights).is_file():
-        raise ConfigError(f"weights file not found: {cfg.weights}")
+    weights_source(cfg.model, cfg.pretrained, cfg.weights)  # as `hcd train`: offline hub, missing file: one line
 
 
 def _lanes(cfg: TrainConfig, wanted: list[int]) -> int:
