@@ -28,11 +28,12 @@ from torch import nn
 from hcd_kit.choices import Precision, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.console import progress
-from hcd_kit.data import BatchLoader, PackedStore, open_store
+from hcd_kit.data import BatchLoader, PackedStore
 from hcd_kit.device import amp_dtype, autocast, resolve_device
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features.store import (SplitWriter, check_compatible, data_identity, read_manifest, remove_store,
                                     write_manifest)
+from hcd_kit.inference.predict import open_split
 from hcd_kit.inference.tta import tta_stack, tta_transforms
 from hcd_kit.layout import SPLITS, DataLayout
 from hcd_kit.preprocess import to_input
@@ -77,25 +78,6 @@ class PooledFeatures(nn.Module):
             x = out[0] if isinstance(out, tuple) else (x if out is None else out)
         tokens = self.model.forward_features(x)
         return torch.cat([tokens[:, 0], tokens[:, self.model.num_prefix_tokens:].mean(1)], dim=1)
-
-
-def open_split(data_dir: str | os.PathLike[str], split: str) -> PackedStore:
-    """One split of ``DIR``'s packed store, packing ``DIR/{split}`` first when it is not packed yet."""
-    layout = DataLayout.of(data_dir)
-    try:
-        return open_store(layout.packed_dir, split)  # type: ignore[arg-type]
-    except DataError:
-        source = layout.train_dir if split == "train" else layout.test_dir
-        if not source.is_dir():
-            raise DataError(f"no packed {split} store and no {source} folder; get the data with `hcd download`") \
-                from None
-    if not os.access(layout.root, os.W_OK):
-        raise DataError(f"{layout.root} is read-only, so {split}/ cannot be packed there; link the competition's "
-                        "files into a writable folder and pass that as --data-dir")
-    from hcd_kit.data.pack import prepare
-
-    prepare(layout.root, splits=(split,))
-    return open_store(layout.packed_dir, split)  # type: ignore[arg-type]
 
 
 def _check_options(tta: int, precision: str, batch_size: int, img_size: int | None, splits: list[str]) -> None:

@@ -37,7 +37,8 @@ from hcd_kit.config import check_choice, dumps_toml, read_toml
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features import ProbeHead
 from hcd_kit.features.store import FeatureSplit, open_features
-from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from hcd_kit.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from hcd_kit.inference.oof import write_oof
 from hcd_kit.inference.submission import sample_ids, write_sidecar, write_submission
 from hcd_kit.layout import OOF_COLUMNS, DataLayout, RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
@@ -145,13 +146,6 @@ def _fold_of(train: FeatureSplit, data: DataLayout, features: Path) -> np.ndarra
     return read_folds(data.folds_csv, ids=train.ids)["fold"].to_numpy()
 
 
-def _write_oof(path: Path, ids, fold: np.ndarray, prob: np.ndarray, label: np.ndarray) -> Path:
-    frame = pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, fold, prob, label.astype(np.int64)))))
-    with atomic_open(path, "w", newline="") as fh:
-        frame.to_csv(fh, index=False)
-    return path
-
-
 def _fit_fold(head: str, c, seed: int, x: np.ndarray, y: np.ndarray, fold: int, notes: list[str]):
     """Fit one fold's probe; returns (model, C used)."""
     from sklearn.exceptions import ConvergenceWarning
@@ -223,7 +217,7 @@ def probe(
         model, used_c = _fit_fold(head, c, seed, x0[tr], y[tr], k, notes)
         val = _views_prob(model, train.features, va)
         test_probs.append(_views_prob(model, test.features, test_rows).mean(axis=1))
-        written.append(_write_oof(run.oof(k), train.ids[va], np.full(len(va), k), val[:, 0], y[va]))
+        written.append(write_oof(run.oof(k), train.ids[va], np.full(len(va), k), val[:, 0], y[va]))
         oof_1.append(pd.DataFrame({"id": train.ids[va], "fold": k, "prob": val[:, 0], "label": y[va]}))
         oof_n.append(oof_1[-1].assign(prob=val.mean(axis=1)))
         scores.append(ProbeFold(k, len(tr), len(va), roc_auc(y[va], val[:, 0]), roc_auc(y[va], val.mean(axis=1)),
@@ -232,7 +226,7 @@ def probe(
     auc_1, auc_n = roc_auc(pooled_1["label"], pooled_1["prob"]), roc_auc(pooled_n["label"], pooled_n["prob"])
     tta_file = None
     if views > 1:
-        tta_file = _write_oof(run.oof_tta(views), *(pooled_n[col].to_numpy() for col in OOF_COLUMNS))
+        tta_file = write_oof(run.oof_tta(views), *(pooled_n[col].to_numpy() for col in OOF_COLUMNS))
         written.append(tta_file)
 
     out = write_submission(ids, np.mean(test_probs, axis=0), run.root / "submission.csv")

@@ -19,7 +19,7 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "ensemble": "EnsembleResult check_weights ensemble_runs parse_weights",
     "export": "ExportResult export_fold save_local_dir",
     "oof": "OofAuc read_oof read_run_oof",
-    "predict": "PredictResult open_test_store predict_run predict_views to_device",
+    "predict": "PredictResult open_split open_test_store predict_run predict_views to_device",
     "pseudo": "PseudoSelection select_pseudo",
     "runs": "RunModel expected_folds load_fold_model read_run_model select_folds",
     "runs_table": "find_runs runs_table sort_rows",
@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.inference.ensemble import EnsembleResult, check_weights, ensemble_runs, parse_weights
     from hcd_kit.inference.export import ExportResult, export_fold, save_local_dir
     from hcd_kit.inference.oof import OofAuc, read_oof, read_run_oof
-    from hcd_kit.inference.predict import PredictResult, open_test_store, predict_run, predict_views, to_device
+    from hcd_kit.inference.predict import (
+        PredictResult, open_split, open_test_store, predict_run, predict_views, to_device
+    )
     from hcd_kit.inference.pseudo import PseudoSelection, select_pseudo
     from hcd_kit.inference.runs import RunModel, expected_folds, load_fold_model, read_run_model, select_folds
     from hcd_kit.inference.runs_page import write_page

@@ -125,17 +125,24 @@ def oof_auc(store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np
     return OofAuc(tta=tta, auc_1=roc_auc(y, p1), auc_n=roc_auc(y, pn), per_fold=per_fold)
 
 
+def write_oof(path: str | os.PathLike[str], ids, fold, probs: np.ndarray, labels: np.ndarray) -> Path:
+    """An OOF file (``OOF_COLUMNS``: id, fold (one number or one per row), prob, label), written atomically:
+    ``hcd train``'s ``fold*/oof.csv``, ``hcd predict``'s and ``hcd probe``'s ``oof_tta{N}.csv``."""
+    frame = pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, fold, probs, np.asarray(labels).astype(np.int64)))))
+    with atomic_open(path, "w", newline="") as fh:
+        frame.to_csv(fh, index=False)
+    return Path(path)
+
+
 def write_tta_oof(run_dir, store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np.ndarray],
                   tta: int) -> Path:
-    """``RUN/oof_tta{tta}.csv`` (``OOF_COLUMNS``): each fold's validation rows, their ``tta`` views averaged
-    as in the test predictions; written atomically. Returns its path."""
-    frame = pd.concat([pd.DataFrame({"id": store.ids[idx], "fold": k, "prob": sigmoid_mean(views[k]),
-                                     "label": store.labels[idx].astype(np.int64)}) for k, idx in rows.items()],
-                      ignore_index=True)
-    path = RunLayout.of(run_dir).oof_tta(tta)
-    with atomic_open(path, "w", newline="") as fh:
-        frame[list(OOF_COLUMNS)].to_csv(fh, index=False)
-    return path
+    """``RUN/oof_tta{tta}.csv``: each fold's validation rows, their ``tta`` views averaged as in the test
+    predictions. Returns its path."""
+    order = list(rows)
+    return write_oof(RunLayout.of(run_dir).oof_tta(tta), np.concatenate([store.ids[rows[k]] for k in order]),
+                     np.concatenate([np.full(len(rows[k]), k) for k in order]),
+                     np.concatenate([sigmoid_mean(views[k]) for k in order]),
+                     np.concatenate([store.labels[rows[k]] for k in order]))
 
 
 def read_tta_oof(run_dir: str | os.PathLike[str], tta: int) -> pd.DataFrame | None:

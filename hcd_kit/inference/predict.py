@@ -35,7 +35,7 @@ from hcd_kit.choices import BlendMode, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean
 from hcd_kit.inference.tta import tta_stack, tta_views
-from hcd_kit.layout import DataLayout, RunLayout
+from hcd_kit.layout import DataLayout, RunLayout, Split
 from hcd_kit.metrics import finite_or_none
 from hcd_kit.preprocess import to_input
 
@@ -98,25 +98,31 @@ def predict_views(
     return views[np.searchsorted(order, indices)]  # back to the caller's order
 
 
-def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
-    """The packed test store of ``DIR``, packing ``DIR/test`` first when it is not packed yet."""
+def open_split(data_dir: str | os.PathLike[str], split: Split) -> PackedStore:
+    """One split of ``DIR``'s packed store, packing ``DIR/{split}`` first when it is not packed yet."""
     layout = DataLayout.of(data_dir)
     try:
-        return open_store(layout.packed_dir, "test")
+        return open_store(layout.packed_dir, split)
     except DataError:
-        if not layout.test_dir.is_dir():
-            raise DataError(
-                f"no packed test store and no {layout.test_dir} folder; get the data with `hcd download`"
-            ) from None
+        source = layout.train_dir if split == "train" else layout.test_dir
+        if not source.is_dir():
+            raise DataError(f"no packed {split} store and no {source} folder; get the data with `hcd download`") \
+                from None
     if not os.access(layout.root, os.W_OK):
+        csv = "sample_submission.csv" if split == "test" else "train_labels.csv"
         raise DataError(
-            f"{layout.root} is read-only, so test/ cannot be packed there; link test/ and sample_submission.csv "
+            f"{layout.root} is read-only, so {split}/ cannot be packed there; link {split}/ and {csv} "
             "into a writable folder and pass that as --data-dir"
         )
     from hcd_kit.data.pack import prepare
 
-    prepare(layout.root, splits=("test",))
-    return open_store(layout.packed_dir, "test")
+    prepare(layout.root, splits=(split,))
+    return open_store(layout.packed_dir, split)
+
+
+def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
+    """The packed test store of ``DIR``, packing ``DIR/test`` first when it is not packed yet."""
+    return open_split(data_dir, "test")
 
 
 def _check_options(tta: int, ensemble: str, batch_size: int) -> None:

@@ -27,7 +27,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,6 +40,7 @@ from hcd_kit.device import amp_dtype, resolve_device
 from hcd_kit.errors import ConfigError, DataError, TrainingError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
+from hcd_kit.inference.oof import write_oof
 from hcd_kit.model import check_model_name, save_weights, weights_source
 from hcd_kit.training.augment import mixup
 from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint, save_checkpoint
@@ -53,7 +53,7 @@ from hcd_kit.training.distributed import (
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
     FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_run,
-    write_history, write_oof, write_summary,
+    write_history, write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
 from hcd_kit.training.step import Env, build_trainer, train_input, train_step

@@ -26,7 +26,7 @@ from hcd_kit.console import console
 from hcd_kit.data.store import PackedStore
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_text
-from hcd_kit.layout import HISTORY_COLUMNS, OOF_COLUMNS, DataLayout, RunLayout
+from hcd_kit.layout import HISTORY_COLUMNS, DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
 from hcd_kit.training.checkpoint import FoldState, read_fold_state
 from hcd_kit.training.config import RUNTIME_KEYS, TrainConfig
@@ -190,12 +190,6 @@ def write_summary(results: dict[int, FoldResult], run: RunLayout, log: RunLog) -
     if pooled is not None:
         auc = roc_auc(pooled["label"], pooled["prob"])
         log(f"CV AUC (pooled OOF of {pooled['fold'].nunique()} fold(s), {len(pooled)} images): {auc:.4f}")
-
-
-def write_oof(path: Path, ids: np.ndarray, fold: int, probs: np.ndarray, labels: np.ndarray) -> None:
-    frame = pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, fold, probs, labels.astype(np.int64)))))
-    with atomic_open(path, "w", newline="") as fh:
-        frame.to_csv(fh, index=False)
 
 
 def write_history(path: Path, history: list[dict]) -> None:
