@@ -7,13 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from hcd_kit.cli.predict import _auc
 from hcd_kit.cli._app import command, parse_folds
 from hcd_kit.choices import Precision, TtaViews
 from hcd_kit.features import ProbeHead
-
-
-def _auc(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{x:.4f}"
 
 
 @command()

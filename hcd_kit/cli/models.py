@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from hcd_kit.cli._app import command
+from hcd_kit.training.costs import COMPETITION_SIZE
 
-PATCHES = 220_025 + 57_458  # the competition's train + test patches: one pass of `hcd embed`
+PATCHES = sum(COMPETITION_SIZE)  # the competition's train + test patches: one pass of `hcd embed`
 
 
 def _hours(images_per_s: float, views: int = 1) -> str:

@@ -41,12 +41,17 @@ def check_hub_secret(name: str) -> None:
         raise ConfigError("--hub-secret: use the name of a Kaggle secret (letters, digits, '_' or '-', e.g. HF_TOKEN)")
 
 
-def models_named(args: str, flag: str = "--train-args") -> list[str]:
-    """Every ``--model`` value in ``hcd train`` flags ``args``."""
+def _words(args: str, flag: str = "--train-args") -> list[str]:
+    """``hcd train`` flags ``args`` split as a shell would; a one-line ConfigError naming ``flag`` otherwise."""
     try:
-        words = shlex.split(args or "")
+        return shlex.split(args or "")
     except ValueError as exc:
         raise ConfigError(f"{flag} {args!r}: {exc}") from None
+
+
+def models_named(args: str, flag: str = "--train-args") -> list[str]:
+    """Every ``--model`` value in ``hcd train`` flags ``args``."""
+    words = _words(args, flag)
     found = [w.split("=", 1)[1] for w in words if w.startswith("--model=")]
     found += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--model"]
     return found
@@ -61,8 +66,9 @@ def _routes(entry, where: str) -> str:
             "notebook as a Kaggle secret of that name)")
 
 
-def _offline_weights_given(train_args: str) -> bool:
-    words = shlex.split(train_args or "")
+def offline_weights_given(train_args: str) -> bool:
+    """Whether ``hcd train`` flags say where pretrained weights come from without the hub."""
+    words = _words(train_args)
     return any(w in ("--weights", "--no-pretrained") or w.startswith("--weights=") for w in words)
 
 
@@ -98,7 +104,7 @@ def check_model_routes(spec) -> None:
                               f"{spec.probe}`), or --internet")
         return
     models = models_named(spec.train_args)
-    if spec.mode != "train" or spec.pretrained_from or _offline_weights_given(spec.train_args):
+    if spec.mode != "train" or spec.pretrained_from or offline_weights_given(spec.train_args):
         return
     for model in models:
         entry = registry_entry(model)

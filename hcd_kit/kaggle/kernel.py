@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -34,7 +33,9 @@ from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.calls import interrupts_held
-from hcd_kit.kaggle.hub_access import check_model_routes, check_template, embed_args, script_values
+from hcd_kit.kaggle.hub_access import (
+    check_model_routes, check_template, embed_args, offline_weights_given, script_values,
+)
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.refs import check_references, dataset_refs, model_refs
 from hcd_kit.kaggle.weights import pretrained_train_args
@@ -78,15 +79,6 @@ def default_name(mode: str, fold: str) -> str:
     return "hcd-train" if fold == "all" else "hcd-train-fold-" + fold.replace(",", "-")
 
 
-def _offline_weights_given(train_args: str) -> bool:
-    """Whether ``hcd train`` flags say where pretrained weights come from without the hub."""
-    try:
-        words = shlex.split(train_args)
-    except ValueError as exc:
-        raise ConfigError(f"--train-args {train_args!r}: {exc}") from None
-    return any(w in ("--weights", "--no-pretrained") or w.startswith("--weights=") for w in words)
-
-
 def check_spec(spec: KernelSpec) -> None:
     """Refuse a kernel that cannot work on Kaggle, before anything is rendered or pushed."""
     if not _SLUG.fullmatch(spec.name):
@@ -105,7 +97,7 @@ def check_spec(spec: KernelSpec) -> None:
     check_references(spec)
     check_model_routes(spec)  # registry models: --hub-secret or --pretrained-from; probe kernels
     if spec.mode == "train" and not (spec.internet or spec.hub_secret) and not (
-            spec.pretrained_from or _offline_weights_given(spec.train_args)):
+            spec.pretrained_from or offline_weights_given(spec.train_args)):
         raise ConfigError(
             "the kernel has no internet, so `hcd train` cannot download pretrained weights: pass --pretrained-from "
             "OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args \"--weights "
