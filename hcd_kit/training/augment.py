@@ -234,4 +234,4 @@ def mixup(x: torch.Tensor, y: torch.Tensor, index, epoch: int, seed: int, alpha:
     w = lam_t.view(-1, 1, 1, 1).to(x.dtype)
     x = w * x + (1 - w) * x.roll(1, 0)
     y = lam_t * y.float() + (1 - lam_t) * y.float().roll(1, 0)
-    return x, y.to(y.dtype)
+    return x, y

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hcd_kit.config import from_dict, merge, read_toml, to_dict
+from hcd_kit.config import load_config, read_toml
 from hcd_kit.errors import ConfigError
 from hcd_kit.training.config import TrainConfig
 
@@ -60,8 +60,7 @@ class Recipe:
         if self.members:
             raise ConfigError(f"recipe '{self.name}' is a blend of {', '.join(m.recipe for m in self.members)}: "
                               "it trains one run per member")
-        data = merge(merge(to_dict(TrainConfig()), self.train), {"recipe": self.name})
-        return from_dict(TrainConfig, merge(data, overrides or {}))
+        return load_config(TrainConfig, None, {"recipe": self.name, **(overrides or {})}, base=self.train)
 
 
 def recipe_names() -> list[str]:

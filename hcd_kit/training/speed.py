@@ -139,7 +139,7 @@ def _make_plan(cfg: TrainConfig, data: DataLayout, store: PackedStore, table: pd
 
 def _pseudo_count(cfg: TrainConfig) -> int:
     """Pseudo-labelled test patches every fold trains on too (``--pseudo``), if that setting exists and is set."""
-    path = getattr(cfg, "pseudo", None)
+    path = cfg.pseudo
     if not path:
         return 0
     from hcd_kit.data.pseudo import read_pseudo
