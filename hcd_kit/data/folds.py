@@ -108,14 +108,15 @@ def fill_groups(ids: pd.Series, groups: pd.Series) -> tuple[pd.Series, list[str]
     return g, ids.to_numpy(str)[missing].tolist()
 
 
-def check_coverage(ids: pd.Series, groups: pd.Series, path: str | os.PathLike[str]) -> int:
-    """How many of ``ids`` the groups file at ``path`` gives a slide; a ConfigError when fewer than half do
-    (the file of another data set, or ids in another form), as grouping would then barely group anything."""
-    matched = len(ids) - len(fill_groups(ids, groups)[1])
-    if 2 * matched < len(ids):
+def check_coverage(n_ids: int, n_ungrouped: int, path: str | os.PathLike[str]) -> int:
+    """How many of ``n_ids`` patch ids the groups file at ``path`` gives a slide (all but ``n_ungrouped``, as
+    ``fill_groups`` says); a ConfigError when fewer than half do (the file of another data set, or ids in another
+    form), as grouping would then barely group anything."""
+    matched = n_ids - n_ungrouped
+    if 2 * matched < n_ids:
         raise ConfigError(
-            f"groups file {path} gives a slide to {matched:,} of {len(ids):,} patch ids "
-            f"({floor_percent(matched, len(ids))}); at least half must have one: pass the CSV that maps these "
+            f"groups file {path} gives a slide to {matched:,} of {n_ids:,} patch ids "
+            f"({floor_percent(matched, n_ids)}); at least half must have one: pass the CSV that maps these "
             "patch ids (file names without .tif) to slides"
         )
     return matched
@@ -214,8 +215,10 @@ def create_folds(
             "fix the file, or pass --skip-bad to leave those rows out"
         )
     groups = read_groups(groups_csv) if groups_csv is not None else None
+    ungrouped: list[str] = []
     if groups is not None:
-        check_coverage(labels["id"], groups, groups_csv)
+        groups, ungrouped = fill_groups(labels["id"], groups)  # every id's group, once (make_folds keeps them)
+        check_coverage(len(labels), len(ungrouped), groups_csv)
     folds = make_folds(labels, n_folds, seed, groups)
     path = write_folds(folds, target)
     y = labels["label"].to_numpy()
@@ -223,7 +226,7 @@ def create_folds(
     rates = [float(y[folds["fold"].to_numpy() == k].mean()) if counts[k] else float("nan") for k in range(n_folds)]
     summary = FoldsSummary(path, counts, rates, skipped=problems.as_dict(), report=report)
     if groups is not None:
-        filled, summary.ungrouped = fill_groups(labels["id"], groups)
-        summary.groups = int(filled.nunique())
+        summary.ungrouped = ungrouped
+        summary.groups = int(groups.nunique())
         summary.slides = summary.groups - len(summary.ungrouped)
     return summary
