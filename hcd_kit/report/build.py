@@ -19,7 +19,7 @@ import numpy as np
 from hcd_kit.errors import ConfigError
 from hcd_kit.report import figures, html
 from hcd_kit.report.analysis import best_epoch, calibration, confusion_counts, youden_threshold
-from hcd_kit.report.data import RunData, auc_rows, collect
+from hcd_kit.report.data import RunData, _version, auc_rows, collect, num
 from hcd_kit.report.patches import Card, error_cards, gradcam_cards
 from hcd_kit.metrics import roc_auc
 
@@ -50,10 +50,6 @@ class ReportResult:
     bytes: int = 0
 
 
-def _num(x: float, digits: int = 4) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
 def _duration(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
@@ -74,7 +70,7 @@ def _time_rows(data: RunData) -> list[list[str]]:
         h = data.histories.get(t.fold)
         speed = h["images_per_s"].mean() if h is not None and "images_per_s" in h else math.nan
         rows.append([str(t.fold), _duration(t.seconds), str(t.epochs), f"{t.seconds / max(1, t.epochs):.1f}",
-                     str(t.sessions), _num(float(speed), 0)])
+                     str(t.sessions), num(float(speed), 0)])
     return rows
 
 
@@ -83,17 +79,8 @@ def _best_rows(data: RunData) -> list[list[str]]:
     for k, h in sorted(data.histories.items()):
         best = best_epoch(h)
         auc = float(h.loc[h["epoch"] == best, "val_auc"].iloc[0]) if best is not None else math.nan
-        rows.append([str(k), str(int(h["epoch"].max())), str(best or "–"), _num(auc)])
+        rows.append([str(k), str(int(h["epoch"].max())), str(best or "–"), num(auc)])
     return rows
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("hcd-kit")
-    except metadata.PackageNotFoundError:
-        return "(not installed)"
 
 
 def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] = "data",
@@ -124,17 +111,18 @@ def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     if cam_note:
         notes["gradcam"] = cam_note
     total = sum(t.seconds for t in data.times)
+    auc_table = auc_rows(data.cv, data.tta)
     context = dict(
-        version=_version(), run_name=data.run.root.resolve().name, run_dir=str(data.run.root.resolve()),
+        version=_version("hcd-kit"), run_name=data.run.root.resolve().name, run_dir=str(data.run.root.resolve()),
         kind=data.kind, model=data.config.get("model", "–"), recipe=data.config.get("recipe"),
-        pooled_auc=_num(data.cv.overall_auc), generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        pooled_auc=num(data.cv.overall_auc), generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         sections=SECTIONS, notes=notes, config_rows=data.config_rows, environment=data.environment,
-        auc_header=auc_rows(data.cv, data.tta)[0], auc_rows=auc_rows(data.cv, data.tta)[1],
-        mean_auc=_num(data.cv.mean_auc), std_auc=_num(data.cv.std_auc), auc_figure=_auc_figure(data),
+        auc_header=auc_table[0], auc_rows=auc_table[1],
+        mean_auc=num(data.cv.mean_auc), std_auc=num(data.cv.std_auc), auc_figure=_auc_figure(data),
         curves=figures.learning_curves(data.histories) if data.histories else None, best_rows=_best_rows(data),
-        roc_pr=figures.roc_pr(oof, data.tta), reliability=figures.reliability(cal), ece=_num(cal.ece, 3),
-        brier=_num(cal.brier, 3), confusion=figures.confusion(counts, threshold), threshold_text=_num(threshold),
-        sensitivity=_num(tp / max(1, tp + fn_n), 3), specificity=_num(tn / max(1, tn + fp_n), 3),
+        roc_pr=figures.roc_pr(oof, data.tta), reliability=figures.reliability(cal), ece=num(cal.ece, 3),
+        brier=num(cal.brier, 3), confusion=figures.confusion(counts, threshold), threshold_text=num(threshold),
+        sensitivity=num(tp / max(1, tp + fn_n), 3), specificity=num(tn / max(1, tn + fp_n), 3),
         n_errors=n_errors, fp=gallery.fp, fn=gallery.fn,
         cam_fp=[c for c in explained_cards if c.kind == "fp"], cam_fn=[c for c in explained_cards if c.kind == "fn"],
         cam_layers=", ".join(layers), times=_time_rows(data), total_time=_duration(total),

@@ -9,6 +9,7 @@ note in ``RunData.notes`` (keyed by section) instead of an error, except a folde
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -105,23 +106,25 @@ def tta_frames(run: RunLayout) -> tuple[dict[int, pd.DataFrame], list[str]]:
     return out, skipped
 
 
+def num(x: float | None, digits: int = 4) -> str:
+    """A figure for the page: "n/a" for a missing or non-finite one."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
 def auc_rows(cv: CvReport, tta: dict[int, pd.DataFrame]) -> tuple[list[str], list[list[str]]]:
     """The OOF AUC table: header, then one row per fold and a pooled row (1 view, then each TTA file)."""
     views = sorted(tta)
     header = ["fold", "n", "positives", "AUC 1 view", *[f"AUC TTA x{v}" for v in views]]
-
-    def fmt(x: float) -> str:
-        return "n/a" if x != x else f"{x:.4f}"
 
     rows = []
     for f in cv.folds:
         extra = []
         for v in views:
             part = tta[v][tta[v]["fold"] == f.fold]
-            extra.append(fmt(roc_auc(part["label"], part["prob"])) if len(part) else "–")
-        rows.append([str(f.fold), f"{f.n:,}", f"{f.positives:,}", fmt(f.auc), *extra])
-    pooled = [fmt(roc_auc(tta[v]["label"], tta[v]["prob"])) for v in views]
-    rows.append(["pooled", f"{cv.n:,}", f"{cv.positives:,}", fmt(cv.overall_auc), *pooled])
+            extra.append(num(roc_auc(part["label"], part["prob"])) if len(part) else "–")
+        rows.append([str(f.fold), f"{f.n:,}", f"{f.positives:,}", num(f.auc), *extra])
+    pooled = [num(roc_auc(tta[v]["label"], tta[v]["prob"])) for v in views]
+    rows.append(["pooled", f"{cv.n:,}", f"{cv.positives:,}", num(cv.overall_auc), *pooled])
     return header, rows
 
 
