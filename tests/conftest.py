@@ -90,6 +90,17 @@ def make_subset(src: Path, dest: Path, n_train: int = 64, n_test: int = 16, seed
     return dest
 
 
+def packed_subset(src: Path, dest: Path, n_train: int = 64, n_test: int = 16, n_folds: int = 2) -> Path:
+    """``make_subset`` of ``src`` into ``dest``, packed (``hcd prepare``) and split into ``n_folds`` folds (seed 0):
+    a data folder ready for ``hcd train``."""
+    from hcd_kit.data import create_folds, prepare
+
+    make_subset(src, dest, n_train, n_test)
+    prepare(dest, workers=1)
+    create_folds(dest, n_folds=n_folds, seed=0)
+    return dest
+
+
 def hub_snapshot(hf_home: Path, repo_id: str) -> Path:
     """The snapshot folder of ``repo_id`` in a Hugging Face hub cache under ``hf_home`` (HF_HOME), laid out as
     huggingface_hub leaves it after a download (``hub/models--ORG--NAME/{refs/main, snapshots/rev0}``): files

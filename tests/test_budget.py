@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_subset
+from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.config import read_toml
 from hcd_kit.errors import ConfigError
@@ -33,11 +33,7 @@ def hcd_train(*args):
 @pytest.fixture(scope="module")
 def data(sample_root, tmp_path_factory):
     """96 real labelled patches (+ 8 test) packed, in 3 folds: 64 training images (2 steps of 32) per fold."""
-    from hcd_kit.data import create_folds, prepare
-
-    root = make_subset(sample_root, tmp_path_factory.mktemp("budget") / "data", n_train=96, n_test=8)
-    prepare(root, workers=1)
-    create_folds(root, n_folds=3)
+    root = packed_subset(sample_root, tmp_path_factory.mktemp("budget") / "data", n_train=96, n_test=8, n_folds=3)
     return root
 
 

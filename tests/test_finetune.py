@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_subset
+from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.errors import ConfigError
 from hcd_kit.layout import RunLayout
@@ -271,11 +271,7 @@ def test_foundation_models_default_to_their_input_size(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def lora_data(sample_root, tmp_path_factory):
     """64 of the shipped real patches, packed, in 2 folds: a fold trains on 32 images (2 batches of 16)."""
-    from hcd_kit.data import create_folds, prepare
-
-    root = make_subset(sample_root, tmp_path_factory.mktemp("finetune") / "data", n_train=64, n_test=4)
-    prepare(root, workers=1)
-    create_folds(root, n_folds=2)
+    root = packed_subset(sample_root, tmp_path_factory.mktemp("finetune") / "data", n_train=64, n_test=4)
     return root
 
 

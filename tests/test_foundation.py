@@ -17,7 +17,7 @@ import pytest
 import timm
 from typer.testing import CliRunner
 
-from conftest import hub_snapshot, make_subset, save_timm
+from conftest import hub_snapshot, packed_subset, save_timm
 from hcd_kit.cli import app
 from hcd_kit.inference import validate_submission
 
@@ -50,14 +50,9 @@ def _tiny_vit_in_hub_cache(home: Path, repo_id: str) -> None:
 def data(request, tmp_path) -> Path:
     """Real patches in the competition layout, packed and split in 3 folds: 120 of the shipped sample, or
     400 of hcd-mini."""
-    from hcd_kit.data import create_folds, prepare
-
     root = request.getfixturevalue(request.param)
     n_train, n_test = (120, 20) if request.param == "sample_root" else (400, 40)
-    data = make_subset(root, tmp_path / "data", n_train=n_train, n_test=n_test)
-    prepare(data, workers=1)
-    create_folds(data, n_folds=3, seed=0)
-    return data
+    return packed_subset(root, tmp_path / "data", n_train=n_train, n_test=n_test, n_folds=3)
 
 
 def test_hub_cache_vit_embed_probe_and_blend_with_a_cnn_run(data, tmp_path):

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_subset
+from conftest import packed_subset
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
@@ -42,11 +42,7 @@ def one_line_error(res, code: int, message: str) -> None:
 @pytest.fixture(scope="module")
 def data(sample_root, tmp_path_factory) -> Path:
     """60 labelled and all 40 test patches of the shipped sample, packed, in 3 folds."""
-    from hcd_kit.data import create_folds, prepare
-
-    root = make_subset(sample_root, tmp_path_factory.mktemp("pseudo") / "data", n_train=60, n_test=40)
-    prepare(root, workers=1)
-    create_folds(root, n_folds=3)
+    root = packed_subset(sample_root, tmp_path_factory.mktemp("pseudo") / "data", n_train=60, n_test=40, n_folds=3)
     return root
 
 

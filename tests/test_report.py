@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_subset
+from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.report import SECTION_IDS, build_report, most_confident_errors, youden_threshold
 
@@ -60,15 +60,12 @@ def gallery_ids(text: str, sid: str, kind: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(sample_root, tmp_path_factory):
     """A resnet10t run (2 folds x 2 epochs at 48 px) on 64 real patches, predicted with TTA x2, one ledger record."""
-    from hcd_kit.data import create_folds, prepare
     from hcd_kit.inference import predict_run
     from hcd_kit.kaggle.ledger import LedgerRecord, append_record
     from hcd_kit.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("report")
-    data = make_subset(sample_root, root / "data", 64, 8)
-    prepare(data, workers=1)
-    create_folds(data, n_folds=2, seed=0)
+    data = packed_subset(sample_root, root / "data", 64, 8)
     cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=32,
                       epochs=2, lr=3e-3, precision="fp32", seed=0)
     run = root / "run"

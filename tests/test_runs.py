@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_subset
+from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.inference import cv_report
 from hcd_kit.inference.runs_table import COLUMNS, find_runs, log_seconds, runs_table, sort_rows
@@ -51,14 +51,11 @@ def _fake_run(root: Path, config: str, folds=(0, 1), seed: int = 0, signal: floa
 @pytest.fixture(scope="module")
 def project(sample_root, tmp_path_factory) -> Path:
     """runs/ with a real trained + predicted run, fabricated ones, and a ledger naming two of them."""
-    from hcd_kit.data import create_folds, prepare
     from hcd_kit.inference import predict_run
     from hcd_kit.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("project")
-    data = make_subset(sample_root, root / "data", n_train=64, n_test=8)
-    prepare(data, workers=1)
-    create_folds(data, n_folds=2, seed=0)
+    data = packed_subset(sample_root, root / "data", n_train=64, n_test=8)
     runs = root / "runs"
     cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=16,
                       epochs=1, lr=3e-3, precision="fp32", recipe="cpu")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_subset
+from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.inference import cv_report
 from hcd_kit.training.trackers import EPOCH_KEYS, STEP_EVERY, Tracking, tracking
@@ -32,11 +32,8 @@ STEP_POINTS = [s for s in range(EPOCHS * STEPS) if s % STEP_EVERY == 0]
 
 @pytest.fixture(scope="module")
 def data(sample_root, tmp_path_factory) -> Path:
-    from hcd_kit.data import create_folds, prepare
 
-    root = make_subset(sample_root, tmp_path_factory.mktemp("trackers") / "data", n_train=64, n_test=4)
-    prepare(root, workers=1)
-    create_folds(root, n_folds=2, seed=0)
+    root = packed_subset(sample_root, tmp_path_factory.mktemp("trackers") / "data", n_train=64, n_test=4)
     return root
 
 
