@@ -165,11 +165,15 @@ class _Renormalise:
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.scale = [s0 / s for s0, s in zip(IMAGENET_STD, self.std)]
         self.shift = [(m0 - m) / s for m0, m, s in zip(IMAGENET_MEAN, self.mean, self.std)]
+        self._on: dict = {}  # (device, dtype) -> (scale, shift) tensors: built once, not every forward
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple:
         x = args[0]
-        scale = torch.tensor(self.scale, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        shift = torch.tensor(self.shift, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        key = (x.device, x.dtype)
+        if key not in self._on:
+            self._on[key] = tuple(torch.tensor(v, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+                                  for v in (self.scale, self.shift))
+        scale, shift = self._on[key]
         return (x * scale + shift, *args[1:])
 
 

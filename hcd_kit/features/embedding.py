@@ -140,7 +140,7 @@ def _embed_split(net: nn.Module, store: PackedStore, writer: SplitWriter, *, spl
         x = tta_stack(to_input(batch.images, img_size, device), tta).contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             out = net(x)
-        feats = out.float().reshape(len(batch.index), tta, -1).cpu().numpy().astype(np.float16)
+        feats = out.to(torch.float16).reshape(len(batch.index), tta, -1).cpu().numpy()  # half the copy
         if not np.isfinite(feats).all():  # fp16 overflow in a big ViT, or a broken checkpoint
             raise ConfigError(f"'{label}' gave non-finite features for {split} rows {done}..{done + len(feats) - 1}; "
                               "try --precision fp32 (or bf16 where the device has it)")

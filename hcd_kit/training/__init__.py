@@ -30,7 +30,7 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "recipes": "Recipe default_recipe list_recipes load_recipe recipe_config recipe_names",
     "runs": "FoldResult resolve_config",
     "speed": "measure_speeds plan_run",
-    "step": "Env build_trainer train_input train_step",
+    "step": "Env build_trainer train_batch train_input train_step",
     "trackers": "Tracker check_tracker tracking",
 })
 
@@ -45,5 +45,5 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.training.recipes import Recipe, default_recipe, list_recipes, load_recipe, recipe_config, recipe_names
     from hcd_kit.training.runs import FoldResult, resolve_config
     from hcd_kit.training.speed import measure_speeds, plan_run
-    from hcd_kit.training.step import Env, build_trainer, train_input, train_step
+    from hcd_kit.training.step import Env, build_trainer, train_batch, train_input, train_step
     from hcd_kit.training.trackers import Tracker, check_tracker, tracking

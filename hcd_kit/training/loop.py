@@ -42,7 +42,6 @@ from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
 from hcd_kit.inference.oof import write_oof
 from hcd_kit.model import check_model_name, save_weights, weights_source
-from hcd_kit.training.augment import mixup
 from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.finetune import trainable_summary
@@ -56,7 +55,7 @@ from hcd_kit.training.runs import (
     write_history, write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
-from hcd_kit.training.step import Env, build_trainer, train_input, train_step
+from hcd_kit.training.step import Env, build_trainer, train_batch, train_step
 from hcd_kit.training.trackers import Tracking, check_tracker, tracking
 from hcd_kit.training.validate import bce as _bce, predict_rows as _predict_rows
 
@@ -287,10 +286,7 @@ def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, e
         title = f"fold {fold} epoch {epoch + 1}/{cfg.epochs}"
         task = bar.add_task(title, total=steps * loader.batch_size * world) if bar else None
         for i, batch in enumerate(loader):
-            x = train_input(batch.images, batch.index, epoch, cfg, env.device)
-            y = batch.labels.to(env.device, non_blocking=True)
-            if cfg.mixup > 0:
-                x, y = mixup(x, y, batch.index, epoch, cfg.seed, cfg.mixup)
+            x, y = train_batch(batch, epoch, cfg, env)
             adjust = functools.partial(hooks.loss, epoch * steps + i) if hooks.loss is not None else None
             loss = train_step(t, x, y, env, cfg.grad_clip, adjust)
             tracker.step(fold, epoch * steps + i, loss, t.optimizer.param_groups[0]["lr"])

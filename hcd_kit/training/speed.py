@@ -1,7 +1,7 @@
 """The time plan of a run, from speeds measured on the machine at hand (``hcd train --time-budget``, ``--plan``).
 
 ``measure_speeds`` times the real pieces of a run on the store rows of the run's first fold, with a throwaway
-model: a few training steps after two warm-up steps (``step.build_trainer`` / ``train_input`` / ``train_step``,
+model: a few training steps after two warm-up steps (``step.build_trainer`` / ``train_batch`` / ``train_step``,
 through the same DataParallel / DDP wrapper), a few validation batches (``validate.predict_rows``), a few TTA x8
 passes as ``hcd predict`` runs them (``inference.predict_views``) and one write of ``last.pt`` and ``best.pt``.
 ``budget.fit_epochs`` turns that into the plan. ``start_budget`` plans a run before it records its config (the
@@ -34,13 +34,12 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.model import check_model_name, save_weights, weights_source
-from hcd_kit.training.augment import mixup
 from hcd_kit.training.budget import MARGIN, TTA, Plan, RunClock, Speeds, Work, clock_time, fit_epochs, parse_duration
 from hcd_kit.training.checkpoint import FoldState, save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import DistInfo, fold_devices, sum_across, wrap_model
 from hcd_kit.training.runs import check_folds, finished, read_split
-from hcd_kit.training.step import Env, build_trainer, train_input, train_step
+from hcd_kit.training.step import Env, build_trainer, train_batch, train_step
 from hcd_kit.training.validate import predict_rows
 
 RECORD = "budget.json"  # RUN/budget.json: the plan the run was started with
@@ -195,10 +194,7 @@ def measure_speeds(cfg: TrainConfig, store: PackedStore, table: pd.DataFrame, fo
             _sync(env.device)
             begin = time.perf_counter()
         batch = next(batches)
-        x = train_input(batch.images, batch.index, 0, cfg, env.device)
-        y = batch.labels.to(env.device, non_blocking=True)
-        if cfg.mixup > 0:
-            x, y = mixup(x, y, batch.index, 0, cfg.seed, cfg.mixup)
+        x, y = train_batch(batch, 0, cfg, env)
         train_step(t, x, y, env, cfg.grad_clip)
         done += int(i >= warmup)
         if done >= 2 and not info.distributed and time.perf_counter() - begin > max_s:

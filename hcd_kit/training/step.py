@@ -26,7 +26,7 @@ from torch import nn
 from hcd_kit.device import autocast, grad_scaler
 from hcd_kit.model import create_model
 from hcd_kit.preprocess import normalise, resize, to_float_nchw
-from hcd_kit.training.augment import augment_batch
+from hcd_kit.training.augment import augment_batch, mixup
 from hcd_kit.training.checkpoint import Trainer
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import DistInfo, all_true
@@ -94,6 +94,16 @@ def train_input(
     x = augment_batch(x, torch.from_numpy(index), epoch, cfg.seed, cfg.augment)
     x = normalise(resize(x, cfg.img_size))
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def train_batch(batch, epoch: int, cfg: TrainConfig, env: Env) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch -> (input, targets) on the device: ``train_input``, then mixup when ``cfg.mixup`` asks
+    (draws keyed on seed, epoch and rows, like the augmentation). Training and its speed measurement share it."""
+    x = train_input(batch.images, batch.index, epoch, cfg, env.device)
+    y = batch.labels.to(env.device, non_blocking=True)
+    if cfg.mixup > 0:
+        x, y = mixup(x, y, batch.index, epoch, cfg.seed, cfg.mixup)
+    return x, y
 
 
 def train_step(
