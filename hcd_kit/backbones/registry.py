@@ -80,7 +80,7 @@ class Backbone:
         if self.entry is not None:
             return self.entry.input_size
         if self.folder is not None:
-            size = _folder_config(self.folder).get("pretrained_cfg", {}).get("input_size")
+            size = folder_config(self.folder).get("pretrained_cfg", {}).get("input_size")
             return int(size[-1]) if size else None
         return None
 
@@ -144,12 +144,14 @@ def import_kwargs(kwargs: dict) -> dict:
     return out
 
 
-def symbolic_kwargs(kwargs: dict, entry: Entry | None) -> dict:
-    """``kwargs`` made JSON-writable: an imported class becomes the registry's ``"py:module.Name"`` again."""
+def symbolic_kwargs(kwargs: dict, entry: Entry | dict | None) -> dict:
+    """``kwargs`` made JSON-writable: an imported class becomes the ``"py:module.Name"`` it was written as, in
+    the registry ``entry`` (or a dict of such written kwargs, e.g. a local-dir folder's)."""
+    written_kwargs = entry.kwargs if isinstance(entry, Entry) else (entry or {})
     out = {}
     for key, value in kwargs.items():
         if not isinstance(value, (str, int, float, bool, list, tuple, type(None))):
-            written = entry.kwargs.get(key) if entry is not None else None
+            written = written_kwargs.get(key)
             if not (isinstance(written, str) and written.startswith("py:")):
                 raise ConfigError(f"model argument {key}={value!r} cannot be written to config.json")
             value = written
@@ -158,7 +160,7 @@ def symbolic_kwargs(kwargs: dict, entry: Entry | None) -> dict:
 
 
 @functools.cache
-def _folder_config(folder: Path) -> dict:
+def folder_config(folder: Path) -> dict:
     path = folder / "config.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -179,7 +181,7 @@ def resolve(spec: str) -> Backbone:
         folder = Path(spec[len("local-dir:"):]).expanduser().resolve()
         if not folder.is_dir():
             raise ConfigError(f"{spec}: no such folder")
-        hcd = _folder_config(folder).get("hcd", {})
+        hcd = folder_config(folder).get("hcd", {})
         entry = get_entry(hcd["registry"]) if hcd.get("registry") else None
         kwargs = {**(entry.kwargs if entry else {}), **hcd.get("model_kwargs", {})}
         for key in ("img_size", "patch_size", "embed_dim", "depth", "num_heads"):  # the folder's config says

@@ -45,13 +45,12 @@ class ExportResult:
 
 def symbolic_model_kwargs(backbone) -> dict:
     """The ``Backbone``'s create_model kwargs as JSON values, classes as the ``"py:module.Name"`` they came from."""
-    from hcd_kit.backbones.registry import Entry, symbolic_kwargs
+    from hcd_kit.backbones.registry import folder_config, symbolic_kwargs
 
     written = dict(backbone.entry.kwargs) if backbone.entry is not None else {}
     if backbone.folder is not None:  # a local-dir model: its own config.json says how its classes were written
-        cfg = json.loads((backbone.folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        written.update((cfg.get("hcd") or {}).get("model_kwargs") or {})
-    return symbolic_kwargs(backbone.kwargs, Entry(name="", hub="", architecture="", kwargs=written))
+        written.update((folder_config(backbone.folder).get("hcd") or {}).get("model_kwargs") or {})
+    return symbolic_kwargs(backbone.kwargs, written)
 
 
 def save_local_dir(model, folder: str | os.PathLike[str], *, img_size: int, model_kwargs: dict, hcd: dict,
