@@ -102,8 +102,9 @@ def train(
         given["weights"] = str(given["weights"])
     # --fold all with --resume means every fold; --resume alone, the folds the run was started for
     folds = folds if folds is not None or fold is None else "all"
-    if recipe is not None and load_recipe(recipe).is_blend:
-        _train_blend(load_recipe(recipe), data_dir, run_dir, config, given, folds, resume, plan)
+    chosen = load_recipe(recipe) if recipe is not None else None
+    if chosen is not None and chosen.is_blend:
+        _train_blend(chosen, data_dir, run_dir, config, given, folds, resume, plan)
         return
     cfg, run = resolve_config(config, given, run_dir, resume, recipe)
     if plan:
