@@ -125,7 +125,7 @@ def _hub_cache(root: Path, repo_id: str, model) -> Path:
 
 
 LOAD = """
-import sys, time, torch
+import sys, time, torch, timm  # imported before the clock: the time bounded is the hub check, not imports
 from hcd_kit.errors import ConfigError
 from hcd_kit.model import create_model, input_normalisation
 t = time.perf_counter()
