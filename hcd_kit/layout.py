@@ -126,6 +126,10 @@ class RunLayout(_Folder):
     def log(self) -> Path:
         return self.root / "train.log"
 
+    @property
+    def environment(self) -> Path:
+        return self.root / "environment.json"
+
     def fold_dir(self, fold: int) -> Path:
         return self.root / f"fold{fold}"
 
@@ -134,6 +138,9 @@ class RunLayout(_Folder):
 
     def last(self, fold: int) -> Path:
         return self.fold_dir(fold) / "last.pt"
+
+    def state(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "state.json"
 
     def history(self, fold: int) -> Path:
         return self.fold_dir(fold) / "history.csv"

@@ -6,6 +6,7 @@ one CPU thread and a few hundred images, so each run takes seconds.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from hcd_kit.cli import app
 from hcd_kit.errors import ConfigError, TrainingError
 from hcd_kit.layout import RunLayout
+from hcd_kit.training.optim import build_optimizer
 from hcd_kit.training import (
     Env, Hooks, TrainConfig, Trainer, build_trainer, load_checkpoint, resolve_config, train, train_step,
 )
@@ -169,19 +171,50 @@ def test_persistent_nonfinite_losses_stop_with_a_clear_error(synth, tmp_path):
         train(fast_config(epochs=1, max_bad_steps=3), synth, tmp_path / "run", folds=[0], hooks=hooks)
 
 
-def test_skipped_step_leaves_weights_and_loss_scale_untouched():
+@pytest.mark.parametrize("fused", [False, True], ids=["decided-on-host", "decided-on-device"])
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_skipped_step_leaves_weights_and_optimiser_untouched(name, fused):
+    """A non-finite loss: nothing is applied (weights, optimiser moments and step count stay), the step comes back
+    as NaN (counted as skipped); the next good step applies. ``fused`` is what CUDA uses: the skip is decided by
+    the fused kernel on the device, with no host read."""
+    torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = build_optimizer(model, name, lr=0.1, fused=fused)
+    assert bool(opt.defaults.get("fused")) == fused
+    t = Trainer(model=model, net=model, optimizer=opt, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+                scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, loss_fn=torch.nn.BCEWithLogitsLoss())
+    env = Env(torch.device("cpu"), None)
+    x, y = torch.ones(2, 4), torch.tensor([0.0, 1.0])
+    assert torch.isfinite(train_step(t, x, y, env, grad_clip=1.0))  # one good step: the optimiser has state
+    before = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(opt.state_dict()["state"])
+    for poison in (math.inf, math.nan):
+        assert torch.isnan(train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss: loss * poison))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    after = opt.state_dict()["state"]
+    assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(after[k][n])) for k in state for n, v in state[k].items())
+    assert torch.isfinite(train_step(t, x, y, env, grad_clip=1.0))
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_float16_nonfinite_loss_is_skipped_by_the_scaler_and_counted():
+    """Under float16 the GradScaler skips a step whose gradients overflow (not counted: normal dynamics) and a step
+    whose loss is not finite (counted); both leave the weights as they were and lower the scale."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = build_optimizer(model, "adamw", lr=0.1, fused=True)
     t = Trainer(model=model, net=model, optimizer=opt, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
                 scaler=torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True), ema=None,
                 loss_fn=torch.nn.BCEWithLogitsLoss())
-    before = [p.detach().clone() for p in model.parameters()]
     env = Env(torch.device("cpu"), None)
     x, y = torch.ones(2, 4), torch.tensor([0.0, 1.0])
-    assert train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss: loss * math.inf) is None
-    assert t.scaler.get_scale() == 1024.0
+    before = [p.detach().clone() for p in model.parameters()]
+    assert torch.isnan(train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss: loss * math.nan))
+    assert t.scaler.get_scale() == 512.0
+    overflow = train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss: loss * 1e38)  # finite loss, inf grads
+    assert torch.isfinite(overflow) and t.scaler.get_scale() == 256.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert math.isfinite(train_step(t, x, y, env, grad_clip=1.0))
+    assert torch.isfinite(train_step(t, x, y, env, grad_clip=1.0))
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -263,15 +296,42 @@ def test_resume_alone_continues_the_folds_the_run_was_started_for(synth, tmp_pat
     assert json.loads((run / "plan.json").read_text()) == {"folds": [0, 1, 2]}
 
 
+def _interrupted_after_epoch_1(synth, run: Path) -> None:
+    """Fold 0 of a 2-epoch run, stopped (as Ctrl-C stops it) once epoch 1's last.pt and state.json are written."""
+    def stop(fold, epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fast_config(epochs=2), synth, run, folds=[0], hooks=Hooks(epoch_end=stop))
+
+
 def test_damaged_last_checkpoint_is_one_line(synth, tmp_path):
     run = tmp_path / "run"
-    train(fast_config(epochs=1), synth, run, folds=[0])
+    _interrupted_after_epoch_1(synth, run)
     last = run / "fold0" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
     res = invoke("--data-dir", synth, "--run-dir", run, "--resume", "--fold", "0")
     assert res.exit_code == 1
     assert f"cannot resume from {last}" in res.output and "delete it to restart the fold" in res.output
     assert "Traceback" not in res.output
+
+
+def test_progress_is_read_from_state_json_without_loading_the_checkpoint(synth, tmp_path, monkeypatch):
+    """``state.json`` beside ``last.pt`` says how far each fold got: --resume skips a finished fold and resumes an
+    interrupted one without ``torch.load`` of a finished fold's checkpoint (gigabytes for a large model)."""
+    run = tmp_path / "run"
+    train(fast_config(epochs=1), synth, run, folds=[1])
+    state = json.loads((run / "fold1" / "state.json").read_text())
+    assert state["finished"] is True and state["epoch"] == 1 and len(state["history"]) == 1
+    assert not list((run / "fold1").glob(".tmp-*"))  # written atomically: no temporary file left
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: (loads.append(Path(path).name), real_load(path, *a, **k))[1])
+    res = train(fast_config(epochs=1), synth, run, folds=[1], resume=True)
+    assert res[1].status == "already finished" and res[1].best_auc == pytest.approx(state["best_auc"])
+    assert "last.pt" not in loads
+    (run / "fold1" / "last.pt").write_bytes(b"damaged")  # a finished fold needs only best.pt: still skipped
+    assert train(fast_config(epochs=1), synth, run, folds=[1], resume=True)[1].status == "already finished"
 
 
 def test_checkpoint_of_a_disabled_scaler_resumes_under_an_enabled_one(synth, tmp_path):

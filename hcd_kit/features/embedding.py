@@ -29,7 +29,7 @@ from hcd_kit.choices import Precision, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.console import progress
 from hcd_kit.data import BatchLoader, PackedStore
-from hcd_kit.device import amp_dtype, autocast, resolve_device
+from hcd_kit.device import amp_dtype, autocast, model_input, resolve_device
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features.store import (SplitWriter, check_compatible, data_identity, read_manifest, remove_store,
                                     write_manifest)
@@ -137,7 +137,7 @@ def _embed_split(net: nn.Module, store: PackedStore, writer: SplitWriter, *, spl
                          pin_memory=device.type == "cuda")
     done = flushed = writer.start
     for batch in loader:
-        x = tta_stack(to_input(batch.images, img_size, device), tta).contiguous(memory_format=torch.channels_last)
+        x = model_input(tta_stack(to_input(batch.images, img_size, device), tta), net)
         with autocast(device, dtype):
             out = net(x)
         feats = out.to(torch.float16).reshape(len(batch.index), tta, -1).cpu().numpy()  # half the copy

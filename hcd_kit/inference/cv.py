@@ -73,16 +73,22 @@ def _expected_folds(run: RunLayout, present: list[int]) -> list[int]:
 
 
 def _unfinished(run: RunLayout, folds: list[int]) -> list[int]:
-    """Folds whose ``last.pt`` says training stopped before its last epoch (interrupted, not early-stopped)."""
+    """Folds whose progress (``state.json``, else ``last.pt``) says training stopped before its last epoch
+    (interrupted, not early-stopped)."""
+    import json
+
     import torch
 
     out = []
     for k in folds:
         if run.last(k).is_file():
             try:
-                state = torch.load(run.last(k), map_location="cpu", weights_only=True, mmap=True)["state"]
-            except Exception:  # a damaged checkpoint is train's business (it says so on --resume)
-                continue
+                state = json.loads(run.state(k).read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # a fold written before state.json, or a damaged one: last.pt has it too
+                try:
+                    state = torch.load(run.last(k), map_location="cpu", weights_only=True, mmap=True)["state"]
+                except Exception:  # a damaged checkpoint is train's business (it says so on --resume)
+                    continue
             if not state.get("finished", True):
                 out.append(k)
     return out

@@ -99,15 +99,16 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device, info: Dist
     return model
 
 
-def all_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank iff ``flag`` is True on every rank (keeps ranks in lock-step on skipped steps)."""
+def all_ranks(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """A 0-d bool tensor, True on every rank iff ``flag`` is True on every rank (keeps ranks in lock-step on
+    skipped steps). An all-reduce on the device: nothing waits for the host."""
     if not info.distributed:
         return flag
     import torch.distributed as dist
 
-    t = torch.tensor([0.0 if flag else 1.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item() == 0.0
+    t = flag.to(torch.float32).reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t[0] > 0
 
 
 def sum_across(values: Sequence[float], info: DistInfo) -> list[float]:

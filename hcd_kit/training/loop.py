@@ -4,7 +4,8 @@
 and writes, per fold (``hcd_kit.layout.RunLayout``): ``best.pt`` (best validation AUC), ``last.pt``
 (everything needed to resume, every epoch), ``history.csv`` and ``oof.csv`` (the fold's validation
 probabilities from the best weights, so the union over folds is an honest out-of-fold CV estimate).
-Every step runs under autocast (float16 + GradScaler on CUDA, bfloat16 on the CPU); a step whose loss or
+Every step runs under autocast (float16 + GradScaler on CUDA, bfloat16 on a CPU that has it natively, else
+float32: ``device.choose_precision``); a step whose loss or
 gradients are not finite is skipped and counted instead of poisoning the weights, and ``max_bad_steps`` of
 them in a row stop the fold with a clear error. Augmentation runs on the device, batch-wise, with draws
 keyed on (seed, epoch, row), so resumed and DDP runs see the same images as an uninterrupted run.
@@ -36,7 +37,7 @@ import torch
 from hcd_kit.console import progress
 from hcd_kit.data.loader import BatchLoader
 from hcd_kit.data.store import PackedStore, open_store
-from hcd_kit.device import amp_dtype, resolve_device
+from hcd_kit.device import choose_precision, cpu_threads, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError, TrainingError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
@@ -51,15 +52,13 @@ from hcd_kit.training.distributed import (
 )
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
-    FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_run,
+    FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_environment, record_run,
     write_history, write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
-from hcd_kit.training.step import Env, build_trainer, train_batch, train_step
+from hcd_kit.training.step import Env, LossMeter, build_trainer, train_batch, train_step
 from hcd_kit.training.trackers import Tracking, check_tracker, tracking
 from hcd_kit.training.validate import bce as _bce, predict_rows as _predict_rows
-
-_PRECISION_NAMES = {None: "fp32", torch.float16: "fp16 (GradScaler)", torch.bfloat16: "bf16"}
 
 
 @dataclass
@@ -109,7 +108,8 @@ def _train(
     check_model_name(cfg.model)
     weights_source(cfg.model, cfg.pretrained, cfg.weights)  # offline hub or a missing file: one line, now
     check_tracker(cfg.tracker)  # --tracker's package: one line now, not after a fold
-    env = Env(device, amp_dtype(device, cfg.precision), info)
+    choice = choose_precision(device, cfg.precision)  # bf16 on a CPU only where it is native; says why
+    env = Env(device, choice.dtype, info)
     store = open_store(data.packed_dir, "train")
     table = read_split(data, store)
     if folds is None and resume:
@@ -117,19 +117,21 @@ def _train(
     wanted = check_folds(folds, int(table["fold"].max()) + 1)
     check_run_dir(cfg, run, wanted, resume)
     log = RunLog(run.log, env.info.is_main)
+    threads = set_threads(cfg.threads, env.info.local_world_size)
+    where = f"{env.device}" + (f" x{env.info.world_size} ranks (ddp)" if env.info.distributed else "")
+    log(f"train {cfg.model} @ {cfg.img_size}px on {where}, precision {choice.label}, {threads} CPU thread(s), "
+        f"folds {wanted} -> {run.root}")
     cfg, clock = start_budget(cfg, data, run, store, table, wanted, env, resume, log, clock)  # --time-budget
     check_pseudo(cfg, data, run, write=record and env.info.is_main)  # --pseudo: RUN/pseudo.json
     if record and env.info.is_main:
         record_run(cfg, data, run, wanted)
+        record_environment(run, env.device, choice, threads)
     if cfg.strategy == "fold-parallel":
         return _fold_parallel(cfg, data, run, wanted, resume, log, clock)
 
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // max(1, env.info.local_world_size)))
+    set_threads(cfg.threads, env.info.local_world_size)  # the time plan may have set its own
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    where = f"{env.device}" + (f" x{env.info.world_size} ranks (ddp)" if env.info.distributed else "")
-    log(f"train {cfg.model} @ {cfg.img_size}px on {where}, precision {_PRECISION_NAMES[env.dtype]}, "
-        f"folds {wanted} -> {run.root}")
     results = {}
     with tracking(cfg, run.root, env.info.is_main, None if record else f"fold{wanted[0]}") as tracker:  # --tracker
         for fold in wanted:
@@ -158,7 +160,7 @@ def _fold_parallel(
     cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: list[int], resume: bool, log: RunLog, clock: RunClock,
 ) -> dict[int, FoldResult]:
     devices = fold_devices(cfg.device, cfg.fold_workers)
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // len(devices))  # share the cores, don't fight
+    threads = cfg.threads or max(1, cpu_threads() // len(devices))  # share the CPUs, don't fight
     log(f"fold-parallel: folds {folds} over {len(devices)} worker(s) on {', '.join(devices)}; "
         f"worker logs in {run.root}/fold*/worker.log")
     worker_cfg = dataclasses.replace(cfg, strategy="single", threads=threads)
@@ -279,7 +281,7 @@ def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, e
     """One pass over ``loader``: returns the mean loss (all ranks), skipped steps and images/s."""
     t.net.train()
     steps, world = len(loader), env.info.world_size
-    total, skipped, streak, seen = 0.0, 0, 0, 0
+    meter, seen = LossMeter(env.device), 0
     start = time.perf_counter()
     bar = progress("img") if env.info.is_main else None
     with bar or contextlib.nullcontext():
@@ -288,22 +290,20 @@ def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, e
         for i, batch in enumerate(loader):
             x, y = train_batch(batch, epoch, cfg, env)
             adjust = functools.partial(hooks.loss, epoch * steps + i) if hooks.loss is not None else None
-            loss = train_step(t, x, y, env, cfg.grad_clip, adjust)
+            loss = train_step(t, x, y, env, cfg.grad_clip, adjust)  # a device tensor: no wait for the GPU here
+            meter.add(loss)
             tracker.step(fold, epoch * steps + i, loss, t.optimizer.param_groups[0]["lr"])
-            if loss is not None:
-                streak = 0
-                total += loss
-            else:
-                skipped, streak = skipped + 1, streak + 1
-                if streak >= cfg.max_bad_steps:
+            if (i + 1) % meter.CHECK_EVERY == 0 or i + 1 == steps:
+                if meter.worst_streak() >= cfg.max_bad_steps:  # skipped steps changed nothing: stopping late is safe
                     raise TrainingError(
-                        f"fold {fold} epoch {epoch + 1}: {streak} consecutive steps with non-finite loss or gradients; "
-                        "lower --lr, try --precision fp32, or check the data (last.pt keeps the last good epoch)"
+                        f"fold {fold} epoch {epoch + 1}: {cfg.max_bad_steps} consecutive steps with non-finite loss "
+                        "or gradients; lower --lr, try --precision fp32, or check the data (last.pt keeps the last "
+                        "good epoch)"
                     )
             seen += len(y) * world
             if bar:
                 bar.advance(task, len(y) * world)
     elapsed = time.perf_counter() - start
-    total, good = sum_across([total, steps - skipped], env.info)  # every rank's losses, not just rank 0's
+    total, good, skipped = meter.totals()
+    total, good = sum_across([total, good], env.info)  # every rank's losses, not just rank 0's
     return dict(loss=total / good if good else math.nan, skipped=skipped, images_per_s=seen / max(elapsed, 1e-9))
-

@@ -37,16 +37,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(
     model: nn.Module, name: Optimizer, lr: float, weight_decay: float = 1e-2, momentum: float = 0.9,
-    groups: list[dict] | None = None,
+    groups: list[dict] | None = None, fused: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW or SGD with Nesterov momentum over ``model``'s trainable parameters (settings checked by TrainConfig).
 
     ``groups``: ready parameter groups (``finetune.param_groups``: per-layer ``lr``); default ``param_groups``.
+    ``fused``: one kernel per step that can also skip the update on the device (``found_inf``), so a training
+    step never waits for the GPU; used on CUDA. On the CPU the default multi-tensor optimiser is as fast or
+    faster (resnet18 bf16: 150 vs 140 img/s), and deciding a skip on the host costs nothing there. A torch
+    without the fused kernel for these parameters falls back to the default.
     """
     groups = param_groups(model, weight_decay) if groups is None else groups
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    return torch.optim.AdamW(groups, lr=lr)
+    kw = {"fused": True} if fused else {}
+    groups = [dict(g) for g in groups]  # torch writes its defaults into the groups: a retry needs clean ones
+    try:
+        if name == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, **kw)
+        return torch.optim.AdamW(groups, lr=lr, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        if not fused:
+            raise
+        return build_optimizer(model, name, lr, weight_decay, momentum, groups, fused=False)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, floor: float = 0.01) -> float:

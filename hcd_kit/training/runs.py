@@ -151,6 +151,24 @@ def _record_split(data: DataLayout, run: RunLayout) -> None:
     atomic_write_bytes(run.folds, split)
 
 
+def record_environment(run: RunLayout, device, choice, threads: int) -> None:
+    """``RUN/environment.json``: where the run trained and why in that precision (``hcd report`` shows it)."""
+    import platform
+
+    import torch
+
+    from hcd_kit.device import cpu_caps
+
+    caps = cpu_caps()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if device.type == "cuda" else []
+    atomic_write_text(run.environment, json.dumps({
+        "device": str(device), "gpus": gpus, "precision": choice.name, "precision_reason": choice.reason,
+        "cpu_isa": caps.isa, "cpu_bf16_native": caps.bf16, "threads": threads, "torch": torch.__version__,
+        "python": platform.python_version(), "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }, indent=1) + "\n")
+
+
 class RunLog:
     """Lines to the console and appended to ``RUN/train.log``; silent on ranks other than 0."""
 

@@ -29,7 +29,7 @@ import torch
 from hcd_kit.console import console
 from hcd_kit.data.loader import BatchLoader
 from hcd_kit.data.store import PackedStore, open_store
-from hcd_kit.device import amp_dtype, resolve_device
+from hcd_kit.device import amp_dtype, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.layout import DataLayout, RunLayout
@@ -123,8 +123,7 @@ def _read_record(run: RunLayout) -> dict:
 def _make_plan(cfg: TrainConfig, data: DataLayout, store: PackedStore, table: pd.DataFrame, wanted: list[int],
                env: Env, budget_s: float | None, start: float) -> Plan:
     lanes = _lanes(cfg, wanted)
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(cfg.threads or max(1, cores // max(1, lanes * env.info.local_world_size)))
+    set_threads(cfg.threads, lanes * env.info.local_world_size)
     if env.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the loop trains
     speeds = measure_speeds(cfg, store, table, wanted[0], env)

@@ -1,11 +1,16 @@
 """One training step, as ``hcd train`` runs it: the fold's trainer, the batch's input and the update.
 
-``build_trainer`` makes a fold's model (set up for fine-tuning by ``finetune.prepare_model``), optimiser,
-per-step schedule, GradScaler, EMA and loss from a ``TrainConfig``; ``train_input`` turns a uint8 batch into
-the augmented, upscaled, normalised input on the device; ``train_step`` does forward, loss, backward, clipping
-and the optimiser, schedule and EMA updates, skipping (not applying) a step whose loss or gradients are not
-finite. The training loop and ``benchmarks/train.py`` both use these, so the benchmark times exactly the step
-that trains.
+``build_trainer`` makes a fold's model (set up for fine-tuning by ``finetune.prepare_model``, in the memory
+format ``device.place_model`` picks), optimiser, per-step schedule, GradScaler, EMA and loss from a
+``TrainConfig``; ``train_input`` turns a uint8 batch into the augmented, upscaled, normalised input on the
+device; ``train_step`` does forward, loss, backward, clipping and the optimiser, schedule and EMA updates,
+skipping (not applying) a step whose loss or gradients are not finite. The training loop and
+``benchmarks/train.py`` both use these, so the benchmark times exactly the step that trains.
+
+On CUDA the step never waits for the GPU: the optimiser is fused, and whether a step is applied is a tensor on
+the device that the fused kernel reads (``found_inf``), the way GradScaler drives it; the loss comes back as a
+device tensor (NaN for a skipped step) that the loop sums on the device and reads at log intervals. Under DDP
+the ranks agree through an all-reduce of that tensor, not through the host.
 
     env = Env(device, amp_dtype(device, cfg.precision))
     t = build_trainer(cfg, steps_per_epoch, train_labels, env)
@@ -14,6 +19,7 @@ that trains.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -23,13 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from hcd_kit.device import autocast, grad_scaler
+from hcd_kit.device import autocast, grad_scaler, model_input, place_model
 from hcd_kit.model import create_model
 from hcd_kit.preprocess import normalise, resize, to_float_nchw
 from hcd_kit.training.augment import augment_batch, mixup
 from hcd_kit.training.checkpoint import Trainer
 from hcd_kit.training.config import TrainConfig
-from hcd_kit.training.distributed import DistInfo, all_true
+from hcd_kit.training.distributed import DistInfo, all_ranks
 from hcd_kit.training.finetune import param_groups, prepare_model
 from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
 
@@ -46,11 +52,10 @@ class Env:
 def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarray, env: Env) -> Trainer:
     """Model, optimiser, per-step schedule, GradScaler, EMA and loss of one fold, as ``cfg`` says."""
     model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path, img_size=cfg.img_size)
-    model = prepare_model(model, cfg).to(env.device)  # --train-blocks, --lora, --grad-ckpt
-    if env.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(prepare_model(model, cfg), env.device)  # --train-blocks, --lora, --grad-ckpt
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
-                                groups=param_groups(model, cfg))  # --layer-decay: one lr per layer
+                                groups=param_groups(model, cfg),  # --layer-decay: one lr per layer
+                                fused=env.device.type == "cuda")  # skips a bad step on the GPU, no host sync
     return Trainer(
         model=model,
         net=model,
@@ -92,8 +97,7 @@ def train_input(
     """
     x = to_float_nchw(images.to(device, non_blocking=True))
     x = augment_batch(x, torch.from_numpy(index), epoch, cfg.seed, cfg.augment)
-    x = normalise(resize(x, cfg.img_size))
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return normalise(resize(x, cfg.img_size))  # train_step puts it in the model's memory format
 
 
 def train_batch(batch, epoch: int, cfg: TrainConfig, env: Env) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,44 +113,81 @@ def train_batch(batch, epoch: int, cfg: TrainConfig, env: Env) -> tuple[torch.Te
 def train_step(
     t: Trainer, x: torch.Tensor, y: torch.Tensor, env: Env, grad_clip: float,
     adjust_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> float | None:
-    """One optimisation step on a prepared batch; returns its loss, or None when it was skipped.
+) -> torch.Tensor:
+    """One optimisation step on a prepared batch; returns its loss as a 0-d float32 tensor on the device, NaN
+    when the step was skipped (``float(loss)`` reads it; the loop reads its sums at log intervals instead).
 
-    Forward under autocast, loss (then ``adjust_loss``, a test hook), backward, gradient clipping
-    (``grad_clip`` 0 = off), optimiser step, schedule step (on skipped steps too: it counts batches) and EMA
-    update. A non-finite loss never reaches ``backward`` or the GradScaler, so the loss scale is untouched.
-    Under float16 the scaler itself handles overflowing gradients (it skips the step and lowers the scale:
-    normal dynamics, not counted); without a scaler a non-finite gradient norm skips the step here.
+    Forward under autocast (input in the model's memory format), loss (then ``adjust_loss``, a test hook),
+    backward, gradient clipping (``grad_clip`` 0 = off), optimiser step, schedule step (on skipped steps too: it
+    counts batches) and EMA update. A step is applied only when its loss (on every DDP rank) and its gradient
+    norm are finite; a non-finite loss is reported as a skipped step. Under float16 an overflowing gradient is
+    the GradScaler's business: the step is not applied and the scale drops (normal dynamics, not counted).
     """
     with autocast(env.device, env.dtype):
-        logits = t.net(x).squeeze(1)
+        logits = t.net(model_input(x, t.model)).squeeze(1)
     loss = t.loss_fn(logits.float(), y)
     if adjust_loss is not None:
         loss = adjust_loss(loss)
-    ok = _backward_and_step(loss, t, grad_clip, env)
+    counted = _backward_and_step(loss, t, grad_clip, env)
     if t.scheduler.last_epoch > 0:  # the hot path: no warnings machinery after the first step
         t.scheduler.step()
     else:  # the schedule counts batches, on skipped steps too; torch warns when that first step was skipped
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             t.scheduler.step()
-    if not ok:
-        return None
-    if t.ema is not None:
+    if t.ema is not None:  # a skipped step left the weights as they were: the average moves toward them as usual
         t.ema.update(t.model)
-    return loss.item()
+    return torch.where(counted, loss.detach().float(), torch.full_like(loss.detach().float(), math.nan))
 
 
-def _backward_and_step(loss: torch.Tensor, t: Trainer, grad_clip: float, env: Env) -> bool:
+def _backward_and_step(loss: torch.Tensor, t: Trainer, grad_clip: float, env: Env) -> torch.Tensor:
+    """Backward, clip and (maybe) step; returns the device-side flag "this step counts as done"."""
     t.optimizer.zero_grad(set_to_none=True)
-    if not all_true(bool(torch.isfinite(loss)), env.info, env.device):  # every rank must agree, or DDP hangs
-        return False
-    t.scaler.scale(loss).backward()
+    finite = all_ranks(torch.isfinite(loss.detach()), env.info)  # every rank must agree, or DDP hangs
+    t.scaler.scale(loss).backward()  # a non-finite loss gives non-finite gradients: nothing below applies them
     t.scaler.unscale_(t.optimizer)
     norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    if not t.scaler.is_enabled() and not torch.isfinite(norm):  # gradients are all-reduced: ranks agree
-        t.optimizer.zero_grad(set_to_none=True)
-        return False
-    t.scaler.step(t.optimizer)
-    t.scaler.update()
-    return True
+    applied = finite & torch.isfinite(norm)  # gradients are all-reduced: every rank gets the same norm
+    _optimizer_step(t.optimizer, applied)
+    t.scaler.update()  # float16: the scale follows the inf checks unscale_ recorded (a no-op when disabled)
+    return finite if t.scaler.is_enabled() else applied
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, applied: torch.Tensor) -> None:
+    """``optimizer.step()`` where ``applied``; decided on the device by a fused optimiser (its kernels skip the
+    update, step count included, where ``found_inf`` is 1), on the host otherwise (free on the CPU)."""
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~applied).float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif bool(applied):
+        optimizer.step()
+
+
+class LossMeter:
+    """An epoch's step losses (``train_step``'s tensors, NaN = skipped), summed on the device: the sums, the
+    skipped steps and the longest run of consecutive skips are read by the host only in ``worst_streak`` and
+    ``totals`` (the loop asks every ``CHECK_EVERY`` steps and at the epoch's end)."""
+
+    CHECK_EVERY = 16  # steps between host reads: one sync per 16 steps, and a runaway fold stops within 16
+
+    def __init__(self, device: torch.device) -> None:
+        zero = functools.partial(torch.zeros, (), dtype=torch.float64, device=device)
+        self.total, self.good, self.skipped, self.streak, self.worst = (zero() for _ in range(5))
+
+    def add(self, loss: torch.Tensor) -> None:
+        bad = torch.isnan(loss)
+        self.total += torch.where(bad, 0.0, loss.double())
+        self.good += ~bad
+        self.skipped += bad
+        self.streak = (self.streak + 1) * bad  # back to 0 on a good step
+        self.worst = torch.maximum(self.worst, self.streak)
+
+    def worst_streak(self) -> int:
+        return int(self.worst)
+
+    def totals(self) -> tuple[float, int, int]:
+        """(sum of the counted losses, counted steps, skipped steps)."""
+        return float(self.total), int(self.good), int(self.skipped)

@@ -227,9 +227,13 @@ class Tracking:
     def start(self, name: str, config: dict[str, Any]) -> None:
         self._call("start", name, config)
 
-    def step(self, fold: int, step: int, loss: float | None, lr: float) -> None:
-        if self.tracker is not None and loss is not None and step % STEP_EVERY == 0:
-            self._call("log_step", fold, step, float(loss), float(lr))
+    def step(self, fold: int, step: int, loss: Any, lr: float) -> None:
+        """The step's loss (a device tensor, NaN when skipped): read, a host sync, only every ``STEP_EVERY`` steps."""
+        if self.tracker is None or loss is None or step % STEP_EVERY:
+            return
+        value = float(loss)
+        if math.isfinite(value):
+            self._call("log_step", fold, step, value, float(lr))
 
     def epoch(self, fold: int, row: dict[str, Any]) -> None:
         """One ``history.csv`` row (``epoch`` and ``EPOCH_KEYS``)."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from hcd_kit.data.loader import BatchLoader
 from hcd_kit.data.store import PackedStore
-from hcd_kit.device import autocast
+from hcd_kit.device import autocast, model_input
 from hcd_kit.preprocess import to_input
 from hcd_kit.training.distributed import gather_arrays
 from hcd_kit.training.step import Env
@@ -29,14 +29,11 @@ def predict_rows(
     """Sigmoid probabilities for store ``rows`` (in that order); under DDP each rank does a slice."""
     was_training = model.training
     model.eval()
-    cuda = env.device.type == "cuda"
     mine = np.array_split(rows, env.info.world_size)[env.info.rank]
-    loader = BatchLoader(store.images, None, mine, batch_size=batch_size, shuffle=False, pin_memory=cuda)
+    loader = BatchLoader(store.images, None, mine, batch_size=batch_size, shuffle=False, pin_memory=env.device.type == "cuda")
     idx, out = [], []
     for batch in loader:
-        x = to_input(batch.images, img_size, env.device)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_input(to_input(batch.images, img_size, env.device), model)  # NHWC for a CNN (device.py)
         with autocast(env.device, env.dtype):
             logits = model(x).squeeze(1)
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
