@@ -95,3 +95,28 @@ def test_bad_arguments():
         BatchLoader(_images(), batch_size=0)
     with pytest.raises(ValueError):
         BatchLoader(_images(), rank=2, world_size=2)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_more_gather_threads_keep_order_and_content(threads):
+    """A GPU host gathers with two threads (the default with pin_memory): the batches, their order and their
+    pixels are exactly those of one thread and of no background thread at all, epoch after epoch."""
+    images, labels = _images(), np.arange(103) % 2
+    runs = []
+    for kw in ({"prefetch": 0}, {"threads": 1}, {"threads": threads, "prefetch": 5}):
+        loader = BatchLoader(images, labels, batch_size=8, seed=3, **kw)
+        epochs = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            epochs.append([(b.index.tolist(), b.images.numpy().copy(), b.labels.tolist()) for b in loader])
+        runs.append(epochs)
+    for other in runs[1:]:
+        for e_ref, e in zip(runs[0], other):
+            assert [b[0] for b in e] == [b[0] for b in e_ref] and [b[2] for b in e] == [b[2] for b in e_ref]
+            assert all(np.array_equal(a[1], b[1]) for a, b in zip(e, e_ref))
+
+
+def test_gather_threads_default_to_two_only_where_batches_are_pinned_for_a_gpu():
+    assert BatchLoader(_images(), batch_size=8).threads == 1
+    assert BatchLoader(_images(), batch_size=8, pin_memory=True).threads == 2
+    assert BatchLoader(_images(), batch_size=8, pin_memory=True, threads=1).threads == 1

@@ -210,6 +210,9 @@ def test_the_other_sections_hold_what_the_run_says(tiny):
     times = section(text, "training-time")
     assert times.count("<tr>") == 3 and "sessions" in times
     assert "torch" in section(text, "environment") and "packed train" in section(text, "environment")
+    trained = json.loads((run / "environment.json").read_text())  # what `hcd train` recorded, and why
+    env = section(text, "environment")
+    assert f"{trained['precision']} ({trained['precision_reason']})" in env and trained["cpu_isa"] in env
 
 
 def test_fold_times_sum_the_sessions_of_a_resumed_fold(tmp_path):

@@ -41,7 +41,8 @@ def cv(
     report = cv_report(run_dir)
     for line in report.warnings:
         err_console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
-    table = Table(title=f"out-of-fold AUC: {run_dir}")
+    console.print(f"run: {run_dir}", soft_wrap=True)  # a path in the title would be folded to the table's width
+    table = Table(title="out-of-fold AUC")
     table.add_column("fold", justify="right")
     table.add_column("n", justify="right")
     table.add_column("positives", justify="right")

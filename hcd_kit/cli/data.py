@@ -62,7 +62,7 @@ def prepare(
             console.print(f"{r.split}: [yellow]skipped {len(names)} {kind}[/] ({_some(names)})", soft_wrap=True)
     if any(r.skipped for r in summary.splits.values()):
         console.print(f"every skipped input is listed in {StoreLayout(summary.out).manifest}", soft_wrap=True)
-    console.print(f"store: {summary.out}")
+    console.print(f"store: {summary.out}", soft_wrap=True)
 
 
 @command()
@@ -108,7 +108,7 @@ def folds(
                       f"({_some(summary.ungrouped)})", soft_wrap=True)
     for k, (n, rate) in enumerate(zip(summary.counts, summary.positive_rates)):
         console.print(f"fold {k}: {n:,} patches, {rate:.1%} positive")
-    console.print(f"wrote {summary.path}")
+    console.print(f"wrote {summary.path}", soft_wrap=True)
 
 
 def _some(names: list[str], n: int = 3) -> str:

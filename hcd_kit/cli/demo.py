@@ -16,7 +16,8 @@ def demo(
     work_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the demo writes everything (data links, packed store, run, submission).")] = Path("hcd-demo"),
     recipe: Annotated[str, typer.Option(metavar="NAME", help="Recipe to train (see `hcd recipes`); pretrained weights are never used.")] = "cpu",
     model: Annotated[Optional[str], typer.Option(metavar="NAME", show_default="the recipe's (resnet10t)", help="timm model to train from scratch.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (20)", help="Epochs per fold (20 take about 2 minutes on 2 CPU cores for the shipped sample, 18 for hcd-mini).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (20; the shipped sample: as many as fit --time-budget)", help="Epochs per fold (on 2 CPU cores hcd-mini's 20 take 15-35 minutes).")] = None,
+    time_budget: Annotated[Optional[str], typer.Option(metavar="DURATION", show_default="2m for the shipped sample without --epochs, else none", help="Time for training and prediction: the planner measures this machine and trains as many epochs as fit (like `hcd train --time-budget`).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (64)", help="Training batch size.")] = None,
     seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed for weights, shuffling and augmentation.")] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -36,13 +37,18 @@ def demo(
     from hcd_kit.demo import run_demo
 
     res = run_demo(work_dir=work_dir, data_dir=data_dir, model=model, epochs=epochs, batch_size=batch_size, device=device,
-                   seed=seed, recipe=recipe)
+                   seed=seed, recipe=recipe, time_budget=time_budget)
     cfg = res.config
     table = Table(title="hcd demo: what it did", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # paths wrap, never cropped with "…"
     table.add_row("data", f"{res.n_train} labelled + {res.n_test} test patches in {res.data_dir}")
     table.add_row("prepare", ", ".join(f"{k}: {v:,.0f} img/s" for k, v in res.prepare_ips.items()))
     table.add_row("loader", f"{res.loader_ips:,.0f} img/s")
-    table.add_row("train", f"recipe {recipe}: {cfg.model}, 5 folds x {cfg.epochs} epochs in {res.seconds.get('train', 0):.0f} s")
+    chosen = f" (chosen for --time-budget {cfg.time_budget})" if cfg.time_budget else ""
+    table.add_row("train", f"recipe {recipe}: {cfg.model}, 5 folds x {cfg.epochs} epochs{chosen} "
+                           f"in {res.seconds.get('train', 0):.0f} s")
+    table.add_row("precision", res.precision)
     table.add_row("CV (out-of-fold) AUC", f"{res.cv_auc:.4f}")
     if res.oof_auc_tta is not None:
         table.add_row("OOF AUC 1 view -> TTA x8", f"{res.oof_auc_1view:.4f} -> {res.oof_auc_tta:.4f}")

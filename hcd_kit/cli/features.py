@@ -49,13 +49,14 @@ def embed(
     for s in res.splits:
         how = {"resumed": f" (resumed at row {s.start:,})", "already embedded": " (already embedded)"}.get(s.status, "")
         console.print(f"{s.split:<5} {s.rows:>8,} patches x {res.tta} view(s) x {res.dim} features{how}",
-                      highlight=False)
+                      soft_wrap=True, highlight=False)
     if res.skipped:
         console.print(f"{res.out} already embedded with these settings; nothing to do (--force rebuilds it)",
                       soft_wrap=True, highlight=False)
         return
+    # soft_wrap: the label may be a long local-dir: path, which rich would otherwise break (or fold) to its width
     console.print(f"{res.label} at {res.img_size} px, pool {res.pool}: {res.images_per_s:,.0f} img/s "
-                  f"({res.seconds:,.0f} s in all)", highlight=False)
+                  f"({res.seconds:,.0f} s in all)", soft_wrap=True, highlight=False)
     console.print(f"wrote {res.out}. Next: hcd probe --features {res.out} --data-dir {data_dir} --run-dir RUN",
                   soft_wrap=True, highlight=False)
 

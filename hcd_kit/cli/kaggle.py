@@ -60,7 +60,7 @@ def submit(
     path = ledger_path(ledger)
     rec = submit_file(file, message, DataLayout.of(data_dir).sample_submission, competition, path, timeout)
     cv = f" (CV AUC {rec.cv_auc:.5f})" if rec.cv_auc is not None else ""
-    console.print(f"submitted {file} as ref {rec.ref}{cv}; recorded in {path}")
+    console.print(f"submitted {file} as ref {rec.ref}{cv}; recorded in {path}", soft_wrap=True)
     if wait:
         rec = wait_for_score(
             rec, path, wait_timeout=wait_timeout, poll=poll_interval, timeout=timeout,
@@ -104,9 +104,11 @@ def submissions(
         except KaggleError as exc:  # the local ledger is still worth showing
             err_console.print(f"[yellow]warning:[/] scores not refreshed: {exc}", soft_wrap=True)
     if not records:
-        console.print(f"no submissions recorded in {path} yet; make one with `hcd submit FILE -m MSG`")
+        console.print(f"no submissions recorded in {path} yet; make one with `hcd submit FILE -m MSG`",
+                      soft_wrap=True)
         return
-    table = Table(title=f"submissions ({path})")
+    console.print(f"ledger: {path}", soft_wrap=True)  # a path in the title would be folded to the table's width
+    table = Table(title="submissions")
     table.add_column("ref / UTC", no_wrap=True)
     table.add_column("message / file, runs, tta", overflow="fold", ratio=1)
     for col in ("CV AUC", "status", "public", "private"):  # the numbers compared: never cut short

@@ -145,7 +145,8 @@ def kernel_push(
     user = owner(dry_run)
     folder = render_kernel(spec, user, root)
     net = "on" if spec.internet else "off"
-    console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})")
+    console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})",
+                  soft_wrap=True)
     if spec.hub_secret:
         console.print(f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}: attach it once in the "
                       "notebook's Add-ons > Secrets (until then the session stops at its start, saying so)",
@@ -203,7 +204,7 @@ def kernel_output_cmd(
     ref = kernel_ref(name)
     dest = out_dir or Path("kernels") / ref.split("/")[1] / "output"
     files = kernel_output(ref, dest, transfer_timeout=transfer_timeout)
-    console.print(f"downloaded {len(files)} files of {ref} into {dest}")
+    console.print(f"downloaded {len(files)} files of {ref} into {dest}", soft_wrap=True)
 
 
 @command(dataset_app, "push", renamed={"out": "out_dir", "timeout": "transfer_timeout"})
@@ -233,7 +234,7 @@ def dataset_push(
     ref = f"{kaggle_api.username()}/{slug}"
     folder = out_dir or Path("build") / "kaggle" / slug
     names = build_dataset(folder, ref, wheel=wheel, run_dir=run_dir)
-    console.print(f"assembled {folder}/: {', '.join(names)}")
+    console.print(f"assembled {folder}/: {', '.join(names)}", soft_wrap=True)
     if dry_run:
         return
     res = push_dataset(folder, notes, transfer_timeout=transfer_timeout)

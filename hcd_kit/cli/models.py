@@ -62,7 +62,8 @@ def models(
     for col, justify in ( ("gated", "center"), ("rehost", "center"),
                          ("px", "right"), ("dim", "right"), ("T4 img/s", "right"),
                          ("embed", "right"), ("PCam", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        # a narrow terminal folds a header or a number onto two lines rather than cut it short with "…"
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for e in rows:
         table.add_row(f"[bold]{e.name}[/]", e.licence, "yes" if e.gated else "no",
                       "yes" if e.redistribute else "no", str(e.input_size), str(e.features),

@@ -61,7 +61,7 @@ def predict(
         console.print(f"wrote {res.oof_file} (OOF with TTA x{res.tta}, for `hcd ensemble`)", soft_wrap=True)
     console.print(f"folds {','.join(map(str, res.folds))} | tta {res.tta} | ensemble {res.ensemble} | "
                   f"{res.n_images} test patches at {res.images_per_s:,.0f} img/s per fold")
-    console.print(f"wrote {res.out} (cv_auc {_auc(res.cv_auc)}) and {res.sidecar.name}")
+    console.print(f"wrote {res.out} (cv_auc {_auc(res.cv_auc)}) and {res.sidecar.name}", soft_wrap=True)
 
 
 @command(renamed={"how": "blend"})
@@ -109,4 +109,4 @@ def ensemble(
     if res.blend_auc is not None:
         fitted = "; weights fitted on these ids" if res.search is not None else ""
         console.print(f"OOF AUC {_auc(res.blend_auc)}  blend ({res.how}, {res.n_oof} ids{fitted})")
-    console.print(f"wrote {res.out} ({res.n_test} rows) and {res.sidecar.name}")
+    console.print(f"wrote {res.out} ({res.n_test} rows) and {res.sidecar.name}", soft_wrap=True)

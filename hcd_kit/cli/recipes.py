@@ -82,7 +82,8 @@ def recipes(
                       _hours(row["cpu_seconds"]))
     console.print(table)
     for row in rows:
-        console.print(f"[bold]{row['name']}[/]: {row['description']} Based on {row['based_on']}.", highlight=False)
+        console.print(f"[bold]{row['name']}[/]: {row['description']} Based on {row['based_on']}.", soft_wrap=True,
+                      highlight=False)
     console.print("Costs are for 5 folds + TTA x8 prediction; throughput from:")
     for source, i in sources.items():
-        console.print(f"  [{i}] {source}", highlight=False)
+        console.print(f"  [{i}] {source}", soft_wrap=True, highlight=False)

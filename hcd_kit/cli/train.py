@@ -142,7 +142,7 @@ def _train_blend(blend, data_dir: Path, run_dir: Optional[Path], config, given: 
         return
     console.print(f"Trained {len(runs)} runs. Next: `hcd predict --data-dir {data_dir} --run-dir RUN` for each of "
                   f"{', '.join(map(str, runs))}, then `hcd ensemble {' '.join(map(str, runs))} --weights auto "
-                  f"--out {root}/submission.csv`")
+                  f"--out {root}/submission.csv`", soft_wrap=True)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

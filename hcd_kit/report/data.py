@@ -189,6 +189,13 @@ def environment(cfg: dict[str, Any], data_dir: Path, run: RunLayout) -> list[tup
         if first:
             rows.append(("training (train.log)", first[20:]))
     rows.append(("run device setting", str(cfg.get("device", "–"))))
+    try:  # RUN/environment.json: where the run trained, in which precision and why
+        trained = json.loads(run.environment.read_text(encoding="utf-8"))
+        rows.append(("precision (training)", f"{trained['precision']} ({trained['precision_reason']})"))
+        rows.append(("CPU (training)", f"{trained['cpu_isa']}, {'native' if trained['cpu_bf16_native'] else 'no native'} "
+                                       f"bf16, {trained['threads']} thread(s)"))
+    except (OSError, ValueError, KeyError, TypeError):  # a run from before hcd recorded it
+        pass
     packed = DataLayout.of(data_dir).packed
     try:
         manifest = json.loads(packed.manifest.read_text(encoding="utf-8"))
