@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base, found = variants(args)
     seeds = [int(s) for s in args.seeds.split(",")]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    from hcd_kit.device import cpu_threads
+
+    threads = max(1, cpu_threads() // args.jobs)  # the CPUs this process may use, shared by the jobs
     jobs = [(name, seed) for name in found for seed in seeds]
     results: dict[str, list[dict]] = {name: [] for name in found}
     ctx = mp.get_context("spawn")

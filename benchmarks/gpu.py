@@ -6,8 +6,9 @@ repeated under new ids to get batches worth timing; the 40 test ones as they are
 its own process so one failure does not hide the others:
 
 1. ``hcd prepare`` + ``hcd folds`` on that folder;
-2. ``benchmarks/train.py``: training images/s from device memory vs from the packed-store loader, under
-   the precision asked for (fp16 with GradScaler by default on CUDA);
+2. ``benchmarks/train.py``: hcd's training step against the fastest bare timm step (fp32 / fp16, NCHW /
+   channels-last: ``hcd_over_bare``, target >= 0.95) and fed from device memory vs from the packed-store loader
+   (``overhead_pct``, target <= 5 %), under the precision hcd picks (fp16 with GradScaler on CUDA);
 3. ``hcd train`` on all five folds (one epoch) (precision auto: fp16 + GradScaler on CUDA, channels-last, cuDNN benchmark, pinned-memory loader);
 4. ``hcd train --resume`` of that run (a no-op that must say the folds are finished);
 5. ``hcd train --precision bf16`` (one fold, one epoch) where the GPU supports bfloat16;
@@ -18,8 +19,9 @@ its own process so one failure does not hide the others:
 10. ``hcd embed`` with registry foundation models (random weights, full size: kaiko-vitb16 and uni's ViT-L)
     and a LoRA fine-tuning fold of kaiko-vits16, under fp16;
 11. per recipe backbone at its input size (run right after step 2, so a run cut short still has them):
-    training images/s (fp16 + channels-last, loader-fed vs device-resident) and TTA x8 prediction images/s,
-    the figures ``hcd recipes --figures REPORT`` turns into cost estimates.
+    training images/s (fp16 + channels-last, loader-fed vs device-resident, and hcd / bare) and TTA x8
+    prediction images/s, the figures ``hcd recipes --figures REPORT`` turns into cost estimates;
+12. ``pytest -m gpu``: the tests of CUDA-only paths (skipped on every CPU-only machine).
 
 With ``--out`` the JSON report is rewritten after every step, so a run stopped by its caller keeps its figures.
 
@@ -209,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
                                     "--device", dev, "--run-dir", str(work / "run-lora")]))
     tta = ["--n", "256", "--model", "resnet10t"] if args.quick else []
     steps.append(("tta-cost", [py, "benchmarks/predict.py", "--device", dev, *tta, "--json"]))
+    steps.append(("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"]))
     for name, cmd in steps:
         res = run_step(name, cmd, args.step_timeout, env)
         report["steps"].append(res)
-        line = f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {res['tail'][-1] if res['tail'] else ''}"
+        ratios = ", ".join(f"{m} hcd/bare {r['hcd_over_bare']:.3f} loader {r['overhead_pct']:.1f} %"
+                           for m, r in ((res.get("figures") or {}).get("models") or {}).items() if "hcd_over_bare" in r)
+        line = f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {ratios or (res['tail'][-1] if res['tail'] else '')}"
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
         report["passed"] = all(s["exit"] == 0 for s in report["steps"])
         if args.out:  # after every step: a run cut short by its caller still leaves the figures it has

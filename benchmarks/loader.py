@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="hcd-bench-") as tmp:
         scratch = Path(tmp)
         result = {
-            "n": n, "batch_size": args.batch_size, "workers": args.workers, "cpus": os.cpu_count(),
+            "n": n, "batch_size": args.batch_size, "workers": args.workers, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "pil_ips": bench_pil(paths, labels, args.batch_size, args.workers),
             "h5_ips": bench_h5(images, labels, args.batch_size, scratch),
             "hcd_ips": bench_hcd(np.load(out / "train_images.npy", mmap_mode="r")[:n], labels, args.batch_size),
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}))
     else:
-        print(f"{n:,} patches, batch {args.batch_size}, {args.workers} workers, {os.cpu_count()} CPUs")
+        print(f"{n:,} patches, batch {args.batch_size}, {args.workers} workers, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs")
         for key, name in [("pil_ips", "(a) PIL + torchvision Dataset/DataLoader"),
                           ("h5_ips", "(b) h5py by random index"), ("hcd_ips", "(c) hcd BatchLoader on the memmap"),
                           ("prepare_ips", "hcd prepare (packing, wall)")]:

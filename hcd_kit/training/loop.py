@@ -5,9 +5,10 @@ and writes, per fold (``hcd_kit.layout.RunLayout``): ``best.pt`` (best validatio
 (everything needed to resume, every epoch), ``history.csv`` and ``oof.csv`` (the fold's validation
 probabilities from the best weights, so the union over folds is an honest out-of-fold CV estimate).
 Every step runs under autocast (float16 + GradScaler on CUDA, bfloat16 on a CPU that has it natively, else
-float32: ``device.choose_precision``); a step whose loss or
-gradients are not finite is skipped and counted instead of poisoning the weights, and ``max_bad_steps`` of
-them in a row stop the fold with a clear error. Augmentation runs on the device, batch-wise, with draws
+float32: ``device.choose_precision``); a step whose loss or gradients are not finite is skipped and counted
+instead of poisoning the weights, and ``max_bad_steps`` of them in a row stop the fold with a clear error.
+The step's loss stays on the device (``step.LossMeter``), so on CUDA the loop never waits for the GPU between
+steps. Augmentation runs on the device, batch-wise, with draws
 keyed on (seed, epoch, row), so resumed and DDP runs see the same images as an uninterrupted run.
 
 Reads top to bottom: ``train`` (entry) -> ``_train`` (set-up, fold loop) -> ``_run_fold`` (epochs,
