@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from hcd_kit.device import amp_dtype, resolve_device
+from hcd_kit.device import amp_dtype, resolve_device, set_threads
 from hcd_kit.model import create_model
 from hcd_kit.choices import TTA_CHOICES
 from hcd_kit.inference import predict_views, to_device
@@ -66,6 +66,7 @@ def main() -> None:
     args = ap.parse_args()
 
     device = resolve_device(args.device)
+    set_threads()  # as `hcd predict`: the CPUs this process may use
     dtype = amp_dtype(device, args.precision)
     torch.backends.cudnn.benchmark = True
     model = to_device(create_model(args.model, pretrained=False), device)

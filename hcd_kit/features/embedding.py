@@ -29,7 +29,7 @@ from hcd_kit.choices import Precision, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.console import progress
 from hcd_kit.data import BatchLoader, PackedStore
-from hcd_kit.device import amp_dtype, autocast, model_input, resolve_device
+from hcd_kit.device import amp_dtype, autocast, model_input, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features.store import (SplitWriter, check_compatible, data_identity, read_manifest, remove_store,
                                     write_manifest)
@@ -206,6 +206,7 @@ def embed(
 
     dev = resolve_device(device)
     dtype = amp_dtype(dev, precision)
+    set_threads()  # the CPUs this process may use (its affinity mask)
     net = create_model(model, pretrained=pretrained, weights=weights, num_classes=0, img_size=img_size)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     size = img_size or backbone.input_size or _native_size(net, backbone.kind) or 96

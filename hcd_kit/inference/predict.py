@@ -26,7 +26,7 @@ from torch import nn
 
 from hcd_kit.console import progress
 from hcd_kit.data import BatchLoader, PackedStore, open_store
-from hcd_kit.device import Precision, amp_dtype, autocast, model_input, place_model, resolve_device
+from hcd_kit.device import Precision, amp_dtype, autocast, model_input, place_model, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, recorded_cv_auc, write_tta_oof
 from hcd_kit.inference.runs import RunModel, load_fold_model, read_run_model, select_folds
@@ -177,6 +177,7 @@ def predict_run(
     ids = sample_ids(data_dir)
     dev = resolve_device(device)
     dtype = amp_dtype(dev, precision)
+    set_threads()  # the CPUs this process may use (its affinity mask)
     # Every fold's weights are checked (on the CPU) before any image is touched: a wrong file fails in seconds.
     models = {k: load_fold_model(run_dir, k, spec, torch.device("cpu")) for k in fold_ids}
     store = open_test_store(data_dir)
