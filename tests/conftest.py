@@ -3,13 +3,21 @@
 The default suite needs nothing outside the repository: ``sample_root`` is the demo's 240 labelled and 40 test
 real patches, laid out as the competition, and ``subset_factory`` draws from it. ``mini_root`` is the larger
 ``../shared/data/hcd-mini``; every test that uses it is marked ``shared_data`` and skipped, with the reason,
-where that folder is absent (CI always has it).
+where that folder is absent (CI always has it). Tests marked ``gpu`` need a real CUDA GPU and are skipped, with
+the reason, where none is visible (``pytest -m gpu`` runs them on a GPU machine).
+
+Output is read at a fixed terminal width (``TEST_COLUMNS``): rich sizes hcd's consoles and Typer's help from
+``COLUMNS`` or the terminal pytest runs in, so without it a test's outcome would depend on the caller's window.
+Packages of the ``[dev]`` extra are imported with ``dev_extra``: missing, the test fails instead of skipping.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -17,17 +25,54 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO.parent / "shared" / "data" / "hcd-mini"
 MINI_MISSING = f"needs the real hcd-mini data set at {MINI} (present in CI; absent in a plain clone)"
+NO_GPU = "needs a CUDA GPU"
+TEST_COLUMNS = 80  # what CI (no terminal) gets anyway: the narrow case, where cropping and folding show
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "shared_data: needs ../shared/data/hcd-mini; skipped where it is absent")
+    """Fix the terminal width before any test module imports rich or Typer (both read it when first used):
+    in-process consoles, Typer's help and every ``hcd`` subprocess then see ``TEST_COLUMNS`` columns."""
+    os.environ["COLUMNS"] = str(TEST_COLUMNS)
+    os.environ.pop("TERMINAL_WIDTH", None)  # Typer's own cap on the help's width, read once at its import
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Any test that takes ``mini_root`` (directly or through a fixture) is a shared-data test."""
+    """Any test that takes ``mini_root`` (directly or through a fixture) is a shared-data test; a ``gpu`` test
+    is skipped where no CUDA GPU is visible."""
+    gpu_missing = None
     for item in items:
         if "mini_root" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.shared_data)
+        if item.get_closest_marker("gpu") is not None:
+            if gpu_missing is None:
+                import torch
+
+                gpu_missing = not torch.cuda.is_available()
+            if gpu_missing:
+                item.add_marker(pytest.mark.skip(reason=NO_GPU))
+
+
+@pytest.fixture(autouse=True)
+def fixed_terminal_width(monkeypatch):
+    """Every test reads output ``TEST_COLUMNS`` wide unless it asks for another width itself (``COLUMNS`` in a
+    CliRunner's or a subprocess's env). hcd's consoles keep a width taken from ``COLUMNS`` when they were built
+    (rich has no public way to drop it again): unset here, they follow ``COLUMNS`` at each print."""
+    from hcd_kit.console import console, err_console
+
+    monkeypatch.setenv("COLUMNS", str(TEST_COLUMNS))
+    for c in (console, err_console):
+        monkeypatch.setattr(c, "_width", None)
+
+
+def dev_extra(name: str) -> ModuleType:
+    """Import ``name``, a package of the ``[dev]`` extra (pyproject.toml): the suite needs it, so a missing one
+    fails the test, saying how to install it, instead of skipping it unnoticed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing = exc
+    pytest.fail(f"{name} is missing ({missing}); the tests need the [dev] extra: pip install -e \".[dev]\"",
+                pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +187,6 @@ def subset_factory(sample_root, tmp_path):
 # Kaggle stand-in (helper A1): a local server the real `kaggle` client talks to, and an environment pointing
 # the client (in-process or in an `hcd` subprocess) at it. See tests/kaggle_stub.py for the server's API.
 # =============================================================================================================
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -196,6 +240,36 @@ class KaggleEnv:
             files = [root] if Path(root).is_file() else [p for p in Path(root).rglob("*") if p.is_file()]
             for f in files:
                 assert needle not in f.read_bytes(), f"the Kaggle key leaked into {f}"
+
+
+class FakeClock:
+    """A clock that moves only when code sleeps on it: ``monotonic()`` and ``time()`` read it, ``sleep(s)``
+    advances it at once and records ``s`` in ``sleeps``. A wait with a time-out then counts polls, whatever the
+    machine's speed."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    time = monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+
+
+@pytest.fixture
+def poll_clock(monkeypatch) -> FakeClock:
+    """hcd's Kaggle polling in this process (``hcd_kit.kaggle.poll``: ``--wait``, ``--wait-timeout``,
+    ``--score-timeout``, the backoff) on a ``FakeClock``: waits take no time and time-outs count polls."""
+    import hcd_kit.kaggle.poll as poll
+
+    clock = FakeClock()
+    monkeypatch.setattr(poll, "time", clock)
+    return clock
 
 
 @pytest.fixture

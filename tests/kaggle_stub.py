@@ -16,6 +16,7 @@ Python API (what tests use)::
     stub.fail("DownloadDataFiles", status=500, times=2, retry_after=None)  # HTTP error, next N calls
     stub.fail_in_body("SaveKernel", code=403, message="...", times=1)     # {"code":403,...} in an HTTP 200
     stub.delay("DownloadDataFiles", seconds=30, times=1)                   # stall (outer time limits)
+    stub.wait_held(1)               # until that many requests are held in a delay; stub.held: how many now
     stub.requests                   # every request RECEIVED: Recorded(method, path, endpoint, body, headers, data)
     stub.calls("CreateSubmission")  # the Recorded requests of one endpoint, in order
     stub.stop()
@@ -173,6 +174,8 @@ class KaggleStub:
         self._lock = threading.RLock()
         self._ids = itertools.count(1000)
         self._stop = threading.Event()
+        self.held = 0  # requests sleeping in an injected delay right now: received, not answered
+        self._held_changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -246,7 +249,23 @@ class KaggleStub:
             return queue[0]
 
     def sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
+        with self._held_changed:
+            self.held += 1
+            self._held_changed.notify_all()
+        try:
+            self._stop.wait(seconds)
+        finally:
+            with self._held_changed:
+                self.held -= 1
+                self._held_changed.notify_all()
+
+    def wait_held(self, n: int = 1, timeout: float = 120.0) -> int:
+        """Block until ``n`` requests are held in an injected delay (``timeout`` only stops a hang); return how
+        many are. A client's time limit is then checked by work, not by a clock: it gave up while its request
+        was still unanswered."""
+        with self._held_changed:
+            self._held_changed.wait_for(lambda: self.held >= n, timeout)
+            return self.held
 
     # ------------------------------------------------------------------ competitions
     def _competition(self, name: str) -> Competition:

@@ -1,14 +1,16 @@
 """``hcd train --time-budget`` and ``--plan``: durations, the plan's arithmetic, the deadline, and real tiny runs.
 
-The pure tests give the planner measured speeds by hand; the runs measure resnet10t (from scratch, 32 px, one
-thread) on real shipped patches, so every number they see comes from this machine.
+No test asks this machine to be fast enough for a fixed budget. The pure tests give the planner speeds by hand
+and drive ``RunClock`` with a fake clock (``budget._now``); the deadline run does both through ``train``; the
+real CLI runs measure resnet10t (from scratch, 32 px, one thread) on shipped patches first and size their
+budget from that measurement, then check that what the run did agrees with the plan it recorded.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
-import time
 
 import pandas as pd
 import pytest
@@ -20,7 +22,8 @@ from hcd_kit.config import read_toml
 from hcd_kit.errors import ConfigError
 from hcd_kit.layout import RunLayout
 from hcd_kit.training import budget
-from hcd_kit.training.budget import RunClock, Speeds, Work, fit_epochs, format_duration, parse_duration
+from hcd_kit.training.budget import MARGIN, RunClock, Speeds, Work, fit_epochs, format_duration, parse_duration
+from hcd_kit.training.runs import finished
 
 FAST = ["--device", "cpu", "--no-pretrained", "--model", "resnet10t", "--img-size", "32", "--threads", "1",
         "--batch-size", "32"]
@@ -109,52 +112,100 @@ def test_clock_stops_a_fold_before_an_epoch_past_its_share_and_gives_the_rest_to
 
 def test_plan_prints_the_plan_and_writes_nothing(data, tmp_path):
     run = tmp_path / "run"
-    res = hcd_train("--data-dir", data, "--run-dir", run, "--epochs", 3, "--plan", "--time-budget", "1h", *FAST)
+    # 100 hours: 3 epochs of 96 tiny patches fit on any machine, so the line says "as configured"
+    res = hcd_train("--data-dir", data, "--run-dir", run, "--epochs", 3, "--plan", "--time-budget", "100h", *FAST)
     assert res.exit_code == 0, res.output
     out = res.output
     assert re.search(r"measured train [\d,]+ img/s, validation [\d,]+ img/s, predict [\d,]+ views/s", out)
-    assert "epochs 3 (as configured); time budget 1h" in out and "per fold x 3 folds" in out
+    assert "epochs 3 (as configured); time budget 100h" in out and "per fold x 3 folds" in out
     assert re.search(r"expected finish \d\d:\d\d", out) and "8 test x 3 folds + 96 OOF images" in out
     assert not run.exists()
     res = hcd_train("--data-dir", data, "--run-dir", run, "--fold", "0", "--plan", *FAST)  # no budget: as configured
     assert res.exit_code == 0 and "no time budget" in res.output and not run.exists()
 
 
-def test_a_small_budget_trains_fewer_epochs_and_the_run_records_them(data, tmp_path):
+def _measured_plan(data, monkeypatch) -> budget.Plan:
+    """``hcd train --plan`` for one epoch of fold 0, as the budget run below will be configured: the Plan it
+    made from this machine's speeds (measuring included), caught on its way out of ``plan_run``."""
+    import hcd_kit.training
+    from hcd_kit.training.speed import plan_run
+
+    plans = []
+
+    def keep(*args, **kwargs):
+        plans.append(plan_run(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(hcd_kit.training, "plan_run", keep)  # the CLI imports it from there when it runs
+    res = hcd_train("--data-dir", data, "--fold", "0", "--epochs", 1, "--plan", *FAST)
+    assert res.exit_code == 0 and len(plans) == 1, res.output
+    return plans[0]
+
+
+def test_a_small_budget_trains_fewer_epochs_and_the_run_records_them(data, tmp_path, monkeypatch):
+    # the budget: three times what one epoch of fold 0 needs here, measuring and prediction included, so the
+    # run's own measurement can be noisy either way and still choose at least one and far fewer than 1000 epochs
+    one_epoch = _measured_plan(data, monkeypatch)
+    budget_s = 3 * one_epoch.total_s / (1 - MARGIN)
+    text = f"{budget_s:.1f}s"
     run = tmp_path / "run"
-    res = hcd_train("--data-dir", data, "--run-dir", run, "--fold", "0", "--epochs", 200, "--time-budget", "12s", *FAST)
+    res = hcd_train("--data-dir", data, "--run-dir", run, "--fold", "0", "--epochs", 1000, "--time-budget", text,
+                    *FAST)
     assert res.exit_code == 0, res.output
-    chosen = read_toml(run / "config.toml")["epochs"]
-    assert 1 <= chosen < 200 and f"epochs {chosen} of 200 configured" in res.output
-    assert read_toml(run / "config.toml")["time_budget"] == "12s"
+    config = read_toml(run / "config.toml")
+    record = json.loads((run / "budget.json").read_text())
+    chosen = config["epochs"]  # the run trains (and schedules its LR for) the epochs the plan chose
+    assert 1 <= chosen < 1000 and record["epochs"] == chosen and record["configured_epochs"] == 1000
+    assert f"epochs {chosen} of 1000 configured" in res.output and config["time_budget"] == text
+    assert record["train_s"] + record["predict_s"] <= budget_s * (1 - MARGIN)  # what it chose fits, by its numbers
     hist = pd.read_csv(RunLayout.of(run).history(0))
     assert 1 <= len(hist) <= chosen and (run / "fold0" / "best.pt").is_file()
-    assert re.search(r"epoch 1/\d+: .* run ETA \d\d:\d\d", res.output)
+    assert finished(RunLayout.of(run), 0) is not None  # done, either way: --resume would skip the fold
+    stopped = f"stopped early for the time budget after epoch {len(hist)}/{chosen}"
+    assert (stopped in res.output) == (len(hist) < chosen), res.output  # fewer epochs than planned only so
+    assert re.search(rf"epoch 1/{chosen}: .* run ETA \d\d:\d\d", res.output)
 
 
 def test_a_budget_too_small_for_one_epoch_is_refused_in_one_line(data, tmp_path):
-    res = hcd_train("--data-dir", data, "--run-dir", tmp_path / "run", "--time-budget", "1s", *FAST)
-    assert res.exit_code == 2 and "--time-budget 1s is too small: one epoch of 3 folds" in res.output
-    assert "give at least" in res.output and len(res.output.strip().splitlines()) == 1
+    # 10 ms: measuring alone (a model built, a dozen steps) takes longer on any machine
+    res = hcd_train("--data-dir", data, "--run-dir", tmp_path / "run", "--time-budget", "0.01s", *FAST)
+    assert res.exit_code == 2 and "--time-budget 0.01s is too small: one epoch of 3 folds" in res.output
+    assert "give at least" in res.stderr and len(res.stderr.strip().splitlines()) == 1  # the error: one line
     assert not (tmp_path / "run").exists()
     res = hcd_train("--data-dir", data, "--run-dir", tmp_path / "run", "--time-budget", "soon", *FAST)
     assert res.exit_code == 2 and "--time-budget 'soon': use a duration like" in res.output
 
 
-def test_slow_epochs_stop_the_fold_early_as_a_finished_fold(data, tmp_path):
-    """The plan (fast steps) says 6 epochs fit; the real epochs are slowed to ~2.5 s, so the deadline stops the fold."""
+def test_slow_epochs_stop_the_fold_early_as_a_finished_fold(data, tmp_path, monkeypatch):
+    """The plan, from given speeds, says 6 of 8 epochs fit 11 minutes; the fold's clock then finds its epochs
+    far slower (a fake clock: every training step takes 120 s) and stops the fold after epoch 2 of 6."""
+    import hcd_kit.training.speed as speed
     from hcd_kit.training import Hooks, TrainConfig, train
-    from hcd_kit.training.runs import finished
+
+    # 64 training + 32 validation images at 1 img/s: 96 s an epoch; TTA x8 of 8 test + 32 OOF patches: 0.32 s.
+    # 11 min less 7 % = 613.8 s; less the prediction, 613.48 s: 6 epochs of 96 s (7 would need 672 s).
+    monkeypatch.setattr(speed, "measure_speeds", lambda *a, **kw: Speeds(train=1.0, val=1.0, predict=1000.0))
+    start = budget._now()  # the fake clock starts with the real one: the deadline is set from the real clock
+    skew = [0.0]
+    monkeypatch.setattr(budget, "_now", lambda: start + skew[0])
+
+    def slow_step(step, loss):
+        skew[0] += 120.0  # 2 steps an epoch: 240 s an epoch, where the plan expected 96 s
+        return loss
 
     cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=32, threads=1, batch_size=32,
-                      epochs=6, time_budget="12s")
+                      epochs=8, time_budget="11m")
     run = RunLayout.of(tmp_path / "run")
-    results = train(cfg, data, run.root, folds=[0], hooks=Hooks(loss=lambda step, loss: (time.sleep(1.0), loss)[1]))
+    results = train(cfg, data, run.root, folds=[0], hooks=Hooks(loss=slow_step))
     log = run.log.read_text()
-    assert read_toml(run.config)["epochs"] == 6, log  # planned from the measured (unslowed) speed
-    assert "stopped early for the time budget after epoch" in log
+    assert read_toml(run.config)["epochs"] == 6 and "epochs 6 of 8 configured" in log, log
+    record = json.loads((run.root / "budget.json").read_text())
+    assert record["epoch_s"] == pytest.approx(96.0) and record["predict_s"] == pytest.approx(0.32)
+    # the fold may train until 613.48 s from the start: after epoch 1 (240 s) one more ends at 480 s, fine;
+    # after epoch 2 (480 s) the next would end at 720 s: stop
+    assert "fold 0: stopped early for the time budget after epoch 2/6" in log, log
     hist = pd.read_csv(run.history(0))
-    assert 1 <= len(hist) < 6 and results[0].epochs_run == len(hist)
+    assert list(hist["epoch"]) == [1, 2] and results[0].epochs_run == 2
     assert run.best(0).is_file() and len(pd.read_csv(run.oof(0))) == 32
     assert finished(run, 0) is not None  # a finished fold: --resume skips it, hcd predict uses its best.pt
 

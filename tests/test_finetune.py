@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import packed_subset
+from conftest import dev_extra, packed_subset
 from hcd_kit.cli import app
 from hcd_kit.errors import ConfigError
 from hcd_kit.layout import RunLayout
@@ -120,7 +120,7 @@ def test_train_blocks_beyond_the_block_count_names_the_count():
 
 
 def test_lora_trains_adapters_head_and_norm_only():
-    pytest.importorskip("peft")
+    dev_extra("peft")
     t = trainer(lora=4)
     total = sum(p.numel() for p in t.model.parameters())
     trained = {n for n, p in t.model.named_parameters() if p.requires_grad}
@@ -134,7 +134,7 @@ def test_lora_trains_adapters_head_and_norm_only():
 
 
 def test_lora_with_layer_decay_gives_each_blocks_adapters_its_lr():
-    pytest.importorskip("peft")
+    dev_extra("peft")
     t = trainer(lora=4, layer_decay=0.5)
     lrs, named = lr_of(t.optimizer), dict(t.model.named_parameters())
     assert set(lrs) == {id(p) for p in named.values() if p.requires_grad}  # trainable ones only, all of them
@@ -145,7 +145,7 @@ def test_lora_with_layer_decay_gives_each_blocks_adapters_its_lr():
 
 
 def test_lora_cli_run_saves_merged_weights_that_predict_loads_strictly(lora_data, tmp_path):
-    pytest.importorskip("peft")
+    dev_extra("peft")
     from hcd_kit.inference.runs import load_fold_model, read_run_model
 
     run = tmp_path / "run"
@@ -170,7 +170,7 @@ def test_lora_cli_run_saves_merged_weights_that_predict_loads_strictly(lora_data
 
 
 def test_lora_fold_resumes_exactly(lora_data, tmp_path):
-    pytest.importorskip("peft")
+    dev_extra("peft")
     cfg = cfg_of(lora=4, epochs=2, batch_size=16, ema=True)
     train(cfg, lora_data, tmp_path / "full", folds=[0])
 
@@ -191,7 +191,7 @@ def test_lora_fold_resumes_exactly(lora_data, tmp_path):
 
 
 def test_lora_on_a_cnn_suggests_train_blocks():
-    pytest.importorskip("peft")
+    dev_extra("peft")
     with pytest.raises(ConfigError, match=r"^--lora: test_resnet has no transformer linear layers .*--train-blocks"):
         trainer(model="test_resnet", lora=4)
 
@@ -208,7 +208,7 @@ def test_lora_without_peft_says_how_to_install_it(monkeypatch):
 @pytest.mark.parametrize("lora", [0, pytest.param(4, id="lora")])
 def test_grad_checkpointing_gives_the_same_loss_and_gradients(lora):
     if lora:
-        pytest.importorskip("peft")
+        dev_extra("peft")
     x, y = batch(4)
     out = []
     for ckpt in (False, True):

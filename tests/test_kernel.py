@@ -156,12 +156,13 @@ def test_kernel_status_and_output_denied(kaggle_env, project, tmp_path, status):
 
 
 @pytest.mark.parametrize("outcome", ["COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED"])
-def test_kernel_status_wait(kaggle_env, project, outcome):
+def test_kernel_status_wait(kaggle_env, project, outcome, poll_clock):
     server = kaggle_env.server
     server.kernel_polls, server.kernel_outcome = 4, outcome
     server.kernel_failure = "CUDA out of memory in hcd train"
     assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
-    # a bounded wait: a status that is never taken as final must fail the test, not hang it for 12 h
+    # a bounded wait (5 s of backed-off polls on the fake clock, taking no real time): a status that is never
+    # taken as final must fail the test, not hang it for 12 h
     r = kaggle_env.invoke("kernel", "status", "--wait", "--poll-interval", "0.02", "--wait-timeout", "5")
     seen = [line.split(": ")[-1] for line in r.stdout.splitlines() if line.startswith("  testuser/hcd-train")]
     assert seen == ["QUEUED", "QUEUED", "RUNNING", "RUNNING", outcome]
@@ -407,11 +408,13 @@ def test_rendered_kernel_data_falls_back_to_a_temp_dir(kaggle_env, project, tmp_
     assert (tmp / "hcd" / "data" / "train").is_symlink() and not (work / "data").exists()
 
 
-def test_kernel_status_wait_gives_up_after_wait_timeout(kaggle_env, project):
+def test_kernel_status_wait_gives_up_after_wait_timeout(kaggle_env, project, poll_clock):
     kaggle_env.server.kernel_polls = 10_000  # queued for good
     assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
     r = kaggle_env.invoke("kernel", "status", "--wait", "--poll-interval", "0.02", "--wait-timeout", "0.2")
     assert r.exit_code == 1
     assert "kernel testuser/hcd-train still QUEUED after 0.2 s; check later with hcd kernel status" in r.stderr
-    polls = len(kaggle_env.server.calls("GetKernelSessionStatus"))
-    assert 2 <= polls <= 8  # polled more than once, and backed off instead of hammering the server
+    # backed off instead of hammering the server: waits of 0.02, 0.03, 0.045 and 0.0675 s (x 1.5 each) after the
+    # first four polls end at 0.1625 s; the next wait (0.10125 s) would end past 0.2 s, so the fifth poll is the last
+    assert poll_clock.sleeps == pytest.approx([0.02, 0.03, 0.045, 0.0675])
+    assert len(kaggle_env.server.calls("GetKernelSessionStatus")) == 5

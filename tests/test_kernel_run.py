@@ -15,12 +15,15 @@ import pytest
 from conftest import STUB_COMPETITION
 
 NO_HUB = ("--train-args", "--no-pretrained")
-FAST = ("--poll-interval", "0.02", "--wait-timeout", "20", "--score-timeout", "20")
+# Waits that only stop a hang: in this process they run on the fake poll clock (kernel_outputs), where a wait
+# counts polls; an `hcd` subprocess really waits, for as long as a slow machine needs.
+FAST = ("--poll-interval", "0.02", "--wait-timeout", "600", "--score-timeout", "600")
 
 
 @pytest.fixture
-def kernel_outputs(kaggle_env, kaggle_competition):
-    """The stand-in's kernels leave a valid submission (+ sidecar) and gpus.json; returns the data folder."""
+def kernel_outputs(kaggle_env, kaggle_competition, poll_clock):
+    """The stand-in's kernels leave a valid submission (+ sidecar) and gpus.json; returns the data folder.
+    In-process waits run on the fake ``poll_clock``."""
     server = kaggle_env.server
     server.kernel_outputs = {
         "submission.csv": server.valid_submission(STUB_COMPETITION),

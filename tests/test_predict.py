@@ -156,10 +156,11 @@ def test_predict_keeps_the_tta_oof_predictions_for_ensemble(subset_factory, tmp_
     assert f"wrote {run / 'oof_tta4.csv'} (OOF with TTA x4" in res.stdout
 
 
-def test_one_progress_bar_per_fold_and_a_gain_that_rounds_to_zero_prints_plus(subset_factory, tmp_path,
-                                                                                 monkeypatch):
+def test_one_progress_bar_per_fold_and_the_oof_auc_line_matches_the_oof_files(subset_factory, tmp_path):
+    """The OOF AUC line of `hcd predict --tta 2`: 1 view vs 2 views, and the signed gain, as scikit-learn scores
+    the OOF files that `--tta 1` and `--tta 2` write (view 0 of TTA is the plain view). How a gain that rounds
+    to zero is signed ("+0.0000", never "-0.0000") is test_blend's ``signed`` test."""
     from hcd_kit.data import prepare
-    from hcd_kit.inference import OofAuc
 
     data = subset_factory(n_train=12, n_test=4)
     prepare(data, splits=("train",), workers=1)
@@ -167,14 +168,18 @@ def test_one_progress_bar_per_fold_and_a_gain_that_rounds_to_zero_prints_plus(su
     labels["fold"] = np.arange(len(labels)) % 3
     labels[["id", "fold"]].to_csv(data / "folds.csv", index=False)
     run = make_run(tmp_path / "run", folds=(0, 1, 2))
-    # TTA that changes the OOF AUC by less than half the last printed digit, downwards: "-0.0000" before
-    monkeypatch.setattr("hcd_kit.inference.predict.oof_auc",
-                        lambda store, rows, views, tta: OofAuc(tta, 0.91234, 0.91233, [(0, 12, 0.91234, 0.91233)]))
+    one = predict("--data-dir", data, "--run-dir", run, "--tta", 1, "--out", tmp_path / "one.csv",
+                  "--precision", "fp32")
+    assert one.exit_code == 0, one.output
 
-    res = predict("--data-dir", data, "--run-dir", run, "--tta", 2, "--out", tmp_path / "sub.csv")
+    res = predict("--data-dir", data, "--run-dir", run, "--tta", 2, "--out", tmp_path / "sub.csv",
+                  "--precision", "fp32")
 
     assert res.exit_code == 0, res.output
-    assert "(TTA x2: +0.0000)" in res.stdout and "-0.0000" not in res.output
+    auc = {n: roc_auc_score(f["label"], f["prob"]) for n in (1, 2) for f in [pd.read_csv(run / f"oof_tta{n}.csv")]}
+    gain = f"{auc[2] - auc[1]:+.4f}".replace("-0.0000", "+0.0000")
+    line, = [line for line in res.stdout.splitlines() if line.startswith("OOF AUC  all")]
+    assert line.split() == ["OOF", "AUC", "all", "12", f"{auc[1]:.4f}", f"{auc[2]:.4f}", "(TTA", "x2:", f"{gain})"]
     bars = [line.split() for line in res.stderr.splitlines() if line.startswith("fold ")]
     per_fold = (labels["fold"].value_counts() + 4).to_dict()  # each fold's bar: the 4 test + its OOF patches
     assert [(b[0], b[1], b[3]) for b in bars] == [("fold", str(k), f"{n}/{n}") for k, n in sorted(per_fold.items())]

@@ -4,6 +4,7 @@ with a cost and the source of that cost, and `hcd demo` trains exactly what `hcd
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from hcd_kit.training.costs import Rates, rates, run_seconds
 REQUIRED = {"cpu", "t4x2-fast", "t4x2-strong", "t4x2-blend"}
 
 
-def hcd(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+def hcd(*args, cwd=None, timeout=1800) -> subprocess.CompletedProcess:  # a hang guard, not a speed check
     return subprocess.run([sys.executable, "-m", "hcd_kit", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**__import__("os").environ, "COLUMNS": "200"})
 
@@ -137,6 +138,34 @@ def test_demo_trains_exactly_the_cpu_recipe(tmp_path):
         a = pd.read_csv(tmp_path / "demo" / "run" / f"fold{k}" / "oof.csv")
         b = pd.read_csv(tmp_path / "again" / f"fold{k}" / "oof.csv")
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_demo_on_the_shipped_sample_trains_what_fits_its_time_budget(tmp_path):
+    """Without --epochs the shipped sample trains as many epochs as the planner, having measured this machine, fits
+    in the budget; the demo says so, and what it chose is what the run recorded. The budget given is derived from
+    this machine's own measured plan for one epoch, so the test holds on a fast and on a slow CPU alike."""
+    from hcd_kit.data import create_folds, materialise, prepare
+    from hcd_kit.training import recipe_config
+    from hcd_kit.training.budget import MARGIN
+    from hcd_kit.training.speed import plan_run
+
+    probe = materialise(tmp_path / "probe")
+    prepare(probe.root)
+    create_folds(probe.root, n_folds=5, seed=0)
+    one = plan_run(recipe_config("cpu", {"epochs": 1, "device": "cpu", "pretrained": False}), probe.root)
+    budget = f"{math.ceil(2.5 * one.total_s / (1 - MARGIN))}s"  # room for a few epochs on this machine
+    res = hcd("demo", "--time-budget", budget, "--work-dir", tmp_path / "demo", "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = tmp_path / "demo" / "run"
+    plan = json.loads((run / "budget.json").read_text())
+    cfg = read_toml(run / "config.toml")
+    assert cfg["time_budget"] == budget and cfg["epochs"] == plan["epochs"] and 1 <= plan["epochs"] < 20
+    assert plan["configured_epochs"] == 20  # the cpu recipe's
+    assert "time plan" in res.stdout
+    assert f"5 folds x {plan['epochs']} epochs (chosen for --time-budget {budget})" in " ".join(res.stdout.split())
+    log = (run / "train.log").read_text()
+    assert log.count(" epoch 1/") == 5  # every fold trained, however few epochs fitted
+    assert (tmp_path / "demo" / "submission.csv").is_file()
 
 
 def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import packed_subset
+from conftest import dev_extra, packed_subset
 from hcd_kit.cli import app
 from hcd_kit.inference import cv_report
 from hcd_kit.training.trackers import EPOCH_KEYS, STEP_EVERY, Tracking, tracking
@@ -46,7 +46,7 @@ def _train(data: Path, run: Path, tracker: str):
 
 
 def test_tensorboard_writes_events_that_tensorboards_reader_loads(data, tmp_path):
-    pytest.importorskip("tensorboard", reason='needs the tensorboard extra: pip install "hcd-kit[tensorboard]"')
+    dev_extra("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "tb-run"
@@ -90,7 +90,7 @@ def _wandb_records(path: Path):
 
 
 def test_wandb_offline_writes_a_run_with_the_logged_history(data, tmp_path, monkeypatch):
-    pytest.importorskip("wandb", reason='needs the wandb extra: pip install "hcd-kit[wandb]"')
+    dev_extra("wandb")
     import json
 
     for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
@@ -121,7 +121,7 @@ def test_wandb_offline_writes_a_run_with_the_logged_history(data, tmp_path, monk
 
 
 def test_mlflow_file_store_reads_back_params_and_metric_history(data, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow", reason='needs the mlflow extra: pip install "hcd-kit[mlflow]"')
+    dev_extra("mlflow")
     from mlflow.tracking import MlflowClient
 
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
@@ -199,7 +199,7 @@ def test_a_failing_tracker_warns_once_and_training_goes_on(capsys):
 
 
 def test_set_up_failure_is_a_warning_too_and_the_run_trains(data, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow", reason='needs the mlflow extra: pip install "hcd-kit[mlflow]"')
+    dev_extra("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
     run = tmp_path / "bad-uri"
     res, _ = _train(data, run, "mlflow")
@@ -208,7 +208,7 @@ def test_set_up_failure_is_a_warning_too_and_the_run_trains(data, tmp_path, monk
 
 
 def test_only_rank_0_tracks(tmp_path):
-    pytest.importorskip("tensorboard", reason='needs the tensorboard extra: pip install "hcd-kit[tensorboard]"')
+    dev_extra("tensorboard")
     from hcd_kit.training import TrainConfig
 
     cfg = TrainConfig(tracker="tensorboard")

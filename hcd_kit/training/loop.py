@@ -117,12 +117,12 @@ def _train(
         folds = run.planned_folds()  # `--resume` alone continues what the run was started for, not every fold
     wanted = check_folds(folds, int(table["fold"].max()) + 1)
     check_run_dir(cfg, run, wanted, resume)
-    log = RunLog(run.log, env.info.is_main)
     threads = set_threads(cfg.threads, env.info.local_world_size)
     where = f"{env.device}" + (f" x{env.info.world_size} ranks (ddp)" if env.info.distributed else "")
-    log(f"train {cfg.model} @ {cfg.img_size}px on {where}, precision {choice.label}, {threads} CPU thread(s), "
-        f"folds {wanted} -> {run.root}")
+    log = RunLog(run.log, env.info.is_main, f"train {cfg.model} @ {cfg.img_size}px on {where}, precision "
+                 f"{choice.label}, {threads} CPU thread(s), folds {wanted} -> {run.root}")  # the log's first line
     cfg, clock = start_budget(cfg, data, run, store, table, wanted, env, resume, log, clock)  # --time-budget
+    log.start()
     check_pseudo(cfg, data, run, write=record and env.info.is_main)  # --pseudo: RUN/pseudo.json
     if record and env.info.is_main:
         record_run(cfg, data, run, wanted)
