@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Precision = Literal["auto", "fp16", "bf16", "fp32"]  # auto: fp16 + GradScaler on CUDA, bf16 on the CPU
+Precision = Literal["auto", "fp16", "bf16", "fp32"]  # auto: fp16 + GradScaler on CUDA; on a CPU bf16 where native, else fp32
 Strategy = Literal["auto", "single", "dp", "ddp", "fold-parallel"]  # auto: DataParallel on 2+ GPUs
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["onecycle", "cosine"]

@@ -145,8 +145,8 @@ def run_demo(
         time_budget = DEMO_BUDGET
     cfg = recipe_config(recipe, {"model": model, "epochs": epochs, "batch_size": batch_size, "device": device,
                                  "seed": seed, "pretrained": False, "time_budget": time_budget})
-    each = (f"as many of {cfg.epochs} epochs each as fit a {time_budget} budget (the time plan below measures this "
-            "machine first)" if time_budget else f"{cfg.epochs} epochs each")
+    each = (f"as many of {cfg.epochs} epochs each as fit a {time_budget} budget (the time plan below measures "
+            "this machine first)" if time_budget else f"{cfg.epochs} epochs each")
     step(f"4. hcd train --recipe {recipe}: {cfg.model} from scratch, all 5 folds, {each}")
     run_dir = work / "run"
     if run_dir.exists():

@@ -24,7 +24,7 @@ def embed(
     img_size: Annotated[Optional[int], typer.Option(metavar="PX", show_default="the backbone's input size, else 96", help="Pixels patches are upscaled to.")] = None,
     batch_size: Annotated[int, typer.Option(metavar="N", help="Views per forward pass (batch-size / tta patches in all their views).")] = 256,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto uses every GPU).")] = "auto",
-    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, bf16 or fp32.")] = "auto",
     split: Annotated[str, typer.Option(metavar="SPLITS", help="Splits to embed: train, test or train,test.")] = "train,test",
     force: Annotated[bool, typer.Option("--force", metavar="", help="Rebuild a store made with other settings or data.")] = False,
 ) -> None:

@@ -25,7 +25,7 @@ def predict(
     out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="Submission CSV to write \\[default: RUN_DIR/ submission.csv].")] = None,
     blend: Annotated[BlendMode, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, bf16 or fp32.")] = "auto",
     batch_size: Annotated[int, typer.Option(metavar="N", help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.")] = 256,
     fold: Annotated[str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")] = "all",
     oof: Annotated[bool, typer.Option(metavar="", help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).")] = True,

@@ -96,7 +96,8 @@ class TrainConfig:
     patience: int = _opt(0, "Stop a fold after N epochs without a better val AUC; 0 = never.")
     # train is ~40% positive: the imbalance is mild
     imbalance: Imbalance = _opt("none", "none, pos-weight (BCE weight neg/pos) or balanced (50/50 resampling).")
-    precision: Precision = _opt("auto", "auto (fp16 on CUDA, bf16 on CPU), fp16, bf16 or fp32.")
+    precision: Precision = _opt("auto", "auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, "
+                                        "bf16 or fp32.")
     strategy: Strategy = _opt("auto", "auto (dp on 2+ GPUs), single, dp (DataParallel), ddp (under torchrun) "
                                       "or fold-parallel (one fold per device at a time).")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N.")

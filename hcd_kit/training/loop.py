@@ -53,7 +53,8 @@ from hcd_kit.training.distributed import (
 )
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
-    FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_environment, record_run,
+    FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_environment,
+    record_run,
     write_history, write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
