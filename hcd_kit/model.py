@@ -99,6 +99,15 @@ def create_model(
     return model
 
 
+def create_published(name: str, file: str | os.PathLike[str] | None = None) -> nn.Module:
+    """timm model ``name`` as published (its own head) with its pretrained weights, from the hub or from ``file``
+    (its state dict); ``hcd weights push`` saves it. timm's own errors pass through for the caller to word."""
+    import timm
+
+    kwargs = {} if file is None else {"pretrained_cfg_overlay": dict(file=str(Path(file).resolve()))}
+    return timm.create_model(name, pretrained=True, **kwargs)
+
+
 def weights_source(name: str, pretrained: bool, weights: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
     """What timm builds ``name`` from, and the hub repository its weights come from (None: not the hub).
 

@@ -70,3 +70,29 @@ def test_help_does_not_load_torch():
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _calls_timm_create_model(tree: ast.AST) -> bool:
+    """True if ``tree`` calls ``timm.create_model(...)`` or imports ``create_model`` from timm (docstrings aside)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "timm" and any(
+                a.name == "create_model" for a in node.names):
+            return True
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "create_model"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "timm"):
+            return True
+    return False
+
+
+def test_only_model_py_calls_timm_create_model():
+    """``hcd_kit/model.py`` is the one place that builds a timm model (see docs/architecture.md)."""
+    callers = [str(p.relative_to(PKG)) for p in MODULES
+               if _calls_timm_create_model(ast.parse(p.read_text(encoding="utf-8"))) and p != PKG / "model.py"]
+    assert not callers, f"{', '.join(callers)} call(s) timm.create_model; build models with hcd_kit.model instead"
+
+
+def test_the_timm_create_model_check_sees_both_spellings():
+    assert _calls_timm_create_model(ast.parse("import timm\ntimm.create_model('resnet18')"))
+    assert _calls_timm_create_model(ast.parse("from timm import create_model"))
+    assert not _calls_timm_create_model(ast.parse('"""timm.create_model("local-dir:X") loads it"""'))
+    assert not _calls_timm_create_model(ast.parse("from hcd_kit.model import create_model\ncreate_model('x')"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from hcd_kit.errors import ConfigError
+from hcd_kit.weights_io import read_config as folder_config  # a local-dir: folder's config.json
 
 Kind = Literal["timm", "registry", "hf-hub", "local-dir"]
 Pool = Literal["head", "cls+mean"]
@@ -157,18 +157,6 @@ def symbolic_kwargs(kwargs: dict, entry: Entry | dict | None) -> dict:
             value = written
         out[key] = value
     return out
-
-
-@functools.cache
-def folder_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"local-dir:{folder}: no config.json there; the folder must hold timm's config.json "
-                          "and the weights (as `hcd weights export` or `hcd weights push` write them)") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is not readable JSON ({exc})") from None
 
 
 def resolve(spec: str) -> Backbone:

@@ -9,7 +9,7 @@ that ``timm.create_model("local-dir:OUT")`` and ``hcd embed --model local-dir:OU
                         size and the normalisation the weights expect, and a top-level ``"hcd"`` block (registry
                         name, model kwargs, the source model, run, fold, img_size, patches it trained on)
 
-``save_local_dir`` writes the same two files for any model; ``hcd weights push`` uses it for registry models.
+``save_local_dir`` (``hcd_kit.weights_io``) writes the two files, for ``hcd weights push`` too.
 The folder is assembled in a temporary sibling and renamed into place, so OUT is either untouched or complete.
 
     export_fold("runs/uni", 0, "exports/uni-fold0")   # then: hcd embed --model local-dir:exports/uni-fold0
@@ -17,7 +17,6 @@ The folder is assembled in a temporary sibling and renamed into place, so OUT is
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,10 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_path, atomic_write_json
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from hcd_kit.weights_io import save_local_dir  # the one writer of a local-dir: folder (also `hcd weights push`)
 
 
 @dataclass
@@ -45,51 +41,13 @@ class ExportResult:
 
 def symbolic_model_kwargs(backbone) -> dict:
     """The ``Backbone``'s create_model kwargs as JSON values, classes as the ``"py:module.Name"`` they came from."""
-    from hcd_kit.backbones.registry import folder_config, symbolic_kwargs
+    from hcd_kit.backbones.registry import symbolic_kwargs
+    from hcd_kit.weights_io import read_config
 
     written = dict(backbone.entry.kwargs) if backbone.entry is not None else {}
     if backbone.folder is not None:  # a local-dir model: its own config.json says how its classes were written
-        written.update((folder_config(backbone.folder).get("hcd") or {}).get("model_kwargs") or {})
+        written.update((read_config(backbone.folder).get("hcd") or {}).get("model_kwargs") or {})
     return symbolic_kwargs(backbone.kwargs, written)
-
-
-def save_local_dir(model, folder: str | os.PathLike[str], *, img_size: int, model_kwargs: dict, hcd: dict,
-                   licence: str | None = None) -> list[str]:
-    """Write ``model``'s state dict (``model.safetensors``) and timm's ``config.json`` into ``folder``.
-
-    ``model_kwargs`` (JSON values) are recorded as timm ``model_args`` so the architecture rebuilds as it was;
-    ``pretrained_cfg`` says the input size (3, img_size, img_size) and the (mean, std) the weights expect
-    (``input_normalisation``: hcd feeds ImageNet-normalised input and re-normalises where the weights want
-    otherwise); ``hcd`` becomes the config's top-level ``"hcd"`` block that ``resolve("local-dir:...")`` reads.
-    """
-    from safetensors.torch import save_file
-    from timm.models._hub import save_config_for_hf
-
-    from hcd_kit.model import input_normalisation
-
-    folder = Path(folder)
-    net = getattr(model, "module", model)
-    # contiguous copies: safetensors refuses tensors that share memory (tied weights)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(folder / CONFIG_FILE) as tmp:
-        try:
-            save_config_for_hf(net, str(tmp), model_args=dict(model_kwargs))
-        except ValueError as exc:  # a constructor argument timm cannot write and hcd has no name for
-            raise ConfigError(f"cannot write timm's config.json for this model ({exc})") from None
-        cfg = json.loads(tmp.read_text(encoding="utf-8"))
-    mean, std = input_normalisation(net)
-    # older timm writes model_args as given, newer records every constructor argument: ours win either way
-    cfg["model_args"] = {**(cfg.get("model_args") or {}), **model_kwargs}
-    pretrained = cfg.setdefault("pretrained_cfg", {})
-    pretrained.update(input_size=[3, int(img_size), int(img_size)], mean=list(mean), std=list(std),
-                      num_classes=cfg.get("num_classes", pretrained.get("num_classes")))
-    if licence:
-        pretrained["license"] = licence  # the architecture's default cfg names ImageNet weights' licence
-    cfg["hcd"] = hcd
-    atomic_write_json(folder / CONFIG_FILE, cfg)
-    return [WEIGHTS_FILE, CONFIG_FILE]
 
 
 def train_patches(run_dir: Path, fold: int) -> int | None:

@@ -34,11 +34,9 @@ import shutil
 from pathlib import Path
 
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_path, atomic_write_json
+from hcd_kit.fsutil import atomic_write_json
 from hcd_kit.kaggle.refs import reference
-
-WEIGHTS_FILE = "model.safetensors"  # every weights dataset holds its weights under this name
-CONFIG_FILE = "config.json"
+from hcd_kit.weights_io import WEIGHTS_FILE, read_state_dict, save_local_dir
 _SOURCES = ("file", "url", "hf_hub_id", "state_dict")  # where a timm pretrained_cfg can take weights from
 
 
@@ -93,15 +91,11 @@ def load_pretrained(name: str, from_file: str | os.PathLike[str] | None = None):
     """timm model ``name`` with its pretrained weights (from the hub, or ``from_file``), head as pretrained."""
     import timm
 
-    from hcd_kit.model import check_model_name
+    from hcd_kit.model import check_model_name, create_published
 
     check_model_name(name)
-    kwargs: dict = {}
-    if from_file is not None:
-        path = Path(from_file)
-        if not path.is_file():
-            raise ConfigError(f"--from-file {path}: no such file")
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path.resolve()))
+    if from_file is not None and not Path(from_file).is_file():
+        raise ConfigError(f"--from-file {Path(from_file)}: no such file")
     try:
         cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
     except RuntimeError as exc:  # an unknown tag
@@ -111,26 +105,12 @@ def load_pretrained(name: str, from_file: str | os.PathLike[str] | None = None):
                           f"`python -c \"import timm; print(timm.list_pretrained('{name.split('.')[0]}*'))\"`")
     try:
         # the backbone as published (its own head): model.create_model builds hcd's 1-logit variant from it
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return create_published(name, from_file)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         if from_file is None:
             raise _hub_error(name, exc) from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(f"--from-file {from_file}: not a state dict of timm model '{name}' ({first})") from None
-
-
-def save_pretrained(model, folder: Path) -> list[str]:
-    """Write ``model``'s state dict as ``model.safetensors`` and timm's ``config.json`` into ``folder``."""
-    from safetensors.torch import save_file
-    from timm.models._hub import save_config_for_hf
-
-    # contiguous copies: safetensors refuses tensors that share memory (tied weights)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(folder / CONFIG_FILE) as tmp:
-        save_config_for_hf(model, str(tmp))
-    return [WEIGHTS_FILE, CONFIG_FILE]
 
 
 def _hub_ready(entry) -> None:
@@ -154,18 +134,14 @@ def load_registry(entry, from_file: str | os.PathLike[str] | None = None):
     if from_file is None:
         _hub_ready(entry)
         return create_model(entry.name, pretrained=True, num_classes=0)
-    import torch
-    from safetensors.torch import load_file
-
     path = Path(from_file)
     if not path.is_file():
         raise ConfigError(f"--from-file {path}: no such file")
     model = create_model(entry.name, pretrained=False, num_classes=0)  # offline: the architecture, no hub
     try:
-        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
-                                                                                      weights_only=True)
+        state = read_state_dict(path)
         classifier = model.pretrained_cfg.get("classifier") or "head"
-        state = {k: v for k, v in dict(state).items() if not k.startswith(f"{classifier}.")}
+        state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
         model.load_state_dict(state, strict=True)  # every tensor, or say why not
     except Exception as exc:  # noqa: BLE001 - any unreadable or mismatching file is the same user error
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:160]
@@ -208,14 +184,12 @@ def build_weights_dataset(
     folder.mkdir(parents=True)
     source = f"file {Path(from_file).name}" if from_file is not None else "the Hugging Face hub"
     if entry is None:
-        names = save_pretrained(model, folder)
+        names = save_local_dir(model, folder)  # timm's own config.json: the model as published
         licence = "their own licence applies"
         description = (f"Pretrained weights of timm model `{name}` (from {source}; {licence}), saved by `hcd "
                        f"weights push`. Train with `hcd train --model {name} --weights {WEIGHTS_FILE}`, or "
                        "timm.create_model('local-dir:FOLDER').")
     else:
-        from hcd_kit.inference.export import save_local_dir
-
         hcd = {"registry": entry.name, "model_kwargs": dict(entry.kwargs), "source_model": name, "hub": entry.hub,
                "licence": entry.licence, "redistribute": entry.redistribute, "img_size": entry.input_size,
                "written_by": "hcd weights push"}
