@@ -88,7 +88,7 @@ def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: st
     import io
 
     from hcd_kit.training.recipes import recipe_config
-    from hcd_kit.inference import cv_report
+    from hcd_kit.runs import cv_report
     from hcd_kit.training import train
 
     settings = _merge(_merge(base, overrides), {"seed": seed, "device": device, "threads": threads,

@@ -99,7 +99,9 @@ def run_demo(
     ``epochs``, and to none otherwise.
     """
     from hcd_kit.data import create_folds, prepare
-    from hcd_kit.inference import cv_report, predict_run, validate_submission, write_plots
+    from hcd_kit.inference import predict_run, write_plots
+    from hcd_kit.runs import cv_report
+    from hcd_kit.runs import validate_submission
     from hcd_kit.training import recipe_config, train
 
     work = Path(work_dir)

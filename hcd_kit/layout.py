@@ -16,6 +16,8 @@ The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ense
     RUN/train.log             the log lines printed during training
     RUN/plan.json             {"folds": [...]}: every fold `hcd train` was asked for (what --resume continues)
     RUN/folds.csv             the id,fold split the run was trained on (copied from DIR/folds.csv)
+    RUN/data.json             the data folder it trained on and its packed train store's fingerprint
+    RUN/environment.json      device, precision (and why), CPU capability, threads, versions
     RUN/fold{k}/best.pt       best weights by validation AUC (plain state_dict, ``weights_only=True``)
     RUN/fold{k}/last.pt       full checkpoint of the last finished epoch (for ``--resume``)
     RUN/fold{k}/history.csv   epoch,lr,train_loss,val_loss,val_auc,images_per_s,skipped_steps
@@ -129,6 +131,11 @@ class RunLayout(_Folder):
     @property
     def environment(self) -> Path:
         return self.root / "environment.json"
+
+    @property
+    def data(self) -> Path:
+        """``{"data_dir": ..., "train_fingerprint": ...}``: the data folder the run trained on."""
+        return self.root / "data.json"
 
     def fold_dir(self, fold: int) -> Path:
         return self.root / f"fold{fold}"

@@ -1,7 +1,8 @@
 """The package's shape: which layer may import which, and modules small enough to read in one sitting.
 
-The pipeline reads bottom-up: a ground floor (hcd_kit/*.py), then data, training, inference and kaggle, then the
-CLI. These tests read every module's imports (top-level and inside functions) with ``ast``.
+The pipeline reads bottom-up: a ground floor (hcd_kit/*.py), backbones, data, the run files (runs), inference,
+training, features, report and kaggle, then the CLI. These tests read every module's imports (top-level and
+inside functions) with ``ast``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ MODULES = sorted(PKG.rglob("*.py"))
 MAX_LINES = 350
 # importer sub-package -> sub-packages it must never import
 FORBIDDEN = {
-    "inference": {"training", "cli"},
+    "runs": {"training", "inference", "features", "kaggle", "report", "cli"},  # run files: below all of them
+    "inference": {"training", "features", "kaggle", "report", "cli"},
     "data": {"kaggle", "training", "inference", "cli"},
     "training": {"cli", "kaggle"},
-    "kaggle": {"cli", "training"},
+    "kaggle": {"cli", "training", "features", "report"},
     "backbones": {"data", "training", "inference", "features", "kaggle", "cli"},  # what --model names
-    "features": {"training", "kaggle", "cli"},
-    "report": {"training", "features", "cli"},  # hcd report: runs (inference), patches (data), kaggle.ledger only  # hcd embed / hcd probe: frozen features and their probes
+    "features": {"training", "kaggle", "report", "cli"},
+    "report": {"training", "features", "cli"},  # hcd report: run files, patches (data), kaggle.ledger only
     "": {"cli"},  # the ground floor
 }
 
@@ -57,6 +59,31 @@ def test_layers_import_only_downwards(path):
 def test_modules_are_small(path):
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{path.relative_to(PKG)} has {n} lines; split it by concern (at most {MAX_LINES})"
+
+
+# What other layers may use of inference: its compute (TTA views and the batched forward pass), never files.
+INFERENCE_COMPUTE = {"hcd_kit.inference.tta", "hcd_kit.inference.predict", "hcd_kit.inference.runs"}
+INFERENCE_COMPUTE_NAMES = {"predict_views", "to_device", "fold_ensemble", "sigmoid_mean", "tta_stack",
+                           "tta_transforms", "tta_views", "load_fold_model"}
+
+
+def _inference_imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "hcd_kit.inference":
+            out += [f"hcd_kit.inference.{a.name}" for a in node.names if a.name not in INFERENCE_COMPUTE_NAMES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hcd_kit.inference."):
+            out += [node.module] if node.module not in INFERENCE_COMPUTE else []
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _layer(p) in ("training", "features", "kaggle", "report")],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_run_files_are_read_through_the_runs_package(path):
+    """Training, features, kaggle and the report read and write run files through ``hcd_kit.runs``; of
+    inference they may use the compute only (TTA, the batched forward pass, a fold's rebuilt network)."""
+    bad = _inference_imports(path)
+    assert not bad, f"{path.relative_to(PKG)} imports {bad} from inference; run files come from hcd_kit.runs"
 
 
 def test_no_environment_switches_in_the_library():

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
-from hcd_kit.inference import cv_report
+from hcd_kit.runs import cv_report
 
 runner = CliRunner()
 

@@ -116,7 +116,7 @@ def test_errors(two_runs, tmp_path):
     msg = " ".join(res.stderr.split())
     assert res.exit_code != 0 and not out.exists() and all(w in msg for w in ("--blend", "max", "mean", "rank"))
     with pytest.raises(ConfigError, match="--blend: 'max' is not one of 'mean', 'rank'"):  # library callers too
-        ensemble_runs([a, b], out, how="max")
+        ensemble_runs([a, b], out, blend="max")
     assert not out.exists()
 
 
@@ -249,7 +249,8 @@ def test_auto_blend_of_two_real_tiny_runs_writes_a_valid_submission(subset_facto
     import re
 
     from hcd_kit.data import create_folds, prepare
-    from hcd_kit.inference import predict_run, validate_submission
+    from hcd_kit.inference import predict_run
+    from hcd_kit.runs import validate_submission
     from hcd_kit.training import TrainConfig, train
 
     data = subset_factory(n_train=64, n_test=16)

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from hcd_kit.backbones import registry
 from hcd_kit.cli import app
 from hcd_kit.config import dumps_toml
-from hcd_kit.inference.runs import load_fold_model, read_run_model
+from hcd_kit.inference.runs import load_fold_model
+from hcd_kit.runs.model import read_run_model
 from hcd_kit.model import create_model, save_weights
 
 runner = CliRunner()

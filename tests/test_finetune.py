@@ -146,7 +146,8 @@ def test_lora_with_layer_decay_gives_each_blocks_adapters_its_lr():
 
 def test_lora_cli_run_saves_merged_weights_that_predict_loads_strictly(lora_data, tmp_path):
     dev_extra("peft")
-    from hcd_kit.inference.runs import load_fold_model, read_run_model
+    from hcd_kit.inference.runs import load_fold_model
+    from hcd_kit.runs.model import read_run_model
 
     run = tmp_path / "run"
     res = invoke("--data-dir", lora_data, "--model", VIT, "--lora", 4, "--fold", 0, "--epochs", 1, "--run-dir", run,

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import hub_snapshot, packed_subset, save_timm
 from hcd_kit.cli import app
-from hcd_kit.inference import validate_submission
+from hcd_kit.runs import validate_submission
 
 runner = CliRunner()
 

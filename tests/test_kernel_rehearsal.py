@@ -60,7 +60,7 @@ def check_kernel(box: Sandbox, proc, sample_csv: Path, before: dict) -> pd.DataF
     """What every kernel must do: exit 0, install the wheel offline, save only its outputs, log its GPUs."""
     import torch
 
-    from hcd_kit.inference import validate_submission
+    from hcd_kit.runs import validate_submission
 
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

@@ -45,7 +45,7 @@ def test_row_problems_raise_with_names(tmp_path, text, message):
 
 
 def test_sample_submission_problems_do_not_offer_a_flag_predict_lacks(tmp_path):
-    from hcd_kit.inference import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
+    from hcd_kit.runs import sample_ids  # what `hcd predict` and `hcd ensemble` read it through
 
     _write(tmp_path, "id,label\na,0\nb,0\na,0\n", "sample_submission.csv")
     with pytest.raises(DataError) as err:

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from hcd_kit.cli import app
 from hcd_kit.config import dumps_toml
 from hcd_kit.errors import ConfigError
-from hcd_kit.inference import predict_run, validate_submission
+from hcd_kit.inference import predict_run
+from hcd_kit.runs import validate_submission
 from hcd_kit.model import create_model, save_weights
 
 MODEL = "test_convnext"  # the fastest of timm's tiny test models on a CPU
@@ -273,7 +274,7 @@ def test_a_choice_outside_the_list_is_refused_before_any_work(subset_factory, tm
     "options, message",
     [
         (dict(tta=3), "--tta: 3 is not one of 1, 2, 4, 8"),
-        (dict(ensemble="median"), "--blend: 'median' is not one of 'mean', 'rank'"),
+        (dict(blend="median"), "--blend: 'median' is not one of 'mean', 'rank'"),
         (dict(batch_size=0), "--batch-size must be >= 1, got 0"),
     ],
 )
@@ -284,3 +285,42 @@ def test_library_callers_get_the_same_checks(subset_factory, tmp_path, options, 
         predict_run(data, run, out=tmp_path / "sub.csv", **options)
     assert str(err.value) == message
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_a_trained_run_finds_its_data_folder_without_data_dir(subset_factory, tmp_path, monkeypatch):
+    """`hcd train` records the data folder (RUN/data.json); predict and report use it when --data-dir is not
+    given, from any working directory, and predict says so when the packed store changed since."""
+    from hcd_kit.data import create_folds, prepare
+
+    data = subset_factory(n_train=48, n_test=8)
+    prepare(data, workers=1)
+    create_folds(data, n_folds=2)
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--data-dir", str(data), "--fold", "0", "--model", "test_resnet", "--epochs",
+                              "1", "--run-dir", str(run), "--device", "cpu", "--no-pretrained", "--img-size", "32",
+                              "--threads", "1", "--batch-size", "16"])
+    assert res.exit_code == 0, res.output
+    recorded = json.loads((run / "data.json").read_text())
+    assert Path(recorded["data_dir"]) == data.resolve() and recorded["train_fingerprint"]
+    elsewhere = tmp_path / "elsewhere"  # no ./data here: only the run's record can name the folder
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    res = predict("--run-dir", run, "--tta", "1", "--out", elsewhere / "sub.csv")
+    assert res.exit_code == 0, res.output
+    sample = pd.read_csv(data / "sample_submission.csv", dtype={"id": str})
+    assert pd.read_csv(elsewhere / "sub.csv", dtype={"id": str})["id"].tolist() == sample["id"].tolist()
+    assert "changed since" not in res.output
+
+    rep = runner.invoke(app, ["report", "--run-dir", str(run), "--out", str(elsewhere / "r.html"), "--n-errors", "2"])
+    assert rep.exit_code == 0, rep.output
+    assert "patches not shown" not in rep.output and "data-dir" not in rep.output
+
+    first = sorted((data / "train").glob("*.tif"))[0]  # the training data changes: the packed store is re-made
+    first.unlink()
+    labels = pd.read_csv(data / "train_labels.csv", dtype={"id": str})
+    labels[labels["id"] != first.stem].to_csv(data / "train_labels.csv", index=False)
+    prepare(data, workers=1)
+    res = predict("--run-dir", run, "--tta", "1", "--out", elsewhere / "sub2.csv", "--no-oof")
+    assert res.exit_code == 0, res.output
+    assert "changed since" in " ".join(res.output.split()) and str(data.resolve()) in "".join(res.output.split())

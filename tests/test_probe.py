@@ -24,7 +24,7 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features import probe
 from hcd_kit.features.probes import C_GRID
 from hcd_kit.features.store import SplitWriter, write_manifest
-from hcd_kit.inference import validate_submission
+from hcd_kit.runs import validate_submission
 from hcd_kit.layout import OOF_COLUMNS
 
 runner = CliRunner()

@@ -143,7 +143,8 @@ def test_gradcam_maps_come_from_each_patch_s_own_fold_model(tiny):
     import torch
 
     from hcd_kit.data import open_store
-    from hcd_kit.inference.runs import load_fold_model, read_run_model
+    from hcd_kit.inference.runs import load_fold_model
+    from hcd_kit.runs.model import read_run_model
     from hcd_kit.report import GradCam
 
     cams = tiny["res"].cams

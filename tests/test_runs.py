@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from conftest import packed_subset
 from hcd_kit.cli import app
-from hcd_kit.inference.runs_table import COLUMNS, find_runs, log_seconds, runs_table, sort_rows
+from hcd_kit.runs.table import COLUMNS, find_runs, log_seconds, runs_table, sort_rows
 from hcd_kit.kaggle.ledger import LedgerRecord, append_record, read_ledger
 
 runner = CliRunner()

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from hcd_kit.data import create_folds, open_store, prepare, read_folds
-from hcd_kit.inference import cv_report, predict_run
+from hcd_kit.inference import predict_run
+from hcd_kit.runs import cv_report
 from hcd_kit.training import TrainConfig, train
 
 

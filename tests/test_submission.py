@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from hcd_kit.errors import DataError
-from hcd_kit.inference import validate_submission
+from hcd_kit.runs import validate_submission
 
 
 @pytest.fixture

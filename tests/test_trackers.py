@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from conftest import dev_extra, packed_subset
 from hcd_kit.cli import app
-from hcd_kit.inference import cv_report
+from hcd_kit.runs import cv_report
 from hcd_kit.training.trackers import EPOCH_KEYS, STEP_EVERY, Tracking, tracking
 
 runner = CliRunner()

@@ -20,7 +20,7 @@ def _auc(x: float | None) -> str:
 @command(renamed={"folds": "fold", "ensemble": "blend"})
 def predict(
     run_dir: Annotated[Path, typer.Option(metavar="DIR", help="Run folder written by `hcd train` (config.toml + fold*/best.pt).")],
-    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.")] = Path("data"),
+    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the folder the run trained on (RUN_DIR/data.json), else ./data", help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.")] = None,
     tta: Annotated[TtaViews, typer.Option(help="Dihedral views per patch: 1 (none), 2 (+h-flip), 4 (+v-flip, 180), 8 (all of D4).")] = 8,
     out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="Submission CSV to write \\[default: RUN_DIR/ submission.csv].")] = None,
     blend: Annotated[BlendMode, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
@@ -45,7 +45,7 @@ def predict(
     from hcd_kit.console import console
     from hcd_kit.inference import predict_run, signed
 
-    res = predict_run(data_dir, run_dir, tta=tta, out=out, ensemble=blend, device=device,
+    res = predict_run(data_dir, run_dir, tta=tta, out=out, blend=blend, device=device,
                       batch_size=batch_size, folds=parse_folds(fold), precision=precision, oof=oof)  # type: ignore[arg-type]
     if res.oof is not None:
         console.print(f"OOF AUC  fold    n   1 view   {res.tta} views")
@@ -94,7 +94,7 @@ def ensemble(
     from hcd_kit.console import console
     from hcd_kit.inference import ensemble_runs, parse_weights, signed
 
-    res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), how=blend, preds=pred, data_dir=data_dir)
+    res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), blend=blend, pred=pred, data_dir=data_dir)
     for run, w, auc, v in zip(res.runs, res.weights, res.run_auc, res.oof_views):
         what = "" if v is None else f"  ({'TTA x%d' % v if v > 1 else '1 view'} OOF)"
         console.print(f"OOF AUC {_auc(auc)}  weight {w:.3f}  {run}{what}", soft_wrap=True)

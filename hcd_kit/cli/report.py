@@ -13,7 +13,7 @@ from hcd_kit.cli._app import command
 @command()
 def report(
     run_dir: Annotated[Path, typer.Option("--run-dir", metavar="DIR", help="Run folder written by `hcd train` or `hcd probe`.")],
-    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Data folder whose packed train store holds the run's patches (for the error gallery and Grad-CAM).")] = Path("data"),
+    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the folder the run trained on (RUN_DIR/data.json), else ./data", help="Data folder whose packed train store holds the run's patches (for the error gallery and Grad-CAM).")] = None,
     out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="HTML file to write \\[default: RUN_DIR/report.html].")] = None,
     ledger: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/", help="Submission ledger whose records of this run's files are listed with their scores.")] = None,
     n_errors: Annotated[int, typer.Option(metavar="N", help="False positives and false negatives to show (each); 0 for none.")] = 12,
@@ -29,7 +29,7 @@ def report(
     the ledger. Every image is inline and nothing is fetched from the network. A section that cannot be
     made (a probe run has no epochs or weights; no packed store) says why and the rest is still written.
 
-    Example: hcd report --run-dir runs/r18 --data-dir data
+    Example: hcd report --run-dir runs/r18
     """
     from hcd_kit.console import console
     from hcd_kit.report import build_report

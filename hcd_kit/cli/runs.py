@@ -1,4 +1,4 @@
-"""Command: runs (every run in one table; see ``hcd_kit.inference.runs_table``)."""
+"""Command: runs (every run in one table; see ``hcd_kit.runs.table``)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def runs(
 
     from hcd_kit.console import console, err_console
     from hcd_kit.errors import ConfigError, DataError, HcdError
-    from hcd_kit.inference.runs_page import write_page
-    from hcd_kit.inference.runs_table import (
+    from hcd_kit.runs.page import write_page
+    from hcd_kit.runs.table import (
         COLUMNS, DISPLAY, NUMERIC, TIME_NOTE, cells, check_sort, find_runs, is_run, runs_table,
     )
     from hcd_kit.kaggle.ledger import ledger_path, read_ledger

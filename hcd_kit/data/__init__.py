@@ -24,7 +24,7 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "folds": "FoldsSummary create_folds make_folds read_folds read_groups write_folds",
     "labels": "read_labels read_sample_submission",
     "loader": "BatchLoader",
-    "pack": "PrepareSummary SplitResult prepare",
+    "pack": "PrepareSummary SplitResult open_split open_test_store prepare",
     "problems": "Problems write_report",
     "pseudo": "pseudo_rows read_pseudo write_pseudo",
     "sources": "StackedImages stacked_labels",
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.data.folds import FoldsSummary, create_folds, make_folds, read_folds, read_groups, write_folds
     from hcd_kit.data.labels import read_labels, read_sample_submission
     from hcd_kit.data.loader import BatchLoader
-    from hcd_kit.data.pack import PrepareSummary, SplitResult, prepare
+    from hcd_kit.data.pack import PrepareSummary, SplitResult, open_split, open_test_store, prepare
     from hcd_kit.data.problems import Problems, write_report
     from hcd_kit.data.pseudo import pseudo_rows, read_pseudo, write_pseudo
     from hcd_kit.data.sources import StackedImages, stacked_labels

@@ -27,12 +27,11 @@ from hcd_kit.data.decode import decode_all, default_workers
 from hcd_kit.data.labels import listed_ids, read_labels, read_sample_submission
 from hcd_kit.data.problems import Problems, forget_report, report_note, write_report
 from hcd_kit.data.store import (
-    SplitRecord, commit_split, create_images, holds_split, mark_incomplete, read_manifest, remove_stale_temps,
-    write_manifest,
+    PackedStore, SplitRecord, commit_split, create_images, holds_split, mark_incomplete, open_store, read_manifest, remove_stale_temps, write_manifest,
 )
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import sha256_file, temp_file_beside
-from hcd_kit.layout import PREPARE_REPORT, SPLITS, DataLayout, StoreLayout
+from hcd_kit.layout import PREPARE_REPORT, SPLITS, DataLayout, Split, StoreLayout
 
 
 
@@ -288,3 +287,28 @@ def prepare(
     write_manifest(out, {s: r for s, r in records.items() if s in results or StoreLayout(out).images(s).is_file()})
     forget_report(PREPARE_REPORT, layout.root, out.parent)
     return PrepareSummary(out, {s: results[s] for s in sorted(results, key=SPLITS.index)})
+
+
+def open_split(data_dir: str | os.PathLike[str], split: Split) -> PackedStore:
+    """One split of ``DIR``'s packed store, packing ``DIR/{split}`` first when it is not packed yet."""
+    layout = DataLayout.of(data_dir)
+    try:
+        return open_store(layout.packed_dir, split)
+    except DataError:
+        source = layout.train_dir if split == "train" else layout.test_dir
+        if not source.is_dir():
+            raise DataError(f"no packed {split} store and no {source} folder; get the data with `hcd download`") \
+                from None
+    if not os.access(layout.root, os.W_OK):
+        csv = "sample_submission.csv" if split == "test" else "train_labels.csv"
+        raise DataError(
+            f"{layout.root} is read-only, so {split}/ cannot be packed there; link {split}/ and {csv} "
+            "into a writable folder and pass that as --data-dir"
+        )
+    prepare(layout.root, splits=(split,))
+    return open_store(layout.packed_dir, split)
+
+
+def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
+    """The packed test store of ``DIR``, packing ``DIR/test`` first when it is not packed yet."""
+    return open_split(data_dir, "test")

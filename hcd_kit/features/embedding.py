@@ -33,7 +33,7 @@ from hcd_kit.device import amp_dtype, autocast, model_input, resolve_device, set
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features.store import (SplitWriter, check_compatible, data_identity, read_manifest, remove_store,
                                     write_manifest)
-from hcd_kit.inference.predict import open_split
+from hcd_kit.data.pack import open_split
 from hcd_kit.inference.tta import tta_stack, tta_transforms
 from hcd_kit.layout import SPLITS, DataLayout
 from hcd_kit.preprocess import to_input
@@ -201,7 +201,7 @@ def embed(
                                pool=backbone.pool, dim=int(old["dim"]), splits=done,
                                seconds=time.perf_counter() - t_start, images_per_s=float("nan"), skipped=True)
 
-    from hcd_kit.inference.predict import to_device
+    from hcd_kit.device import place_model
     from hcd_kit.model import create_model
 
     dev = resolve_device(device)
@@ -212,7 +212,7 @@ def embed(
     size = img_size or backbone.input_size or _native_size(net, backbone.kind) or 96
     if old is not None:
         check_compatible(root, old, {**settings, "img_size": size}, {})
-    net = to_device(PooledFeatures(net, backbone.pool), dev)
+    net = place_model(PooledFeatures(net, backbone.pool).eval(), dev)  # channels-last where it is faster
     dim = _feature_dim(net, size, dev, dtype, backbone.label)
     if old is not None and int(old.get("dim", -1)) != dim:
         raise DataError(f"{root} holds {old.get('dim')}-long features but '{backbone.label}' gives {dim}; "

@@ -38,8 +38,8 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features import ProbeHead
 from hcd_kit.features.store import FeatureSplit, open_features
 from hcd_kit.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from hcd_kit.inference.oof import write_oof
-from hcd_kit.inference.submission import sample_ids, write_sidecar, write_submission
+from hcd_kit.runs.oof import write_oof
+from hcd_kit.runs.submission import sample_ids, write_sidecar, write_submission
 from hcd_kit.layout import OOF_COLUMNS, DataLayout, RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
 

@@ -7,10 +7,10 @@ the test file's sidecar says TTA xN and ``hcd predict`` left ``RUN/oof_tta{N}.cs
 aligned by id, so file order never matters; the blend is ``fold_ensemble`` over runs, and the same blend of
 the OOF predictions says whether it beats the best single run before anything is submitted::
 
-    res = ensemble_runs(["runs/r18", "runs/effb0"], "subs/blend.csv", weights=[0.6, 0.4], how="rank")
+    res = ensemble_runs(["runs/r18", "runs/effb0"], "subs/blend.csv", weights=[0.6, 0.4], blend="rank")
     res.run_auc, res.blend_auc
 
-``weights="auto"`` chooses the weights and the mode (only ``how`` when it is given) on the OOF predictions
+``weights="auto"`` chooses the weights and the mode (only ``blend`` when it is given) on the OOF predictions
 with ``hcd_kit.inference.blend.search_blend``, whose nested held-out figures (``res.search``) say what
 the choice gains over equal weights on rows it was not fitted on.
 """
@@ -27,8 +27,8 @@ import pandas as pd
 
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.inference.blend import BlendChoice, search_blend
-from hcd_kit.inference.oof import read_run_oof, read_tta_oof
-from hcd_kit.inference.submission import read_predictions, read_sidecar, sample_ids, write_sidecar, write_submission
+from hcd_kit.runs.oof import read_run_oof, read_tta_oof
+from hcd_kit.runs.submission import read_predictions, read_sidecar, sample_ids, write_sidecar, write_submission
 from hcd_kit.choices import BLEND_MODES, BlendMode
 from hcd_kit.config import check_choice
 from hcd_kit.inference.tta import fold_ensemble
@@ -152,29 +152,29 @@ def ensemble_runs(
     runs: list[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     weights: list[float] | Literal["auto"] | None = None,
-    how: BlendMode | None = None,
-    preds: list[str | os.PathLike[str]] | None = None,
+    blend: BlendMode | None = None,
+    pred: list[str | os.PathLike[str]] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     n_parts: int = 5,
 ) -> EnsembleResult:
     """Blend ``runs`` (see module doc), write ``out`` and ``<out>.json``, and return the AUCs.
 
-    ``how`` None means "mean", or with ``weights="auto"`` the better of mean and rank on OOF; ``seed`` and
+    ``blend`` None means "mean", or with ``weights="auto"`` the better of mean and rank on OOF; ``seed`` and
     ``n_parts`` set the nested split of the auto search.
     """
     run_paths = [Path(r) for r in runs]
     if not run_paths:
         raise ConfigError("give at least one run folder to blend")
-    if how is not None:
-        check_choice("--blend", how, BlendMode)
+    if blend is not None:
+        check_choice("--blend", blend, BlendMode)
     auto = isinstance(weights, str)
     if auto and weights != "auto":
         raise ConfigError(f"--weights must be auto or one number per run, got {weights!r}")
     w = None if auto else check_weights([1.0] * len(run_paths) if weights is None else list(weights), len(run_paths))
-    if preds and len(preds) != len(run_paths):
-        raise ConfigError(f"{len(preds)} --pred file(s) for {len(run_paths)} run(s); give one per run, in order")
-    pred_paths = [Path(p) for p in preds] if preds else [RunLayout.of(r).root / "submission.csv" for r in run_paths]
+    if pred and len(pred) != len(run_paths):
+        raise ConfigError(f"{len(pred)} --pred file(s) for {len(run_paths)} run(s); give one per run, in order")
+    pred_paths = [Path(p) for p in pred] if pred else [RunLayout.of(r).root / "submission.csv" for r in run_paths]
     frames = [read_predictions(p, r) for p, r in zip(pred_paths, run_paths)]
     order = sample_ids(data_dir) if data_dir is not None else frames[0]["id"].to_numpy(str)
     test = _align_test(frames, [str(p) for p in pred_paths], order)
@@ -191,9 +191,9 @@ def ensemble_runs(
                             "give fixed --weights such as 0.6,0.4")
         notes.insert(0, "no fold*/oof.csv in any run; OOF AUC not reported")
     elif auto:
-        search = search_blend(oof[0], oof[1], modes=BLEND_MODES if how is None else (how,), n_parts=n_parts, seed=seed)
+        search = search_blend(oof[0], oof[1], modes=BLEND_MODES if blend is None else (blend,), n_parts=n_parts, seed=seed)
         w, how = search.weights, search.mode
-    how = how or "mean"
+    how = blend or "mean"
     run_auc = [None] * len(run_paths) if oof is None else [roc_auc(oof[1], p) for p in oof[0]]
     blend_auc = None if oof is None else roc_auc(oof[1], fold_ensemble(oof[0], how, w))
 

@@ -110,7 +110,8 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out: str | os.PathLi
     import torch
 
     from hcd_kit.backbones import resolve
-    from hcd_kit.inference.runs import load_fold_model, read_run_model, select_folds
+    from hcd_kit.inference.runs import load_fold_model
+    from hcd_kit.runs.model import read_run_model, select_folds
 
     run_dir, out = Path(run_dir), Path(out)
     check_out(out, force)  # before loading anything: a refusal costs nothing

@@ -1,7 +1,5 @@
-"""Out-of-fold predictions: the one reader of ``RUN/foldK/oof.csv``, and predict's OOF AUC with and without TTA.
+"""Predict's out-of-fold AUC with and without TTA (the OOF files themselves: ``hcd_kit.runs.oof``).
 
-``hcd train`` writes each fold's validation probabilities from its best weights as ``oof.csv``
-(``OOF_COLUMNS``: id,fold,prob,label); ``hcd cv``, ``hcd ensemble`` and ``hcd predict`` read them here.
 ``hcd predict`` also re-scores each fold's validation ids itself, with 1 view and with ``n`` views, when
 the packed train store is at hand: ``oof_plan`` finds those ids (or says why the check is skipped),
 ``oof_auc`` turns the per-view logits into the two AUCs, and ``write_tta_oof`` keeps the ``n``-view
@@ -11,56 +9,17 @@ predictions (``read_tta_oof``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from hcd_kit.data.store import PackedStore, open_store
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_open
 from hcd_kit.inference.tta import sigmoid_mean
-from hcd_kit.layout import OOF_COLUMNS, DataLayout, RunLayout
-from hcd_kit.metrics import finite_or_none, roc_auc
-
-def read_oof(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """One fold's ``oof.csv``, checked: the four columns, finite probabilities, labels 0/1."""
-    try:
-        df = pd.read_csv(path, dtype={"id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}); re-run that fold") from None
-    missing = [c for c in OOF_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(OOF_COLUMNS)}")
-    prob = pd.to_numeric(df["prob"], errors="coerce")
-    if not np.isfinite(prob.to_numpy(float)).all():
-        raise DataError(f"{path} has missing or non-numeric probabilities; re-run that fold")
-    if not df["label"].isin([0, 1]).all():
-        raise DataError(f"{path} has labels other than 0 and 1")
-    return df.assign(prob=prob.astype(float), label=df["label"].astype(np.int64))
-
-
-def read_run_oof(run_dir: str | os.PathLike[str], folds: list[int] | None = None) -> pd.DataFrame | None:
-    """The ``oof.csv`` of ``folds`` (default: every fold that has one) as one frame; None when there are none."""
-    run = RunLayout.of(run_dir)
-    files = [run.oof(k) for k in (run.folds_present() if folds is None else folds) if run.oof(k).is_file()]
-    if not files:
-        return None
-    return pd.concat([read_oof(f) for f in files], ignore_index=True)
-
-
-def recorded_cv_auc(run_dir: str | os.PathLike[str], folds: list[int]) -> float | None:
-    """Pooled AUC of the selected folds' training-time ``oof.csv`` files, if all are there (JSON-safe)."""
-    run = RunLayout.of(run_dir)
-    if not all(run.oof(k).is_file() for k in folds):
-        return None
-    try:
-        oof = read_run_oof(run_dir, folds)
-    except DataError:
-        return None  # a malformed oof.csv only costs the ledger its CV figure
-    return finite_or_none(roc_auc(oof["label"], oof["prob"]))
+from hcd_kit.layout import DataLayout, RunLayout
+from hcd_kit.metrics import roc_auc
+from hcd_kit.runs.oof import read_oof, write_oof
 
 
 @dataclass
@@ -125,15 +84,6 @@ def oof_auc(store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np
     return OofAuc(tta=tta, auc_1=roc_auc(y, p1), auc_n=roc_auc(y, pn), per_fold=per_fold)
 
 
-def write_oof(path: str | os.PathLike[str], ids, fold, probs: np.ndarray, labels: np.ndarray) -> Path:
-    """An OOF file (``OOF_COLUMNS``: id, fold (one number or one per row), prob, label), written atomically:
-    ``hcd train``'s ``fold*/oof.csv``, ``hcd predict``'s and ``hcd probe``'s ``oof_tta{N}.csv``."""
-    frame = pd.DataFrame(dict(zip(OOF_COLUMNS, (ids, fold, probs, np.asarray(labels).astype(np.int64)))))
-    with atomic_open(path, "w", newline="") as fh:
-        frame.to_csv(fh, index=False)
-    return Path(path)
-
-
 def write_tta_oof(run_dir, store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np.ndarray],
                   tta: int) -> Path:
     """``RUN/oof_tta{tta}.csv``: each fold's validation rows, their ``tta`` views averaged as in the test
@@ -145,7 +95,3 @@ def write_tta_oof(run_dir, store: PackedStore, rows: dict[int, np.ndarray], view
                      np.concatenate([store.labels[rows[k]] for k in order]))
 
 
-def read_tta_oof(run_dir: str | os.PathLike[str], tta: int) -> pd.DataFrame | None:
-    """``RUN/oof_tta{tta}.csv`` checked like ``oof.csv``, or None when ``hcd predict --tta {tta}`` wrote none."""
-    path = RunLayout.of(run_dir).oof_tta(tta)
-    return read_oof(path) if path.is_file() else None

@@ -24,18 +24,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from hcd_kit.console import progress
-from hcd_kit.data import BatchLoader, PackedStore, open_store
+from hcd_kit.console import err_console, progress
+from hcd_kit.data import BatchLoader, PackedStore, open_test_store
 from hcd_kit.device import Precision, amp_dtype, autocast, model_input, place_model, resolve_device, set_threads
-from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, recorded_cv_auc, write_tta_oof
-from hcd_kit.inference.runs import RunModel, load_fold_model, read_run_model, select_folds
-from hcd_kit.inference.submission import sample_ids, write_sidecar, write_submission
+from hcd_kit.errors import ConfigError
+from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, write_tta_oof
+from hcd_kit.inference.runs import load_fold_model
+from hcd_kit.runs.model import RunModel, read_run_model, select_folds
+from hcd_kit.runs.oof import recorded_cv_auc
+from hcd_kit.runs.record import run_data_dir
+from hcd_kit.runs.submission import sample_ids, write_sidecar, write_submission
 from hcd_kit.choices import BlendMode, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean
 from hcd_kit.inference.tta import tta_stack, tta_views
-from hcd_kit.layout import DataLayout, RunLayout, Split
+from hcd_kit.layout import RunLayout
 from hcd_kit.metrics import finite_or_none
 from hcd_kit.preprocess import to_input
 
@@ -98,36 +101,9 @@ def predict_views(
     return views[np.searchsorted(order, indices)]  # back to the caller's order
 
 
-def open_split(data_dir: str | os.PathLike[str], split: Split) -> PackedStore:
-    """One split of ``DIR``'s packed store, packing ``DIR/{split}`` first when it is not packed yet."""
-    layout = DataLayout.of(data_dir)
-    try:
-        return open_store(layout.packed_dir, split)
-    except DataError:
-        source = layout.train_dir if split == "train" else layout.test_dir
-        if not source.is_dir():
-            raise DataError(f"no packed {split} store and no {source} folder; get the data with `hcd download`") \
-                from None
-    if not os.access(layout.root, os.W_OK):
-        csv = "sample_submission.csv" if split == "test" else "train_labels.csv"
-        raise DataError(
-            f"{layout.root} is read-only, so {split}/ cannot be packed there; link {split}/ and {csv} "
-            "into a writable folder and pass that as --data-dir"
-        )
-    from hcd_kit.data.pack import prepare
-
-    prepare(layout.root, splits=(split,))
-    return open_store(layout.packed_dir, split)
-
-
-def open_test_store(data_dir: str | os.PathLike[str]) -> PackedStore:
-    """The packed test store of ``DIR``, packing ``DIR/test`` first when it is not packed yet."""
-    return open_split(data_dir, "test")
-
-
-def _check_options(tta: int, ensemble: str, batch_size: int) -> None:
+def _check_options(tta: int, blend: str, batch_size: int) -> None:
     check_choice("--tta", tta, TtaViews)
-    check_choice("--blend", ensemble, BlendMode)
+    check_choice("--blend", blend, BlendMode)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
 
@@ -159,19 +135,22 @@ def _predict_folds(models: dict[int, nn.Module], spec: RunModel, store: PackedSt
 
 
 def predict_run(
-    data_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None,
     run_dir: str | os.PathLike[str],
     tta: TtaViews = 8,
     out: str | os.PathLike[str] | None = None,
-    ensemble: BlendMode = "mean",
+    blend: BlendMode = "mean",
     device: str = "auto",
     batch_size: int = 256,
     folds: Sequence[int] | None = None,
     precision: Precision = "auto",
     oof: bool = True,
 ) -> PredictResult:
-    """Predict ``DIR``'s test set with every selected fold of ``RUN`` and write the submission (see module doc)."""
-    _check_options(tta, ensemble, batch_size)
+    """Predict ``DIR``'s test set with every selected fold of ``RUN`` and write the submission (see module doc).
+
+    ``data_dir`` None: the data folder the run trained on (``RUN/data.json``), else ``./data``."""
+    _check_options(tta, blend, batch_size)
+    data_dir = run_data_dir(run_dir, data_dir, warn=lambda line: err_console.print(f"note: {line}", soft_wrap=True))
     spec = read_run_model(run_dir)
     fold_ids = select_folds(run_dir, folds)
     ids = sample_ids(data_dir)
@@ -186,7 +165,7 @@ def predict_run(
 
     fold_probs, oof_views, test_s = _predict_folds(models, spec, store, test_rows, train, val_rows, dev=dev,
                                                    tta=tta, batch_size=batch_size, dtype=dtype)
-    probs = fold_ensemble(np.stack(fold_probs), how=ensemble)
+    probs = fold_ensemble(np.stack(fold_probs), how=blend)
     oof_scores = oof_auc(train, val_rows, oof_views, tta) if train is not None else None
     oof_file = None
     if train is not None:  # the n-view OOF, so that `hcd ensemble` weighs this run like its n-view test predictions
@@ -202,13 +181,13 @@ def predict_run(
     out_path = Path(out) if out is not None else RunLayout.of(run_dir).root / "submission.csv"
     write_submission(ids, probs, out_path)
     side = write_sidecar(out_path, {
-        "runs": [str(Path(run_dir).resolve())], "folds": fold_ids, "tta": tta, "ensemble": ensemble,
+        "runs": [str(Path(run_dir).resolve())], "folds": fold_ids, "tta": tta, "ensemble": blend,
         "cv_auc": cv_auc, "model": spec.model, "img_size": spec.img_size,
         "oof_auc_1view": None if oof_scores is None else finite_or_none(oof_scores.auc_1),
         "oof_auc_tta": None if oof_scores is None else finite_or_none(oof_scores.auc_n),
         "oof_tta_file": None if oof_file is None else str(oof_file.resolve()),  # OOF made like these predictions
     })
     n_done = len(fold_ids) * len(ids)
-    return PredictResult(out=out_path, sidecar=side, folds=fold_ids, tta=tta, ensemble=ensemble, n_images=len(ids),
+    return PredictResult(out=out_path, sidecar=side, folds=fold_ids, tta=tta, ensemble=blend, n_images=len(ids),
                          images_per_s=n_done / test_s if test_s > 0 else float("nan"), cv_auc=cv_auc,
                          oof=oof_scores, note=note, oof_file=oof_file)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from hcd_kit.data.store import open_store
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.inference.submission import read_predictions
+from hcd_kit.runs.submission import read_predictions
 from hcd_kit.layout import DataLayout
 
 DEFAULT_MIN_CONFIDENCE = 0.95

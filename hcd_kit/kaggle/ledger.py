@@ -22,7 +22,7 @@ from typing import Any
 
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import atomic_write_text, sha256_file
-from hcd_kit.inference.submission import read_sidecar
+from hcd_kit.runs.submission import read_sidecar
 
 DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json
-from hcd_kit.inference.submission import validate_submission
+from hcd_kit.runs.submission import validate_submission
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.kernel import (

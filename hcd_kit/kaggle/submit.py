@@ -14,7 +14,7 @@ import os
 from typing import Callable
 
 from hcd_kit.errors import KaggleError
-from hcd_kit.inference.submission import validate_submission
+from hcd_kit.runs.submission import validate_submission
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.ledger import LedgerRecord, append_record, as_score, read_ledger, update_records, write_ledger
 from hcd_kit.kaggle.poll import poll_until

@@ -86,7 +86,7 @@ def calibration(labels, probs, n_bins: int = 10) -> Calibration:
 
 def best_epoch(history: pd.DataFrame) -> int | None:
     """The epoch whose weights became ``best.pt`` (training's rule, as ``hcd cv``'s curves mark it)."""
-    from hcd_kit.inference.cv import best_epoch_row
+    from hcd_kit.runs.cv import best_epoch_row
 
     row = best_epoch_row(history)
     return None if row is None else int(history["epoch"].iloc[row])

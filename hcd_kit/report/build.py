@@ -83,18 +83,24 @@ def _best_rows(data: RunData) -> list[list[str]]:
     return rows
 
 
-def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] = "data",
+def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
                  out: str | os.PathLike[str] | None = None,
                  ledger: str | os.PathLike[str] | None = None,
                  n_errors: int = 12, device: str = "auto") -> ReportResult:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and say what is in it; the
-    ledger is found as `hcd submit` finds it (``kaggle.ledger.ledger_path``) unless ``ledger`` is given."""
+    ledger is found as `hcd submit` finds it (``kaggle.ledger.ledger_path``) unless ``ledger`` is given. The
+    patches come from ``data_dir``, by default the data folder the run trained on (``RUN/data.json``)."""
     from hcd_kit.kaggle.ledger import ledger_path
+    from hcd_kit.runs.record import run_data_dir
 
     if n_errors < 0:
         raise ConfigError(f"--n-errors must be >= 0, got {n_errors}")
+    moved: list[str] = []
+    data_dir = run_data_dir(run_dir, data_dir, warn=moved.append)
     data = collect(run_dir, data_dir, ledger_path(ledger))
     oof, notes = data.pooled, dict(data.notes)
+    if moved:
+        notes["data"] = moved[0]
     y, p = oof["label"].to_numpy(np.int64), oof["prob"].to_numpy(float)
     threshold = youden_threshold(y, p)
     tn, fp_n, fn_n, tp = counts = confusion_counts(oof, threshold)

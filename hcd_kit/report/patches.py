@@ -87,7 +87,8 @@ def gradcam_cards(run_dir: str | os.PathLike[str], gallery: Gallery, device: str
     if gallery.note is not None or not gallery.patches:
         return Explained([], [], gallery.note or "no patches to explain")
     try:
-        from hcd_kit.inference.runs import load_fold_model, read_run_model
+        from hcd_kit.inference.runs import load_fold_model
+        from hcd_kit.runs.model import read_run_model
 
         spec = read_run_model(run_dir)
     except ConfigError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hcd_kit.fsutil import atomic_write_text
-from hcd_kit.inference.runs_table import DISPLAY, NUMERIC, TIME_NOTE, cells
+from hcd_kit.runs.table import DISPLAY, NUMERIC, TIME_NOTE, cells
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}

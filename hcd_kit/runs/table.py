@@ -102,7 +102,7 @@ def run_name(run: Path, dirs: Sequence[str | os.PathLike[str]]) -> str:
 
 
 def _auc_of(path: Path) -> float | None:
-    from hcd_kit.inference.oof import read_oof
+    from hcd_kit.runs.oof import read_oof
 
     df = read_oof(path)
     return finite_or_none(roc_auc(df["label"], df["prob"]))
@@ -158,7 +158,7 @@ def _train_seconds(run: RunLayout, kind: str) -> tuple[float | None, str | None]
 
 
 def _planned(run: RunLayout) -> int | None:
-    from hcd_kit.inference.runs import expected_folds
+    from hcd_kit.runs.model import expected_folds
 
     try:
         planned = run.planned_folds()
@@ -181,7 +181,7 @@ def _scores(run: Path, submissions: Iterable[Submission]) -> tuple[float | None,
 
 def run_row(run: Path, name: str, submissions: Iterable[Submission] = ()) -> dict[str, Any]:
     """One row of the table for ``run`` (``COLUMNS``); problems go to its ``note``, never raise."""
-    from hcd_kit.inference.cv import cv_report
+    from hcd_kit.runs.cv import cv_report
 
     layout = RunLayout.of(run)
     row: dict[str, Any] = dict.fromkeys(COLUMNS)

@@ -11,17 +11,16 @@ first, so ``state.json`` never claims more than ``last.pt`` holds.
 
 from __future__ import annotations
 
-import json
-import math
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_path, atomic_write_text
+from hcd_kit.fsutil import atomic_path
+from hcd_kit.runs.state import FoldState, read_state, write_state
 from hcd_kit.training.optim import Ema
 
 
@@ -38,18 +37,6 @@ class Trainer:
     loss_fn: nn.Module
 
 
-@dataclass
-class FoldState:
-    """What ``last.pt`` carries besides the optimiser and friends."""
-
-    epoch: int = 0  # epochs finished
-    best_score: float = -math.inf
-    best_auc: float = math.nan
-    best_epoch: int = 0
-    history: list[dict] = field(default_factory=list)
-    finished: bool = False
-
-
 def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     ckpt = {
@@ -63,7 +50,7 @@ def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
-    atomic_write_text(state_path(path), json.dumps(vars(state), indent=1) + "\n")
+    write_state(state_path(path), state)
 
 
 def state_path(last: Path) -> Path:
@@ -99,16 +86,13 @@ def read_fold_state(path: Path) -> FoldState:
     """Only the progress of the fold whose ``last.pt`` is ``path`` (is it finished, its best AUC, its history):
     from ``state.json``, or from ``last.pt`` itself for a fold written before hcd kept ``state.json``."""
     try:
-        data = json.loads(state_path(path).read_text(encoding="utf-8"))
-        return FoldState(**data)
-    except FileNotFoundError:
-        return FoldState(**_read_checkpoint(path)["state"])
-    except (OSError, ValueError, TypeError) as exc:  # damaged: last.pt holds the same progress
+        state = read_state(state_path(path))
+    except DataError as exc:  # damaged: last.pt holds the same progress
         try:
             return FoldState(**_read_checkpoint(path)["state"])
         except DataError:
-            raise DataError(f"cannot read {state_path(path)} ({exc}) nor {path}; delete both to restart the fold") \
-                from None
+            raise exc from None
+    return state if state is not None else FoldState(**_read_checkpoint(path)["state"])
 
 
 def _read_checkpoint(path: Path) -> dict:

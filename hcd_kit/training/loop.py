@@ -42,9 +42,12 @@ from hcd_kit.device import choose_precision, cpu_threads, resolve_device, set_th
 from hcd_kit.errors import ConfigError, DataError, TrainingError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
-from hcd_kit.inference.oof import write_oof
 from hcd_kit.model import check_model_name, save_weights, weights_source
-from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint, save_checkpoint
+from hcd_kit.runs.log import RunLog
+from hcd_kit.runs.oof import write_oof
+from hcd_kit.runs.record import record_run, write_history
+from hcd_kit.runs.state import FoldState
+from hcd_kit.training.checkpoint import Trainer, load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.finetune import trainable_summary
 from hcd_kit.training.distributed import (
@@ -53,9 +56,7 @@ from hcd_kit.training.distributed import (
 )
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
-    FoldResult, RunLog, check_folds, check_run_dir, finished, fold_result, read_split, record_environment,
-    record_run,
-    write_history, write_summary,
+    FoldResult, check_folds, check_run_dir, finished, fold_result, read_split, record_environment, write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
 from hcd_kit.training.step import Env, LossMeter, build_trainer, train_batch, train_step

@@ -10,10 +10,8 @@ fold, no mixing of settings or splits in one folder, and which folds are already
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,14 +19,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from hcd_kit.config import dump_toml, load_config, read_toml, to_dict
+from hcd_kit.config import load_config, read_toml, to_dict
 from hcd_kit.console import console
 from hcd_kit.data.store import PackedStore
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_text
-from hcd_kit.layout import HISTORY_COLUMNS, DataLayout, RunLayout
+from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
-from hcd_kit.training.checkpoint import FoldState, read_fold_state
+from hcd_kit.runs import record as runs_record
+from hcd_kit.runs.log import RunLog
+from hcd_kit.runs.oof import read_run_oof
+from hcd_kit.runs.state import FoldState
+from hcd_kit.training.checkpoint import read_fold_state
 from hcd_kit.training.config import RUNTIME_KEYS, TrainConfig
 
 @dataclass
@@ -131,28 +132,8 @@ def check_run_dir(cfg: TrainConfig, layout: RunLayout, folds: list[int], resume:
                 )
 
 
-def record_run(cfg: TrainConfig, data: DataLayout, run: RunLayout, wanted: list[int]) -> None:
-    """Write the run's split, resolved config and plan (what a later ``--resume`` continues)."""
-    run.root.mkdir(parents=True, exist_ok=True)
-    _record_split(data, run)
-    dump_toml(cfg, run.config)
-    folds = sorted(set(run.planned_folds() or []) | set(wanted))
-    atomic_write_text(run.plan, json.dumps({"folds": folds}) + "\n")
-
-
-def _record_split(data: DataLayout, run: RunLayout) -> None:
-    """Keep the split beside the run: OOF scores only mean something against the split they came from."""
-    split = data.folds_csv.read_bytes()
-    if run.folds.is_file() and run.folds.read_bytes() != split:
-        raise ConfigError(
-            f"{run.folds} differs from {data.folds_csv}: this run was trained on another split; "
-            "use a new --run-dir (or restore the original folds.csv)"
-        )
-    atomic_write_bytes(run.folds, split)
-
-
 def record_environment(run: RunLayout, device, choice, threads: int) -> None:
-    """``RUN/environment.json``: where the run trained and why in that precision (``hcd report`` shows it)."""
+    """``RUN/environment.json`` (``hcd_kit.runs.record``): where the run trained and why in that precision."""
     import platform
 
     import torch
@@ -162,37 +143,11 @@ def record_environment(run: RunLayout, device, choice, threads: int) -> None:
     caps = cpu_caps()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
         if device.type == "cuda" else []
-    atomic_write_text(run.environment, json.dumps({
+    runs_record.record_environment(run, {
         "device": str(device), "gpus": gpus, "precision": choice.name, "precision_reason": choice.reason,
         "cpu_isa": caps.isa, "cpu_bf16_native": caps.bf16, "threads": threads, "torch": torch.__version__,
-        "python": platform.python_version(), "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }, indent=1) + "\n")
-
-
-class RunLog:
-    """Lines to the console and appended to ``RUN/train.log``; silent on ranks other than 0.
-
-    ``header`` (the run's first line: model, device, precision and why) is written before the first message, or
-    by ``start()``, so a run refused before it logs anything (a too-small --time-budget) leaves no file behind.
-    """
-
-    def __init__(self, path: Path, enabled: bool, header: str | None = None) -> None:
-        self.path, self.enabled, self.header = path, enabled, header
-
-    def start(self) -> None:
-        """Write the header now, if it is still pending."""
-        header, self.header = self.header, None
-        if header is not None:
-            self(header)
-
-    def __call__(self, message: str) -> None:
-        if not self.enabled:
-            return
-        self.start()
-        console.print(message, soft_wrap=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:  # a log is appended, not replaced
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        "python": platform.python_version(),
+    })
 
 
 def fold_result(fold: int, state: FoldState, status: str) -> FoldResult:
@@ -213,14 +168,7 @@ def write_summary(results: dict[int, FoldResult], run: RunLayout, log: RunLog) -
     for r in results.values():
         log(f"fold {r.fold}: best val AUC {r.best_auc:.4f} "
             f"(epoch {r.best_epoch}/{r.epochs_run}, {r.skipped_steps} skipped steps)")
-    from hcd_kit.inference import read_run_oof  # the one oof.csv reader
-
     pooled = read_run_oof(run.root)
     if pooled is not None:
         auc = roc_auc(pooled["label"], pooled["prob"])
         log(f"CV AUC (pooled OOF of {pooled['fold'].nunique()} fold(s), {len(pooled)} images): {auc:.4f}")
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    with atomic_open(path, "w", newline="") as fh:
-        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(fh, index=False)

@@ -35,7 +35,8 @@ from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.model import check_model_name, save_weights, weights_source
 from hcd_kit.training.budget import MARGIN, TTA, Plan, RunClock, Speeds, Work, clock_time, fit_epochs, parse_duration
-from hcd_kit.training.checkpoint import FoldState, save_checkpoint
+from hcd_kit.runs.state import FoldState
+from hcd_kit.training.checkpoint import save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import DistInfo, fold_devices, sum_across, wrap_model
 from hcd_kit.training.runs import check_folds, finished, read_split

@@ -244,7 +244,7 @@ class Tracking:
         """Keep the final figures for ``finish``: each fold's best val AUC, the pooled OOF AUC (as ``hcd cv``)."""
         if self.tracker is None:
             return
-        from hcd_kit.inference import read_run_oof
+        from hcd_kit.runs.oof import read_run_oof
         from hcd_kit.metrics import roc_auc
 
         self.final = {f"fold{k}_best_auc": r.best_auc for k, r in sorted(results.items())}
