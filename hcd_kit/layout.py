@@ -133,6 +133,16 @@ class RunLayout(_Folder):
         return self.root / "environment.json"
 
     @property
+    def pseudo(self) -> Path:
+        """``{"file", "sha256", "count", "positives", "negatives"}``: the pseudo-label file the run trains with."""
+        return self.root / "pseudo.json"
+
+    @property
+    def budget(self) -> Path:
+        """The time plan the run was started with (``--time-budget``)."""
+        return self.root / "budget.json"
+
+    @property
     def data(self) -> Path:
         """``{"data_dir": ..., "train_fingerprint": ...}``: the data folder the run trained on."""
         return self.root / "data.json"

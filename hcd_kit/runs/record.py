@@ -3,7 +3,7 @@
 The one writer of ``RUN/config.toml`` (the resolved training config), ``RUN/plan.json`` (the folds the run was
 asked for, which ``--resume`` continues), ``RUN/folds.csv`` (the split it was trained on), ``RUN/data.json``
 (the data folder and the fingerprint of its packed train store), ``RUN/environment.json`` (device, precision
-and why) and each fold's ``history.csv``; and the reader of ``data.json``, through which ``hcd predict`` and
+and why), ``RUN/pseudo.json`` (the pseudo-label file it trains with) and each fold's ``history.csv``; and the reader of ``data.json``, through which ``hcd predict`` and
 ``hcd report`` find the run's data without ``--data-dir``.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from hcd_kit.config import dump_toml
-from hcd_kit.errors import ConfigError
-from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_text
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
 from hcd_kit.layout import HISTORY_COLUMNS, DataLayout, RunLayout
 
 DEFAULT_DATA_DIR = Path("data")  # where a run without data.json (and a command without --data-dir) looks
@@ -81,6 +81,24 @@ def run_data_dir(run_dir: str | os.PathLike[str], given: str | os.PathLike[str] 
         warn(f"the packed train store in {folder} changed since {run.root} trained on it (another fingerprint); "
              "its OOF rows and patches may not match the run")
     return folder
+
+
+def write_pseudo_record(run: RunLayout, record: dict[str, Any]) -> None:
+    """``RUN/pseudo.json``: the pseudo-label file a run trains with (path, sha256, counts), written once."""
+    atomic_write_json(run.pseudo, record)
+
+
+def read_pseudo_record(run: RunLayout) -> dict[str, Any] | None:
+    """``RUN/pseudo.json``, None when the run has none; a one-line DataError when it is damaged."""
+    try:
+        record = json.loads(run.pseudo.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{run.pseudo} is unreadable ({exc}); restore it or use a new --run-dir") from None
+    if not isinstance(record, dict) or not {"file", "sha256"} <= record.keys():
+        raise DataError(f"{run.pseudo} is not a pseudo-label record; restore it or use a new --run-dir")
+    return record
 
 
 def record_environment(run: RunLayout, info: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ a run folder trained with one pseudo-label file refuses another (or none), in on
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,12 +24,12 @@ import numpy as np
 from hcd_kit.data.pseudo import pseudo_rows, read_pseudo
 from hcd_kit.data.sources import StackedImages, stacked_labels
 from hcd_kit.data.store import PackedStore, open_store
-from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_write_json, sha256_file
+from hcd_kit.errors import ConfigError
+from hcd_kit.fsutil import sha256_file
 from hcd_kit.layout import DataLayout, RunLayout
+from hcd_kit.runs.record import read_pseudo_record, write_pseudo_record
 from hcd_kit.training.config import TrainConfig
 
-RECORD = "pseudo.json"  # RUN/pseudo.json
 
 
 @dataclass
@@ -46,7 +45,7 @@ class TrainSource:
 def check_pseudo(cfg: TrainConfig, data: DataLayout, run: RunLayout, write: bool) -> None:
     """Before a run records anything: check ``cfg.pseudo`` (readable, every id in the packed test store) against
     what the run folder was trained with, and record it in ``RUN/pseudo.json`` when ``write`` and none is there."""
-    record = _read_record(run)
+    record = read_pseudo_record(run)
     if cfg.pseudo is None:
         if record is not None:
             raise ConfigError(f"{run.root} was trained with pseudo-labels from {record['file']}; pass --pseudo "
@@ -57,8 +56,8 @@ def check_pseudo(cfg: TrainConfig, data: DataLayout, run: RunLayout, write: bool
     pseudo_rows(frame, open_store(data.packed_dir, "test"), cfg.pseudo)
     if write and record is None:
         labels = frame["label"].to_numpy(np.int64)
-        atomic_write_json(run.root / RECORD, {"file": str(cfg.pseudo), "sha256": digest, "count": len(frame),
-                                              "positives": int(labels.sum()), "negatives": int((labels == 0).sum())})
+        write_pseudo_record(run, {"file": str(cfg.pseudo), "sha256": digest, "count": len(frame),
+                                  "positives": int(labels.sum()), "negatives": int((labels == 0).sum())})
 
 
 def training_source(cfg: TrainConfig, fold: int, store: PackedStore, train_rows: np.ndarray, run: RunLayout,
@@ -67,7 +66,7 @@ def training_source(cfg: TrainConfig, fold: int, store: PackedStore, train_rows:
     if cfg.pseudo is None:
         return TrainSource(store.images, store.labels, train_rows)
     frame = read_pseudo(cfg.pseudo)
-    record = _read_record(run)
+    record = read_pseudo_record(run)
     if record is not None:  # the file must not change between the folds of a run
         _check_record(run, record, cfg.pseudo, sha256_file(cfg.pseudo))
     test = open_store(_packed_dir(store), "test")
@@ -81,19 +80,6 @@ def training_source(cfg: TrainConfig, fold: int, store: PackedStore, train_rows:
         rows=np.concatenate([np.asarray(train_rows, np.int64), len(store) + np.sort(rows)]),
         n_pseudo=len(frame),
     )
-
-
-def _read_record(run: RunLayout) -> dict | None:
-    path = run.root / RECORD
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is unreadable ({exc}); restore it or use a new --run-dir") from None
-    if not isinstance(record, dict) or not {"file", "sha256"} <= record.keys():
-        raise DataError(f"{path} is not a pseudo-label record; restore it or use a new --run-dir")
-    return record
 
 
 def _check_record(run: RunLayout, record: dict | None, path: str, digest: str) -> None:
