@@ -123,7 +123,8 @@ def _train(
     where = f"{env.device}" + (f" x{env.info.world_size} ranks (ddp)" if env.info.distributed else "")
     log = RunLog(run.log, env.info.is_main, f"train {cfg.model} @ {cfg.img_size}px on {where}, precision "
                  f"{choice.label}, {threads} CPU thread(s), folds {wanted} -> {run.root}")  # the log's first line
-    cfg, clock = start_budget(cfg, data, run, store, table, wanted, env, resume, log, clock)  # --time-budget
+    if clock is None:  # --time-budget: planned once, here; a fold-parallel worker has the parent's clock
+        cfg, clock = start_budget(cfg, data, run, store, table, wanted, env, resume, log)
     check_pseudo(cfg, data, run, write=record and env.info.is_main)  # --pseudo: RUN/pseudo.json
     log.start()  # every check passed: the run folder may be written
     if record and env.info.is_main:

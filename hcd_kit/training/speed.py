@@ -4,9 +4,10 @@
 model: a few training steps after two warm-up steps (``step.build_trainer`` / ``train_batch`` / ``train_step``,
 through the same DataParallel / DDP wrapper), a few validation batches (``validate.predict_rows``), a few TTA x8
 passes as ``hcd predict`` runs them (``inference.predict_views``) and one write of ``last.pt`` and ``best.pt``.
-``budget.fit_epochs`` turns that into the plan. ``start_budget`` plans a run before it records its config (the
-chosen epochs then are the run's ``--epochs``, so the LR schedule follows them; ``--resume`` keeps them) and
-returns the run's ``RunClock``; ``plan_run`` only prints the plan (``hcd train --plan``).
+``budget.fit_epochs`` turns that into the plan. ``start_budget`` plans a run once, before its first fold and
+before it records its config (the chosen epochs then are the run's ``--epochs``, so the LR schedule follows them;
+``--resume`` keeps them), and returns the run's ``RunClock``, which the folds receive (fold-parallel workers a
+copy); ``plan_run`` only prints the plan (``hcd train --plan``).
 
     plan = plan_run(cfg, "data", folds="all")     # prints the plan; trains nothing, writes no run folder
 """
@@ -64,13 +65,10 @@ def plan_run(cfg: TrainConfig, data_dir: str | os.PathLike[str], folds: Sequence
 
 def start_budget(
     cfg: TrainConfig, data: DataLayout, run: RunLayout, store: PackedStore, table: pd.DataFrame, wanted: list[int],
-    env: Env, resume: bool, log: Callable[[str], None], clock: RunClock | None = None,
+    env: Env, resume: bool, log: Callable[[str], None],
 ) -> tuple[TrainConfig, RunClock]:
-    """Before a run records its config: with a time budget, plan it (measure, choose the epochs, log the plan,
-    keep it in ``RUN/budget.json``) unless it is resumed; return the config to train and the run's clock.
-    ``clock`` given (a fold-parallel worker: the parent planned) is returned as it is."""
-    if clock is not None:
-        return cfg, clock
+    """Once per run, before it records its config: with a time budget, plan it (measure, choose the epochs, log
+    the plan, keep it in ``RUN/budget.json``) unless it is resumed; return the config to train and the run's clock."""
     start, lanes = time.time(), _lanes(cfg, wanted)
     if not cfg.time_budget:
         return cfg, RunClock(wanted, cfg.epochs, lanes=lanes, start=start)
@@ -97,8 +95,8 @@ def start_budget(
             "predict_s": plan.predict_s, "planned_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         }, indent=1) + "\n")
     deadline = start + budget_s * (1 - MARGIN) - plan.predict_s
-    cfg = dataclasses.replace(cfg, epochs=plan.epochs)
-    return cfg, RunClock(wanted, cfg.epochs, deadline, max(plan.epoch_s), lanes, start)
+    clock = RunClock(wanted, plan.epochs, deadline, max(plan.epoch_s), lanes, start)
+    return dataclasses.replace(cfg, epochs=plan.epochs), clock
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -123,16 +121,17 @@ def _read_record(run: RunLayout) -> dict:
 
 def _make_plan(cfg: TrainConfig, data: DataLayout, store: PackedStore, table: pd.DataFrame, wanted: list[int],
                env: Env, budget_s: float | None, start: float) -> Plan:
+    """The run's sizes, then this machine's speeds, then the epochs that fit: the plan."""
     lanes = _lanes(cfg, wanted)
-    set_threads(cfg.threads, lanes * env.info.local_world_size)
-    if env.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the loop trains
-    speeds = measure_speeds(cfg, store, table, wanted[0], env)
     global_batch = cfg.batch_size * env.info.world_size
     extra = _pseudo_count(cfg)
     train = [(int((table["fold"] != f).sum()) + extra) // global_batch * global_batch for f in wanted]
     val = [int((table["fold"] == f).sum()) for f in wanted]
     work = Work(train, val, _test_count(data), sum(val), lanes)
+    set_threads(cfg.threads, lanes * env.info.local_world_size)
+    if env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the loop trains
+    speeds = measure_speeds(cfg, store, table, wanted[0], env)
     return fit_epochs(speeds, work, cfg.epochs, budget_s, time.time() - start, cfg.time_budget)
 
 
