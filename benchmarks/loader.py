@@ -122,7 +122,7 @@ def bench_prepare(data_dir: Path, scratch: Path, workers: int) -> tuple[float, f
     for rep in range(3):  # the first run warms the file cache; keep the best of the rest
         out = scratch / f"packed-{rep}"
         t0 = time.perf_counter()
-        summary = prepare(data_dir, out=out, workers=workers)
+        summary = prepare(data_dir, out_dir=out, workers=workers)
         wall = time.perf_counter() - t0
         n = sum(r.count for r in summary.splits.values())
         decode = n / sum(r.seconds for r in summary.splits.values())
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     out = store_dir(args.data_dir, args.out)
-    prepare(args.data_dir, out=out, splits=("train",), workers=args.workers)
+    prepare(args.data_dir, out_dir=out, splits=("train",), workers=args.workers)
     store = open_store(out, "train")
     n = min(args.n or len(store), len(store))
     images, labels = np.ascontiguousarray(store.images[:n]), store.labels[:n]  # same patches for everyone

@@ -65,7 +65,7 @@ def main() -> None:
         for run in range(args.runs + 1):
             out = Path(tmp) / f"packed-{run}"
             t0, c0 = time.perf_counter(), cpu_seconds()
-            summary = prepare(root, out=out, workers=args.workers)
+            summary = prepare(root, out_dir=out, workers=args.workers)
             walls.append(n / (time.perf_counter() - t0))
             per_cpu.append(n / (cpu_seconds() - c0))
             decodes.append(n / summary.splits["train"].seconds)

@@ -71,7 +71,7 @@ def packed_store(data_dir: Path, out: Path | None):
     from hcd_kit.data import open_store, prepare
 
     out = store_dir(data_dir, out)
-    prepare(data_dir, out=out, splits=("train",))  # a no-op when the store is current
+    prepare(data_dir, out_dir=out, splits=("train",))  # a no-op when the store is current
     return open_store(out, "train")
 
 

@@ -17,8 +17,14 @@ Imbalance = Literal["none", "pos-weight", "balanced"]
 TtaViews = Literal[1, 2, 4, 8]  # views per patch: the dihedral subgroups of that size
 BlendMode = Literal["mean", "rank"]  # mean probability, or mean rank (ignores calibration between models)
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]  # hcd train --tracker: each needs its extra
+ProbeHead = Literal["logreg", "mlp"]  # hcd probe --head: standardised features -> logistic regression, or one hidden layer of 256
+
+# the help of options that several commands share (--help of train, predict, embed, demo, report)
+PRECISION_HELP = "Autocast: auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, bf16 or fp32."
+DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 
 TTA_CHOICES: tuple[int, ...] = get_args(TtaViews)
 BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
 
+MIN_IMG_SIZE = 32  # the smallest --img-size every stage takes (train, predict, embed); checked when a run is configured
 DEFAULT_MODEL = "resnet18"  # --model takes any timm name; small ImageNet CNNs do well on 96 px tissue

@@ -55,6 +55,7 @@ def test_a_group_without_a_subcommand_shows_its_help():
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["train", "--img-size", "16"], "--img-size must be >= 32, got 16"),  # predict and embed refuse < 32 too
     (["train", "--fold", "0,x"], "--fold must be 'all', a fold number or a list like 0,2; got '0,x'"),
     (["predict", "--run-dir", "r", "--tta", "3"], "Invalid value for '--tta'"),
     (["ensemble", "r1", "--out", "b.csv", "--blend", "max"], "Invalid value for '--blend'"),

@@ -138,7 +138,7 @@ def test_empty_and_missing_slides_alike_each_get_their_own_group(labels, tmp_pat
     rows = [f"{i},s{k % 5}" for k, i in enumerate(ids[:15])] + [f"{ids[15]},", f"{ids[17]},  ", f"{ids[18]}"]
     groups = tmp_path / "groups.csv"
     groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
-    summary = create_folds(root, n_folds=2, groups_csv=groups)
+    summary = create_folds(root, n_folds=2, groups=groups)
     assert summary.ungrouped == ids[15:] and summary.groups == 5 + 5
 
 
@@ -158,7 +158,7 @@ def test_a_groups_file_that_matches_under_half_the_patches_is_refused(labels, tm
             in " ".join(result.stderr.split()))
     assert not (root / "folds.csv").exists()
     with pytest.raises(ConfigError, match="18 of 40 patch ids"):
-        create_folds(root, n_folds=2, groups_csv=groups)
+        create_folds(root, n_folds=2, groups=groups)
 
     rows = [f"{i},s{k % 4}" for k, i in enumerate(ids[:20])] + [f"{ids[20]},"]  # exactly half: accepted
     groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import typing
-import zipfile
 
 import pytest
 from typer.main import get_command
@@ -156,43 +155,25 @@ def test_defaults_and_choices_come_from_the_library():
     assert res.exit_code == 2 and "--strategy" in res.output
 
 
-# old spelling -> (arguments that reach a check after the flag is read, what that check says)
-RENAMED = {
-    ("predict", "--folds"): (["--run-dir", "nowhere", "--folds", "x"], "--fold must be 'all'"),
-    ("predict", "--ensemble"): (["--run-dir", "nowhere", "--ensemble", "rank"], "nowhere"),
-    ("ensemble", "--how"): (["nowhere", "--out", "blend.csv", "--how", "rank"], "nowhere"),
-    ("download", "--timeout"): (["--timeout", "0"], "--stall-timeout must be positive"),
-}
+# the spellings that 0.2.0 removed (CHANGELOG.md): (command, old flag, a value for it)
+REMOVED = [("predict", "--folds", "0"), ("predict", "--ensemble", "rank"), ("ensemble", "--how", "rank"),
+           ("download", "--timeout", "60"), ("prepare", "--out", "store"), ("kernel output", "--out", "out"),
+           ("kernel output", "--timeout", "60"), ("dataset push", "--out", "ds"), ("dataset push", "--timeout", "60")]
 
 
-@pytest.mark.parametrize("command, old", list(RENAMED), ids=lambda x: x)
-def test_a_renamed_flag_still_works_with_a_note(command, old, tmp_path, monkeypatch):
+@pytest.mark.parametrize("command, old, value", REMOVED, ids=lambda x: x)
+def test_a_removed_flag_spelling_is_an_unknown_option(command, old, value, tmp_path, monkeypatch, capsys):
+    from hcd_kit.cli._app import main
+
     monkeypatch.chdir(tmp_path)
-    args, says = RENAMED[(command, old)]
-    res = CliRunner().invoke(app, [*command.split(), *args])
-    assert f"note: {old} is deprecated; use --" in res.stderr, res.output
-    assert res.stderr.count("note:") == 1 and "No such option" not in res.output
-    assert says in res.stderr, res.stderr
+    with pytest.raises(SystemExit) as stop:
+        main([*command.split(), old, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert f"No such option: {old}" in err and "deprecated" not in err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
 
 
-def test_prepare_out_is_now_out_dir(subset_factory, tmp_path):
-    data = subset_factory(n_train=8, n_test=0)
-    res = CliRunner().invoke(app, ["prepare", "--data-dir", str(data), "--out", str(tmp_path / "store"),
-                                   "--split", "train", "--workers", "1"])
-    assert res.exit_code == 0, res.output
-    assert "note: --out is deprecated; use --out-dir" in res.stderr
-    assert (tmp_path / "store" / "manifest.json").is_file()
-
-
-def test_kaggle_transfer_flags_keep_their_old_names(kaggle_env, tmp_path):
-    r = kaggle_env.invoke("kernel", "output", "--name", "hcd-train", "--out", tmp_path / "out", "--timeout", "60")
-    assert r.exit_code == 1 and "HTTP 404" in r.stderr, r.stderr  # accepted; the stand-in has no such kernel
-    assert "note: --out is deprecated; use --out-dir" in r.stderr
-    assert "note: --timeout is deprecated; use --transfer-timeout" in r.stderr
-    wheel = tmp_path / "hcd_kit-0.1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("hcd_kit/__init__.py", "")
-    r = kaggle_env.invoke("dataset", "push", "--wheel", wheel, "--out", tmp_path / "ds", "--timeout", "60", "--dry-run")
-    assert r.exit_code == 0, r.stderr
-    assert (tmp_path / "ds" / "dataset-metadata.json").is_file()
-    assert r.stderr.count("is deprecated") == 2
+def test_hcd_predict_folds_is_an_unknown_option():
+    res = hcd("predict", "--folds", "0")
+    assert res.returncode == 2 and "No such option: --folds" in res.stderr, res.stderr

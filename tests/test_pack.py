@@ -89,8 +89,8 @@ def test_parallel_workers_match_serial(subset_factory):
     root = subset_factory(n_train=200, n_test=0)
     bad = _train_ids(root)[150]
     (root / "train" / f"{bad}.tif").write_bytes(b"not a tiff" * 100)
-    serial = prepare(root, out=root / "p1", splits=("train",), skip_bad=True, workers=1)
-    parallel = prepare(root, out=root / "p2", splits=("train",), skip_bad=True, workers=2)
+    serial = prepare(root, out_dir=root / "p1", splits=("train",), skip_bad=True, workers=1)
+    parallel = prepare(root, out_dir=root / "p2", splits=("train",), skip_bad=True, workers=2)
     assert serial.splits["train"].skipped == parallel.splits["train"].skipped == {"corrupt": [f"{bad}.tif"]}
     a, b = open_store(root / "p1"), open_store(root / "p2")
     assert len(a) == len(b) == 199 and np.array_equal(a.images, b.images) and (a.ids == b.ids).all()
@@ -192,7 +192,7 @@ def test_test_only_folder(subset_factory, tmp_path):
     assert bad.exit_code != 0 and "no train/ folder" in bad.stderr
 
     (root / "sample_submission.csv").unlink()  # no template: sorted file names
-    prepare(root, out=root / "p2", splits=("test",))
+    prepare(root, out_dir=root / "p2", splits=("test",))
     names = sorted(p.stem for p in (root / "test").glob("*.tif"))
     assert open_store(root / "p2", "test").ids.tolist() == names
 

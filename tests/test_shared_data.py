@@ -21,7 +21,7 @@ from hcd_kit.training import TrainConfig, train
 @pytest.fixture(scope="module")
 def packed(mini_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("mini") / "packed"
-    summary = prepare(mini_root, out=out, workers=2)
+    summary = prepare(mini_root, out_dir=out, workers=2)
     return out, summary
 
 

@@ -1,5 +1,5 @@
 """The Typer app and what every command shares: the global ``--debug`` and ``--version`` switches, a ``--help``
-flag rendered without a type label, renamed flags that still work for a release (with a one-line note), the
+flag rendered without a type label, the options several commands share (``--device``, ``--precision``), the
 ``--fold`` spec parser, and the mapping of hcd errors to one line on stderr and an exit code."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import functools
 import inspect
 import os
 import sys
-import typing
 from typing import Annotated, Callable, Optional, Sequence, TypeVar
 
 import typer
 from rich.markup import escape
 
+from hcd_kit.choices import DEVICE_HELP, PRECISION_HELP, Precision
 from hcd_kit.console import err_console
 from hcd_kit.errors import ConfigError, HcdError
 
@@ -92,52 +92,31 @@ COMPETITION = "histopathologic-cancer-detection"
 Competition = Annotated[str, typer.Option(
     metavar="SLUG", show_default=False,
     help="Kaggle competition slug, as in its URL \\[default: histopathologic cancer detection's].")]
+# --device and --precision, as every command that has them spells them (hcd train's come from TrainConfig)
+Device = Annotated[str, typer.Option(metavar="DEVICE", help=DEVICE_HELP)]
+PrecisionOption = Annotated[Precision, typer.Option(help=PRECISION_HELP)]
 
 
-def command(on: typer.Typer = app, name: str | None = None, signature: inspect.Signature | None = None,
-            renamed: dict[str, str] | None = None) -> Callable[[F], F]:
+def command(on: typer.Typer = app, name: str | None = None,
+            signature: inspect.Signature | None = None) -> Callable[[F], F]:
     """Register a function as a command of ``on``: hcd errors become one line (``handle_errors``) and the
     --help flag is added. ``signature`` replaces the function's own (for options generated from a dataclass).
-
-    ``renamed`` maps old option names to the parameters that replaced them (``{"folds": "fold"}``): the old
-    flag keeps working for a release, hidden from --help, with a one-line note on stderr.
     """
-    renamed = renamed or {}
 
     def register(fn: F) -> F:
         sig = signature or inspect.signature(fn, eval_str=True)
-        aliases = [_alias(old, sig.parameters[new]) for old, new in renamed.items()]
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
             kwargs.pop("help_", None)  # Typer passes every parameter of the signature, even an eager flag's
-            for old, new in renamed.items():
-                value = kwargs.pop(f"deprecated_{old}", None)
-                if value is not None:
-                    err_console.print(f"note: {_flag(old)} is deprecated; use {_flag(new)}", soft_wrap=True,
-                                      highlight=False)
-                    kwargs[new] = value
             return fn(*args, **kwargs)
 
         wrapped = handle_errors(call)
-        wrapped.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *aliases, _HELP_PARAM])  # type: ignore[attr-defined]
+        wrapped.__signature__ = sig.replace(parameters=[*sig.parameters.values(), _HELP_PARAM])  # type: ignore[attr-defined]
         on.command(name)(wrapped)
         return fn
 
     return register
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _alias(old: str, target: inspect.Parameter) -> inspect.Parameter:
-    """A hidden option ``--old`` taking the same values as ``target``."""
-    ann = target.annotation
-    base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
-    option = typer.Option(_flag(old), hidden=True, help=f"Deprecated spelling of {_flag(target.name)}.")
-    return inspect.Parameter(f"deprecated_{old}", inspect.Parameter.KEYWORD_ONLY,
-                             annotation=Annotated[Optional[base], option], default=None)
 
 
 def parse_folds(spec: str | None) -> list[int] | None:

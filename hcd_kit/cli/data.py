@@ -21,7 +21,7 @@ class SplitChoice(str, Enum):
 DataDir = Annotated[Path, typer.Option(metavar="DIR", help="Competition folder: train/, test/, train_labels.csv, ...")]
 
 
-@command(renamed={"out": "out_dir"})
+@command()
 def prepare(
     data_dir: DataDir = Path("data"),
     out_dir: Annotated[
@@ -51,7 +51,7 @@ def prepare(
     from hcd_kit.layout import StoreLayout
 
     splits = ("train", "test") if split is SplitChoice.all else (split.value,)
-    summary = run_prepare(data_dir, out=out_dir, splits=splits, skip_bad=skip_bad, workers=workers)
+    summary = run_prepare(data_dir, out_dir=out_dir, splits=splits, skip_bad=skip_bad, workers=workers)
     for r in summary.splits.values():
         if r.up_to_date:
             console.print(f"{r.split}: {r.count:,} images, up to date (nothing to do)")
@@ -93,7 +93,7 @@ def folds(
     from hcd_kit.data import create_folds
     from hcd_kit.data.folds import floor_percent
 
-    summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups_csv=groups, out=out, skip_bad=skip_bad)
+    summary = create_folds(data_dir, n_folds=n_folds, seed=seed, groups=groups, out=out, skip_bad=skip_bad)
     for kind, names in summary.skipped.items():
         console.print(f"[yellow]skipped {len(names)} {kind}[/] ({_some(names)})", soft_wrap=True)
     if summary.skipped and summary.report is not None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import command
+from hcd_kit.cli._app import Device, command
 
 
 @command()
@@ -20,7 +20,7 @@ def demo(
     time_budget: Annotated[Optional[str], typer.Option(metavar="DURATION", show_default="2m for the shipped sample without --epochs, else none", help="Time for training and prediction: the planner measures this machine and trains as many epochs as fit (like `hcd train --time-budget`).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (64)", help="Training batch size.")] = None,
     seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed for weights, shuffling and augmentation.")] = 0,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Run the pipeline end to end, offline, and say what it did.
 

@@ -11,7 +11,7 @@ from hcd_kit.cli._app import COMPETITION, Competition, command, fail
 
 
 
-@command(renamed={"timeout": "stall_timeout"})
+@command()
 def download(
     competition: Competition = COMPETITION,
     data_dir: Annotated[

@@ -8,9 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.cli.predict import _auc
-from hcd_kit.cli._app import command, parse_folds
-from hcd_kit.choices import Precision, TtaViews
-from hcd_kit.features import ProbeHead
+from hcd_kit.cli._app import PrecisionOption, command, parse_folds
+from hcd_kit.choices import DEVICE_HELP, ProbeHead, TtaViews
 
 
 @command()
@@ -23,8 +22,8 @@ def embed(
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", metavar="", help="Load the backbone's pretrained weights (--no-pretrained: random ones, for tests).")] = True,
     img_size: Annotated[Optional[int], typer.Option(metavar="PX", show_default="the backbone's input size, else 96", help="Pixels patches are upscaled to.")] = None,
     batch_size: Annotated[int, typer.Option(metavar="N", help="Views per forward pass (batch-size / tta patches in all their views).")] = 256,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N (auto uses every GPU).")] = "auto",
-    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, bf16 or fp32.")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help=f"{DEVICE_HELP[:-1]} (auto uses every GPU).")] = "auto",
+    precision: PrecisionOption = "auto",
     split: Annotated[str, typer.Option(metavar="SPLITS", help="Splits to embed: train, test or train,test.")] = "train,test",
     force: Annotated[bool, typer.Option("--force", metavar="", help="Rebuild a store made with other settings or data.")] = False,
 ) -> None:

@@ -188,7 +188,7 @@ def kernel_status_cmd(
     console.print(f"{ref}: {st.status}")
 
 
-@command(kernel_app, "output", renamed={"out": "out_dir", "timeout": "transfer_timeout"})
+@command(kernel_app, "output")
 def kernel_output_cmd(
     name: Name = "hcd-train",
     out_dir: Annotated[Optional[Path], _opt("Folder for the files.", "DIR", show_default="kernels/NAME/output")] = None,
@@ -207,7 +207,7 @@ def kernel_output_cmd(
     console.print(f"downloaded {len(files)} files of {ref} into {dest}", soft_wrap=True)
 
 
-@command(dataset_app, "push", renamed={"out": "out_dir", "timeout": "transfer_timeout"})
+@command(dataset_app, "push")
 def dataset_push(
     run_dir: Annotated[Optional[Path], _opt("Also ship this run's config.toml and fold weights.", "DIR")] = None,
     name: Annotated[Optional[str], _opt("Dataset slug.", "NAME", show_default="hcd-kit, or hcd-weights with --run-dir")] = None,

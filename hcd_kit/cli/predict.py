@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import command, parse_folds
-from hcd_kit.choices import Precision
+from hcd_kit.cli._app import Device, PrecisionOption, command, parse_folds
 from hcd_kit.choices import BlendMode, TtaViews
 
 
@@ -17,15 +16,15 @@ def _auc(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{x:.4f}"
 
 
-@command(renamed={"folds": "fold", "ensemble": "blend"})
+@command()
 def predict(
     run_dir: Annotated[Path, typer.Option(metavar="DIR", help="Run folder written by `hcd train` (config.toml + fold*/best.pt).")],
     data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the folder the run trained on (RUN_DIR/data.json), else ./data", help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.")] = None,
     tta: Annotated[TtaViews, typer.Option(help="Dihedral views per patch: 1 (none), 2 (+h-flip), 4 (+v-flip, 180), 8 (all of D4).")] = 8,
     out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="Submission CSV to write \\[default: RUN_DIR/ submission.csv].")] = None,
     blend: Annotated[BlendMode, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[Precision, typer.Option(help="Autocast: auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, bf16 or fp32.")] = "auto",
+    device: Device = "auto",
+    precision: PrecisionOption = "auto",
     batch_size: Annotated[int, typer.Option(metavar="N", help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.")] = 256,
     fold: Annotated[str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")] = "all",
     oof: Annotated[bool, typer.Option(metavar="", help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).")] = True,
@@ -64,7 +63,7 @@ def predict(
     console.print(f"wrote {res.out} (cv_auc {_auc(res.cv_auc)}) and {res.sidecar.name}", soft_wrap=True)
 
 
-@command(renamed={"how": "blend"})
+@command()
 def ensemble(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", hidden=True)],  # described in the docstring
     out: Annotated[Path, typer.Option(metavar="FILE", help="Blended submission CSV to write.")],

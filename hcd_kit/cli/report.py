@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.cli._app import command
+from hcd_kit.choices import DEVICE_HELP
 
 
 @command()
@@ -17,7 +18,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="HTML file to write \\[default: RUN_DIR/report.html].")] = None,
     ledger: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/", help="Submission ledger whose records of this run's files are listed with their scores.")] = None,
     n_errors: Annotated[int, typer.Option(metavar="N", help="False positives and false negatives to show (each); 0 for none.")] = 12,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="Where Grad-CAM runs the fold models: auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help=f"Where Grad-CAM runs the fold models: {DEVICE_HELP}")] = "auto",
 ) -> None:
     """Write one self-contained HTML report of a run: open it from disk in any browser.
 

@@ -189,7 +189,7 @@ def create_folds(
     data_dir: str | os.PathLike[str],
     n_folds: int = 5,
     seed: int = 0,
-    groups_csv: str | os.PathLike[str] | None = None,
+    groups: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     skip_bad: bool = False,
 ) -> FoldsSummary:
@@ -214,19 +214,19 @@ def create_folds(
             f"{layout.train_labels}: {problems.summary()}; {report_note(report)}; "
             "fix the file, or pass --skip-bad to leave those rows out"
         )
-    groups = read_groups(groups_csv) if groups_csv is not None else None
+    slides = read_groups(groups) if groups is not None else None  # id -> slide, from the --groups file
     ungrouped: list[str] = []
-    if groups is not None:
-        groups, ungrouped = fill_groups(labels["id"], groups)  # every id's group, once (make_folds keeps them)
-        check_coverage(len(labels), len(ungrouped), groups_csv)
-    folds = make_folds(labels, n_folds, seed, groups)
+    if slides is not None:
+        slides, ungrouped = fill_groups(labels["id"], slides)  # every id's group, once (make_folds keeps them)
+        check_coverage(len(labels), len(ungrouped), groups)
+    folds = make_folds(labels, n_folds, seed, slides)
     path = write_folds(folds, target)
     y = labels["label"].to_numpy()
     counts = [int((folds["fold"] == k).sum()) for k in range(n_folds)]
     rates = [float(y[folds["fold"].to_numpy() == k].mean()) if counts[k] else float("nan") for k in range(n_folds)]
     summary = FoldsSummary(path, counts, rates, skipped=problems.as_dict(), report=report)
-    if groups is not None:
+    if slides is not None:
         summary.ungrouped = ungrouped
-        summary.groups = int(groups.nunique())
+        summary.groups = int(slides.nunique())
         summary.slides = summary.groups - len(summary.ungrouped)
     return summary

@@ -221,18 +221,18 @@ def _commit(out: Path, plan: SplitPlan, npy: Path, result: SplitResult) -> Split
 
 def prepare(
     data_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
     splits=SPLITS,
     skip_bad: bool = False,
     workers: int | None = None,
 ) -> PrepareSummary:
-    """Pack ``data_dir``'s patches into ``out`` (default ``data_dir/packed``); see the module docstring.
+    """Pack ``data_dir``'s patches into ``out_dir`` (default ``data_dir/packed``); see the module docstring.
 
     Raises DataError listing every bad input by kind and name unless ``skip_bad``, in which case the bad
     ones are left out and recorded in the manifest (and in the returned summary).
     """
     layout = DataLayout.of(data_dir)
-    out = Path(out) if out is not None else layout.packed_dir
+    out = Path(out_dir) if out_dir is not None else layout.packed_dir
     workers = default_workers() if not workers or workers < 1 else workers
     plans = [_plan(layout, s) for s in _requested(layout, splits)]
     records = read_manifest(out)

@@ -12,18 +12,15 @@ no module is named like a function, so ``features.embed`` is always the function
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
-
-ProbeHead = Literal["logreg", "mlp"]  # standardised features -> logistic regression, or one hidden layer of 256
 
 __all__, __getattr__, __dir__ = public_api(__name__, {
     "embedding": "EmbedResult PooledFeatures SplitEmbed embed",
     "probes": "ProbeFold ProbeResult parse_c probe",
     "store": "FeatureSplit FeatureStore open_features",
 })
-__all__ = [*__all__, "ProbeHead"]
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.features.embedding import EmbedResult, PooledFeatures, SplitEmbed, embed

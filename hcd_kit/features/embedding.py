@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hcd_kit.choices import Precision, TtaViews
+from hcd_kit.choices import MIN_IMG_SIZE, Precision, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.console import progress
 from hcd_kit.data import BatchLoader, PackedStore
@@ -85,8 +85,8 @@ def _check_options(tta: int, precision: str, batch_size: int, img_size: int | No
     check_choice("--precision", precision, Precision)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    if img_size is not None and img_size < 32:
-        raise ConfigError(f"--img-size must be >= 32, got {img_size}")
+    if img_size is not None and img_size < MIN_IMG_SIZE:
+        raise ConfigError(f"--img-size must be >= {MIN_IMG_SIZE}, got {img_size}")
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise ConfigError(f"--split must name train, test or both (e.g. train,test); got {','.join(splits) or 'none'}")

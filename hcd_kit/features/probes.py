@@ -33,9 +33,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from hcd_kit.choices import ProbeHead
 from hcd_kit.config import check_choice, dumps_toml, read_toml
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.features import ProbeHead
 from hcd_kit.features.store import FeatureSplit, open_features
 from hcd_kit.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from hcd_kit.runs.oof import write_oof

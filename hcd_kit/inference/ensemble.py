@@ -192,7 +192,7 @@ def ensemble_runs(
         notes.insert(0, "no fold*/oof.csv in any run; OOF AUC not reported")
     elif auto:
         search = search_blend(oof[0], oof[1], modes=BLEND_MODES if blend is None else (blend,), n_parts=n_parts, seed=seed)
-        w, how = search.weights, search.mode
+        w, blend = search.weights, search.mode
     how = blend or "mean"
     run_auc = [None] * len(run_paths) if oof is None else [roc_auc(oof[1], p) for p in oof[0]]
     blend_auc = None if oof is None else roc_auc(oof[1], fold_ensemble(oof[0], how, w))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hcd_kit.choices import DEFAULT_MODEL, Imbalance, Optimizer, Precision, Schedule, Strategy, Tracker
+from hcd_kit.choices import (DEFAULT_MODEL, DEVICE_HELP, MIN_IMG_SIZE, PRECISION_HELP, Imbalance, Optimizer, Precision,
+                             Schedule, Strategy, Tracker)
 from hcd_kit.config import check_choice, flag
 from hcd_kit.errors import ConfigError
 from hcd_kit.training.budget import parse_duration
@@ -96,11 +97,10 @@ class TrainConfig:
     patience: int = _opt(0, "Stop a fold after N epochs without a better val AUC; 0 = never.")
     # train is ~40% positive: the imbalance is mild
     imbalance: Imbalance = _opt("none", "none, pos-weight (BCE weight neg/pos) or balanced (50/50 resampling).")
-    precision: Precision = _opt("auto", "auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, "
-                                        "bf16 or fp32.")
+    precision: Precision = _opt("auto", PRECISION_HELP)
     strategy: Strategy = _opt("auto", "auto (dp on 2+ GPUs), single, dp (DataParallel), ddp (under torchrun) "
                                       "or fold-parallel (one fold per device at a time).")
-    device: str = _opt("auto", "auto, cpu, cuda or cuda:N.")
+    device: str = _opt("auto", DEVICE_HELP)
     seed: int = _opt(0, "Seed for weight init, shuffling and augmentation.")
     max_bad_steps: int = _opt(50, "Consecutive non-finite steps before a fold is stopped.")
     threads: int = _opt(0, "CPU threads for torch; 0 = cores / processes.")
@@ -112,8 +112,9 @@ class TrainConfig:
     recipe: str | None = None  # the recipe the run started from (`hcd train --recipe`), for the record
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "img_size", "max_bad_steps"):
+        for key in ("epochs", "batch_size", "max_bad_steps"):
             _require(key, getattr(self, key) >= 1, "must be >= 1", getattr(self, key))
+        _require("img_size", self.img_size >= MIN_IMG_SIZE, f"must be >= {MIN_IMG_SIZE}", self.img_size)
         for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed",
                     "weight_decay", "momentum", "train_blocks", "lora"):
             _require(key, getattr(self, key) >= 0, "must be >= 0", getattr(self, key))

@@ -34,9 +34,10 @@ from rich.markup import escape
 from hcd_kit.config import to_dict
 from hcd_kit.console import err_console
 from hcd_kit.errors import ConfigError
+from hcd_kit.layout import HISTORY_COLUMNS
 
 STEP_EVERY = 10  # log the step loss and LR every N steps: enough for a curve, cheap for a synchronous file store
-EPOCH_KEYS = ("train_loss", "val_loss", "val_auc", "images_per_s", "skipped_steps")  # history.csv's; lr is per step
+EPOCH_KEYS = tuple(k for k in HISTORY_COLUMNS if k not in ("epoch", "lr"))  # history.csv's; lr is logged per step
 # --tracker value -> (module that must import, pip extra)
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
             "mlflow": ("mlflow", "mlflow")}
