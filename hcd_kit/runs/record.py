@@ -3,7 +3,8 @@
 The one writer of ``RUN/config.toml`` (the resolved training config), ``RUN/plan.json`` (the folds the run was
 asked for, which ``--resume`` continues), ``RUN/folds.csv`` (the split it was trained on), ``RUN/data.json``
 (the data folder and the fingerprint of its packed train store), ``RUN/environment.json`` (device, precision
-and why), ``RUN/pseudo.json`` (the pseudo-label file it trains with) and each fold's ``history.csv``; and the reader of ``data.json``, through which ``hcd predict`` and
+and why), ``RUN/budget.json`` (its time plan), ``RUN/pseudo.json`` (the pseudo-label file it trains with) and
+each fold's ``history.csv``; and the reader of ``data.json``, through which ``hcd predict`` and
 ``hcd report`` find the run's data without ``--data-dir``.
 """
 
@@ -81,6 +82,22 @@ def run_data_dir(run_dir: str | os.PathLike[str], given: str | os.PathLike[str] 
         warn(f"the packed train store in {folder} changed since {run.root} trained on it (another fingerprint); "
              "its OOF rows and patches may not match the run")
     return folder
+
+
+def write_budget_record(run: RunLayout, record: dict[str, Any]) -> None:
+    """``RUN/budget.json``: the time plan the run was started with (speeds, epochs, seconds), and when."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.budget, json.dumps({**record, "planned_at": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                             indent=1) + "\n")
+
+
+def read_budget_record(run: RunLayout) -> dict[str, Any]:
+    """``RUN/budget.json`` as a dict; {} when it is missing or unreadable (the run is then planned afresh)."""
+    try:
+        record = json.loads(run.budget.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def write_pseudo_record(run: RunLayout, record: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import os
 import tempfile
 import time
@@ -32,10 +31,10 @@ from hcd_kit.data.loader import BatchLoader
 from hcd_kit.data.store import PackedStore, open_store
 from hcd_kit.device import amp_dtype, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.model import check_model_name, save_weights, weights_source
 from hcd_kit.training.budget import MARGIN, TTA, Plan, RunClock, Speeds, Work, clock_time, fit_epochs, parse_duration
+from hcd_kit.runs.record import read_budget_record, write_budget_record
 from hcd_kit.runs.state import FoldState
 from hcd_kit.training.checkpoint import save_checkpoint
 from hcd_kit.training.config import TrainConfig
@@ -44,7 +43,6 @@ from hcd_kit.training.runs import check_folds, finished, read_split
 from hcd_kit.training.step import Env, build_trainer, train_batch, train_step
 from hcd_kit.training.validate import predict_rows
 
-RECORD = "budget.json"  # RUN/budget.json: the plan the run was started with
 
 
 def plan_run(cfg: TrainConfig, data_dir: str | os.PathLike[str], folds: Sequence[int] | str | None = None) -> Plan:
@@ -74,7 +72,7 @@ def start_budget(
         return cfg, RunClock(wanted, cfg.epochs, lanes=lanes, start=start)
     budget_s = parse_duration(cfg.time_budget)
     if resume and run.config.is_file():  # its epochs (and LR schedule) stay; only the deadline is this session's
-        record = _read_record(run)
+        record = read_budget_record(run)
         if "predict_s" not in record:  # started without a budget: measure what the prediction will need
             plan = _make_plan(cfg, data, store, table, wanted, env, None, start)
             record = {"predict_s": plan.predict_s, "epoch_s": max(plan.epoch_s)}
@@ -87,13 +85,12 @@ def start_budget(
     for line in plan.lines(where=str(env.device)):
         log(line)
     if env.info.is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.root / RECORD, json.dumps({
+        write_budget_record(run, {
             "time_budget": cfg.time_budget, "epochs": plan.epochs, "configured_epochs": plan.configured,
             "train_images_per_s": plan.speeds.train, "val_images_per_s": plan.speeds.val,
             "predict_views_per_s": plan.speeds.predict, "epoch_s": max(plan.epoch_s), "train_s": plan.train_s,
-            "predict_s": plan.predict_s, "planned_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }, indent=1) + "\n")
+            "predict_s": plan.predict_s,
+        })
     deadline = start + budget_s * (1 - MARGIN) - plan.predict_s
     clock = RunClock(wanted, plan.epochs, deadline, max(plan.epoch_s), lanes, start)
     return dataclasses.replace(cfg, epochs=plan.epochs), clock
@@ -109,14 +106,6 @@ def _lanes(cfg: TrainConfig, wanted: list[int]) -> int:
     if cfg.strategy != "fold-parallel":
         return 1
     return max(1, min(len(wanted), len(fold_devices(cfg.device, cfg.fold_workers))))
-
-
-def _read_record(run: RunLayout) -> dict:
-    try:
-        record = json.loads((run.root / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _make_plan(cfg: TrainConfig, data: DataLayout, store: PackedStore, table: pd.DataFrame, wanted: list[int],
