@@ -19,7 +19,7 @@ from torch import nn
 
 from hcd_kit.choices import DEFAULT_MODEL
 from hcd_kit.errors import ConfigError
-from hcd_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from hcd_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, input_normalisation, set_input_normalisation  # noqa: F401
 
 
 
@@ -165,45 +165,6 @@ def _timm_hub_id(name: str) -> str | None:
         return None
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     return hub or None
-
-
-class _Renormalise:
-    """Forward pre-hook: ImageNet-normalised input -> the weights' own normalisation, one affine map."""
-
-    def __init__(self, mean, std) -> None:
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        self.scale = [s0 / s for s0, s in zip(IMAGENET_STD, self.std)]
-        self.shift = [(m0 - m) / s for m0, m, s in zip(IMAGENET_MEAN, self.mean, self.std)]
-        self._on: dict = {}  # (device, dtype) -> (scale, shift) tensors: built once, not every forward
-
-    def __call__(self, module: nn.Module, args: tuple) -> tuple:
-        x = args[0]
-        key = (x.device, x.dtype)
-        if key not in self._on:
-            self._on[key] = tuple(torch.tensor(v, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-                                  for v in (self.scale, self.shift))
-        scale, shift = self._on[key]
-        return (x * scale + shift, *args[1:])
-
-
-def set_input_normalisation(model: nn.Module, mean, std) -> None:
-    """Make ``model`` take hcd's ImageNet-normalised input although its weights expect ``mean``/``std``.
-
-    A forward pre-hook (state_dict unchanged, kept by DataParallel, DDP, deep copies and LoRA wrappers);
-    nothing is added when ``mean``/``std`` are ImageNet's. ``input_normalisation(model)`` reads it back.
-    """
-    if all(abs(a - b) < 1e-6 for a, b in zip((*mean, *std), (*IMAGENET_MEAN, *IMAGENET_STD))):
-        return
-    model.register_forward_pre_hook(_Renormalise(mean, std))
-
-
-def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) ``model``'s weights see: its re-normalisation hook's, else ImageNet's."""
-    model = getattr(model, "module", model)
-    for hook in model._forward_pre_hooks.values():
-        if isinstance(hook, _Renormalise):
-            return hook.mean, hook.std
-    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:

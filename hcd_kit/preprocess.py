@@ -3,7 +3,8 @@
 Batches travel as uint8 NHWC (4x smaller than float32, so host-to-device copies stay cheap); conversion to
 float, ImageNet normalisation and the optional upscale (96 -> ``img_size``) run on the device, batch-wise.
 Training and prediction must agree exactly, so both call ``to_input``. The dihedral group (flips and
-90-degree turns) lives here too: training augments with it and test-time augmentation averages over it.
+90-degree turns) lives here too: training augments with it and test-time augmentation averages over it, and so
+does a model's own input normalisation (``set_input_normalisation``) for weights that expect another than ImageNet's.
 """
 
 from __future__ import annotations
@@ -50,3 +51,42 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"dihedral index must be in 0..7, got {k}")
     y = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+class _Renormalise:
+    """Forward pre-hook: ImageNet-normalised input -> the weights' own normalisation, one affine map."""
+
+    def __init__(self, mean, std) -> None:
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.scale = [s0 / s for s0, s in zip(IMAGENET_STD, self.std)]
+        self.shift = [(m0 - m) / s for m0, m, s in zip(IMAGENET_MEAN, self.mean, self.std)]
+        self._on: dict = {}  # (device, dtype) -> (scale, shift) tensors: built once, not every forward
+
+    def __call__(self, module: torch.nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        key = (x.device, x.dtype)
+        if key not in self._on:
+            self._on[key] = tuple(torch.tensor(v, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+                                  for v in (self.scale, self.shift))
+        scale, shift = self._on[key]
+        return (x * scale + shift, *args[1:])
+
+
+def set_input_normalisation(model: torch.nn.Module, mean, std) -> None:
+    """Make ``model`` take hcd's ImageNet-normalised input although its weights expect ``mean``/``std``.
+
+    A forward pre-hook (state_dict unchanged, kept by DataParallel, DDP, deep copies and LoRA wrappers);
+    nothing is added when ``mean``/``std`` are ImageNet's. ``input_normalisation(model)`` reads it back.
+    """
+    if all(abs(a - b) < 1e-6 for a, b in zip((*mean, *std), (*IMAGENET_MEAN, *IMAGENET_STD))):
+        return
+    model.register_forward_pre_hook(_Renormalise(mean, std))
+
+
+def input_normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) ``model``'s weights see: its re-normalisation hook's, else ImageNet's."""
+    model = getattr(model, "module", model)
+    for hook in model._forward_pre_hooks.values():
+        if isinstance(hook, _Renormalise):
+            return hook.mean, hook.std
+    return IMAGENET_MEAN, IMAGENET_STD

@@ -37,7 +37,7 @@ def save_local_dir(model, folder: str | os.PathLike[str], *, img_size: int | Non
     from safetensors.torch import save_file
     from timm.models._hub import save_config_for_hf
 
-    from hcd_kit.model import input_normalisation
+    from hcd_kit.preprocess import input_normalisation
 
     folder = Path(folder)
     net = getattr(model, "module", model)
