@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+from hcd_kit.choices import MIN_IMG_SIZE
 from hcd_kit.config import from_dict, read_toml
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.layout import RunLayout
@@ -28,8 +29,8 @@ class RunModel:
     img_size: int  # the size patches were upscaled to in training; predicting at another size loses AUC
 
     def __post_init__(self) -> None:
-        if self.img_size < 32:
-            raise ConfigError(f"`img_size` must be an integer >= 32, got {self.img_size!r}")
+        if self.img_size < MIN_IMG_SIZE:
+            raise ConfigError(f"`img_size` must be an integer >= {MIN_IMG_SIZE}, got {self.img_size!r}")
 
 
 def read_run_model(run_dir: str | os.PathLike[str]) -> RunModel:
