@@ -16,6 +16,10 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "hcd_kit"
 MODULES = sorted(PKG.rglob("*.py"))
+# every file held to the size cap: the modules (the kernel template's .py parts among them) and any other
+# template file (report.html.j2, kernel-metadata.json, ...)
+SIZED = MODULES + sorted(p for p in PKG.rglob("*") if p.is_file() and p.suffix != ".py"
+                         and "templates" in p.relative_to(PKG).parts)
 MAX_LINES = 350
 # importer sub-package -> sub-packages it must never import
 FORBIDDEN = {
@@ -55,10 +59,116 @@ def test_layers_import_only_downwards(path):
     assert not bad, f"{path.relative_to(PKG)} ({layer or 'ground floor'}) imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
+@pytest.mark.parametrize("path", SIZED, ids=lambda p: str(p.relative_to(PKG)))
 def test_modules_are_small(path):
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{path.relative_to(PKG)} has {n} lines; split it by concern (at most {MAX_LINES})"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _lazy_homes(tree: ast.AST) -> dict[str, str]:
+    """A package ``__init__``'s ``public_api(__name__, {"sub": "Name Other", ...})`` table: name -> submodule."""
+    homes = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "public_api" and len(node.args) == 2
+                and isinstance(node.args[1], ast.Dict)):
+            for key, names in zip(node.args[1].keys, node.args[1].values):
+                homes |= {n: ast.literal_eval(key) for n in ast.literal_eval(names).split()}
+    return homes
+
+
+def import_graph() -> dict[str, set[str]]:
+    """hcd_kit's modules -> the hcd_kit modules each imports (see ``test_no_import_cycles`` for the rule)."""
+    trees = {_module_name(p): ast.parse(p.read_text(encoding="utf-8")) for p in MODULES}
+    homes = {name: _lazy_homes(tree) for name, tree in trees.items()}
+
+    def target(module: str, name: str) -> str:
+        if f"{module}.{name}" in trees:
+            return f"{module}.{name}"
+        home = homes.get(module, {}).get(name)
+        return f"{module}.{home}" if home else module
+
+    graph: dict[str, set[str]] = {}
+    for mod, tree in trees.items():
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(
+            node.test) for stmt in node.body for n in ast.walk(stmt)}
+        out = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "hcd_kit":
+                out |= {target(node.module, a.name) for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name.split(".")[0] == "hcd_kit"}
+        graph[mod] = {m for m in out if m in trees and m != mod}
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a list of modules, its first repeated at its end) per strongly connected group of modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    cycles = []
+    for group in groups:  # the shortest way from the group's first module back to it, for a cycle to name
+        start, members = min(group), set(group)
+        came_from: dict[str, str] = {}
+        queue = [start]
+        while start not in came_from:
+            v = queue.pop(0)
+            for w in sorted(graph[v] & members):
+                if w not in came_from:
+                    came_from[w] = v
+                    queue.append(w)
+        path = [start]
+        while len(path) == 1 or path[-1] != start:
+            path.append(came_from[path[-1]])
+        cycles.append(path[::-1])
+    return cycles
+
+
+def test_no_import_cycles():
+    """No hcd_kit module imports itself through others: a module can be read, tested and moved without the
+    ones above it.
+
+    The graph has an edge for every ``import hcd_kit.x`` and ``from hcd_kit.x import name``, at the top of a
+    module or inside a function (a lazy import is still a dependency), but not inside ``if TYPE_CHECKING:``
+    (it never runs). ``from hcd_kit.pkg import name`` points at the module ``hcd_kit.pkg.name`` when that is a
+    module; else at the submodule the package's lazy public-API table (``public_api`` in its ``__init__.py``,
+    ``hcd_kit.lazy``) names for ``name``, which is the module that import really loads; else at the package's
+    ``__init__`` itself."""
+    cycles = find_cycles(import_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
 # What other layers may use of inference: its compute (TTA views and the batched forward pass), never files.

@@ -216,7 +216,7 @@ def test_kernel_trains_with_an_11h_budget_unless_told_otherwise(project):
     folder = render_kernel(KernelSpec(fold="0", train_args="--no-pretrained --time-budget 2h"), "alice",
                            project / "kernels")
     script = next(folder.glob("*.py"))
-    assert 'TRAIN_ARGS = "--no-pretrained --time-budget 2h"' in script.read_text()
+    assert 'TRAIN_ARGS = ["--no-pretrained", "--time-budget", "2h"]' in script.read_text()
     spec = importlib.util.spec_from_file_location("rendered_kernel", script)
     kernel = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kernel)  # defines the steps; main() runs only as a script

@@ -31,7 +31,7 @@ def test_kernel_push_from_project_root(kaggle_env, project):
     assert body["competitionDataSources"] == ["histopathologic-cancer-detection"]
     assert body["datasetDataSources"] == ["testuser/hcd-kit"]
     assert body["text"] == script.read_text()
-    assert 'FOLD = "0"' in body["text"] and 'TRAIN_ARGS = "--epochs 3 --model resnet18 --no-pretrained"' in body["text"]
+    assert 'FOLD = "0"' in body["text"] and 'TRAIN_ARGS = ["--epochs", "3", "--model", "resnet18", "--no-pretrained"]' in body["text"]
     compile(body["text"], "kernel.py", "exec")  # the rendered script is valid Python
     assert "__HCD_" not in body["text"].split('"""', 2)[2]
     meta = json.loads((folder / "kernel-metadata.json").read_text())

@@ -64,7 +64,7 @@ def test_route_a_pushes_the_secret_name_and_never_the_token(kaggle_env, project,
     assert "internet on" in r.stdout and "Add-ons > Secrets" in r.stdout
     body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
     assert body["enableInternet"] is True
-    assert 'HUB_SECRET = "HF_TOKEN"' in body["text"] and 'TRAIN_ARGS = "--model uni --epochs 1"' in body["text"]
+    assert 'HUB_SECRET = "HF_TOKEN"' in body["text"] and 'TRAIN_ARGS = ["--model", "uni", "--epochs", "1"]' in body["text"]
     assert body["datasetDataSources"] == ["testuser/hcd-kit"]  # no weights dataset: the hub serves them
     requests = kaggle_env.server.requests  # every byte the client sent: bodies and headers
     assert requests and all(FAKE_HF_TOKEN.encode() not in q.data for q in requests)
@@ -161,8 +161,8 @@ def test_probe_kernel_from_a_weights_dataset(kaggle_env, project, tmp_path):
     assert body["datasetDataSources"] == ["testuser/hcd-kit", "someone/uni-weights"]
     text = body["text"]
     assert 'MODE = "probe"' in text and 'PROBE_MODEL = "uni"' in text and 'TTA = "2"' in text
-    assert 'EMBED_ARGS = "--weights dataset:someone/uni-weights/model.safetensors"' in text
-    assert 'HUB_SECRET = ""' in text and 'TRAIN_ARGS = ""' in text
+    assert 'EMBED_ARGS = ["--weights", "dataset:someone/uni-weights/model.safetensors"]' in text
+    assert 'HUB_SECRET = ""' in text and 'TRAIN_ARGS = []' in text
 
     inp = fake_input(tmp_path / "input")
     mount = inp / "datasets" / "someone" / "uni-weights"
@@ -185,7 +185,7 @@ def test_probe_kernel_through_the_hub(kaggle_env, project):
     assert r.exit_code == 0, r.stderr
     body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
     assert body["slug"] == "testuser/uni-probe" and body["enableInternet"] is True
-    assert 'EMBED_ARGS = ""' in body["text"] and 'HUB_SECRET = "HF_TOKEN"' in body["text"]
+    assert 'EMBED_ARGS = []' in body["text"] and 'HUB_SECRET = "HF_TOKEN"' in body["text"]
 
 
 @pytest.mark.parametrize("args, says", [
@@ -229,7 +229,7 @@ def test_fold_each_with_route_b_renders_every_kernel(kaggle_env, project):
     assert r.exit_code == 0, r.stderr
     for k in (0, 1):
         script = (project / "kernels" / f"hcd-train-fold-{k}" / f"hcd_train_fold_{k}.py").read_text()
-        assert 'TRAIN_ARGS = "--model uni --epochs 1 --weights dataset:me/uni-weights/model.safetensors"' in script
+        assert 'TRAIN_ARGS = ["--model", "uni", "--epochs", "1", "--weights", "dataset:me/uni-weights/model.safetensors"]' in script
     meta = json.loads((project / "kernels" / "hcd-predict-folds" / "kernel-metadata.json").read_text())
     assert meta["dataset_sources"] == ["testuser/hcd-kit"]  # it rebuilds fine-tuned folds: no pretrained weights
     assert meta["enable_internet"] is False

@@ -44,7 +44,7 @@ def test_wheel_ships_the_templates_and_renders_a_kernel_outside_a_clone(kaggle_e
     assert meta["enable_gpu"] is True and meta["competition_sources"] == ["histopathologic-cancer-detection"]
     script = (folder / "hcd_train_fold_0.py").read_text()
     compile(script, "hcd_train_fold_0.py", "exec")
-    assert 'FOLD = "0"' in script and 'TRAIN_ARGS = "--epochs 3 --no-pretrained"' in script
+    assert 'FOLD = "0"' in script and 'TRAIN_ARGS = ["--epochs", "3", "--no-pretrained"]' in script
     assert sorted(p.name for p in empty.rglob("*") if p.is_file()) == ["hcd_train_fold_0.py", "kernel-metadata.json"]
     assert kaggle_env.server.calls("SaveKernel") == []
 

@@ -96,7 +96,7 @@ def test_weights_push_then_a_kernel_trains_from_exactly_those_weights(kaggle_env
     assert meta["dataset_sources"] == ["testuser/hcd-kit", f"testuser/{SLUG}"]
     script = folder / "hcd_train_fold_0.py"
     ref = f"dataset:testuser/{SLUG}/model.safetensors"
-    assert f'TRAIN_ARGS = "--epochs 1 --model {MODEL} --weights {ref}"' in script.read_text()
+    assert f'TRAIN_ARGS = ["--epochs", "1", "--model", "{MODEL}", "--weights", "{ref}"]' in script.read_text()
 
     p = run_kernel(script, inp, tmp_path)
     assert p.returncode == 0, p.stderr
@@ -174,7 +174,7 @@ def test_dataset_references_are_attached_to_the_pushed_kernel(kaggle_env, projec
     assert r.exit_code == 0, r.stderr
     body = kaggle_env.server.calls("SaveKernel")[-1].body
     assert body["datasetDataSources"] == ["testuser/hcd-kit", "someone/timm-r50"]
-    assert 'TRAIN_ARGS = "--model resnet50 --weights dataset:someone/timm-r50/model.safetensors"' in body["text"]
+    assert 'TRAIN_ARGS = ["--model", "resnet50", "--weights", "dataset:someone/timm-r50/model.safetensors"]' in body["text"]
 
 
 @pytest.mark.parametrize("args, says", [

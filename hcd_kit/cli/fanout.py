@@ -1,12 +1,14 @@
 """`hcd kernel push --fold each` and `hcd kernel run --fold each`: the fold fan-out (``hcd_kit.kaggle.fanout``).
 
 Not commands of their own: `kernel push` and `kernel run` (cli/kernel.py) hand their options here when
---fold is ``each``.
+--fold is ``each``; cli/_kernel_options.py reads them into the specs and the ``RunOptions`` (once, for both).
 """
 
 from __future__ import annotations
 
-from hcd_kit.errors import ConfigError
+from typing import Any, Mapping
+
+from hcd_kit.cli._kernel_options import fanout_specs_from, owner, run_options_from
 
 
 def _say(line: str) -> None:
@@ -17,21 +19,11 @@ def _say(line: str) -> None:
     console.print(escape(line), soft_wrap=True)
 
 
-def _specs(opts: dict):
-    """The fold kernels' and the inference kernel's specs for the options of `kernel push`/`kernel run`."""
-    from hcd_kit.cli.kernel import kernel_spec
-    from hcd_kit.kaggle import fanout_specs
-
-    base = kernel_spec({**opts, "fold": "0", "name": None})  # the options every kernel of the fan-out shares
-    return fanout_specs(base, opts["n_folds"], opts["name"])
-
-
-def push_each(opts: dict) -> None:
+def push_each(opts: Mapping[str, Any]) -> None:
     """Push (or pick up) one training kernel per fold; render the inference kernel, pushed by `kernel run`."""
-    from hcd_kit.cli.kernel import owner
     from hcd_kit.kaggle import push_folds, render_kernel
 
-    folds, infer = _specs(opts)
+    folds, infer = fanout_specs_from(opts)
     root = opts["root"]
     user = owner(opts["dry_run"])
     if opts["dry_run"]:
@@ -45,21 +37,18 @@ def push_each(opts: dict) -> None:
          "and pushes it (or run that now: it waits for them)")
 
 
-def run_each(opts: dict) -> None:
+def run_each(opts: Mapping[str, Any]) -> None:
     """Drive the fan-out: fold kernels, the wait for all of them, the inference kernel, check and submit."""
     from rich.markup import escape
 
     from hcd_kit.cli._app import fail
     from hcd_kit.cli._kernel_view import clock, report_run
     from hcd_kit.console import console, err_console
-    from hcd_kit.kaggle import run_fanout
+    from hcd_kit.kaggle import RunHooks, run_fanout
     from hcd_kit.kaggle.fanout import summary
-    from hcd_kit.layout import DataLayout
 
-    if opts["attach"]:
-        raise ConfigError("--attach does not apply to --fold each: run the same command again, it picks up every "
-                          "kernel already pushed and pushes none twice")
-    folds, _ = _specs(opts)  # refused before anything is pushed
+    options = run_options_from(opts)
+    folds, _ = fanout_specs_from(opts)  # refused before anything is pushed
     lines: list[str] = []
 
     def on_folds(fs) -> None:
@@ -75,14 +64,9 @@ def run_each(opts: dict) -> None:
             last.append(st.status)
             console.print(f"  {st.ref}: {st.status} ({clock(elapsed)} since the push)")
 
-    res = run_fanout(
-        folds[0], opts["n_folds"], opts["root"], name=opts["name"], out_dir=opts["out_dir"],
-        sample_csv=DataLayout.of(opts["data_dir"]).sample_submission, message=opts["message"],
-        ledger=opts["ledger"], wait_timeout=opts["wait_timeout"], poll=opts["poll_interval"],
-        score_timeout=opts["score_timeout"], transfer_timeout=opts["transfer_timeout"], timeout=opts["timeout"],
-        on_folds=on_folds, on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
-        say=_say,
-    )
+    hooks = RunHooks(on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
+                     on_folds=on_folds, say=_say)
+    res = run_fanout(folds[0], opts["root"], options, hooks, name=opts["name"])
     if res.failed:
         for f in res.failed:
             err_console.print(f"last lines of the log of {f.ref} version {f.version} ({f.folder / 'output'}):",

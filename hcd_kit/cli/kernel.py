@@ -8,36 +8,16 @@ KAGGLE_API_TOKEN.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import COMPETITION, Competition, command, fail, group, parse_folds
-from hcd_kit.cli._kernel_models import HubSecret, Probe, model_fields, refuse_blend_recipe
+from hcd_kit.cli._app import command, fail, group
+from hcd_kit.cli._kernel_options import (
+    fanned_out, kernel_options, opt as _opt, owner, run_options_from, signature, spec_from,
+)
 from hcd_kit.cli.kaggle import Name, Poll, Timeout, TransferTimeout
-from hcd_kit.choices import TtaViews
-
-PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
-
-
-def owner(dry_run: bool, doing: str = "rendering") -> str:
-    """The Kaggle user things are pushed as; a dry run only renders, so it needs no account (placeholder)."""
-    from rich.markup import escape
-
-    from hcd_kit.console import err_console
-    from hcd_kit.errors import KaggleError
-    from hcd_kit.kaggle import api as kaggle_api
-
-    try:
-        return kaggle_api.username()
-    except KaggleError as exc:
-        if not dry_run:
-            raise
-        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; dry run: {doing} with the owner "
-                          f"{PLACEHOLDER_OWNER}", soft_wrap=True, highlight=False)
-        return PLACEHOLDER_OWNER
 
 kernel_app = group("kernel", "Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.\n\n"
                             "Example: hcd kernel push --fold 0 --dry-run")
@@ -45,76 +25,21 @@ dataset_app = group("dataset", "Kaggle datasets that carry hcd_kit (its wheel) a
                                "kernels.\n\nExample: hcd dataset push --dry-run")
 
 
-def _opt(text: str, metavar: str = "", **kw):
-    return typer.Option(metavar=metavar, help=text, **kw)
-
-
-def kernel_spec(opts: dict):
-    """The checked ``KernelSpec`` that the options of `hcd kernel push` describe (`hcd kernel run` takes the
-    same options): a new push option is read here, once, for both commands."""
-    from hcd_kit.kaggle import KernelSpec, check_spec, default_name
-
-    folds = parse_folds(opts["fold"])
-    fold = "all" if folds is None else ",".join(map(str, folds))
-    mode = "predict" if opts["weights_dataset"] else "probe" if opts.get("probe") else "train"
-    spec = KernelSpec(
-        name=opts["name"] or default_name(mode, fold), mode=mode, fold=fold, machine_shape=opts["machine_shape"],
-        competition=opts["competition"], wheel_dataset=opts["wheel_dataset"],
-        weights_dataset=opts["weights_dataset"], train_args=opts["train_args"], predict_args=opts["predict_args"],
-        tta=opts["tta"], extra_datasets=list(opts["dataset"] or []), pretrained_from=opts["pretrained_from"],
-        n_folds=opts["n_folds"], **model_fields(opts),  # internet, hub_secret, probe
-    )
-    check_spec(spec)
-    refuse_blend_recipe(spec.train_args)
-    return spec
-
-
-@command(kernel_app, "push")
-def kernel_push(
-    fold: Annotated[str, _opt("Folds to train: all, one number, a list like 0,2, or each (a kernel per fold, then "
-                              "one that ensembles them).", "FOLDS")] = "all",
-    n_folds: Annotated[int, _opt("Folds of the split (`hcd folds --n-folds`): with --fold each, kernels.", "N")] = 5,
-    name: Annotated[Optional[str], _opt("Kernel slug.", "NAME", show_default="hcd-train, hcd-train-fold-K or hcd-predict")] = None,
-    machine_shape: Annotated[str, _opt("Accelerator asked for (the kernel logs what it got).", "SHAPE")] = "NvidiaTeslaT4",
-    internet: Annotated[bool, _opt("Give the kernel internet access (off: it needs nothing outside Kaggle).")] = False,
-    weights_dataset: Annotated[
-        str, _opt("Weights dataset (from `hcd dataset push --run-dir`): makes an inference-only kernel.", "SLUG",
-                  show_default="none: a training kernel")
-    ] = "",
-    wheel_dataset: Annotated[str, _opt("Dataset holding the hcd_kit wheel (`hcd dataset push`).", "SLUG")] = "hcd-kit",
-    dataset: Annotated[
-        Optional[list[str]],
-        _opt("Another dataset to attach (repeatable), e.g. pretrained weights for "
-             "--train-args \"--weights /kaggle/input/...\": the kernel has no internet.", "SLUG"),
-    ] = None,
-    train_args: Annotated[
-        str, _opt("Extra `hcd train` flags, e.g. \"--epochs 8 --no-pretrained\"; offline, training needs "
-                  "--weights FILE (dataset:OWNER/SLUG/FILE attaches that dataset itself) or --no-pretrained. Without "
-                  "--time-budget (or --config) here, training gets --time-budget 11h: it and the TTA prediction end "
-                  "before Kaggle's 12 h limit.",
-                  "FLAGS", show_default="none")
-    ] = "",
-    predict_args: Annotated[str, _opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",
-    pretrained_from: Annotated[
-        str, _opt("Dataset made by `hcd weights push MODEL` (OWNER/SLUG, or SLUG for yours): attached, and training "
-                  "(or --probe's embedding) starts from its model.safetensors (--weights with a dataset: reference "
-                  "to it). Route B to a registry model's weights, offline; route A is --hub-secret.", "DATASET",
-                  show_default="none")
-    ] = "",
-    hub_secret: HubSecret = "",
-    probe: Probe = "",
-    tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction (or --probe's embedding).")] = 8,
-    competition: Competition = COMPETITION,
-    root: Annotated[
-        Path, _opt("The kernel is rendered into ROOT/NAME/; customised templates in ROOT/templates/ (kernel.py, "
-                   "kernel-metadata.json) replace the packaged ones.", "ROOT")
-    ] = Path("kernels"),
+def _dry_run(
     dry_run: Annotated[
         bool, _opt("Render the kernel folder but do not push it (works without credentials, with a placeholder "
                    "owner).")
     ] = False,
-    timeout: Timeout = None,
 ) -> None:
+    """--dry-run, an option of `hcd kernel push` alone (a signature only)."""
+
+
+def _timeout(timeout: Timeout = None) -> None:
+    """--timeout of `hcd kernel push` and `run` (a signature only)."""
+
+
+@command(kernel_app, "push", signature=signature(kernel_options, _dry_run, _timeout))
+def kernel_push(**opts) -> None:
     """Render a Kaggle kernel that trains (and predicts) with hcd on a GPU, and push it.
 
     Writes ROOT/NAME/kernel-metadata.json (private, GPU, internet off, the competition and the hcd_kit
@@ -133,27 +58,26 @@ def kernel_push(
     Example: hcd kernel push --fold 0 --train-args "--epochs 6 --no-pretrained"
     (then: hcd kernel status --name hcd-train-fold-0 --wait)
     """
-    opts = dict(locals())  # every option, for kernel_spec (`hcd kernel run` takes the same ones)
-    if fold.strip().lower() == "each":
+    if fanned_out(opts):
         from hcd_kit.cli.fanout import push_each
         return push_each(opts)
     from hcd_kit.console import console
     from hcd_kit.kaggle import push_kernel, render_kernel
 
-    spec = kernel_spec(opts)  # before any credentials check or file: a kernel that cannot run is refused first
-    mode, fold = spec.mode, spec.fold
+    spec = spec_from(opts)  # before any credentials check or file: a kernel that cannot run is refused first
+    dry_run = opts["dry_run"]
     user = owner(dry_run)
-    folder = render_kernel(spec, user, root)
+    folder = render_kernel(spec, user, opts["root"])
     net = "on" if spec.internet else "off"
-    console.print(f"rendered {folder}/ ({mode}, folds {fold}, machine shape {machine_shape}, internet {net})",
-                  soft_wrap=True)
+    console.print(f"rendered {folder}/ ({spec.mode}, folds {spec.fold}, machine shape {spec.machine_shape}, "
+                  f"internet {net})", soft_wrap=True)
     if spec.hub_secret:
         console.print(f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}: attach it once in the "
                       "notebook's Add-ons > Secrets (until then the session stops at its start, saying so)",
                       soft_wrap=True, highlight=False, markup=False)
     if dry_run:
         return
-    res = push_kernel(folder, timeout=timeout)
+    res = push_kernel(folder, timeout=opts["timeout"])
     version = f" version {res.version}" if res.version else ""
     console.print(f"pushed {res.ref}{version} asking for {res.machine_shape} {res.url}".rstrip())
     console.print(f"watch it with: hcd kernel status --name {spec.name} --wait")
@@ -241,8 +165,8 @@ def dataset_push(
     console.print(f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip())
 
 
-# `hcd kernel run` takes every option of `kernel push` (read from its signature, so a new push option is
-# offered here too) except --dry-run, plus these.
+# `hcd kernel run` takes the options of `kernel push` (``kernel_options``: a new one is offered here too) but
+# --dry-run, plus these.
 RUN_PANEL = "Waiting, fetching, submitting"
 
 
@@ -269,18 +193,10 @@ def _run_options(
     transfer_timeout: Annotated[float, _ropt("Seconds the download of the output may take.", "SECONDS")] = 3600.0,
     ledger: Annotated[Optional[Path], _ropt("Ledger file.", "FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/")] = None,
 ) -> None:
-    pass
+    """The options of `hcd kernel run` alone (a signature only)."""
 
 
-_RUN_ONLY = ("dry_run",)  # push options that make no sense for run
-
-
-def _run_signature() -> inspect.Signature:
-    push = [p for n, p in inspect.signature(kernel_push, eval_str=True).parameters.items() if n not in _RUN_ONLY]
-    return inspect.Signature([*push, *inspect.signature(_run_options, eval_str=True).parameters.values()])
-
-
-@command(kernel_app, "run", signature=_run_signature())
+@command(kernel_app, "run", signature=signature(kernel_options, _timeout, _run_options))
 def kernel_run(**opts) -> None:
     """Push a kernel (the options of `hcd kernel push`), wait for it, fetch its output, check submission.csv,
     and with --submit -m MSG submit it and wait for the score.
@@ -306,16 +222,15 @@ def kernel_run(**opts) -> None:
     from hcd_kit.cli._kernel_view import LiveStatus, clock, report_run
     from hcd_kit.console import console
     from hcd_kit.errors import ConfigError
-    from hcd_kit.kaggle import run_kernel
-    from hcd_kit.layout import DataLayout
+    from hcd_kit.kaggle import RunHooks, run_kernel
 
     if opts["submit"] != (opts["message"] is not None):
         raise ConfigError("--submit needs -m MSG (the description shown on Kaggle)" if opts["submit"]
                           else "-m MSG describes a submission: add --submit")
-    if opts["fold"].strip().lower() == "each":
+    if fanned_out(opts):
         from hcd_kit.cli.fanout import run_each
         return run_each(opts)
-    spec = kernel_spec(opts)
+    spec = spec_from(opts)
     live, last = LiveStatus(spec.name), []
 
     def on_poll(st, elapsed: float) -> None:
@@ -327,11 +242,7 @@ def kernel_run(**opts) -> None:
 
     say = lambda line: console.print(escape(line), soft_wrap=True)  # noqa: E731
     with console.status(live) if console.is_terminal else nullcontext():
-        run = run_kernel(
-            spec, opts["root"], attach=opts["attach"], out_dir=opts["out_dir"],
-            sample_csv=DataLayout.of(opts["data_dir"]).sample_submission, message=opts["message"],
-            ledger=opts["ledger"], wait_timeout=opts["wait_timeout"], poll=opts["poll_interval"],
-            score_timeout=opts["score_timeout"], transfer_timeout=opts["transfer_timeout"], timeout=opts["timeout"],
-            on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"), say=say,
-        )
+        hooks = RunHooks(on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
+                         say=say)
+        run = run_kernel(spec, opts["root"], run_options_from(opts), hooks)
     report_run(run)

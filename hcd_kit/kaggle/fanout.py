@@ -23,12 +23,12 @@ from typing import Callable
 
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle import api as kaggle_api
-from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
-from hcd_kit.kaggle.kernel import (
-    DEFAULT_ROOT, KernelSpec, check_spec, kernel_digest, kernel_status, push_kernel, render_kernel,
-)
+from hcd_kit.kaggle.kernel import DEFAULT_ROOT, kernel_digest, kernel_status, push_kernel, render_kernel
 from hcd_kit.kaggle.poll import poll_until
-from hcd_kit.kaggle.run import ACTIVE, KernelRun, failed_log_tail, mark_push, utc_now, pick_up, read_last_push, run_kernel
+from hcd_kit.kaggle.run import (
+    ACTIVE, KernelRun, RunHooks, RunOptions, failed_log_tail, mark_push, pick_up, read_last_push, run_kernel, utc_now,
+)
+from hcd_kit.kaggle.spec import KernelSpec, check_spec
 
 PREDICT_NAME = "hcd-predict-folds"
 _WAITING = ("pushed", *ACTIVE)  # not yet ended ("pushed": not polled yet)
@@ -128,48 +128,30 @@ def wait_folds(folds: list[FoldKernel], *, wait_timeout: float, poll: float, tim
     )
 
 
-def run_fanout(
-    base: KernelSpec,
-    n_folds: int = 5,
-    root: str | os.PathLike[str] = DEFAULT_ROOT,
-    *,
-    name: str | None = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    sample_csv: str | os.PathLike[str] | None = None,
-    message: str | None = None,
-    ledger: str | os.PathLike[str] | None = None,
-    wait_timeout: float = 12 * 3600.0,
-    poll: float = 10.0,
-    score_timeout: float = 3600.0,
-    transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
-    timeout: float | None = None,
-    on_folds: Callable[[list[FoldKernel]], None] | None = None,
-    on_poll: Callable | None = None,
-    on_score: Callable | None = None,
-    say: Callable[[str], None] = lambda line: None,
-) -> FanoutRun:
-    """Push (or pick up) the fold kernels, wait for all, then run the inference kernel as ``run_kernel`` does.
+def run_fanout(base: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, options: RunOptions | None = None,
+               hooks: RunHooks | None = None, name: str | None = None) -> FanoutRun:
+    """Push (or pick up) the ``base.n_folds`` fold kernels, wait for all, then run the inference kernel as
+    ``run_kernel`` does, with the same ``options`` and ``hooks`` (``hooks.on_folds(folds)`` sees every poll of the
+    folds). ``base`` holds the options every kernel shares (train args, datasets, machine shape...), ``name`` the
+    user's kernel name, the prefix of theirs. Returns a ``FanoutRun``: with failed folds (their log tails fetched)
+    and no inference when a fold did not complete; rerunning then re-pushes only those folds.
 
-    ``base`` holds the options shared by every kernel (train args, datasets, machine shape...). Returns a
-    ``FanoutRun``: with failed folds (their log tails fetched) and no inference when a fold did not complete;
-    rerunning then re-pushes only those folds. ``on_folds(folds)`` sees every poll of the folds; the other
-    arguments are those of ``run_kernel``.
-
-    Example: ``run_fanout(KernelSpec(train_args="--no-pretrained"), 5, sample_csv="data/sample_submission.csv",
-    message="r18 5 folds")``
+    Example: ``run_fanout(KernelSpec(train_args="--no-pretrained"), "kernels",
+    RunOptions(sample_csv=Path("data/sample_submission.csv"), message="r18 5 folds"))``
     """
-    fold_specs, infer = fanout_specs(base, n_folds, name)
-    root = Path(root)
-    sample = Path(sample_csv) if sample_csv is not None else None
-    if message is not None and (sample is None or not sample.is_file()):
-        raise ConfigError(f"--submit checks the kernel's submission against {sample or 'sample_submission.csv'}, "
-                          "which is missing: run `hcd download` or pass --data-dir (nothing was pushed)")
+    opt, hooks = options or RunOptions(), hooks or RunHooks()
+    if opt.attach:
+        raise ConfigError("--attach does not apply to --fold each: run the same command again, it picks up every "
+                          "kernel already pushed and pushes none twice")
+    fold_specs, infer = fanout_specs(base, base.n_folds, name)
+    opt.check()
+    root, timeout, say = Path(root), opt.timeout, hooks.say
     user = kaggle_api.username()
     folds = push_folds(fold_specs, root, user=user, timeout=timeout, say=say)
-    wait_folds(folds, wait_timeout=wait_timeout, poll=poll, timeout=timeout, on_poll=on_folds)
+    wait_folds(folds, wait_timeout=opt.wait_timeout, poll=opt.poll, timeout=timeout, on_poll=hooks.on_folds)
     result = FanoutRun(folds)
     for f in result.failed:
-        f.log = failed_log_tail(f.ref, f.folder / "output", transfer_timeout, timeout)
+        f.log = failed_log_tail(f.ref, f.folder / "output", opt.transfer_timeout, timeout)
     if result.failed:
         return result
     infer = replace(infer, fold_kernels=[f"{f.ref}@{f.version}" for f in folds])
@@ -179,10 +161,7 @@ def run_fanout(
             f"(finished {rec.get('finished')}): nothing to push")
         result.done_before = True
     else:
-        result.inference = run_kernel(
-            infer, root, out_dir=out_dir, sample_csv=sample, message=message, ledger=ledger,
-            wait_timeout=wait_timeout, poll=poll, score_timeout=score_timeout, transfer_timeout=transfer_timeout,
-            timeout=timeout, on_poll=on_poll, on_score=on_score, say=say)
+        result.inference = run_kernel(infer, root, opt, hooks)
         if not result.inference.ok:
             return result
     for f in folds:  # the fan-out is over: a rerun starts a new one

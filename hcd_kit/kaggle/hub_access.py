@@ -13,15 +13,16 @@ line naming both; ``--no-pretrained`` or an explicit ``--weights`` need neither.
 kernel: ``hcd embed`` (frozen features of every patch, ``--tta`` views) then ``hcd probe`` (a linear probe on them,
 ``RUN/submission.csv``) instead of train + predict (``script_values`` fills the script's constants).
 
-    >>> models_named("--epochs 2 --model=uni --lr 1e-4")
+    >>> models_named(["--epochs", "2", "--model=uni", "--lr", "1e-4"])
     ['uni']
 """
 
 from __future__ import annotations
 
 import re
-import shlex
+from typing import Sequence
 
+from hcd_kit import argv
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle.weights import pretrained_train_args, registry_entry
 
@@ -41,20 +42,9 @@ def check_hub_secret(name: str) -> None:
         raise ConfigError("--hub-secret: use the name of a Kaggle secret (letters, digits, '_' or '-', e.g. HF_TOKEN)")
 
 
-def _words(args: str, flag: str = "--train-args") -> list[str]:
-    """``hcd train`` flags ``args`` split as a shell would; a one-line ConfigError naming ``flag`` otherwise."""
-    try:
-        return shlex.split(args or "")
-    except ValueError as exc:
-        raise ConfigError(f"{flag} {args!r}: {exc}") from None
-
-
-def models_named(args: str, flag: str = "--train-args") -> list[str]:
-    """Every ``--model`` value in ``hcd train`` flags ``args``."""
-    words = _words(args, flag)
-    found = [w.split("=", 1)[1] for w in words if w.startswith("--model=")]
-    found += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--model"]
-    return found
+def models_named(words: Sequence[str]) -> list[str]:
+    """Every ``--model`` value in the ``hcd train`` flags ``words``."""
+    return argv.values(words, "--model")
 
 
 def _routes(entry, where: str) -> str:
@@ -66,10 +56,9 @@ def _routes(entry, where: str) -> str:
             "notebook as a Kaggle secret of that name)")
 
 
-def offline_weights_given(train_args: str) -> bool:
-    """Whether ``hcd train`` flags say where pretrained weights come from without the hub."""
-    words = _words(train_args)
-    return any(w in ("--weights", "--no-pretrained") or w.startswith("--weights=") for w in words)
+def offline_weights_given(words: Sequence[str]) -> bool:
+    """Whether the ``hcd train`` flags ``words`` say where pretrained weights come from without the hub."""
+    return bool(argv.given(words, "--weights", "--no-pretrained"))
 
 
 def check_probe(spec) -> None:
@@ -112,20 +101,20 @@ def check_model_routes(spec) -> None:
             raise ConfigError(_routes(entry, "--train-args"))
 
 
-def embed_args(spec, user: str) -> str:
+def embed_args(spec, user: str) -> list[str]:
     """Extra ``hcd embed`` flags of a probe kernel: ``--weights dataset:OWNER/SLUG/model.safetensors`` (route B)."""
-    return pretrained_train_args("", spec.pretrained_from, user) if spec.mode == "probe" else ""
+    return pretrained_train_args([], spec.pretrained_from, user) if spec.mode == "probe" else []
 
 
-def script_values(spec, user: str) -> dict[str, str]:
+def script_values(spec, user: str) -> dict[str, str | list[str]]:
     """The kernel script's constants for the hub secret and probe mode."""
     return {"HUB_SECRET": spec.hub_secret, "PROBE_MODEL": spec.probe if spec.mode == "probe" else "",
-            "EMBED_ARGS": embed_args(spec, user)}
+            "EMBED_WORDS": embed_args(spec, user)}
 
 
-def check_template(script: str, values: dict[str, str]) -> None:
+def check_template(script: str, values: dict[str, str | list[str]]) -> None:
     """A customised template older than these options would silently ignore them: refuse it instead."""
     missing = [k for k, v in values.items() if v and f'"__HCD_{k}__"' not in script]
     if missing:
         raise ConfigError(f"the customised kernel template (ROOT/templates/kernel.py) has no __HCD_{missing[0]}__ "
-                          "constant, which --hub-secret/--probe need: copy it again from hcd_kit/kaggle/templates/")
+                          "constant, which these options need: copy it again from hcd_kit/kaggle/templates/")

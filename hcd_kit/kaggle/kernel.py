@@ -3,7 +3,7 @@
 ``render_kernel`` writes ``ROOT/<name>/kernel-metadata.json`` and ``ROOT/<name>/<name with _>.py`` from
 the templates shipped in the package (``hcd_kit/kaggle/templates/``; customised copies in ``ROOT/templates/``
 win): a private GPU script with internet off, the competition and the hcd_kit wheel dataset attached, and,
-for inference, a weights dataset. ``check_spec`` first refuses what cannot run there, such as an offline
+for inference, a weights dataset. ``check_spec`` (``spec.py``) first refuses what cannot run there, such as an offline
 training kernel whose train args name no local ``--weights`` and no ``--no-pretrained`` (the hub is out of
 reach), or a registry model with neither ``--hub-secret`` nor ``--pretrained-from`` (``hub_access``, which
 also shapes probe kernels: ``hcd embed`` + ``hcd probe`` instead of train + predict). ``push_kernel`` sends it
@@ -20,90 +20,24 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from hcd_kit.choices import TtaViews
-from hcd_kit.config import check_choice
 from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json, atomic_write_text
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.calls import interrupts_held
-from hcd_kit.kaggle.hub_access import (
-    check_model_routes, check_template, embed_args, offline_weights_given, script_values,
-)
+from hcd_kit.kaggle.hub_access import check_template, embed_args, script_values
 from hcd_kit.kaggle.poll import poll_until
-from hcd_kit.kaggle.refs import check_references, dataset_refs, model_refs
+from hcd_kit.kaggle.refs import dataset_refs, model_refs
+from hcd_kit.kaggle.spec import KernelSpec, check_spec
 from hcd_kit.kaggle.weights import pretrained_train_args
-from hcd_kit.layout import COMPETITION
 
 DEFAULT_ROOT = Path("kernels")
-DEFAULT_SHAPE = "NvidiaTeslaT4"  # the client's own help names it for T4 x2; the kernel logs what it got
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{3,48})[a-z0-9]")
-_FOLD = re.compile(r"all|\d+(?:,\d+)*")
-
-
-@dataclass
-class KernelSpec:
-    """What to run on Kaggle; defaults give a private T4 GPU training kernel over all folds, no internet."""
-
-    name: str = "hcd-train"
-    mode: str = "train"  # "train" (prepare, folds, train, predict), "predict" (from a weights dataset) or "probe"
-    fold: str = "all"
-    machine_shape: str = DEFAULT_SHAPE
-    internet: bool = False
-    competition: str = COMPETITION
-    wheel_dataset: str = "hcd-kit"  # slug under your user, or owner/slug
-    weights_dataset: str = ""
-    train_args: str = ""
-    predict_args: str = ""
-    tta: int = 8
-    extra_datasets: list[str] = field(default_factory=list)
-    pretrained_from: str = ""  # a dataset made by `hcd weights push`: adds --weights dataset:OWNER/SLUG/FILE
-    n_folds: int = 5  # `hcd folds --n-folds` in a training kernel
-    hub_secret: str = ""  # name of a Kaggle secret holding a Hugging Face token: internet on, HF_TOKEN set from it
-    probe: str = ""  # probe mode: the model `hcd embed` uses (then `hcd probe`), instead of train + predict
-    fold_kernels: list[str] = field(default_factory=list)  # predict from these kernels' run/ (kernel_sources);
-    # an entry OWNER/SLUG@VERSION names the version gathered (logged by the kernel, part of its digest)
-
-
-def default_name(mode: str, fold: str) -> str:
-    if mode == "predict":
-        return "hcd-predict"
-    if mode == "probe":
-        return "hcd-probe"
-    return "hcd-train" if fold == "all" else "hcd-train-fold-" + fold.replace(",", "-")
-
-
-def check_spec(spec: KernelSpec) -> None:
-    """Refuse a kernel that cannot work on Kaggle, before anything is rendered or pushed."""
-    if not _SLUG.fullmatch(spec.name):
-        raise ConfigError(
-            f"kernel name {spec.name!r} must be 5-50 lowercase letters, digits or '-' (it becomes the slug)"
-        )
-    if not _FOLD.fullmatch(spec.fold):
-        raise ConfigError(f"--fold {spec.fold!r}: use a fold number, a list like 0,2, or all")
-    if spec.mode not in ("train", "predict", "probe"):
-        raise ConfigError(f"kernel mode {spec.mode!r}: use train, predict or probe")
-    if spec.mode == "predict" and not (spec.weights_dataset or spec.fold_kernels):
-        raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
-    check_choice("--tta", spec.tta, TtaViews)
-    # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
-    # download after queueing for a GPU, so say it now
-    check_references(spec)
-    check_model_routes(spec)  # registry models: --hub-secret or --pretrained-from; probe kernels
-    if spec.mode == "train" and not (spec.internet or spec.hub_secret) and not (
-            spec.pretrained_from or offline_weights_given(spec.train_args)):
-        raise ConfigError(
-            "the kernel has no internet, so `hcd train` cannot download pretrained weights: pass --pretrained-from "
-            "OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args \"--weights "
-            "/kaggle/input/SLUG/FILE\" (or dataset:OWNER/SLUG/FILE, or model:OWNER/MODEL/FRAMEWORK/VARIATION/"
-            "VERSION/FILE for a Kaggle Model), or --train-args \"--no-pretrained\", or --internet"
-        )
 
 
 def _owned(ref: str, user: str) -> str:
@@ -116,19 +50,27 @@ def kernel_ref(name: str, user: str | None = None) -> str:
 
 
 _TEMPLATES = ("kernel-metadata.json", "kernel.py")
+# Kaggle runs one script: kernel.py (constants, helpers, main) with the parts of its steps put where it says
+# PARTS_MARK, in this order; a part in ROOT/templates/ replaces the packaged one
+PARTS = ("kernel_install.py", "kernel_data.py", "kernel_train.py", "kernel_predict.py")
+PARTS_MARK = "# __HCD_PARTS__"
+_PLACEHOLDER = re.compile(r'"__HCD_([A-Z_]+)__"')
 
 
 def read_templates(root: str | os.PathLike[str] = DEFAULT_ROOT) -> tuple[str, str]:
-    """The metadata and script templates: ``root/templates/`` when it exists (customised), else the packaged ones."""
+    """The metadata and script templates: ``root/templates/`` when it exists (customised), else the packaged ones.
+    The script is whole: its parts (``PARTS``) are in it."""
     custom = Path(root) / "templates"
+    packaged = resources.files("hcd_kit.kaggle") / "templates"
     if custom.is_dir():
         missing = [n for n in _TEMPLATES if not (custom / n).is_file()]
         if missing:
             raise ConfigError(f"customised kernel templates in {custom} lack {', '.join(missing)}; add them "
                               f"(copies of those in hcd_kit/kaggle/templates/) or remove {custom}")
-        return tuple((custom / n).read_text(encoding="utf-8") for n in _TEMPLATES)  # type: ignore[return-value]
-    packaged = resources.files("hcd_kit.kaggle") / "templates"
-    return tuple((packaged / n).read_text(encoding="utf-8") for n in _TEMPLATES)  # type: ignore[return-value]
+    read = lambda n: (custom / n if (custom / n).is_file() else packaged / n).read_text(encoding="utf-8")  # noqa: E731
+    meta, script = map(read, _TEMPLATES)
+    parts = "\n\n\n".join(read(n).strip("\n") for n in PARTS)
+    return meta, script.replace(PARTS_MARK, parts, 1)
 
 
 def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
@@ -166,7 +108,7 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
                                           *model_refs(spec.predict_args, "--predict-args")])),  # model: refs
     )
     values = {
-        "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_ARGS": train_args, "PREDICT_ARGS": spec.predict_args,
+        "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_WORDS": train_args, "PREDICT_WORDS": spec.predict_args,
         "TTA": str(spec.tta), "COMPETITION": spec.competition, "WHEEL_DATASET": datasets[0],
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
         "MACHINE_SHAPE": spec.machine_shape, "N_FOLDS": str(spec.n_folds),
@@ -174,8 +116,12 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
     }
     check_template(script, values)
     for key, value in values.items():
-        # a JSON string literal is a valid Python string literal, so any value is quoted safely
+        # a JSON string (or list of strings) is a valid Python literal, so any value is quoted safely
         script = script.replace(f'"__HCD_{key}__"', json.dumps(value))
+    left = _PLACEHOLDER.search(script)
+    if left:  # a customised template older than the words: it would run with the placeholder as its value
+        raise ConfigError(f"the customised kernel template (ROOT/templates/kernel.py) has a __HCD_{left[1]}__ "
+                          "constant that hcd no longer fills: copy it again from hcd_kit/kaggle/templates/")
     folder = root / spec.name
     atomic_write_text(folder / code_file, script)
     atomic_write_json(folder / "kernel-metadata.json", meta)

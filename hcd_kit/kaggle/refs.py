@@ -7,31 +7,23 @@ the dataset instead: ``hcd kernel push`` attaches every referenced OWNER/SLUG to
 A Kaggle Model works the same way: ``model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE`` attaches
 OWNER/MODEL/FRAMEWORK/VARIATION/VERSION as a model source (``model_refs``).
 
-    >>> dataset_refs("--epochs 3 --weights dataset:alice/timm-resnet18/model.safetensors")
+    >>> dataset_refs(["--epochs", "3", "--weights", "dataset:alice/timm-resnet18/model.safetensors"])
     ['alice/timm-resnet18']
-    >>> model_refs("--weights=model:alice/resnet/pytorch/r18/2/model.safetensors")
+    >>> model_refs(["--weights=model:alice/resnet/pytorch/r18/2/model.safetensors"])
     ['alice/resnet/pytorch/r18/2']
 """
 
 from __future__ import annotations
 
 import re
-import shlex
+from typing import Sequence
 
+from hcd_kit import argv
 from hcd_kit.errors import ConfigError
 
 PREFIX = "dataset:"
 MODEL_PREFIX = "model:"
 _DATASET = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]*/)?[a-z0-9][a-z0-9-]{4,48}[a-z0-9]")  # [OWNER/]SLUG
-
-
-def _values(args: str, flag: str) -> list[str]:
-    """Every word of ``args`` and every value of a ``--flag=VALUE`` word."""
-    try:
-        words = shlex.split(args)
-    except ValueError as exc:
-        raise ConfigError(f"{flag} {args!r}: {exc}") from None
-    return [w.partition("=")[2] if w.startswith("--") and "=" in w else w for w in words]
 
 
 def parse_ref(value: str, flag: str = "--train-args") -> tuple[str, str]:
@@ -43,9 +35,9 @@ def parse_ref(value: str, flag: str = "--train-args") -> tuple[str, str]:
     return f"{parts[0]}/{parts[1]}", "/".join(parts[2:])
 
 
-def dataset_refs(args: str, flag: str = "--train-args") -> list[str]:
-    """The OWNER/SLUG of every ``dataset:`` reference in ``args``, in order, each once (checked)."""
-    refs = [parse_ref(v, flag)[0] for v in _values(args, flag) if v.startswith(PREFIX)]
+def dataset_refs(words: Sequence[str], flag: str = "--train-args") -> list[str]:
+    """The OWNER/SLUG of every ``dataset:`` reference in ``words``, in order, each once (checked)."""
+    refs = [parse_ref(v, flag)[0] for v in argv.each_value(words) if v.startswith(PREFIX)]
     return list(dict.fromkeys(refs))
 
 
@@ -59,9 +51,9 @@ def parse_model_ref(value: str, flag: str = "--train-args") -> tuple[str, str]:
     return "/".join(parts[:5]), "/".join(parts[5:])
 
 
-def model_refs(args: str, flag: str = "--train-args") -> list[str]:
-    """The OWNER/MODEL/FRAMEWORK/VARIATION/VERSION of every ``model:`` reference in ``args``, each once (checked)."""
-    refs = [parse_model_ref(v, flag)[0] for v in _values(args, flag) if v.startswith(MODEL_PREFIX)]
+def model_refs(words: Sequence[str], flag: str = "--train-args") -> list[str]:
+    """The OWNER/MODEL/FRAMEWORK/VARIATION/VERSION of each ``model:`` reference in ``words``, once (checked)."""
+    refs = [parse_model_ref(v, flag)[0] for v in argv.each_value(words) if v.startswith(MODEL_PREFIX)]
     return list(dict.fromkeys(refs))
 
 
@@ -84,7 +76,7 @@ def check_references(spec) -> None:
     if spec.mode not in ("train", "probe") and not spec.fold_kernels:  # a fan-out's inference kernel ignores it
         raise ConfigError("--pretrained-from is for training and --probe kernels; an inference kernel "
                           "(--weights-dataset) loads its trained weights")
-    given = [w.split("=")[0] for w in shlex.split(spec.train_args) if w.split("=")[0] in ("--weights", "--no-pretrained")]
+    given = argv.given(spec.train_args, "--weights", "--no-pretrained")
     if given:
         raise ConfigError(f"--pretrained-from sets --weights itself; drop {given[0]} from --train-args "
                           "(or drop --pretrained-from)")

@@ -28,11 +28,11 @@ from hcd_kit.runs.submission import validate_submission
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.kernel import (
-    DEFAULT_ROOT, KernelSpec, KernelStatus, check_spec, kernel_digest, kernel_output, kernel_status, push_kernel,
-    render_kernel,
+    DEFAULT_ROOT, KernelStatus, kernel_digest, kernel_output, kernel_status, push_kernel, render_kernel,
 )
 from hcd_kit.kaggle.ledger import LedgerRecord, ledger_path, read_ledger, update_records
 from hcd_kit.kaggle.poll import poll_until
+from hcd_kit.kaggle.spec import KernelSpec, check_spec
 from hcd_kit.kaggle.submit import submit_file, wait_for_score
 
 LAST_PUSH = "last_push.json"
@@ -77,6 +77,49 @@ def log_tail(path: str | os.PathLike[str], lines: int = LOG_TAIL) -> list[str]:
 
 
 @dataclass
+class RunOptions:
+    """How ``run_kernel`` (and ``run_fanout``) waits, fetches and submits; what it pushes is the ``KernelSpec``.
+
+    ``attach`` never pushes (the version in ``last_push.json``); ``out_dir`` defaults to ``ROOT/<name>/output``;
+    ``sample_csv`` (the competition's sample) validates the fetched ``submission.csv``; ``message`` submits it (then
+    the sample is required) and waits up to ``score_timeout`` s for the score. ``wait_timeout`` bounds the wait for
+    the session, ``poll`` the first poll interval, ``transfer_timeout`` the download, ``timeout`` each call."""
+
+    attach: bool = False
+    out_dir: Path | None = None
+    sample_csv: Path | None = None
+    message: str | None = None
+    ledger: Path | None = None
+    wait_timeout: float = 12 * 3600.0
+    poll: float = 10.0
+    score_timeout: float = 3600.0
+    transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT
+    timeout: float | None = None
+
+    def check(self) -> None:
+        """Refuse a submission that could not be checked against the sample, before anything is pushed."""
+        if self.message is not None and (self.sample_csv is None or not Path(self.sample_csv).is_file()):
+            raise ConfigError(f"--submit checks the kernel's submission against "
+                              f"{self.sample_csv or 'sample_submission.csv'}, which is missing: run `hcd download` "
+                              "or pass --data-dir (nothing was pushed)")
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+@dataclass
+class RunHooks:
+    """What a run tells its caller: ``on_poll(status, elapsed_s)`` every poll of the session, ``on_score(record)``
+    every poll of the score, ``on_folds(folds)`` every poll of a fan-out's fold kernels, ``say(line)`` each step."""
+
+    on_poll: Callable[[KernelStatus, float], None] | None = None
+    on_score: Callable[[LedgerRecord], None] | None = None
+    on_folds: Callable[[list], None] | None = None
+    say: Callable[[str], None] = _quiet
+
+
+@dataclass
 class KernelRun:
     """What ``run_kernel`` did: the kernel, its version, whether it pushed, and where it ended."""
 
@@ -115,46 +158,26 @@ def pick_up(folder: Path, ref: str, digest: str, timeout: float | None, say: Cal
     return None
 
 
-def run_kernel(
-    spec: KernelSpec,
-    root: str | os.PathLike[str] = DEFAULT_ROOT,
-    *,
-    attach: bool = False,
-    out_dir: str | os.PathLike[str] | None = None,
-    sample_csv: str | os.PathLike[str] | None = None,
-    message: str | None = None,
-    ledger: str | os.PathLike[str] | None = None,
-    wait_timeout: float = 12 * 3600.0,
-    poll: float = 10.0,
-    score_timeout: float = 3600.0,
-    transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
-    timeout: float | None = None,
-    on_poll: Callable[[KernelStatus, float], None] | None = None,
-    on_score: Callable[[LedgerRecord], None] | None = None,
-    say: Callable[[str], None] = lambda line: None,
-) -> KernelRun:
-    """Push ``spec`` (or pick up its pushed version), wait for it, fetch its output, check and submit it.
+def run_kernel(spec: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, options: RunOptions | None = None,
+               hooks: RunHooks | None = None) -> KernelRun:
+    """Push ``spec`` (or pick up its pushed version), wait for it, fetch its output, check and submit it, as
+    ``options`` say (``RunOptions``), telling ``hooks`` (``RunHooks``) how it goes. Returns a ``KernelRun``; a
+    failed session is returned (``ok`` False, ``log``).
 
-    ``out_dir`` defaults to ``ROOT/<name>/output``; ``sample_csv`` (the competition's sample) validates the
-    fetched ``submission.csv``; ``message`` submits it (then the sample is required, checked before any push)
-    and waits up to ``score_timeout`` s for the score. ``wait_timeout`` bounds the wait for the session,
-    ``poll`` the first poll interval, ``timeout`` each call. ``on_poll(status, elapsed_s)`` sees every poll,
-    ``say(line)`` each step. Returns a ``KernelRun``; a failed session is returned (``ok`` False, ``log``).
-
-    Example: ``run_kernel(KernelSpec(fold="0", train_args="--no-pretrained"), sample_csv="data/sample_submission.csv",
-    message="r18 fold 0")``
+    Example: ``run_kernel(KernelSpec(fold="0", train_args="--no-pretrained"), "kernels",
+    RunOptions(sample_csv=Path("data/sample_submission.csv"), message="r18 fold 0"))``
     """
+    opt, hooks = options or RunOptions(), hooks or RunHooks()
     check_spec(spec)
+    opt.check()
     root = Path(root)
-    sample = Path(sample_csv) if sample_csv is not None else None
-    if message is not None and (sample is None or not sample.is_file()):
-        raise ConfigError(f"--submit checks the kernel's submission against {sample or 'sample_submission.csv'}, "
-                          "which is missing: run `hcd download` or pass --data-dir (nothing was pushed)")
+    sample = Path(opt.sample_csv) if opt.sample_csv is not None else None
+    timeout, transfer_timeout, say = opt.timeout, opt.transfer_timeout, hooks.say
     user = kaggle_api.username()
     ref = f"{user}/{spec.name}"
     folder = root / spec.name
-    out = Path(out_dir) if out_dir is not None else folder / "output"
-    if attach:
+    out = Path(opt.out_dir) if opt.out_dir is not None else folder / "output"
+    if opt.attach:
         rec = read_last_push(folder)
         if rec is None:
             raise ConfigError(f"--attach: nothing was pushed from {folder} ({LAST_PUSH} is missing); "
@@ -173,10 +196,11 @@ def run_kernel(
     version = rec.get("version")
     run = KernelRun(ref, version, pushed, "", out)
     started = _started(rec)
+    on_poll = hooks.on_poll
     st = poll_until(
-        lambda: kernel_status(ref, timeout=timeout), lambda s: s.done, wait_timeout=wait_timeout, poll=poll,
+        lambda: kernel_status(ref, timeout=timeout), lambda s: s.done, wait_timeout=opt.wait_timeout, poll=opt.poll,
         on_poll=(lambda s: on_poll(s, time.time() - started)) if on_poll else None,
-        still=lambda s: f"kernel {ref} version {version} still {s.status} after {wait_timeout:g} s; it keeps "
+        still=lambda s: f"kernel {ref} version {version} still {s.status} after {opt.wait_timeout:g} s; it keeps "
                         "running on Kaggle: pick it up later with `hcd kernel run --attach` (same options)",
     )
     run.status, run.failure_message = st.status, st.failure_message
@@ -194,10 +218,10 @@ def run_kernel(
     if sample is not None and sample.is_file():
         validate_submission(sub, sample)
         run.validated = True
-    if message is not None:
-        run.record = _submit(folder, rec, run, message, sample, spec.competition, ledger, timeout, say)
-        run.record = wait_for_score(run.record, ledger_path(ledger), wait_timeout=score_timeout, poll=poll,
-                                    on_poll=on_score, timeout=timeout)
+    if opt.message is not None:
+        run.record = _submit(folder, rec, run, opt.message, sample, spec.competition, opt.ledger, timeout, say)
+        run.record = wait_for_score(run.record, ledger_path(opt.ledger), wait_timeout=opt.score_timeout,
+                                    poll=opt.poll, on_poll=hooks.on_score, timeout=timeout)
     mark_push(folder, finished=utc_now())
     return run
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 from pathlib import Path
 
@@ -69,12 +68,12 @@ def check_licence(entry, private_ok: bool) -> None:
         f"share it), or skip the copy: `hcd kernel push --hub-secret NAME` reads it from the hub with your token")
 
 
-def pretrained_train_args(train_args: str, pretrained_from: str, user: str) -> str:
-    """``train_args`` plus ``--weights dataset:OWNER/SLUG/model.safetensors`` for dataset ``pretrained_from``."""
+def pretrained_train_args(train_args: list[str], pretrained_from: str, user: str) -> list[str]:
+    """``train_args`` (words) plus ``--weights dataset:OWNER/SLUG/model.safetensors`` for ``pretrained_from``."""
     if not pretrained_from:
-        return train_args
+        return list(train_args)
     ref = pretrained_from if "/" in pretrained_from else f"{user}/{pretrained_from}"
-    return f"{train_args} --weights {shlex.quote(reference(ref, WEIGHTS_FILE))}".strip()
+    return [*train_args, "--weights", reference(ref, WEIGHTS_FILE)]
 
 
 def _hub_error(name: str, exc: Exception) -> ConfigError:

@@ -32,6 +32,7 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
     "speed": "measure_speeds plan_run",
     "step": "Env build_trainer train_batch train_input train_step",
     "trackers": "Tracker check_tracker tracking",
+    "train_args": "TrainArgs parse_train_args",
 })
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
@@ -47,3 +48,4 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.training.speed import measure_speeds, plan_run
     from hcd_kit.training.step import Env, build_trainer, train_batch, train_input, train_step
     from hcd_kit.training.trackers import Tracker, check_tracker, tracking
+    from hcd_kit.training.train_args import TrainArgs, parse_train_args
