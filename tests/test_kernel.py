@@ -184,7 +184,7 @@ def test_kernel_output_all_pages(kaggle_env, project, tmp_path):
     server.output_page_size = 2
     assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
     out = tmp_path / "out"
-    r = kaggle_env.invoke("kernel", "output", "--out", out)
+    r = kaggle_env.invoke("kernel", "output", "--out-dir", out)
     assert r.exit_code == 0, r.stderr
     for name, data in server.kernel_outputs.items():
         assert (out / name).read_bytes() == data
@@ -209,7 +209,7 @@ def test_dataset_create_then_version(kaggle_env, tmp_path, run_dir):
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("hcd_kit/__init__.py", "")
     folder = tmp_path / "ds"
-    args = ("dataset", "push", "--run-dir", run_dir, "--name", "hcd-weights-r18", "--wheel", wheel, "--out", folder)
+    args = ("dataset", "push", "--run-dir", run_dir, "--name", "hcd-weights-r18", "--wheel", wheel, "--out-dir", folder)
     r = kaggle_env.invoke(*args)
     assert r.exit_code == 0, r.stderr
     assert "created dataset testuser/hcd-weights-r18" in r.stdout
@@ -272,7 +272,7 @@ def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
     folder = tmp_path / "ds"
     build_outputs = (REPO / "build", REPO / "hcd_kit.egg-info")
     before = _tree(*build_outputs)
-    r = kaggle_env.invoke("dataset", "push", "--out", folder, "--dry-run")
+    r = kaggle_env.invoke("dataset", "push", "--out-dir", folder, "--dry-run")
     assert r.exit_code == 0, r.stderr
     wheel, = folder.glob("hcd_kit-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
