@@ -20,7 +20,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing as mp
-import os
 import shutil
 import statistics
 import sys
@@ -87,9 +86,9 @@ def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: st
     import contextlib
     import io
 
-    from hcd_kit.training.recipes import recipe_config
     from hcd_kit.runs import cv_report
     from hcd_kit.training import train
+    from hcd_kit.training.recipes import recipe_config
 
     settings = _merge(_merge(base, overrides), {"seed": seed, "device": device, "threads": threads,
                                                  "pretrained": False})

@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hcd_kit.data import BatchLoader, default_workers, open_store, prepare  # noqa: E402
-
 from common import store_dir  # noqa: E402  (benchmarks/common.py, beside this file)
+
+from hcd_kit.data import BatchLoader, default_workers, open_store, prepare  # noqa: E402
 
 
 def timed(fn, min_seconds: float = 1.0) -> float:

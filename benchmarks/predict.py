@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
-from hcd_kit.device import amp_dtype, resolve_device, set_threads
-from hcd_kit.model import create_model
 from hcd_kit.choices import TTA_CHOICES
+from hcd_kit.device import amp_dtype, resolve_device, set_threads
 from hcd_kit.inference import predict_views, to_device
+from hcd_kit.model import create_model
 
 
 def _sync(device: torch.device) -> None:

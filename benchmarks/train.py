@@ -68,6 +68,7 @@ def packed_store(data_dir: Path, out: Path | None):
     """The packed train store of ``data_dir`` (see ``common.store_dir``: never created inside the data folder),
     packed with ``hcd_kit.data.prepare`` when needed."""
     from common import store_dir  # benchmarks/common.py, beside this file
+
     from hcd_kit.data import open_store, prepare
 
     out = store_dir(data_dir, out)
@@ -207,9 +208,9 @@ def bench_model(name: str, store, device: torch.device, args: argparse.Namespace
     mem, bare_ips, load, ratios = [], [], [], []
     for r in range(args.repeats):  # hcd and bare back to back: each round's ratio sees the same machine
         tag = f" {r + 1}/{args.repeats}"
-        pair = [lambda: mem.append(_timed(stepper, from_memory(store, device, args.batch_size), args.warmup,
+        pair = [lambda tag=tag: mem.append(_timed(stepper, from_memory(store, device, args.batch_size), args.warmup,
                                           args.steps, args.batch_size, f"{name} hcd{tag}")),
-                lambda: bare_ips.append(_timed(best, itertools.repeat(held), args.warmup, args.steps,
+                lambda tag=tag: bare_ips.append(_timed(best, itertools.repeat(held), args.warmup, args.steps,
                                                args.batch_size, f"{name} bare {best_label}{tag}"))]
         for measure in pair if r % 2 == 0 else pair[::-1]:  # either goes first in turn: no order bias
             measure()

@@ -15,7 +15,7 @@ after it works on the words, and a kernel script receives them as a list, never 
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
+from collections.abc import Sequence
 
 from hcd_kit.errors import ConfigError
 

@@ -14,8 +14,9 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from hcd_kit.errors import ConfigError
 from hcd_kit.fsutil import atomic_write_text

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hcd_kit.config import load_config
 from hcd_kit.console import console
 from hcd_kit.data import materialise
 from hcd_kit.errors import DataError
-from hcd_kit.config import load_config
 from hcd_kit.layout import DataLayout, RunLayout
 
 DEMO_RECIPE = "cpu"  # resnet10t from scratch, tuned on hcd-mini (hcd_kit/assets/recipes/cpu.toml)
@@ -100,8 +100,7 @@ def run_demo(
     """
     from hcd_kit.data import create_folds, prepare
     from hcd_kit.inference import predict_run, write_plots
-    from hcd_kit.runs import cv_report
-    from hcd_kit.runs import validate_submission
+    from hcd_kit.runs import cv_report, validate_submission
     from hcd_kit.training import recipe_config, train
 
     work = Path(work_dir)

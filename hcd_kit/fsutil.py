@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
 os.umask(UMASK)  # ... and put it back at once

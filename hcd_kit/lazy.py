@@ -7,7 +7,8 @@ timm, the kaggle client) is imported until a name is used, so ``hcd --help`` and
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def public_api(package: str, modules: dict[str, str]) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:

@@ -22,7 +22,6 @@ from hcd_kit.errors import ConfigError
 from hcd_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, input_normalisation, set_input_normalisation  # noqa: F401
 
 
-
 def check_model_name(name: str) -> None:
     """Raise a one-line ConfigError unless ``name`` is something ``create_model`` can build (see ``resolve``)."""
     import timm

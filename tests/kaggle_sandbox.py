@@ -122,7 +122,7 @@ class Sandbox:
     readonly_mount: bool
 
     @classmethod
-    def create(cls, root: Path) -> "Sandbox":
+    def create(cls, root: Path) -> Sandbox:
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("input", "working", "temp", "home", "tmp"):
             (root / sub).mkdir()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hcd_kit.training import AugmentConfig, augment_batch, draw_uniforms, stain_jitter
 from hcd_kit.errors import ConfigError
 from hcd_kit.preprocess import dihedral
+from hcd_kit.training import AugmentConfig, augment_batch, draw_uniforms, stain_jitter
 
 ALL_ON = AugmentConfig(dihedral=True, color=0.2, hue=0.05, stain=0.05, crop_scale=0.6)
 ALL_OFF = AugmentConfig(dihedral=False, color=0.0, hue=0.0, stain=0.0, crop_scale=1.0)

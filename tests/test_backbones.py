@@ -9,10 +9,10 @@ lookup and connection any library attempts, so the tests hold on a slow machine 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import socket
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
 from conftest import hub_snapshot, save_timm
+
 from hcd_kit.backbones import entries, get_entry, resolve
 from hcd_kit.backbones.registry import import_kwargs, symbolic_kwargs
 from hcd_kit.cli import main

@@ -14,9 +14,9 @@ import re
 
 import pandas as pd
 import pytest
+from conftest import packed_subset
 from typer.testing import CliRunner
 
-from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.config import read_toml
 from hcd_kit.errors import ConfigError

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import packed_subset
 
 MAX_REENTRIES = 2

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_train import fast_config, make_synthetic
 
 from hcd_kit.errors import TrainingError
 from hcd_kit.training import train
-from test_train import fast_config, make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import packed_subset
 from torch import nn
 from typer.testing import CliRunner
 
-from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.device import amp_dtype, channels_last, model_input, resolve_device
 from hcd_kit.errors import ConfigError

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import STUB_COMPETITION
 from kaggle_stub import build_competition_zip
 
@@ -121,7 +120,7 @@ def test_wrong_key_401_never_shows_the_key(kaggle_env, kaggle_competition, tmp_p
     "setup, args, expected",
     [
         (lambda s: s.rules_accepted.update({C: False}), [],
-         f"HTTP 403, forbidden: You must accept this competition's rules"),
+         "HTTP 403, forbidden: You must accept this competition's rules"),
         (lambda s: None, ["--competition", "no-such-competition"],
          "Kaggle does not know competition 'no-such-competition' (HTTP 404)"),
         (lambda s: s.fail("DownloadDataFiles", 500, times=99), ["--retries", "2"],

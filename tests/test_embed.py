@@ -22,9 +22,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import hub_snapshot, save_timm
 from typer.testing import CliRunner
 
-from conftest import hub_snapshot, save_timm
 from hcd_kit.cli import app
 from hcd_kit.data import open_store, prepare
 from hcd_kit.errors import ConfigError, DataError

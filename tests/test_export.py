@@ -16,8 +16,8 @@ from hcd_kit.backbones import registry
 from hcd_kit.cli import app
 from hcd_kit.config import dumps_toml
 from hcd_kit.inference.runs import load_fold_model
-from hcd_kit.runs.model import read_run_model
 from hcd_kit.model import create_model, save_weights
+from hcd_kit.runs.model import read_run_model
 
 runner = CliRunner()
 TINY = "tiny-path"  # a registry entry at tiny width: what uni or uni2-h are, with classes in its kwargs

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import dev_extra, packed_subset
 from typer.testing import CliRunner
 
-from conftest import dev_extra, packed_subset
 from hcd_kit.cli import app
 from hcd_kit.errors import ConfigError
 from hcd_kit.layout import RunLayout
@@ -106,7 +106,7 @@ def test_train_blocks_uses_timm_grouping_for_cnns_too():
     model = prepare_model(_create("test_resnet"), cfg_of(model="test_resnet", train_blocks=1))
     layers = layer_ids(model)
     last = max(layers.values()) - 1
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {n for n, l in layers.items() if l >= last}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {n for n, depth in layers.items() if depth >= last}
     assert any(n.startswith("layer4.") for n, p in model.named_parameters() if p.requires_grad)
     assert not any(n.startswith("layer3.") for n, p in model.named_parameters() if p.requires_grad)
 

@@ -8,7 +8,16 @@ import pytest
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
-from hcd_kit.data import create_folds, make_folds, open_store, prepare, read_folds, read_groups, read_labels, write_folds
+from hcd_kit.data import (
+    create_folds,
+    make_folds,
+    open_store,
+    prepare,
+    read_folds,
+    read_groups,
+    read_labels,
+    write_folds,
+)
 from hcd_kit.errors import ConfigError, DataError
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import timm
+from conftest import hub_snapshot, packed_subset, save_timm
 from typer.testing import CliRunner
 
-from conftest import hub_snapshot, packed_subset, save_timm
 from hcd_kit.cli import app
 from hcd_kit.runs import validate_submission
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import FAKE_KAGGLE_KEY, STUB_COMPETITION
-from hcd_kit.kaggle import api as ka
+
 from hcd_kit.errors import KaggleError
+from hcd_kit.kaggle import api as ka
 
 C = STUB_COMPETITION
 

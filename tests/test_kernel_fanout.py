@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import STUB_COMPETITION
 from test_kernel_run import FAST, NO_HUB, kernel_outputs  # noqa: F401  (a fixture)
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import save_file
-
 from conftest import hub_snapshot
+from safetensors.torch import save_file
 
 REPO = "timm/test_resnet.r160_in1k"  # test_resnet's default pretrained tag on the hub
 

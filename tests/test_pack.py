@@ -17,7 +17,7 @@ from hcd_kit.data import open_store, parse_layout, prepare
 from hcd_kit.errors import DataError
 
 
-def _hcd(*args) -> "CliRunner.invoke":
+def _hcd(*args) -> CliRunner.invoke:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 

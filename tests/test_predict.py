@@ -19,8 +19,8 @@ from hcd_kit.cli import app
 from hcd_kit.config import dumps_toml
 from hcd_kit.errors import ConfigError
 from hcd_kit.inference import predict_run
-from hcd_kit.runs import validate_submission
 from hcd_kit.model import create_model, save_weights
+from hcd_kit.runs import validate_submission
 
 MODEL = "test_convnext"  # the fastest of timm's tiny test models on a CPU
 runner = CliRunner()

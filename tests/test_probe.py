@@ -24,8 +24,8 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features import probe
 from hcd_kit.features.probes import C_GRID
 from hcd_kit.features.store import SplitWriter, write_manifest
-from hcd_kit.runs import validate_submission
 from hcd_kit.layout import OOF_COLUMNS
+from hcd_kit.runs import validate_submission
 
 runner = CliRunner()
 DIM, VIEWS = 16, 2

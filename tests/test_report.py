@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import packed_subset
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import packed_subset
 from hcd_kit.cli import app
 from hcd_kit.report import SECTION_IDS, build_report, most_confident_errors, youden_threshold
 
@@ -144,8 +144,8 @@ def test_gradcam_maps_come_from_each_patch_s_own_fold_model(tiny):
 
     from hcd_kit.data import open_store
     from hcd_kit.inference.runs import load_fold_model
-    from hcd_kit.runs.model import read_run_model
     from hcd_kit.report import GradCam
+    from hcd_kit.runs.model import read_run_model
 
     cams = tiny["res"].cams
     assert [c.id for c in cams] == [c.id for c in tiny["res"].fp + tiny["res"].fn]

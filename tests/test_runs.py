@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import packed_subset
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from conftest import packed_subset
 from hcd_kit.cli import app
-from hcd_kit.runs.table import COLUMNS, find_runs, log_seconds, runs_table, sort_rows
 from hcd_kit.kaggle.ledger import LedgerRecord, append_record, read_ledger
+from hcd_kit.runs.table import COLUMNS, find_runs, log_seconds, runs_table, sort_rows
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import dev_extra, packed_subset
 from typer.testing import CliRunner
 
-from conftest import dev_extra, packed_subset
 from hcd_kit.cli import app
 from hcd_kit.runs import cv_report
 from hcd_kit.training.trackers import EPOCH_KEYS, STEP_EVERY, Tracking, tracking
@@ -226,8 +226,8 @@ def test_the_tracker_may_change_between_sessions_of_a_run(tmp_path):
 
     from hcd_kit.config import dump_toml
     from hcd_kit.layout import RunLayout
-    from hcd_kit.training.runs import check_run_dir
     from hcd_kit.training import TrainConfig
+    from hcd_kit.training.runs import check_run_dir
 
     layout = RunLayout.of(tmp_path)
     cfg = TrainConfig(model="resnet10t")

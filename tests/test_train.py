@@ -20,10 +20,18 @@ from typer.testing import CliRunner
 from hcd_kit.cli import app
 from hcd_kit.errors import ConfigError, TrainingError
 from hcd_kit.layout import RunLayout
-from hcd_kit.training.optim import build_optimizer
 from hcd_kit.training import (
-    Env, Hooks, TrainConfig, Trainer, build_trainer, load_checkpoint, resolve_config, train, train_step,
+    Env,
+    Hooks,
+    TrainConfig,
+    Trainer,
+    build_trainer,
+    load_checkpoint,
+    resolve_config,
+    train,
+    train_step,
 )
+from hcd_kit.training.optim import build_optimizer
 
 FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "32"]
 
@@ -189,7 +197,7 @@ def test_skipped_step_leaves_weights_and_optimiser_untouched(name, fused):
     before = [p.detach().clone() for p in model.parameters()]
     state = copy.deepcopy(opt.state_dict()["state"])
     for poison in (math.inf, math.nan):
-        assert torch.isnan(train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss: loss * poison))
+        assert torch.isnan(train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss, poison=poison: loss * poison))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     after = opt.state_dict()["state"]
     assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(after[k][n])) for k in state for n, v in state[k].items())

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import hub_snapshot
+
 from hcd_kit.backbones import get_entry
 
 MODEL = "test_resnet"  # a tiny timm model (0.5 M parameters); its "pretrained" weights are made here, no hub

@@ -7,7 +7,23 @@ inside the commands so that ``hcd --help`` is instant.
 
 from __future__ import annotations
 
+from hcd_kit.cli import (  # noqa: F401,E402  (order = help order)
+    cv,
+    data,
+    demo,
+    download,
+    features,
+    kaggle,
+    kernel,
+    models,
+    predict,
+    pseudo,
+    recipes,
+    report,
+    runs,
+    train,
+    weights,
+)
 from hcd_kit.cli._app import app, main  # noqa: F401  (main is the console-script entry point)
-from hcd_kit.cli import demo, download, data, recipes, models, train, cv, runs, report, predict, features, pseudo, kaggle, kernel, weights  # noqa: F401,E402  (order = help order)
 
 __all__ = ["app", "main"]

@@ -8,7 +8,8 @@ import functools
 import inspect
 import os
 import sys
-from typing import Annotated, Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Annotated, Optional, TypeVar
 
 import typer
 from rich.markup import escape

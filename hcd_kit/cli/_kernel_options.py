@@ -8,13 +8,14 @@ layer build and check the ``KernelSpec`` (``hcd_kit.kaggle.kernel_spec``); ``run
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Callable, Mapping, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from hcd_kit.cli._app import COMPETITION, Competition, parse_folds
 from hcd_kit.choices import TtaViews
+from hcd_kit.cli._app import COMPETITION, Competition, parse_folds
 
 PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
 

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.console import console
 from hcd_kit.cli._app import command
+from hcd_kit.console import console
 
 
-class SplitChoice(str, Enum):
+class SplitChoice(str, Enum):  # noqa: UP042  (Typer renders a str Enum's values as the choices)
     train = "train"
     test = "test"
     all = "all"

@@ -10,7 +10,6 @@ import typer
 from hcd_kit.cli._app import COMPETITION, Competition, command, fail
 
 
-
 @command()
 def download(
     competition: Competition = COMPETITION,

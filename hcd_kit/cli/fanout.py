@@ -6,7 +6,8 @@ Not commands of their own: `kernel push` and `kernel run` (cli/kernel.py) hand t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hcd_kit.cli._kernel_options import fanout_specs_from, owner, run_options_from
 

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli.predict import _auc
-from hcd_kit.cli._app import PrecisionOption, command, parse_folds
 from hcd_kit.choices import DEVICE_HELP, ProbeHead, TtaViews
+from hcd_kit.cli._app import PrecisionOption, command, parse_folds
+from hcd_kit.cli.predict import _auc
 
 
 @command()

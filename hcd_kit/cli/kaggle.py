@@ -54,8 +54,8 @@ def submit(
     Example: hcd submit runs/r18/submission.csv -m "resnet18 5 folds tta8" --wait
     """
     from hcd_kit.console import console
-    from hcd_kit.layout import DataLayout
     from hcd_kit.kaggle import ledger_path, submit_file, wait_for_score
+    from hcd_kit.layout import DataLayout
 
     path = ledger_path(ledger)
     rec = submit_file(file, message, DataLayout.of(data_dir).sample_submission, competition, path, timeout)

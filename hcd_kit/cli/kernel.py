@@ -15,7 +15,15 @@ import typer
 
 from hcd_kit.cli._app import command, fail, group
 from hcd_kit.cli._kernel_options import (
-    fanned_out, kernel_options, opt as _opt, owner, run_options_from, signature, spec_from,
+    fanned_out,
+    kernel_options,
+    owner,
+    run_options_from,
+    signature,
+    spec_from,
+)
+from hcd_kit.cli._kernel_options import (
+    opt as _opt,
 )
 from hcd_kit.cli.kaggle import Name, Poll, Timeout, TransferTimeout
 

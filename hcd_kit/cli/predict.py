@@ -7,9 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import Device, PrecisionOption, command, parse_folds
 from hcd_kit.choices import BlendMode, TtaViews
-
+from hcd_kit.cli._app import Device, PrecisionOption, command, parse_folds
 
 
 def _auc(x: float | None) -> str:
@@ -95,7 +94,7 @@ def ensemble(
 
     res = ensemble_runs(runs, out, weights=parse_weights(weights, len(runs)), blend=blend, pred=pred, data_dir=data_dir)
     for run, w, auc, v in zip(res.runs, res.weights, res.run_auc, res.oof_views):
-        what = "" if v is None else f"  ({'TTA x%d' % v if v > 1 else '1 view'} OOF)"
+        what = "" if v is None else f"  ({f'TTA x{v}' if v > 1 else '1 view'} OOF)"
         console.print(f"OOF AUC {_auc(auc)}  weight {w:.3f}  {run}{what}", soft_wrap=True)
     for note in res.notes:
         console.print(f"note: {note}", soft_wrap=True)

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hcd_kit.cli._app import command
 from hcd_kit.choices import DEVICE_HELP
+from hcd_kit.cli._app import command
 
 
 @command()

@@ -49,11 +49,19 @@ def runs(
 
     from hcd_kit.console import console, err_console
     from hcd_kit.errors import ConfigError, DataError, HcdError
+    from hcd_kit.kaggle.ledger import ledger_path, read_ledger
     from hcd_kit.runs.page import write_page
     from hcd_kit.runs.table import (
-        COLUMNS, DISPLAY, NUMERIC, TIME_NOTE, cells, check_sort, find_runs, is_run, runs_table,
+        COLUMNS,
+        DISPLAY,
+        NUMERIC,
+        TIME_NOTE,
+        cells,
+        check_sort,
+        find_runs,
+        is_run,
+        runs_table,
     )
-    from hcd_kit.kaggle.ledger import ledger_path, read_ledger
 
     if as_json and as_csv:
         raise ConfigError("--json and --csv both print the rows: choose one")

@@ -93,7 +93,8 @@ def train(
 
       hcd train --fold all --strategy fold-parallel  (one fold per GPU at a time)
     """
-    from hcd_kit.training import load_recipe, resolve_config, train as run_training
+    from hcd_kit.training import load_recipe, resolve_config
+    from hcd_kit.training import train as run_training
 
     folds = parse_folds(fold)
     # only the flags given on the command line override the config file (a shown default is not a choice)
@@ -122,7 +123,8 @@ def _train_blend(blend, data_dir: Path, run_dir: Optional[Path], config, given: 
     import time
 
     from hcd_kit.console import console
-    from hcd_kit.training import plan_run, resolve_config, train as run_training
+    from hcd_kit.training import plan_run, resolve_config
+    from hcd_kit.training import train as run_training
     from hcd_kit.training.budget import share_budget
 
     started = time.time()

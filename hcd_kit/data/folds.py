@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.data.labels import read_labels
 from hcd_kit.data.problems import Problems, forget_report, report_note, write_report
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.fsutil import atomic_write_text
 from hcd_kit.layout import FOLDS_REPORT, DataLayout
 
 GROUP_COLUMNS = ("wsi", "slide", "group")

@@ -20,9 +20,9 @@ two processes of batch ``b`` see exactly what one process of batch ``2b`` sees.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

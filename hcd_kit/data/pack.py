@@ -27,13 +27,20 @@ from hcd_kit.data.decode import decode_all, default_workers
 from hcd_kit.data.labels import listed_ids, read_labels, read_sample_submission
 from hcd_kit.data.problems import Problems, forget_report, report_note, write_report
 from hcd_kit.data.store import (
-    PackedStore, SplitRecord, commit_split, create_images, holds_split, mark_incomplete, open_store, read_manifest, remove_stale_temps, write_manifest,
+    PackedStore,
+    SplitRecord,
+    commit_split,
+    create_images,
+    holds_split,
+    mark_incomplete,
+    open_store,
+    read_manifest,
+    remove_stale_temps,
+    write_manifest,
 )
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import sha256_file, temp_file_beside
 from hcd_kit.layout import PREPARE_REPORT, SPLITS, DataLayout, Split, StoreLayout
-
-
 
 # --- planning: what to pack, from what -------------------------------------------------------------------
 

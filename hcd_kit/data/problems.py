@@ -28,7 +28,7 @@ class Problems:
         if names:
             self.by_kind.setdefault(kind, []).extend(names)
 
-    def merge(self, other: "Problems", prefix: str = "") -> None:
+    def merge(self, other: Problems, prefix: str = "") -> None:
         for kind, names in other.by_kind.items():
             self.extend(kind, (prefix + n for n in names))
 

@@ -115,7 +115,7 @@ def write_manifest(packed_dir: str | os.PathLike[str], records: dict[str, SplitR
     """Write ``manifest.json`` last: it is what makes the store complete (``open_store`` checks it)."""
     manifest = {
         "format": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "image_shape": list(IMAGE_SHAPE),
         "splits": {s: asdict(records[s]) for s in SPLITS if s in records},
     }

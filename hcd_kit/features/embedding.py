@@ -29,11 +29,17 @@ from hcd_kit.choices import MIN_IMG_SIZE, Precision, TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.console import progress
 from hcd_kit.data import BatchLoader, PackedStore
+from hcd_kit.data.pack import open_split
 from hcd_kit.device import amp_dtype, autocast, model_input, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.features.store import (SplitWriter, check_compatible, data_identity, read_manifest, remove_store,
-                                    write_manifest)
-from hcd_kit.data.pack import open_split
+from hcd_kit.features.store import (
+    SplitWriter,
+    check_compatible,
+    data_identity,
+    read_manifest,
+    remove_store,
+    write_manifest,
+)
 from hcd_kit.inference.tta import tta_stack, tta_transforms
 from hcd_kit.layout import SPLITS, DataLayout
 from hcd_kit.preprocess import to_input

@@ -38,10 +38,10 @@ from hcd_kit.config import check_choice, dumps_toml, read_toml
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.features.store import FeatureSplit, open_features
 from hcd_kit.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from hcd_kit.runs.oof import write_oof
-from hcd_kit.runs.submission import sample_ids, write_sidecar, write_submission
 from hcd_kit.layout import OOF_COLUMNS, DataLayout, RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
+from hcd_kit.runs.oof import write_oof
+from hcd_kit.runs.submission import sample_ids, write_sidecar, write_submission
 
 C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 6))  # inverse L2 strengths tried by c="auto"
 INNER_ROWS = 20_000  # rows of a fold's training part the C search uses (the refit uses all of them)

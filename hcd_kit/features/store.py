@@ -222,7 +222,7 @@ def hcd_version() -> str | None:
 def write_manifest(root: str | os.PathLike[str], manifest: dict) -> None:
     """Write the manifest atomically; ``complete`` is true only when every split in it is."""
     manifest = dict(manifest, format=FORMAT_VERSION, dtype=DTYPE, hcd_version=hcd_version())
-    manifest.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    manifest.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     manifest["complete"] = bool(manifest["splits"]) and all(e.get("complete") for e in manifest["splits"].values())
     atomic_write_json(FeatureLayout(Path(root)).manifest, manifest)
 

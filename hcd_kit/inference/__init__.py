@@ -32,9 +32,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.inference.ensemble import EnsembleResult, check_weights, ensemble_runs, parse_weights
     from hcd_kit.inference.export import ExportResult, export_fold, save_local_dir
     from hcd_kit.inference.oof import OofAuc
-    from hcd_kit.inference.predict import (
-        PredictResult, predict_run, predict_views, to_device
-    )
+    from hcd_kit.inference.predict import PredictResult, predict_run, predict_views, to_device
     from hcd_kit.inference.pseudo import PseudoSelection, select_pseudo
     from hcd_kit.inference.runs import load_fold_model
     from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean, tta_stack, tta_transforms, tta_views

@@ -16,7 +16,6 @@ import pandas as pd
 from hcd_kit.fsutil import atomic_path
 from hcd_kit.runs.cv import CvReport, best_epoch_row, read_histories
 
-
 # ---------------------------------------------------------------------------------------------- plots
 
 

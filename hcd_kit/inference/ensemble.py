@@ -25,15 +25,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.inference.blend import BlendChoice, search_blend
-from hcd_kit.runs.oof import read_run_oof, read_tta_oof
-from hcd_kit.runs.submission import read_predictions, read_sidecar, sample_ids, write_sidecar, write_submission
 from hcd_kit.choices import BLEND_MODES, BlendMode
 from hcd_kit.config import check_choice
+from hcd_kit.errors import ConfigError, DataError
+from hcd_kit.inference.blend import BlendChoice, search_blend
 from hcd_kit.inference.tta import fold_ensemble
 from hcd_kit.layout import RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
+from hcd_kit.runs.oof import read_run_oof, read_tta_oof
+from hcd_kit.runs.submission import read_predictions, read_sidecar, sample_ids, write_sidecar, write_submission
 
 
 @dataclass
@@ -143,7 +143,7 @@ def _mix_note(runs: list[Path], views: list[int | None]) -> str | None:
     """One line when some runs' OOF used TTA and others one view: their blend weighs unlike things."""
     if len({v > 1 for v in views if v is not None}) < 2:
         return None
-    what = ", ".join(f"{r}: {'TTA x%d' % v if v > 1 else '1 view'}" for r, v in zip(runs, views) if v is not None)
+    what = ", ".join(f"{r}: {f'TTA x{v}' if v > 1 else '1 view'}" for r, v in zip(runs, views) if v is not None)
     return (f"OOF predictions mix TTA and 1 view ({what}); `hcd predict --tta N` with the packed train store "
             "writes RUN/oof_tta{N}.csv for the others")
 

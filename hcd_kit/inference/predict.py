@@ -24,23 +24,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from hcd_kit.choices import BlendMode, TtaViews
+from hcd_kit.config import check_choice
 from hcd_kit.console import err_console, progress
 from hcd_kit.data import BatchLoader, PackedStore, open_test_store
 from hcd_kit.device import Precision, amp_dtype, autocast, model_input, place_model, resolve_device, set_threads
 from hcd_kit.errors import ConfigError
 from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, write_tta_oof
 from hcd_kit.inference.runs import load_fold_model
+from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean, tta_stack, tta_views
+from hcd_kit.layout import RunLayout
+from hcd_kit.metrics import finite_or_none
+from hcd_kit.preprocess import to_input
 from hcd_kit.runs.model import RunModel, read_run_model, select_folds
 from hcd_kit.runs.oof import recorded_cv_auc
 from hcd_kit.runs.record import run_data_dir
 from hcd_kit.runs.submission import sample_ids, write_sidecar, write_submission
-from hcd_kit.choices import BlendMode, TtaViews
-from hcd_kit.config import check_choice
-from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean
-from hcd_kit.inference.tta import tta_stack, tta_views
-from hcd_kit.layout import RunLayout
-from hcd_kit.metrics import finite_or_none
-from hcd_kit.preprocess import to_input
 
 
 @dataclass

@@ -21,8 +21,8 @@ import pandas as pd
 
 from hcd_kit.data.store import open_store
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.runs.submission import read_predictions
 from hcd_kit.layout import DataLayout
+from hcd_kit.runs.submission import read_predictions
 
 DEFAULT_MIN_CONFIDENCE = 0.95
 _EPS = 1e-12  # 1 - 0.9 is 0.09999999999999998 in floating point: a prediction of 0.1 must still count

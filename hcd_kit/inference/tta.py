@@ -16,7 +16,6 @@ from hcd_kit.choices import BLEND_MODES, TTA_CHOICES, BlendMode
 from hcd_kit.metrics import rank_normalise
 from hcd_kit.preprocess import DIHEDRAL, dihedral
 
-
 # Which dihedral views each TTA size uses. Identity always comes first, so column 0 of the merged views
 # is the plain single-view prediction (predict uses that to report what TTA buys from one forward pass).
 # 2: + horizontal flip; 4: + vertical flip and 180-degree rotation (the flip subgroup {e, h, v, hv});

@@ -31,14 +31,32 @@ __all__, __getattr__, __dir__ = public_api(__name__, {
 })
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from hcd_kit.kaggle.dataset import WHEEL_DATASET, DatasetResult, build_dataset, build_wheel, check_slug, push_dataset
-    from hcd_kit.kaggle.fanout import FanoutRun, FoldKernel, fanout_specs, push_folds, run_fanout
+    from hcd_kit.kaggle.dataset import (
+        WHEEL_DATASET,
+        DatasetResult,
+        build_dataset,
+        build_wheel,
+        check_slug,
+        push_dataset,
+    )
     from hcd_kit.kaggle.download import DownloadResult, check_competition, download_competition
+    from hcd_kit.kaggle.fanout import FanoutRun, FoldKernel, fanout_specs, push_folds, run_fanout
     from hcd_kit.kaggle.kernel import (
-        KernelStatus, PushResult, kernel_output, kernel_ref, kernel_status, push_kernel, render_kernel
+        KernelStatus,
+        PushResult,
+        kernel_output,
+        kernel_ref,
+        kernel_status,
+        push_kernel,
+        render_kernel,
     )
     from hcd_kit.kaggle.ledger import (
-        LedgerRecord, append_record, ledger_path, read_ledger, update_records, write_ledger
+        LedgerRecord,
+        append_record,
+        ledger_path,
+        read_ledger,
+        update_records,
+        write_ledger,
     )
     from hcd_kit.kaggle.run import KernelRun, RunHooks, RunOptions, log_tail, read_last_push, run_kernel
     from hcd_kit.kaggle.spec import KernelSpec, check_spec, default_name, kernel_spec

@@ -30,12 +30,18 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hcd_kit.errors import KaggleError
 from hcd_kit.kaggle.calls import (
-    DEFAULT_TRANSFER_TIMEOUT, bounded, call, check_reported, default_timeout, to_error,
+    DEFAULT_TRANSFER_TIMEOUT,
+    bounded,
+    call,
+    check_reported,
+    default_timeout,
+    to_error,
 )
 from hcd_kit.kaggle.credentials import NO_CREDENTIALS, config_dir, credentials_source, read_kaggle_json, redact
 

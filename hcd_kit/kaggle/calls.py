@@ -21,7 +21,8 @@ import re
 import signal
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hcd_kit.errors import KaggleError
 from hcd_kit.kaggle.credentials import redact

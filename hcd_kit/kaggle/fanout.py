@@ -17,16 +17,25 @@ fan-out has finished, a rerun starts a new one (as `hcd kernel run` does).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.kernel import DEFAULT_ROOT, kernel_digest, kernel_status, push_kernel, render_kernel
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.run import (
-    ACTIVE, KernelRun, RunHooks, RunOptions, failed_log_tail, mark_push, pick_up, read_last_push, run_kernel, utc_now,
+    ACTIVE,
+    KernelRun,
+    RunHooks,
+    RunOptions,
+    failed_log_tail,
+    mark_push,
+    pick_up,
+    read_last_push,
+    run_kernel,
+    utc_now,
 )
 from hcd_kit.kaggle.spec import KernelSpec, check_spec
 

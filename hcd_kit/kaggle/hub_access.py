@@ -20,7 +20,7 @@ kernel: ``hcd embed`` (frozen features of every patch, ``--tta`` views) then ``h
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from hcd_kit import argv
 from hcd_kit.errors import ConfigError

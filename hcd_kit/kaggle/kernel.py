@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json, atomic_write_text
@@ -196,7 +196,7 @@ def _push(folder: Path, timeout: float | None) -> PushResult:
         version=getattr(resp, "version_number", None),
         machine_shape=meta.get("machine_shape", ""),
     )
-    record = asdict(result) | {"time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    record = asdict(result) | {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                                "digest": kernel_digest(folder)}  # `hcd kernel run` compares it before pushing
     atomic_write_json(folder / "last_push.json", record)
     return result

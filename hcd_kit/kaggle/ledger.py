@@ -16,7 +16,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +65,11 @@ class LedgerRecord:
     kernel_version: int | None = None  # that kernel's version
 
     @classmethod
-    def for_file(cls, path: str | os.PathLike[str], message: str, competition: str) -> "LedgerRecord":
+    def for_file(cls, path: str | os.PathLike[str], message: str, competition: str) -> LedgerRecord:
         """A record for ``path`` (now, its sha256) with what its ``<path>.json`` sidecar knows, if present."""
         path = Path(path)
         rec = cls(
-            time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             file=str(path.resolve()),
             sha256=sha256_file(path),
             message=message,
@@ -88,7 +88,7 @@ class LedgerRecord:
         return json.dumps(self.__dict__, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LedgerRecord":
+    def from_dict(cls, d: dict[str, Any]) -> LedgerRecord:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -127,7 +127,7 @@ def read_ledger(ledger: str | os.PathLike[str]) -> list[LedgerRecord]:
         try:
             out.append(LedgerRecord.from_dict(json.loads(line)))
         except (ValueError, TypeError) as exc:
-            raise DataError(f"{ledger} line {n} is not a ledger record ({exc}); fix or remove that line")
+            raise DataError(f"{ledger} line {n} is not a ledger record ({exc}); fix or remove that line") from None
     return out
 
 

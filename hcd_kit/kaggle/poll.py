@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from hcd_kit.errors import KaggleError
 from hcd_kit.kaggle.calls import MAX_BACKOFF

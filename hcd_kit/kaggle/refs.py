@@ -16,7 +16,7 @@ OWNER/MODEL/FRAMEWORK/VARIATION/VERSION as a model source (``model_refs``).
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from hcd_kit import argv
 from hcd_kit.errors import ConfigError

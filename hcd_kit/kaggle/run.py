@@ -17,23 +17,29 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json
-from hcd_kit.runs.submission import validate_submission
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.kernel import (
-    DEFAULT_ROOT, KernelStatus, kernel_digest, kernel_output, kernel_status, push_kernel, render_kernel,
+    DEFAULT_ROOT,
+    KernelStatus,
+    kernel_digest,
+    kernel_output,
+    kernel_status,
+    push_kernel,
+    render_kernel,
 )
 from hcd_kit.kaggle.ledger import LedgerRecord, ledger_path, read_ledger, update_records
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.spec import KernelSpec, check_spec
 from hcd_kit.kaggle.submit import submit_file, wait_for_score
+from hcd_kit.runs.submission import validate_submission
 
 LAST_PUSH = "last_push.json"
 ACTIVE = ("QUEUED", "RUNNING", "NEW_SCRIPT")
@@ -41,7 +47,7 @@ LOG_TAIL = 30  # lines of a failed session's log shown
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_last_push(folder: str | os.PathLike[str]) -> dict | None:
@@ -229,7 +235,7 @@ def run_kernel(spec: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, op
 def _started(rec: dict) -> float:
     """When the version was pushed (epoch seconds), for the elapsed time; now if unknown."""
     try:
-        return datetime.strptime(str(rec.get("time")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(str(rec.get("time")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return time.time()
 

@@ -15,8 +15,9 @@ words (``hcd_kit.argv``: split once); the CLI has the training layer read them f
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from hcd_kit import argv
 from hcd_kit.choices import TtaViews

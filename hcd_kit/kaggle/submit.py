@@ -11,13 +11,13 @@ holds. ``wait_for_score`` polls ListSubmissions with backoff until the submissio
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from hcd_kit.errors import KaggleError
-from hcd_kit.runs.submission import validate_submission
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.ledger import LedgerRecord, append_record, as_score, read_ledger, update_records, write_ledger
 from hcd_kit.kaggle.poll import poll_until
+from hcd_kit.runs.submission import validate_submission
 
 FINAL = ("COMPLETE", "ERROR")
 
@@ -61,7 +61,7 @@ def _list(competition: str, timeout: float | None, pages: int = 5) -> dict[int, 
     for page in range(1, pages + 1):
         subs = kaggle_api.call(
             f"list the submissions of competition '{competition}'",
-            lambda: api.competition_submissions(competition, page_number=page, page_size=100),
+            lambda page=page: api.competition_submissions(competition, page_number=page, page_size=100),
             timeout=timeout, not_found=f"competition '{competition}'", competition=competition,
             if_missing=_NO_SUBMISSIONS.format(competition=competition),
         ) or []

@@ -36,6 +36,7 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_json
 from hcd_kit.kaggle.refs import reference
 from hcd_kit.weights_io import WEIGHTS_FILE, read_state_dict, save_local_dir
+
 _SOURCES = ("file", "url", "hf_hub_id", "state_dict")  # where a timm pretrained_cfg can take weights from
 
 

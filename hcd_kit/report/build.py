@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from hcd_kit.errors import ConfigError
+from hcd_kit.metrics import roc_auc
 from hcd_kit.report import figures, html
 from hcd_kit.report.analysis import best_epoch, calibration, confusion_counts, youden_threshold
 from hcd_kit.report.data import RunData, _version, auc_rows, collect, num
 from hcd_kit.report.patches import Card, error_cards, gradcam_cards
-from hcd_kit.metrics import roc_auc
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("config", "Config & recipe"),
@@ -121,7 +121,7 @@ def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     context = dict(
         version=_version("hcd-kit"), run_name=data.run.root.resolve().name, run_dir=str(data.run.root.resolve()),
         kind=data.kind, model=data.config.get("model", "–"), recipe=data.config.get("recipe"),
-        pooled_auc=num(data.cv.overall_auc), generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        pooled_auc=num(data.cv.overall_auc), generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         sections=SECTIONS, notes=notes, config_rows=data.config_rows, environment=data.environment,
         auc_header=auc_table[0], auc_rows=auc_table[1],
         mean_auc=num(data.cv.mean_auc), std_auc=num(data.cv.std_auc), auc_figure=_auc_figure(data),

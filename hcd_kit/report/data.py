@@ -23,10 +23,10 @@ import pandas as pd
 
 from hcd_kit.config import read_toml
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.runs.cv import CvReport, cv_report, read_histories
-from hcd_kit.runs.oof import read_tta_oof
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
+from hcd_kit.runs.cv import CvReport, cv_report, read_histories
+from hcd_kit.runs.oof import read_tta_oof
 
 
 @dataclass

@@ -40,7 +40,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.runs.record import record_environment, record_run, run_data_dir, write_history
     from hcd_kit.runs.state import FoldState, read_state, write_state
     from hcd_kit.runs.submission import (
-        read_predictions, read_sample_ids, read_sidecar, sample_ids, validate_submission, write_sidecar,
-        write_submission
+        read_predictions,
+        read_sample_ids,
+        read_sidecar,
+        sample_ids,
+        validate_submission,
+        write_sidecar,
+        write_submission,
     )
     from hcd_kit.runs.table import find_runs, runs_table, sort_rows

@@ -25,7 +25,6 @@ from hcd_kit.runs.model import expected_folds
 from hcd_kit.runs.oof import read_oof
 from hcd_kit.runs.state import read_state
 
-
 PLOTTED = ("epoch", "train_loss", "val_loss", "val_auc")  # the history.csv columns the curves need
 
 

@@ -41,11 +41,11 @@ def _read_rows(path: Path) -> list[list[str]]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 text CSV; write it with `hcd predict` or as plain id,label CSV")
+        raise DataError(f"{path} is not a UTF-8 text CSV; write it with `hcd predict` or as plain id,label CSV") from None
     try:
         return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
     except csv.Error as exc:
-        raise DataError(f"{path} is not a readable CSV ({exc}); rewrite it as plain id,label rows")
+        raise DataError(f"{path} is not a readable CSV ({exc}); rewrite it as plain id,label rows") from None
 
 
 def read_sample_ids(sample_csv: str | os.PathLike[str]) -> np.ndarray:

@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from hcd_kit.config import read_toml
 from hcd_kit.errors import ConfigError, DataError

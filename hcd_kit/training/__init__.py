@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.training.augment import augment_batch, draw_uniforms, mixup, stain_jitter
     from hcd_kit.training.budget import Plan, RunClock, Speeds, Work, fit_epochs, format_duration, parse_duration
     from hcd_kit.training.checkpoint import FoldState, Trainer, load_checkpoint
-    from hcd_kit.training.config import AugmentConfig, RUNTIME_KEYS, TrainConfig
+    from hcd_kit.training.config import RUNTIME_KEYS, AugmentConfig, TrainConfig
     from hcd_kit.training.finetune import param_groups, prepare_model, trainable_summary
     from hcd_kit.training.loop import Hooks, train
     from hcd_kit.training.optim import Ema, build_optimizer, build_schedule

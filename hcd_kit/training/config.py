@@ -12,8 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hcd_kit.choices import (DEFAULT_MODEL, DEVICE_HELP, MIN_IMG_SIZE, PRECISION_HELP, Imbalance, Optimizer, Precision,
-                             Schedule, Strategy, Tracker)
+from hcd_kit.choices import (
+    DEFAULT_MODEL,
+    DEVICE_HELP,
+    MIN_IMG_SIZE,
+    PRECISION_HELP,
+    Imbalance,
+    Optimizer,
+    Precision,
+    Schedule,
+    Strategy,
+    Tracker,
+)
 from hcd_kit.config import check_choice, flag
 from hcd_kit.errors import ConfigError
 from hcd_kit.training.budget import parse_duration

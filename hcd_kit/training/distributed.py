@@ -21,10 +21,10 @@ import multiprocessing as mp
 import os
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -176,7 +176,7 @@ def run_fold_parallel(
                     codes[fold] = proc.exitcode
                     del running[slot]
     finally:
-        for fold, proc in running.values():  # interrupted: stop the workers we started
+        for _fold, proc in running.values():  # interrupted: stop the workers we started
             proc.terminate()
             proc.join()
     failed = [f for f, c in sorted(codes.items()) if c != 0]

@@ -28,8 +28,8 @@ import functools
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,19 +49,33 @@ from hcd_kit.runs.record import record_run, write_history
 from hcd_kit.runs.state import FoldState
 from hcd_kit.training.checkpoint import Trainer, load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
-from hcd_kit.training.finetune import trainable_summary
 from hcd_kit.training.distributed import (
-    DistInfo, fold_devices, init_distributed, launched_by_torchrun, run_fold_parallel,
-    shutdown_distributed, sum_across, wrap_model,
+    DistInfo,
+    fold_devices,
+    init_distributed,
+    launched_by_torchrun,
+    run_fold_parallel,
+    shutdown_distributed,
+    sum_across,
+    wrap_model,
 )
+from hcd_kit.training.finetune import trainable_summary
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
-    FoldResult, check_folds, check_run_dir, finished, fold_result, read_split, record_environment, write_summary,
+    FoldResult,
+    check_folds,
+    check_run_dir,
+    finished,
+    fold_result,
+    read_split,
+    record_environment,
+    write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
 from hcd_kit.training.step import Env, LossMeter, build_trainer, train_batch, train_step
 from hcd_kit.training.trackers import Tracking, check_tracker, tracking
-from hcd_kit.training.validate import bce as _bce, predict_rows as _predict_rows
+from hcd_kit.training.validate import bce as _bce
+from hcd_kit.training.validate import predict_rows as _predict_rows
 
 
 @dataclass

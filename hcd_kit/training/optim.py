@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+
 import torch
 from torch import nn
 

@@ -15,9 +15,9 @@ a run folder trained with one pseudo-label file refuses another (or none), in on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,7 +29,6 @@ from hcd_kit.fsutil import sha256_file
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.runs.record import read_pseudo_record, write_pseudo_record
 from hcd_kit.training.config import TrainConfig
-
 
 
 @dataclass

@@ -12,9 +12,10 @@ Precedence when training: ``TrainConfig`` defaults <- recipe <- ``--config`` fil
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hcd_kit.config import load_config, read_toml
 from hcd_kit.errors import ConfigError

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from hcd_kit.runs.oof import read_run_oof
 from hcd_kit.runs.state import FoldState
 from hcd_kit.training.checkpoint import read_fold_state
 from hcd_kit.training.config import RUNTIME_KEYS, TrainConfig
+
 
 @dataclass
 class FoldResult:

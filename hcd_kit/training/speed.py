@@ -19,8 +19,8 @@ import gc
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,16 +33,15 @@ from hcd_kit.device import amp_dtype, resolve_device, set_threads
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.model import check_model_name, save_weights, weights_source
-from hcd_kit.training.budget import MARGIN, TTA, Plan, RunClock, Speeds, Work, clock_time, fit_epochs, parse_duration
 from hcd_kit.runs.record import read_budget_record, write_budget_record
 from hcd_kit.runs.state import FoldState
+from hcd_kit.training.budget import MARGIN, TTA, Plan, RunClock, Speeds, Work, clock_time, fit_epochs, parse_duration
 from hcd_kit.training.checkpoint import save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import DistInfo, fold_devices, sum_across, wrap_model
 from hcd_kit.training.runs import check_folds, finished, read_split
 from hcd_kit.training.step import Env, build_trainer, train_batch, train_step
 from hcd_kit.training.validate import predict_rows
-
 
 
 def plan_run(cfg: TrainConfig, data_dir: str | os.PathLike[str], folds: Sequence[int] | str | None = None) -> Plan:

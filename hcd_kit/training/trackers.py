@@ -26,8 +26,9 @@ import importlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from rich.markup import escape
 
@@ -245,8 +246,8 @@ class Tracking:
         """Keep the final figures for ``finish``: each fold's best val AUC, the pooled OOF AUC (as ``hcd cv``)."""
         if self.tracker is None:
             return
-        from hcd_kit.runs.oof import read_run_oof
         from hcd_kit.metrics import roc_auc
+        from hcd_kit.runs.oof import read_run_oof
 
         self.final = {f"fold{k}_best_auc": r.best_auc for k, r in sorted(results.items())}
         with contextlib.suppress(Exception):  # a final figure is not worth a failed run

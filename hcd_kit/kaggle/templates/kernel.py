@@ -14,9 +14,7 @@ that was asked for. Only run/, submission.csv (+ its .json), gpus.json and the l
 (the saved output); the data folder with the packed store lives in /kaggle/temp, which is not saved.
 """
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
