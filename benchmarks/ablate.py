@@ -37,8 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=Path("ablations"), help="where the runs go")
     p.add_argument("--base", default="cpu", help="recipe name or TOML file the variants start from")
     p.add_argument("--grid", type=Path, default=None, help="TOML file with [base] and [variants.NAME] tables")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an override for a single variant 'set' (TOML value syntax); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for a single variant 'set' (TOML value syntax); repeatable",
+    )
     p.add_argument("--only", default="", help="comma-separated variant names to run (default all)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side")
@@ -80,8 +85,9 @@ def variants(args: argparse.Namespace) -> tuple[dict, dict[str, dict]]:
     return base, found
 
 
-def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: str, run_dir: str, device: str,
-            threads: int) -> dict:
+def run_one(
+    base_name: str, base: dict, overrides: dict, seed: int, data_dir: str, run_dir: str, device: str, threads: int
+) -> dict:
     """One (variant, seed): train all folds, then the pooled OOF AUC. Runs in a worker process."""
     import contextlib
     import io
@@ -90,8 +96,9 @@ def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: st
     from hcd_kit.training import train
     from hcd_kit.training.recipes import recipe_config
 
-    settings = _merge(_merge(base, overrides), {"seed": seed, "device": device, "threads": threads,
-                                                 "pretrained": False})
+    settings = _merge(
+        _merge(base, overrides), {"seed": seed, "device": device, "threads": threads, "pretrained": False}
+    )
     cfg = recipe_config(base_name, settings)
     log = Path(run_dir + ".out")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +108,12 @@ def run_one(base_name: str, base: dict, overrides: dict, seed: int, data_dir: st
     with open(log, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(io.StringIO()):
         train(cfg, data_dir, run_dir, folds="all")
         report = cv_report(run_dir)
-    return {"seed": seed, "auc": report.overall_auc, "fold_aucs": [f.auc for f in report.folds],
-            "seconds": time.perf_counter() - start}
+    return {
+        "seed": seed,
+        "auc": report.overall_auc,
+        "fold_aucs": [f.auc for f in report.folds],
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {name: [] for name in found}
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
-        futs = {pool.submit(run_one, args.base, base, found[name], seed, str(args.data_dir),
-                            str(args.work_dir / f"{name}-s{seed}"), args.device, threads): (name, seed)
-                for name, seed in jobs}
+        futs = {
+            pool.submit(
+                run_one,
+                args.base,
+                base,
+                found[name],
+                seed,
+                str(args.data_dir),
+                str(args.work_dir / f"{name}-s{seed}"),
+                args.device,
+                threads,
+            ): (name, seed)
+            for name, seed in jobs
+        }
         for fut in cf.as_completed(futs):
             name, seed = futs[fut]
             try:
@@ -130,14 +152,19 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps({"variant": name, **res}) + "\n")
             if not args.json:
-                print(f"{name} seed {seed}: " + (f"AUC {res['auc']:.4f} in {res['seconds']:.0f} s"
-                                                 if "auc" in res else res["error"]), flush=True)
+                print(
+                    f"{name} seed {seed}: "
+                    + (f"AUC {res['auc']:.4f} in {res['seconds']:.0f} s" if "auc" in res else res["error"]),
+                    flush=True,
+                )
     summary = {}
     for name, rs in results.items():
         rs = sorted(rs, key=lambda r: r["seed"])  # completion order differs with --jobs > 1
         aucs = [r["auc"] for r in rs if "auc" in r]
         summary[name] = {
-            "overrides": found[name], "seeds": [r["seed"] for r in rs if "auc" in r], "aucs": aucs,
+            "overrides": found[name],
+            "seeds": [r["seed"] for r in rs if "auc" in r],
+            "aucs": aucs,
             "mean": statistics.fmean(aucs) if aucs else None,
             "sd": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
             "seconds_mean": statistics.fmean([r["seconds"] for r in rs if "seconds" in r]) if aucs else None,
@@ -152,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             if s["mean"] is None:
                 print(f"{name:<22} failed: {s['errors'][:1]}")
                 continue
-            print(f"{name:<22} {s['mean']:7.4f} {s['sd']:7.4f} {s['seconds_mean']:7.0f}  "
-                  + " ".join(f"{a:.4f}" for a in s["aucs"]))
+            print(
+                f"{name:<22} {s['mean']:7.4f} {s['sd']:7.4f} {s['seconds_mean']:7.0f}  "
+                + " ".join(f"{a:.4f}" for a in s["aucs"])
+            )
     return 0 if all(s["mean"] is not None for s in summary.values()) else 1
 
 

@@ -56,8 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="epochs per fold in the training steps")
     p.add_argument("--models", default="resnet18,efficientnet_b0", help="models for the throughput step")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--recipes", default="all", help="recipes whose backbones get a training and TTA x8 figure "
-                   "at their input size (comma-separated, 'all', or 'none')")
+    p.add_argument(
+        "--recipes",
+        default="all",
+        help="recipes whose backbones get a training and TTA x8 figure "
+        "at their input size (comma-separated, 'all', or 'none')",
+    )
     p.add_argument("--work", type=Path, default=None, help="scratch folder [default: a temp folder]")
     p.add_argument("--step-timeout", type=float, default=300, help="seconds any one step may take")
     p.add_argument("--quick", action="store_true", help="tiny sizes: check the script, not the GPU")
@@ -127,11 +131,50 @@ def recipe_steps(args: argparse.Namespace, data: Path, py: str) -> list[tuple[st
             continue
         seen.add(key)
         model, size = ("resnet10t", 96) if args.quick else (cfg.model, cfg.img_size)
-        steps.append((f"recipe-train:{r.name}", [py, "benchmarks/train.py", "--data-dir", str(data), "--models", model,
-                      "--img-size", str(size), "--batch-size", str(cfg.batch_size), "--device", args.device,
-                      "--steps", "2" if args.quick else "12", "--repeats", "1", "--json"]))
-        steps.append((f"recipe-tta:{r.name}", [py, "benchmarks/predict.py", "--model", model, "--img-size", str(size),
-                      "--device", args.device, "--n", "128" if args.quick else "1024", "--tta-sizes", "1,8", "--json"]))
+        steps.append(
+            (
+                f"recipe-train:{r.name}",
+                [
+                    py,
+                    "benchmarks/train.py",
+                    "--data-dir",
+                    str(data),
+                    "--models",
+                    model,
+                    "--img-size",
+                    str(size),
+                    "--batch-size",
+                    str(cfg.batch_size),
+                    "--device",
+                    args.device,
+                    "--steps",
+                    "2" if args.quick else "12",
+                    "--repeats",
+                    "1",
+                    "--json",
+                ],
+            )
+        )
+        steps.append(
+            (
+                f"recipe-tta:{r.name}",
+                [
+                    py,
+                    "benchmarks/predict.py",
+                    "--model",
+                    model,
+                    "--img-size",
+                    str(size),
+                    "--device",
+                    args.device,
+                    "--n",
+                    "128" if args.quick else "1024",
+                    "--tta-sizes",
+                    "1,8",
+                    "--json",
+                ],
+            )
+        )
     return steps
 
 
@@ -145,8 +188,13 @@ def run_step(name: str, cmd: list[str], timeout: float, env: dict) -> dict:
     except subprocess.TimeoutExpired as exc:
         code, stdout, out = 124, "", f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
     lines = [ln.rstrip() for ln in out.splitlines() if ln.strip() and "━" not in ln]  # no progress bars
-    res = {"step": name, "cmd": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), "exit": code,
-           "seconds": round(time.perf_counter() - start, 1), "tail": lines[-12:]}
+    res = {
+        "step": name,
+        "cmd": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd),
+        "exit": code,
+        "seconds": round(time.perf_counter() - start, 1),
+        "tail": lines[-12:],
+    }
     try:
         res["figures"] = json.loads(stdout)
     except ValueError:
@@ -181,42 +229,153 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         ("prepare", [*hcd, "prepare", "--data-dir", str(data)]),
         ("folds", [*hcd, "folds", "--data-dir", str(data), "--n-folds", "5"]),
-        ("throughput", [py, "benchmarks/train.py", "--data-dir", str(data), "--models", args.models,
-                        "--batch-size", str(args.batch_size), "--device", dev, "--json"]),
-        ("train", [*train, "--fold", "all", "--epochs", ep, "--batch-size", str(args.batch_size),
-                        "--run-dir", str(run)]),
+        (
+            "throughput",
+            [
+                py,
+                "benchmarks/train.py",
+                "--data-dir",
+                str(data),
+                "--models",
+                args.models,
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                dev,
+                "--json",
+            ],
+        ),
+        (
+            "train",
+            [*train, "--fold", "all", "--epochs", ep, "--batch-size", str(args.batch_size), "--run-dir", str(run)],
+        ),
         ("resume-finished", [*train, "--run-dir", str(run), "--resume"]),
         ("cv", [*hcd, "cv", "--run-dir", str(run)]),
-        ("predict-tta8", [*hcd, "predict", "--data-dir", str(data), "--run-dir", str(run), "--tta", "8",
-                          "--out", str(work / "submission.csv")]),
+        (
+            "predict-tta8",
+            [
+                *hcd,
+                "predict",
+                "--data-dir",
+                str(data),
+                "--run-dir",
+                str(run),
+                "--tta",
+                "8",
+                "--out",
+                str(work / "submission.csv"),
+            ],
+        ),
     ]
     steps[3:3] = recipe_steps(args, data, py)  # right after the throughput step: the figures `hcd recipes` uses
     if dev == "cpu" or report["environment"].get("bf16_supported"):
-        steps.append(("train-bf16", [*train, "--fold", "0", "--epochs", "1", "--precision", "bf16",
-                                     "--run-dir", str(work / "run-bf16")]))
-    steps.append(("fold-parallel", [*train, "--fold", "0,1", "--epochs", "1", "--strategy", "fold-parallel",
-                                    "--run-dir", str(work / "run-fp")]))
+        steps.append(
+            (
+                "train-bf16",
+                [*train, "--fold", "0", "--epochs", "1", "--precision", "bf16", "--run-dir", str(work / "run-bf16")],
+            )
+        )
+    steps.append(
+        (
+            "fold-parallel",
+            [
+                *train,
+                "--fold",
+                "0,1",
+                "--epochs",
+                "1",
+                "--strategy",
+                "fold-parallel",
+                "--run-dir",
+                str(work / "run-fp"),
+            ],
+        )
+    )
     if n_gpus >= 1:
         torchrun = [py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}"]
-        steps.append(("ddp", [*torchrun, "-m", "hcd_kit", "train",
-                              "--data-dir", str(data), "--model", "resnet18", "--no-pretrained", "--fold", "0",
-                              "--epochs", "1", "--strategy", "ddp", "--run-dir", str(work / "run-ddp")]))
+        steps.append(
+            (
+                "ddp",
+                [
+                    *torchrun,
+                    "-m",
+                    "hcd_kit",
+                    "train",
+                    "--data-dir",
+                    str(data),
+                    "--model",
+                    "resnet18",
+                    "--no-pretrained",
+                    "--fold",
+                    "0",
+                    "--epochs",
+                    "1",
+                    "--strategy",
+                    "ddp",
+                    "--run-dir",
+                    str(work / "run-ddp"),
+                ],
+            )
+        )
     # foundation models (issue 11), random weights at full size: the same compute as the real ones
-    for fm in (["kaiko-vits16"] if args.quick else ["kaiko-vitb16", "uni"]):
-        steps.append((f"embed:{fm}", [*hcd, "embed", "--data-dir", str(data), "--model", fm, "--no-pretrained",
-                                      "--tta", "1", "--split", "train", "--device", dev,
-                                      "--out", str(work / f"features-{fm}")]))
-    steps.append(("finetune-lora", [*hcd, "train", "--data-dir", str(data), "--model", "kaiko-vits16",
-                                    "--no-pretrained", "--lora", "8", "--fold", "0", "--epochs", "1",
-                                    "--device", dev, "--run-dir", str(work / "run-lora")]))
+    for fm in ["kaiko-vits16"] if args.quick else ["kaiko-vitb16", "uni"]:
+        steps.append(
+            (
+                f"embed:{fm}",
+                [
+                    *hcd,
+                    "embed",
+                    "--data-dir",
+                    str(data),
+                    "--model",
+                    fm,
+                    "--no-pretrained",
+                    "--tta",
+                    "1",
+                    "--split",
+                    "train",
+                    "--device",
+                    dev,
+                    "--out",
+                    str(work / f"features-{fm}"),
+                ],
+            )
+        )
+    steps.append(
+        (
+            "finetune-lora",
+            [
+                *hcd,
+                "train",
+                "--data-dir",
+                str(data),
+                "--model",
+                "kaiko-vits16",
+                "--no-pretrained",
+                "--lora",
+                "8",
+                "--fold",
+                "0",
+                "--epochs",
+                "1",
+                "--device",
+                dev,
+                "--run-dir",
+                str(work / "run-lora"),
+            ],
+        )
+    )
     tta = ["--n", "256", "--model", "resnet10t"] if args.quick else []
     steps.append(("tta-cost", [py, "benchmarks/predict.py", "--device", dev, *tta, "--json"]))
     steps.append(("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"]))
     for name, cmd in steps:
         res = run_step(name, cmd, args.step_timeout, env)
         report["steps"].append(res)
-        ratios = ", ".join(f"{m} hcd/bare {r['hcd_over_bare']:.3f} loader {r['overhead_pct']:.1f} %"
-                           for m, r in ((res.get("figures") or {}).get("models") or {}).items() if "hcd_over_bare" in r)
+        ratios = ", ".join(
+            f"{m} hcd/bare {r['hcd_over_bare']:.3f} loader {r['overhead_pct']:.1f} %"
+            for m, r in ((res.get("figures") or {}).get("models") or {}).items()
+            if "hcd_over_bare" in r
+        )
         line = f"{name:<16} exit {res['exit']:>3}  {res['seconds']:>7.1f} s  {ratios or (res['tail'][-1] if res['tail'] else '')}"
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
         report["passed"] = all(s["exit"] == 0 for s in report["steps"])

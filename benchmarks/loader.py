@@ -53,11 +53,16 @@ class PilDataset(torch.utils.data.Dataset):
         from torchvision import transforms as T
 
         self.paths, self.labels = paths, labels
-        self.tf = T.Compose([
-            T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.RandomRotation(20),
-            T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05),
-            T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-        ])
+        self.tf = T.Compose(
+            [
+                T.RandomHorizontalFlip(),
+                T.RandomVerticalFlip(),
+                T.RandomRotation(20),
+                T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05),
+                T.ToTensor(),
+                T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,7 +76,10 @@ class PilDataset(torch.utils.data.Dataset):
 
 def bench_pil(paths: list[str], labels: np.ndarray, batch_size: int, workers: int) -> float:
     loader = torch.utils.data.DataLoader(
-        PilDataset(paths, labels), batch_size=batch_size, shuffle=True, num_workers=workers,
+        PilDataset(paths, labels),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
         persistent_workers=workers > 0,
     )
 
@@ -135,7 +143,12 @@ def bench_prepare(data_dir: Path, scratch: Path, workers: int) -> tuple[float, f
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, required=True, help="competition-layout folder")
-    ap.add_argument("--out", type=Path, default=None, help="packed store folder [default: DATA_DIR/packed if prepared, else a temp folder]")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="packed store folder [default: DATA_DIR/packed if prepared, else a temp folder]",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--n", type=int, default=None, help="use the first N train patches [default: all]")
     ap.add_argument("--batch-size", type=int, default=256)
@@ -152,7 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="hcd-bench-") as tmp:
         scratch = Path(tmp)
         result = {
-            "n": n, "batch_size": args.batch_size, "workers": args.workers, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "n": n,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "pil_ips": bench_pil(paths, labels, args.batch_size, args.workers),
             "h5_ips": bench_h5(images, labels, args.batch_size, scratch),
             "hcd_ips": bench_hcd(np.load(out / "train_images.npy", mmap_mode="r")[:n], labels, args.batch_size),
@@ -163,10 +179,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}))
     else:
-        print(f"{n:,} patches, batch {args.batch_size}, {args.workers} workers, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs")
-        for key, name in [("pil_ips", "(a) PIL + torchvision Dataset/DataLoader"),
-                          ("h5_ips", "(b) h5py by random index"), ("hcd_ips", "(c) hcd BatchLoader on the memmap"),
-                          ("prepare_ips", "hcd prepare (packing, wall)")]:
+        print(
+            f"{n:,} patches, batch {args.batch_size}, {args.workers} workers, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs"
+        )
+        for key, name in [
+            ("pil_ips", "(a) PIL + torchvision Dataset/DataLoader"),
+            ("h5_ips", "(b) h5py by random index"),
+            ("hcd_ips", "(c) hcd BatchLoader on the memmap"),
+            ("prepare_ips", "hcd prepare (packing, wall)"),
+        ]:
             print(f"{name:<44} {result[key]:>12,.0f} images/s")
         print(f"hcd is {result['hcd_vs_pil']:.0f}x (a) and {result['hcd_vs_h5']:.1f}x (b)")
     return result

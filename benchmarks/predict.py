@@ -33,14 +33,30 @@ def time_once(model, images: np.ndarray, device, tta: int, batch_size: int, dtyp
     """Seconds to predict every image with ``tta`` views."""
     _sync(device)
     t0 = time.perf_counter()
-    predict_views(model, images, np.arange(len(images)), img_size=img_size, device=device, tta=tta,
-                  batch_size=batch_size, dtype=dtype)
+    predict_views(
+        model,
+        images,
+        np.arange(len(images)),
+        img_size=img_size,
+        device=device,
+        tta=tta,
+        batch_size=batch_size,
+        dtype=dtype,
+    )
     _sync(device)
     return time.perf_counter() - t0
 
 
-def time_all(model, images: np.ndarray, device, batch_size: int, dtype, repeats: int, img_size: int = 96,
-             sizes: tuple[int, ...] = TTA_CHOICES) -> dict[int, float]:
+def time_all(
+    model,
+    images: np.ndarray,
+    device,
+    batch_size: int,
+    dtype,
+    repeats: int,
+    img_size: int = 96,
+    sizes: tuple[int, ...] = TTA_CHOICES,
+) -> dict[int, float]:
     """Best-of-``repeats`` seconds per TTA size, sizes interleaved per round so that a machine whose load
     changes during the run (shared CPUs) biases no size in particular; one warm-up batch per size first."""
     for n in sizes:
@@ -80,8 +96,14 @@ def main() -> None:
         for n, s in seconds.items()
     ]
     result = {
-        "model": args.model, "img_size": args.img_size, "device": str(device), "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
-        "n": args.n, "batch_size": args.batch_size, "threads": torch.get_num_threads(), "rows": rows,
+        "model": args.model,
+        "img_size": args.img_size,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
         "tta8_within_target": rows[-1]["cost_vs_1"] <= 8.5,
     }
     if args.json:
@@ -90,7 +112,9 @@ def main() -> None:
     print(f"{args.model} on {result['device']} ({result['dtype']}), {args.n} patches, batch {args.batch_size}")
     print(f"{'tta':>4} {'seconds':>9} {'images/s':>10} {'views/s':>10} {'cost vs 1':>10}")
     for r in rows:
-        print(f"{r['tta']:>4} {r['seconds']:>9.2f} {r['images_per_s']:>10,.0f} {r['views_per_s']:>10,.0f} {r['cost_vs_1']:>9.2f}x")
+        print(
+            f"{r['tta']:>4} {r['seconds']:>9.2f} {r['images_per_s']:>10,.0f} {r['views_per_s']:>10,.0f} {r['cost_vs_1']:>9.2f}x"
+        )
     verdict = "meets" if result["tta8_within_target"] else "MISSES"
     print(f"TTA x8 costs {rows[-1]['cost_vs_1']:.2f}x one view: {verdict} the <= 8.5x target")
 

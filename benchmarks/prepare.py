@@ -70,15 +70,22 @@ def main() -> None:
             per_cpu.append(n / (cpu_seconds() - c0))
             decodes.append(n / summary.splits["train"].seconds)
             shutil.rmtree(out)
-        result = {"n": n, "workers": args.workers, "prepare_ips": max(walls[1:]),
-                  "prepare_decode_ips": max(decodes[1:]),
-                  # on a shared machine wall-clock rates depend on the neighbours; this does much less
-                  "images_per_cpu_s": max(per_cpu[1:]), "fast_path": summary.splits["train"].fast}
+        result = {
+            "n": n,
+            "workers": args.workers,
+            "prepare_ips": max(walls[1:]),
+            "prepare_decode_ips": max(decodes[1:]),
+            # on a shared machine wall-clock rates depend on the neighbours; this does much less
+            "images_per_cpu_s": max(per_cpu[1:]),
+            "fast_path": summary.splits["train"].fast,
+        }
     if args.json:
         print(json.dumps({k: round(v) if isinstance(v, float) else v for k, v in result.items()}))
     else:
-        print(f"{n:,} patches, {args.workers} workers: {result['prepare_ips']:,.0f} images/s "
-              f"(decode only {result['prepare_decode_ips']:,.0f}/s; {result['images_per_cpu_s']:,.0f} per CPU-second)")
+        print(
+            f"{n:,} patches, {args.workers} workers: {result['prepare_ips']:,.0f} images/s "
+            f"(decode only {result['prepare_decode_ips']:,.0f}/s; {result['images_per_cpu_s']:,.0f} per CPU-second)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ def check(report: Path, screenshot: Path | None, browser: str, sections: list[st
     url = report.resolve().as_uri()
     requests: list[str] = []
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=browser, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        chromium = p.chromium.launch(
+            executable_path=browser, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
         try:
             context = chromium.new_context(viewport={"width": 1280, "height": 900}, offline=True)
             page = context.new_page()
@@ -65,8 +66,12 @@ def check(report: Path, screenshot: Path | None, browser: str, sections: list[st
                     route.abort()
 
             page.route("**/*", gate)
-            page.on("request", lambda r: None if (r.url == url or r.url.startswith("data:") or r.url in requests)
-                    else requests.append(r.url))
+            page.on(
+                "request",
+                lambda r: (
+                    None if (r.url == url or r.url.startswith("data:") or r.url in requests) else requests.append(r.url)
+                ),
+            )
             t0 = time.perf_counter()
             page.goto(url, wait_until="load", timeout=timeout_s * 1000)
             wall_ms = (time.perf_counter() - t0) * 1000
@@ -87,13 +92,21 @@ def check(report: Path, screenshot: Path | None, browser: str, sections: list[st
     if requests:
         failures.append(f"{len(requests)} network request(s) besides the file, e.g. {requests[0]}")
     return {
-        "report": str(report), "browser": f"chromium {version}", "bytes": report.stat().st_size,
-        "sections": len(sections) - len(facts["missing"]), "sections_expected": len(sections),
-        "images": facts["images"], "images_loaded": facts["images"] - len(facts["broken"]),
-        "external_requests": len(requests), "scripts": facts["scripts"], "page_height_px": facts["height"],
+        "report": str(report),
+        "browser": f"chromium {version}",
+        "bytes": report.stat().st_size,
+        "sections": len(sections) - len(facts["missing"]),
+        "sections_expected": len(sections),
+        "images": facts["images"],
+        "images_loaded": facts["images"] - len(facts["broken"]),
+        "external_requests": len(requests),
+        "scripts": facts["scripts"],
+        "page_height_px": facts["height"],
         "render_ms": round(facts["load_ms"] if facts["load_ms"] is not None else wall_ms, 1),
-        "goto_ms": round(wall_ms, 1), "screenshot": None if screenshot is None else str(screenshot),
-        "ok": not failures, "failures": failures,
+        "goto_ms": round(wall_ms, 1),
+        "screenshot": None if screenshot is None else str(screenshot),
+        "ok": not failures,
+        "failures": failures,
     }
 
 
@@ -124,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
     else:
         print(f"{res['browser']}: {args.report}")
-        print(f"sections {res['sections']}/{res['sections_expected']}  images {res['images_loaded']}/{res['images']} "
-              f"loaded  external requests {res['external_requests']}  bytes {res['bytes']:,}  "
-              f"render {res['render_ms']:.0f} ms  page {res['page_height_px']:,} px tall")
+        print(
+            f"sections {res['sections']}/{res['sections_expected']}  images {res['images_loaded']}/{res['images']} "
+            f"loaded  external requests {res['external_requests']}  bytes {res['bytes']:,}  "
+            f"render {res['render_ms']:.0f} ms  page {res['page_height_px']:,} px tall"
+        )
         if res["screenshot"]:
             print(f"screenshot: {res['screenshot']}")
         for line in res["failures"]:

@@ -44,16 +44,25 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "hcd-mini"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="competition-layout data folder")
-    p.add_argument("--out", type=Path, default=None, help="packed store folder (default DIR/packed if "
-                   "`hcd prepare` made it, else a temp folder)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="packed store folder (default DIR/packed if `hcd prepare` made it, else a temp folder)",
+    )
     p.add_argument("--models", default="resnet10t,resnet18", help="comma-separated timm model names")
     p.add_argument("--img-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=64, help="the cpu recipe's batch")
     p.add_argument("--steps", type=int, default=6, help="timed steps per measurement (after --warmup)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
-    p.add_argument("--repeats", type=int, default=7, help="rounds of alternating measurements per model: the best "
-                   "images/s count, and hcd / bare is the median of the rounds' ratios (a shared CPU's load "
-                   "changes between rounds, not within one)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="rounds of alternating measurements per model: the best "
+        "images/s count, and hcd / bare is the median of the rounds' ratios (a shared CPU's load "
+        "changes between rounds, not within one)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=typing.get_args(Precision))
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -102,8 +111,14 @@ class Stepper:
 class BareStepper:
     """The plainest timm training step: no augmentation, clipping, schedule or checks; ``dtype`` None = float32."""
 
-    def __init__(self, name: str, device: torch.device, dtype: torch.dtype | None, channels_last: bool,
-                 batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        channels_last: bool,
+        batch: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
         import timm
 
         self.device, self.dtype = device, dtype
@@ -117,8 +132,9 @@ class BareStepper:
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def step(self, *_) -> None:
-        with torch.autocast(device_type=self.device.type, dtype=self.dtype or torch.float32,
-                            enabled=self.dtype is not None):
+        with torch.autocast(
+            device_type=self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+        ):
             out = self.model(self.x).squeeze(1)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), self.y)
         self.opt.zero_grad(set_to_none=True)
@@ -140,8 +156,11 @@ def bare_variants(device: torch.device) -> list[tuple[str, torch.dtype | None, b
     from hcd_kit.device import cpu_caps
 
     low = [("fp16", torch.float16)] if device.type == "cuda" else [("bf16", torch.bfloat16)] if cpu_caps().bf16 else []
-    return [(f"{name} {'channels-last' if cl else 'NCHW'}", dtype, cl)
-            for name, dtype in [("fp32", None), *low] for cl in (False, True)]
+    return [
+        (f"{name} {'channels-last' if cl else 'NCHW'}", dtype, cl)
+        for name, dtype in [("fp32", None), *low]
+        for cl in (False, True)
+    ]
 
 
 def _timed(stepper: Stepper, batches, warmup: int, steps: int, batch_size: int, label: str) -> float:
@@ -179,8 +198,15 @@ def from_loader(store, device: torch.device, batch_size: int):
     """Endless batches from the real ``BatchLoader``, moved to the device as ``hcd train`` does."""
     from hcd_kit.data import BatchLoader
 
-    loader = BatchLoader(store.images, store.labels, batch_size=batch_size, shuffle=True, seed=0,
-                         drop_last=True, pin_memory=device.type == "cuda")
+    loader = BatchLoader(
+        store.images,
+        store.labels,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=0,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
     epoch = 0
     while True:
         loader.set_epoch(epoch)
@@ -199,19 +225,39 @@ def bench_model(name: str, store, device: torch.device, args: argparse.Namespace
     screen = {}
     for label, dtype, cl in bare_variants(device):  # once each, to find the variant to beat
         bare = BareStepper(name, device, dtype, cl, bare_batch)
-        screen[label] = _timed(bare, itertools.repeat(held), args.warmup, max(2, args.steps // 2), args.batch_size,
-                               f"{name} bare {label}")
+        screen[label] = _timed(
+            bare, itertools.repeat(held), args.warmup, max(2, args.steps // 2), args.batch_size, f"{name} bare {label}"
+        )
         del bare
     best_label = max(screen, key=screen.get)
-    best = BareStepper(name, device, *[(d, c) for lbl, d, c in bare_variants(device) if lbl == best_label][0],
-                       bare_batch)
+    best = BareStepper(
+        name, device, *[(d, c) for lbl, d, c in bare_variants(device) if lbl == best_label][0], bare_batch
+    )
     mem, bare_ips, load, ratios = [], [], [], []
     for r in range(args.repeats):  # hcd and bare back to back: each round's ratio sees the same machine
         tag = f" {r + 1}/{args.repeats}"
-        pair = [lambda tag=tag: mem.append(_timed(stepper, from_memory(store, device, args.batch_size), args.warmup,
-                                          args.steps, args.batch_size, f"{name} hcd{tag}")),
-                lambda tag=tag: bare_ips.append(_timed(best, itertools.repeat(held), args.warmup, args.steps,
-                                               args.batch_size, f"{name} bare {best_label}{tag}"))]
+        pair = [
+            lambda tag=tag: mem.append(
+                _timed(
+                    stepper,
+                    from_memory(store, device, args.batch_size),
+                    args.warmup,
+                    args.steps,
+                    args.batch_size,
+                    f"{name} hcd{tag}",
+                )
+            ),
+            lambda tag=tag: bare_ips.append(
+                _timed(
+                    best,
+                    itertools.repeat(held),
+                    args.warmup,
+                    args.steps,
+                    args.batch_size,
+                    f"{name} bare {best_label}{tag}",
+                )
+            ),
+        ]
         for measure in pair if r % 2 == 0 else pair[::-1]:  # either goes first in turn: no order bias
             measure()
         ratios.append(mem[-1] / bare_ips[-1])
@@ -221,12 +267,16 @@ def bench_model(name: str, store, device: torch.device, args: argparse.Namespace
         finally:
             gen.close()  # stops the loader's background thread
     best_mem, best_load, best_bare = max(mem), max(load), max(bare_ips)
-    return {"memory_ips": round(best_mem, 1), "loader_ips": round(best_load, 1),
-            "overhead_pct": round(100.0 * (best_mem - best_load) / best_mem, 1),
-            "bare_ips": round(best_bare, 1), "bare_best": best_label,
-            "bare_screen_ips": {k: round(v, 1) for k, v in screen.items()},
-            "hcd_over_bare": round(statistics.median(ratios), 3),
-            "hcd_over_bare_rounds": [round(x, 3) for x in ratios]}
+    return {
+        "memory_ips": round(best_mem, 1),
+        "loader_ips": round(best_load, 1),
+        "overhead_pct": round(100.0 * (best_mem - best_load) / best_mem, 1),
+        "bare_ips": round(best_bare, 1),
+        "bare_best": best_label,
+        "bare_screen_ips": {k: round(v, 1) for k, v in screen.items()},
+        "hcd_over_bare": round(statistics.median(ratios), 3),
+        "hcd_over_bare_rounds": [round(x, 3) for x in ratios],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,24 +302,39 @@ def main(argv: list[str] | None = None) -> int:
 
     set_threads()  # as `hcd train`: the CPUs this process may use
     results = {name: bench_model(name, store, device, args) for name in names}
-    info = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "cpu": cpu_caps().label, "precision": choose_precision(device, args.precision).label,
-            "threads": torch.get_num_threads(), "batch_size": args.batch_size, "img_size": args.img_size,
-            "steps": args.steps, "repeats": args.repeats, "models": results}
+    info = {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu": cpu_caps().label,
+        "precision": choose_precision(device, args.precision).label,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "img_size": args.img_size,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "models": results,
+    }
     if args.json:
         print(json.dumps(info))
         return 0
     from rich.table import Table
 
-    table = Table(title=f"training images/s on {info['device']} ({info['cpu']}; hcd: {info['precision']}; "
-                        f"batch {args.batch_size}, {args.img_size} px, {info['threads']} threads)")
+    table = Table(
+        title=f"training images/s on {info['device']} ({info['cpu']}; hcd: {info['precision']}; "
+        f"batch {args.batch_size}, {args.img_size} px, {info['threads']} threads)"
+    )
     for col in ("model", "hcd step", "fastest bare step", "hcd / bare", "hcd + loader", "loader overhead"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, r in results.items():
         flag = "" if r["overhead_pct"] <= 5 else " [red](> 5 %)[/]"
         ratio = "" if r["hcd_over_bare"] >= 0.95 else " [red](< 0.95)[/]"
-        table.add_row(name, f"{r['memory_ips']:,.0f}", f"{r['bare_ips']:,.0f} ({r['bare_best']})",
-                      f"{r['hcd_over_bare']:.3f}{ratio}", f"{r['loader_ips']:,.0f}", f"{r['overhead_pct']:.1f} %{flag}")
+        table.add_row(
+            name,
+            f"{r['memory_ips']:,.0f}",
+            f"{r['bare_ips']:,.0f} ({r['bare_best']})",
+            f"{r['hcd_over_bare']:.3f}{ratio}",
+            f"{r['loader_ips']:,.0f}",
+            f"{r['overhead_pct']:.1f} %{flag}",
+        )
     console.print(table)
     return 0
 

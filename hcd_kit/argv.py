@@ -47,7 +47,7 @@ def values(words: Sequence[str], flag: str) -> list[str]:
     out = []
     for i, word in enumerate(words):
         if word.startswith(flag + "="):
-            out.append(word[len(flag) + 1:])
+            out.append(word[len(flag) + 1 :])
         elif word == flag and i + 1 < len(words):
             out.append(words[i + 1])
     return out

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Precision = Literal["auto", "fp16", "bf16", "fp32"]  # auto: fp16 + GradScaler on CUDA; on a CPU bf16 where native, else fp32
+Precision = Literal[
+    "auto", "fp16", "bf16", "fp32"
+]  # auto: fp16 + GradScaler on CUDA; on a CPU bf16 where native, else fp32
 Strategy = Literal["auto", "single", "dp", "ddp", "fold-parallel"]  # auto: DataParallel on 2+ GPUs
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["onecycle", "cosine"]
@@ -17,7 +19,9 @@ Imbalance = Literal["none", "pos-weight", "balanced"]
 TtaViews = Literal[1, 2, 4, 8]  # views per patch: the dihedral subgroups of that size
 BlendMode = Literal["mean", "rank"]  # mean probability, or mean rank (ignores calibration between models)
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]  # hcd train --tracker: each needs its extra
-ProbeHead = Literal["logreg", "mlp"]  # hcd probe --head: standardised features -> logistic regression, or one hidden layer of 256
+ProbeHead = Literal[
+    "logreg", "mlp"
+]  # hcd probe --head: standardised features -> logistic regression, or one hidden layer of 256
 
 # the help of options that several commands share (--help of train, predict, embed, demo, report)
 PRECISION_HELP = "Autocast: auto (fp16 on CUDA; bf16 on a CPU that has it natively, else fp32), fp16, bf16 or fp32."

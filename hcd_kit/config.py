@@ -76,9 +76,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(prefix + k for k in fields)})"
-        )
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(prefix + k for k in fields)})")
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
@@ -128,7 +126,9 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_config(
-    cls: type[T], path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None,
+    cls: type[T],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     base: Mapping[str, Any] | None = None,
 ) -> T:
     """Defaults from ``cls``, then ``base`` (a recipe's table), then the TOML file at ``path`` (if any), then

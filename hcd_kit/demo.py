@@ -127,7 +127,9 @@ def run_demo(
     summary = prepare(layout.root)
     for name, split in summary.splits.items():
         res.prepare_ips[name] = split.images_per_s
-        console.print(f"{name}: {split.count} patches" + ("" if split.up_to_date else f", {split.images_per_s:,.0f} images/s"))
+        console.print(
+            f"{name}: {split.count} patches" + ("" if split.up_to_date else f", {split.images_per_s:,.0f} images/s")
+        )
     res.n_train = summary.splits["train"].count
     res.n_test = summary.splits["test"].count if "test" in summary.splits else 0
     done("prepare")
@@ -144,12 +146,25 @@ def run_demo(
 
     if time_budget is None and data_dir is None and epochs is None:
         time_budget = DEMO_BUDGET
-    cfg = recipe_config(recipe, {"model": model, "epochs": epochs, "batch_size": batch_size, "device": device,
-                                 "seed": seed, "pretrained": False, "time_budget": time_budget})
+    cfg = recipe_config(
+        recipe,
+        {
+            "model": model,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "device": device,
+            "seed": seed,
+            "pretrained": False,
+            "time_budget": time_budget,
+        },
+    )
     step(f"4. hcd train --recipe {recipe}: {cfg.model} from scratch, all 5 folds")
     if time_budget:  # a line of its own: a rule's title is cut to the terminal's width
-        console.print(f"as many of the recipe's {cfg.epochs} epochs as fit a {time_budget} budget for training and "
-                      "prediction: the time plan measures this machine first", soft_wrap=True)
+        console.print(
+            f"as many of the recipe's {cfg.epochs} epochs as fit a {time_budget} budget for training and "
+            "prediction: the time plan measures this machine first",
+            soft_wrap=True,
+        )
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own folder: a fresh run every time

@@ -116,8 +116,12 @@ class PrecisionChoice:
 def _emulated_bf16_warning(isa: str) -> None:
     from hcd_kit.console import err_console
 
-    err_console.print(f"warning: this CPU ({isa}) has no native bfloat16: --precision bf16 runs emulated, "
-                      "10-20x slower than fp32 (--precision auto picks fp32 here)", soft_wrap=True, markup=False)
+    err_console.print(
+        f"warning: this CPU ({isa}) has no native bfloat16: --precision bf16 runs emulated, "
+        "10-20x slower than fp32 (--precision auto picks fp32 here)",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def choose_precision(device: torch.device, precision: Precision = "auto") -> PrecisionChoice:

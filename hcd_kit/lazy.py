@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def public_api(package: str, modules: dict[str, str]) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+def public_api(
+    package: str, modules: dict[str, str]
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """``__all__``, a module ``__getattr__`` (PEP 562) and ``__dir__`` for ``package``; ``modules`` maps each
     submodule to the public names it defines, separated by spaces."""
     homes = {name: module for module, names in modules.items() for name in names.split()}

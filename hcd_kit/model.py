@@ -34,8 +34,10 @@ def check_model_name(name: str) -> None:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown model '{name}'{hint}; `hcd models` lists the pathology foundation models, "
-                          "`python -c \"import timm; print(timm.list_models())\"` timm's")
+        raise ConfigError(
+            f"unknown model '{name}'{hint}; `hcd models` lists the pathology foundation models, "
+            '`python -c "import timm; print(timm.list_models())"` timm\'s'
+        )
 
 
 def create_model(
@@ -76,7 +78,9 @@ def create_model(
     try:
         model = timm.create_model(source, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        mapped = hub_error(backbone.label, hub_id, exc, bool(backbone.entry and backbone.entry.gated)) if hub_id else None
+        mapped = (
+            hub_error(backbone.label, hub_id, exc, bool(backbone.entry and backbone.entry.gated)) if hub_id else None
+        )
         if mapped is not None:
             raise mapped from None
         if not pretrained:
@@ -107,7 +111,9 @@ def create_published(name: str, file: str | os.PathLike[str] | None = None) -> n
     return timm.create_model(name, pretrained=True, **kwargs)
 
 
-def weights_source(name: str, pretrained: bool, weights: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
+def weights_source(
+    name: str, pretrained: bool, weights: str | os.PathLike[str] | None = None
+) -> tuple[str, str | None]:
     """What timm builds ``name`` from, and the hub repository its weights come from (None: not the hub).
 
     Checked without building anything, so training can call it before it writes a run folder: a missing

@@ -66,8 +66,9 @@ class _Renormalise:
         x = args[0]
         key = (x.device, x.dtype)
         if key not in self._on:
-            self._on[key] = tuple(torch.tensor(v, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-                                  for v in (self.scale, self.shift))
+            self._on[key] = tuple(
+                torch.tensor(v, device=x.device, dtype=x.dtype).view(1, -1, 1, 1) for v in (self.scale, self.shift)
+            )
         scale, shift = self._on[key]
         return (x * scale + shift, *args[1:])
 

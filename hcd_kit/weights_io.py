@@ -23,9 +23,15 @@ WEIGHTS_FILE = "model.safetensors"  # every weights folder (export, weights data
 CONFIG_FILE = "config.json"
 
 
-def save_local_dir(model, folder: str | os.PathLike[str], *, img_size: int | None = None,
-                   model_kwargs: dict | None = None, hcd: dict | None = None,
-                   licence: str | None = None) -> list[str]:
+def save_local_dir(
+    model,
+    folder: str | os.PathLike[str],
+    *,
+    img_size: int | None = None,
+    model_kwargs: dict | None = None,
+    hcd: dict | None = None,
+    licence: str | None = None,
+) -> list[str]:
     """Write ``model``'s state dict (``model.safetensors``) and timm's ``config.json`` into ``folder``.
 
     Without ``hcd``, config.json is timm's own (a timm model as published). With it, ``model_kwargs`` (JSON
@@ -75,8 +81,10 @@ def read_config(folder: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"local-dir:{folder}: no {CONFIG_FILE} there; the folder must hold timm's {CONFIG_FILE} "
-                          "and the weights (as `hcd weights export` or `hcd weights push` write them)") from None
+        raise ConfigError(
+            f"local-dir:{folder}: no {CONFIG_FILE} there; the folder must hold timm's {CONFIG_FILE} "
+            "and the weights (as `hcd weights export` or `hcd weights push` write them)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path} is not readable JSON ({exc})") from None
 

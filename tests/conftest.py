@@ -71,8 +71,9 @@ def dev_extra(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         missing = exc
-    pytest.fail(f"{name} is missing ({missing}); the tests need the [dev] extra: pip install -e \".[dev]\"",
-                pytrace=False)
+    pytest.fail(
+        f'{name} is missing ({missing}); the tests need the [dev] extra: pip install -e ".[dev]"', pytrace=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -209,8 +210,9 @@ class KaggleEnv:
     user: str = FAKE_KAGGLE_USER
     key: str = FAKE_KAGGLE_KEY
 
-    def run(self, *args: str, timeout: float = 120, cwd: Path | None = None,
-            env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, timeout: float = 120, cwd: Path | None = None, env: dict[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess:
         """``hcd ARGS...`` as a subprocess (exactly how the outside checks call it); text stdout/stderr."""
         full = dict(self.env)
         for k, v in (env or {}).items():
@@ -220,8 +222,9 @@ class KaggleEnv:
                 full[k] = v
         exe = Path(sys.executable).with_name("hcd")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hcd_kit"]
-        return subprocess.run(cmd + [str(a) for a in args], env=full, cwd=cwd, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            cmd + [str(a) for a in args], env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
 
     def invoke(self, *args: str):
         """``hcd ARGS...`` in-process via typer's CliRunner (result.exit_code, .stdout, .stderr)."""

@@ -46,8 +46,11 @@ def unshare_problem() -> str | None:
 def _readonly_mount_works(probe: Path) -> bool:
     """Whether ``unshare -n -m`` may bind-mount a folder read-only (root in a container usually may)."""
     probe.mkdir(parents=True, exist_ok=True)
-    p = subprocess.run(["unshare", "-n", "-m", "sh", "-c", _RO_MOUNT + ' && ! touch "$1/x" 2>/dev/null', "sh",
-                        str(probe)], capture_output=True, text=True)
+    p = subprocess.run(
+        ["unshare", "-n", "-m", "sh", "-c", _RO_MOUNT + ' && ! touch "$1/x" 2>/dev/null', "sh", str(probe)],
+        capture_output=True,
+        text=True,
+    )
     shutil.rmtree(probe)
     return p.returncode == 0
 
@@ -78,8 +81,14 @@ def make_python(root: Path) -> Path:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # pip: from the view
     py = venv / "bin" / "python"
-    purelib = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  check=True, capture_output=True, text=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     dirs = []
     for k, site_dir in enumerate(dict.fromkeys(site.getsitepackages())):
         if Path(site_dir).is_dir():
@@ -126,8 +135,14 @@ class Sandbox:
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("input", "working", "temp", "home", "tmp"):
             (root / sub).mkdir()
-        return cls(root, make_python(root), root / "input", root / "working", root / "temp",
-                   _readonly_mount_works(root / "ro-probe"))
+        return cls(
+            root,
+            make_python(root),
+            root / "input",
+            root / "working",
+            root / "temp",
+            _readonly_mount_works(root / "ro-probe"),
+        )
 
     def dataset(self, owner: str, slug: str) -> Path:
         """Where Kaggle mounts an attached dataset for kernels pushed from the client (the newer layout)."""
@@ -144,16 +159,29 @@ class Sandbox:
         env = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "TERM")}
         env.update(
             PATH=f"{self.python.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-            HOME=str(self.root / "home"), TMPDIR=str(self.root / "tmp"), PYTHONNOUSERSITE="1",
-            HCD_KAGGLE_INPUT=str(self.input), HCD_KAGGLE_WORKING=str(self.work), HCD_KAGGLE_TEMP=str(self.temp),
+            HOME=str(self.root / "home"),
+            TMPDIR=str(self.root / "tmp"),
+            PYTHONNOUSERSITE="1",
+            HCD_KAGGLE_INPUT=str(self.input),
+            HCD_KAGGLE_WORKING=str(self.work),
+            HCD_KAGGLE_TEMP=str(self.temp),
         )
         return env
 
     def _offline(self, *cmd: str, timeout: float) -> subprocess.CompletedProcess:
         """``cmd`` with no network (and, where possible, the input mounted read-only), cwd /kaggle/working."""
         if self.readonly_mount:
-            wrapped = ["unshare", "-n", "-m", "sh", "-c", _RO_MOUNT + ' && shift && exec "$@"', "sh",
-                       str(self.input), *cmd]
+            wrapped = [
+                "unshare",
+                "-n",
+                "-m",
+                "sh",
+                "-c",
+                _RO_MOUNT + ' && shift && exec "$@"',
+                "sh",
+                str(self.input),
+                *cmd,
+            ]
         else:
             wrapped = ["unshare", "-n", *cmd]
         return subprocess.run(wrapped, env=self.env, cwd=self.work, capture_output=True, text=True, timeout=timeout)

@@ -219,13 +219,19 @@ class KaggleStub:
     def corrupt_zip(self, name: str) -> None:
         self.competitions[name].corrupt = True
 
-    def fail(self, endpoint: str, status: int = 500, times: int = 1, message: str | None = None,
-             retry_after: float | None = None) -> None:
-        self._add_fault(endpoint, Fault("status", times, status, message or f"injected HTTP {status}",
-                                        retry_after=retry_after))
+    def fail(
+        self,
+        endpoint: str,
+        status: int = 500,
+        times: int = 1,
+        message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self._add_fault(
+            endpoint, Fault("status", times, status, message or f"injected HTTP {status}", retry_after=retry_after)
+        )
 
-    def fail_in_body(self, endpoint: str, code: int = 403, message: str = "Permission denied",
-                     times: int = 1) -> None:
+    def fail_in_body(self, endpoint: str, code: int = 403, message: str = "Permission denied", times: int = 1) -> None:
         self._add_fault(endpoint, Fault("body", times, code, message))
 
     def delay(self, endpoint: str, seconds: float, times: int = 1) -> None:
@@ -293,7 +299,7 @@ class KaggleStub:
             sizes = {n: sum(i.file_size for i in zf.infolist() if i.filename.split("/")[0] == n) for n in names}
         start = int(body.get("pageToken") or 0)
         size = int(body.get("pageSize") or 20)
-        page = names[start:start + size]
+        page = names[start : start + size]
         out: dict = {"files": [{"name": n, "totalBytes": sizes[n], "creationDate": ISO_DATE} for n in page]}
         if start + size < len(names):
             out["nextPageToken"] = str(start + size)
@@ -341,11 +347,19 @@ class KaggleStub:
         if blob is None or not blob.complete:
             raise _Reply(400, "Submission file was not uploaded")
         ref = next(self._ids)
-        self.submissions.setdefault(name, []).insert(0, {
-            "ref": ref, "fileName": blob.name, "date": ISO_DATE, "totalBytes": len(blob.data),
-            "description": body.get("submissionDescription", ""), "status": "PENDING",
-            "_polls": self.submission_polls, "_data": bytes(blob.data),
-        })
+        self.submissions.setdefault(name, []).insert(
+            0,
+            {
+                "ref": ref,
+                "fileName": blob.name,
+                "date": ISO_DATE,
+                "totalBytes": len(blob.data),
+                "description": body.get("submissionDescription", ""),
+                "status": "PENDING",
+                "_polls": self.submission_polls,
+                "_data": bytes(blob.data),
+            },
+        )
         return {"message": f"Successfully submitted to {name}", "ref": ref}
 
     def rpc_ListSubmissions(self, body: dict, user: str) -> dict:
@@ -376,23 +390,38 @@ class KaggleStub:
         unfinished = [ref for ref in body.get("kernelDataSources") or [] if not self._finished(ref)]
         queued = self.kernel_next_outcomes.get(short) or []
         self.kernels[key] = Kernel(
-            body=body, version=(old.version + 1) if old else 1, outcome=queued.pop(0) if queued else self.kernel_outcome,
-            failure_message=self.kernel_failure, outputs=dict(self.kernel_outputs), log=self.kernel_log,
+            body=body,
+            version=(old.version + 1) if old else 1,
+            outcome=queued.pop(0) if queued else self.kernel_outcome,
+            failure_message=self.kernel_failure,
+            outputs=dict(self.kernel_outputs),
+            log=self.kernel_log,
             queued_extra=self.kernel_queued_extra.get(short, 0),
         )
         kernel = self.kernels[key]
-        invalid = {f"invalid{kind.capitalize()}Sources": list(sources)
-                   for kind, sources in self.kernel_invalid_sources.items() if sources}
+        invalid = {
+            f"invalid{kind.capitalize()}Sources": list(sources)
+            for kind, sources in self.kernel_invalid_sources.items()
+            if sources
+        }
         if unfinished:
             invalid["invalidKernelSources"] = invalid.get("invalidKernelSources", []) + unfinished
-        return {"ref": f"/code/{key[0]}/{key[1]}", "url": f"{self.url}/code/{key[0]}/{key[1]}",
-                "versionNumber": kernel.version, "kernelId": next(self._ids), **invalid}
+        return {
+            "ref": f"/code/{key[0]}/{key[1]}",
+            "url": f"{self.url}/code/{key[0]}/{key[1]}",
+            "versionNumber": kernel.version,
+            "kernelId": next(self._ids),
+            **invalid,
+        }
 
     def _finished(self, ref: str) -> bool:
         """Whether kernel ``owner/slug`` exists here and its latest version ended COMPLETE (attachable output)."""
         kernel = self.kernels.get(tuple(ref.split("/", 1)))  # type: ignore[arg-type]
-        return kernel is not None and kernel.outcome == "COMPLETE" and \
-            kernel.polls - kernel.queued_extra > self.kernel_polls
+        return (
+            kernel is not None
+            and kernel.outcome == "COMPLETE"
+            and kernel.polls - kernel.queued_extra > self.kernel_polls
+        )
 
     def _kernel(self, body: dict) -> Kernel:
         kernel = self.kernels.get((body.get("userName", ""), body.get("kernelSlug", "")))
@@ -418,7 +447,7 @@ class KaggleStub:
         start = int(body.get("pageToken") or 0)
         size = min(int(body.get("pageSize") or 20), self.output_page_size)
         base = f"{self.url}/stub/files/kernels/{body['userName']}/{body['kernelSlug']}"
-        out: dict = {"files": [{"fileName": n, "url": f"{base}/{n}"} for n in names[start:start + size]]}
+        out: dict = {"files": [{"fileName": n, "url": f"{base}/{n}"} for n in names[start : start + size]]}
         if start == 0 and kernel.log:
             out["log"] = kernel.log
         if start + size < len(names):
@@ -428,8 +457,7 @@ class KaggleStub:
     # ------------------------------------------------------------------ blobs and datasets
     def rpc_StartBlobUpload(self, body: dict, user: str) -> dict:
         token = f"blob-{next(self._ids)}"
-        self.blobs[token] = Blob(body.get("name", ""), int(body.get("contentLength") or 0),
-                                 body.get("type", "DATASET"))
+        self.blobs[token] = Blob(body.get("name", ""), int(body.get("contentLength") or 0), body.get("type", "DATASET"))
         return {"token": token, "createUrl": f"{self.url}/stub/upload/{token}"}
 
     def put_upload(self, token: str, headers: dict[str, str], data: bytes) -> tuple[int, dict[str, str]]:
@@ -442,7 +470,7 @@ class KaggleStub:
                 return 200, {}
             return 308, ({"Range": f"bytes=0-{len(blob.data) - 1}"} if blob.data else {})
         if m := re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", crange):
-            del blob.data[int(m.group(1)):]
+            del blob.data[int(m.group(1)) :]
         else:
             blob.data.clear()
         blob.data.extend(data)
@@ -521,8 +549,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -558,8 +591,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_json(reply.status, {"code": reply.status, "message": reply.message}, reply.headers)
 
-    def _handle(self, stub: KaggleStub, endpoint: str, path: str, body: dict, headers: dict[str, str],
-                data: bytes) -> None:
+    def _handle(
+        self, stub: KaggleStub, endpoint: str, path: str, body: dict, headers: dict[str, str], data: bytes
+    ) -> None:
         fault = stub._take_fault(endpoint)
         if fault is not None and fault.kind == "delay":
             stub.sleep(fault.seconds)

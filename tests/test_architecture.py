@@ -18,8 +18,9 @@ PKG = Path(__file__).resolve().parents[1] / "hcd_kit"
 MODULES = sorted(PKG.rglob("*.py"))
 # every file held to the size cap: the modules (the kernel template's .py parts among them) and any other
 # template file (report.html.j2, kernel-metadata.json, ...)
-SIZED = MODULES + sorted(p for p in PKG.rglob("*") if p.is_file() and p.suffix != ".py"
-                         and "templates" in p.relative_to(PKG).parts)
+SIZED = MODULES + sorted(
+    p for p in PKG.rglob("*") if p.is_file() and p.suffix != ".py" and "templates" in p.relative_to(PKG).parts
+)
 MAX_LINES = 350
 # importer sub-package -> sub-packages it must never import
 FORBIDDEN = {
@@ -74,8 +75,12 @@ def _lazy_homes(tree: ast.AST) -> dict[str, str]:
     """A package ``__init__``'s ``public_api(__name__, {"sub": "Name Other", ...})`` table: name -> submodule."""
     homes = {}
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "public_api" and len(node.args) == 2
-                and isinstance(node.args[1], ast.Dict)):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "public_api"
+            and len(node.args) == 2
+            and isinstance(node.args[1], ast.Dict)
+        ):
             for key, names in zip(node.args[1].keys, node.args[1].values):
                 homes |= {n: ast.literal_eval(key) for n in ast.literal_eval(names).split()}
     return homes
@@ -94,8 +99,13 @@ def import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for mod, tree in trees.items():
-        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(
-            node.test) for stmt in node.body for n in ast.walk(stmt)}
+        skipped = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for stmt in node.body
+            for n in ast.walk(stmt)
+        }
         out = set()
         for node in ast.walk(tree):
             if id(node) in skipped:
@@ -173,8 +183,16 @@ def test_the_cycle_finder_finds_a_cycle():
 
 # What other layers may use of inference: its compute (TTA views and the batched forward pass), never files.
 INFERENCE_COMPUTE = {"hcd_kit.inference.tta", "hcd_kit.inference.predict", "hcd_kit.inference.runs"}
-INFERENCE_COMPUTE_NAMES = {"predict_views", "to_device", "fold_ensemble", "sigmoid_mean", "tta_stack",
-                           "tta_transforms", "tta_views", "load_fold_model"}
+INFERENCE_COMPUTE_NAMES = {
+    "predict_views",
+    "to_device",
+    "fold_ensemble",
+    "sigmoid_mean",
+    "tta_stack",
+    "tta_transforms",
+    "tta_views",
+    "load_fold_model",
+}
 
 
 def _inference_imports(path: Path) -> list[str]:
@@ -187,8 +205,11 @@ def _inference_imports(path: Path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if _layer(p) in ("training", "features", "kaggle", "report")],
-                         ids=lambda p: str(p.relative_to(PKG)))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in MODULES if _layer(p) in ("training", "features", "kaggle", "report")],
+    ids=lambda p: str(p.relative_to(PKG)),
+)
 def test_run_files_are_read_through_the_runs_package(path):
     """Training, features, kaggle and the report read and write run files through ``hcd_kit.runs``; of
     inference they may use the compute only (TTA, the batched forward pass, a fold's rebuilt network)."""
@@ -203,8 +224,10 @@ def test_no_environment_switches_in_the_library():
 
 def test_help_does_not_load_torch():
     """`hcd --help` builds every command's options (train's from TrainConfig) without importing torch."""
-    code = "import sys; from hcd_kit.cli import app; from typer.main import get_command; get_command(app); " \
-           "print('torch' in sys.modules)"
+    code = (
+        "import sys; from hcd_kit.cli import app; from typer.main import get_command; get_command(app); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -212,19 +235,30 @@ def test_help_does_not_load_torch():
 def _calls_timm_create_model(tree: ast.AST) -> bool:
     """True if ``tree`` calls ``timm.create_model(...)`` or imports ``create_model`` from timm (docstrings aside)."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "timm" and any(
-                a.name == "create_model" for a in node.names):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "timm"
+            and any(a.name == "create_model" for a in node.names)
+        ):
             return True
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "create_model"
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "timm"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "create_model"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "timm"
+        ):
             return True
     return False
 
 
 def test_only_model_py_calls_timm_create_model():
     """``hcd_kit/model.py`` is the one place that builds a timm model (see docs/architecture.md)."""
-    callers = [str(p.relative_to(PKG)) for p in MODULES
-               if _calls_timm_create_model(ast.parse(p.read_text(encoding="utf-8"))) and p != PKG / "model.py"]
+    callers = [
+        str(p.relative_to(PKG))
+        for p in MODULES
+        if _calls_timm_create_model(ast.parse(p.read_text(encoding="utf-8"))) and p != PKG / "model.py"
+    ]
     assert not callers, f"{', '.join(callers)} call(s) timm.create_model; build models with hcd_kit.model instead"
 
 

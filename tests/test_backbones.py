@@ -39,7 +39,9 @@ def test_every_entry_builds_its_published_architecture(entry):
     with torch.device("meta"):
         model = timm.create_model(entry.architecture, pretrained=False, num_classes=0, **import_kwargs(entry.kwargs))
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(params_m - entry.params_m) / entry.params_m < 0.02  # published sizes are rounded, (params_m, entry.params_m)
+    assert (
+        abs(params_m - entry.params_m) / entry.params_m < 0.02
+    )  # published sizes are rounded, (params_m, entry.params_m)
     assert model.num_features * (2 if entry.pool == "cls+mean" else 1) == entry.features
 
 
@@ -83,7 +85,12 @@ def test_symbolic_kwargs_round_trip():
 def test_resolve_names_every_kind(tmp_path):
     assert resolve("resnet18").kind == "timm" and not resolve("resnet18").renormalise
     uni = resolve("UNI")
-    assert (uni.kind, uni.name, uni.hub_id, uni.input_size) == ("registry", "vit_large_patch16_224", "MahmoodLab/uni", 224)
+    assert (uni.kind, uni.name, uni.hub_id, uni.input_size) == (
+        "registry",
+        "vit_large_patch16_224",
+        "MahmoodLab/uni",
+        224,
+    )
     assert resolve("hf-hub:bioptimus/H-optimus-0").entry.name == "h-optimus-0"  # the registry knows the id
     assert resolve("hf-hub:someone/else").entry is None
     with pytest.raises(ConfigError, match="no config.json"):
@@ -116,8 +123,9 @@ def test_renormalisation_feeds_the_weights_their_own_statistics():
 
 
 def _tiny_vit(**kw):
-    return timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, embed_dim=32, depth=1,
-                             num_heads=2, **kw)
+    return timm.create_model(
+        "vit_small_patch16_224", pretrained=False, num_classes=0, embed_dim=32, depth=1, num_heads=2, **kw
+    )
 
 
 def _hub_cache(root: Path, repo_id: str, model) -> Path:
@@ -138,7 +146,9 @@ if os.environ.get("HCD_TEST_NET_LOG"):
     atexit.register(lambda: open(os.environ["HCD_TEST_NET_LOG"], "w").write(repr(NET)))
 """
 
-LOAD = NET_AUDIT + """
+LOAD = (
+    NET_AUDIT
+    + """
 import torch, timm
 from hcd_kit.errors import ConfigError
 from hcd_kit.model import create_model, input_normalisation
@@ -151,6 +161,7 @@ except ConfigError as exc:
 torch.save(m.state_dict(), sys.argv[2])
 print(input_normalisation(m))
 """
+)
 
 
 def _refused(res: subprocess.CompletedProcess) -> tuple[list, str]:
@@ -164,8 +175,9 @@ def _refused(res: subprocess.CompletedProcess) -> tuple[list, str]:
 def _load(spec: str, out: Path, **env) -> subprocess.CompletedProcess:
     full = {**os.environ, **env}
     full.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-c", LOAD, spec, str(out)], env=full, text=True, capture_output=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", LOAD, spec, str(out)], env=full, text=True, capture_output=True, timeout=120
+    )
 
 
 def test_registry_weights_come_from_the_hub_cache_under_its_real_id(tmp_path):
@@ -210,8 +222,13 @@ def test_unreachable_hub_is_detected_by_one_probe_connection(tmp_path):
         port = s.getsockname()[1]
     env = {"HF_HOME": str(tmp_path / "empty"), "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
     env_clean = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    res = subprocess.run([sys.executable, "-c", LOAD, "uni2-h", str(tmp_path / "o.pt")], env={**env_clean, **env},
-                         text=True, capture_output=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", LOAD, "uni2-h", str(tmp_path / "o.pt")],
+        env={**env_clean, **env},
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     net, line = _refused(res)
     # the probe's one connection, refused; then the hub client is never let loose on the endpoint (no retries)
     assert [e for e in net if e[0] == "socket.connect"] == [("socket.connect", ("127.0.0.1", port))], net
@@ -244,8 +261,16 @@ def test_a_fixed_size_timm_vit_trains_and_predicts_at_the_run_size(subset_factor
     data = subset_factory(n_train=48, n_test=8)
     prepare(data, workers=1)
     create_folds(data, n_folds=2, seed=0)
-    cfg = TrainConfig(model="vit_tiny_patch16_224", pretrained=False, device="cpu", img_size=32, threads=1,
-                      batch_size=16, epochs=1, precision="fp32")
+    cfg = TrainConfig(
+        model="vit_tiny_patch16_224",
+        pretrained=False,
+        device="cpu",
+        img_size=32,
+        threads=1,
+        batch_size=16,
+        epochs=1,
+        precision="fp32",
+    )
     train(cfg, data, tmp_path / "vit", folds=[0])
     res = predict_run(data, tmp_path / "vit", tta=1, device="cpu", precision="fp32")
     assert res.n_images == 8
@@ -260,8 +285,9 @@ def test_a_foundation_model_trains_from_its_weights_unless_told_otherwise(tmp_pa
 
     cfg, _ = resolve_config(None, {"model": "uni"}, tmp_path / "r", False, recipe="cpu")
     assert cfg.pretrained and cfg.img_size == 224
-    cfg, _ = resolve_config(None, {"model": "uni", "pretrained": False, "img_size": 96}, tmp_path / "r", False,
-                            recipe="cpu")
+    cfg, _ = resolve_config(
+        None, {"model": "uni", "pretrained": False, "img_size": 96}, tmp_path / "r", False, recipe="cpu"
+    )
     assert not cfg.pretrained and cfg.img_size == 96
     cfg, _ = resolve_config(None, {"model": "resnet18"}, tmp_path / "r", False, recipe="cpu")
     assert not cfg.pretrained and cfg.img_size == 96  # the recipe's, for a plain timm CNN
@@ -274,15 +300,40 @@ def test_offline_training_of_a_gated_model_stops_before_writing_anything(sample_
     import shutil
 
     shutil.copytree(sample_root, data)
-    subprocess.run([sys.executable, "-m", "hcd_kit", "prepare", "--data-dir", str(data)], env=env, check=True,
-                   capture_output=True, timeout=120)
-    subprocess.run([sys.executable, "-m", "hcd_kit", "folds", "--data-dir", str(data)], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "hcd_kit", "prepare", "--data-dir", str(data)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "hcd_kit", "folds", "--data-dir", str(data)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     net_log = tmp_path / "net.txt"
     hcd = NET_AUDIT + "from hcd_kit.cli import main\nmain(sys.argv[1:])\n"  # `hcd train ...`, network counted
-    res = subprocess.run([sys.executable, "-c", hcd, "train", "--data-dir", str(data), "--model", "uni",
-                          "--run-dir", str(tmp_path / "run")], env={**env, "HCD_TEST_NET_LOG": str(net_log)},
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            hcd,
+            "train",
+            "--data-dir",
+            str(data),
+            "--model",
+            "uni",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        env={**env, "HCD_TEST_NET_LOG": str(net_log)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "MahmoodLab/uni" in lines[0] and "gated" in lines[0], res.stderr

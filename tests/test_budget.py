@@ -25,8 +25,19 @@ from hcd_kit.training import budget
 from hcd_kit.training.budget import MARGIN, RunClock, Speeds, Work, fit_epochs, format_duration, parse_duration
 from hcd_kit.training.runs import finished
 
-FAST = ["--device", "cpu", "--no-pretrained", "--model", "resnet10t", "--img-size", "32", "--threads", "1",
-        "--batch-size", "32"]
+FAST = [
+    "--device",
+    "cpu",
+    "--no-pretrained",
+    "--model",
+    "resnet10t",
+    "--img-size",
+    "32",
+    "--threads",
+    "1",
+    "--batch-size",
+    "32",
+]
 
 
 def hcd_train(*args):
@@ -43,8 +54,10 @@ def data(sample_root, tmp_path_factory):
 # ------------------------------------------------------------------------------------------ pure
 
 
-@pytest.mark.parametrize("text, seconds", [("30m", 1800), ("11h", 39600), ("1h30m", 5400), ("90s", 90),
-                                           ("5400", 5400), ("1.5h", 5400), ("2h5m30s", 7530)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("30m", 1800), ("11h", 39600), ("1h30m", 5400), ("90s", 90), ("5400", 5400), ("1.5h", 5400), ("2h5m30s", 7530)],
+)
 def test_durations_read_like_people_write_them(text, seconds):
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds, abs=30)  # the printed form reads back
@@ -82,8 +95,9 @@ def test_a_budget_too_small_for_one_epoch_names_the_smallest_that_fits():
     with pytest.raises(ConfigError) as err:
         fit_epochs(SPEEDS, FULL, configured=8, budget_s=1200, budget_text="20m")
     # one epoch of every fold + prediction: 10 + 940 + 517.3 = 1467.3 s (24 m); / (1 - 7 %) = 1577.8 s -> 27 m
-    assert str(err.value) == ("--time-budget 20m is too small: one epoch of 5 folds + TTA x8 prediction needs about "
-                              "24m; give at least 27m")
+    assert str(err.value) == (
+        "--time-budget 20m is too small: one epoch of 5 folds + TTA x8 prediction needs about 24m; give at least 27m"
+    )
     assert fit_epochs(SPEEDS, FULL, 8, parse_duration("27m")).epochs == 1
     with pytest.raises(ConfigError):
         fit_epochs(SPEEDS, FULL, 8, parse_duration("26m"))
@@ -149,8 +163,7 @@ def test_a_small_budget_trains_fewer_epochs_and_the_run_records_them(data, tmp_p
     budget_s = 3 * one_epoch.total_s / (1 - MARGIN)
     text = f"{budget_s:.1f}s"
     run = tmp_path / "run"
-    res = hcd_train("--data-dir", data, "--run-dir", run, "--fold", "0", "--epochs", 1000, "--time-budget", text,
-                    *FAST)
+    res = hcd_train("--data-dir", data, "--run-dir", run, "--fold", "0", "--epochs", 1000, "--time-budget", text, *FAST)
     assert res.exit_code == 0, res.output
     config = read_toml(run / "config.toml")
     record = json.loads((run / "budget.json").read_text())
@@ -193,8 +206,16 @@ def test_slow_epochs_stop_the_fold_early_as_a_finished_fold(data, tmp_path, monk
         skew[0] += 120.0  # 2 steps an epoch: 240 s an epoch, where the plan expected 96 s
         return loss
 
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=32, threads=1, batch_size=32,
-                      epochs=8, time_budget="11m")
+    cfg = TrainConfig(
+        model="resnet10t",
+        pretrained=False,
+        device="cpu",
+        img_size=32,
+        threads=1,
+        batch_size=32,
+        epochs=8,
+        time_budget="11m",
+    )
     run = RunLayout.of(tmp_path / "run")
     results = train(cfg, data, run.root, folds=[0], hooks=Hooks(loss=slow_step))
     log = run.log.read_text()
@@ -213,8 +234,9 @@ def test_slow_epochs_stop_the_fold_early_as_a_finished_fold(data, tmp_path, monk
 def test_kernel_trains_with_an_11h_budget_unless_told_otherwise(project):
     from hcd_kit.kaggle import KernelSpec, render_kernel
 
-    folder = render_kernel(KernelSpec(fold="0", train_args="--no-pretrained --time-budget 2h"), "alice",
-                           project / "kernels")
+    folder = render_kernel(
+        KernelSpec(fold="0", train_args="--no-pretrained --time-budget 2h"), "alice", project / "kernels"
+    )
     script = next(folder.glob("*.py"))
     assert 'TRAIN_ARGS = ["--no-pretrained", "--time-budget", "2h"]' in script.read_text()
     spec = importlib.util.spec_from_file_location("rendered_kernel", script)

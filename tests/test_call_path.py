@@ -51,14 +51,18 @@ def trace_train(cfg, data_dir: Path, run_dir: Path, folds: list[int]) -> list[tu
         if event == "call":
             code = frame.f_code
             inside = bool(stack) and stack[-1]
-            if not inside and code.co_filename.startswith(pkg) and code.co_name == "train" \
-                    and code.co_filename.endswith("training/loop.py"):
+            if (
+                not inside
+                and code.co_filename.startswith(pkg)
+                and code.co_name == "train"
+                and code.co_filename.endswith("training/loop.py")
+            ):
                 inside = True
             stack.append(inside)
             if inside and code.co_filename.startswith(pkg):
-                names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+                names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
                 if any(isinstance(frame.f_locals.get(n), kinds) for n in names):
-                    key = (code.co_filename[len(pkg):], code.co_qualname)
+                    key = (code.co_filename[len(pkg) :], code.co_qualname)
                     if key not in seen:
                         seen.add(key)
                         path.append(key)
@@ -92,16 +96,23 @@ def test_reentries_counts_moves_back_into_a_file():
 
 @pytest.fixture(scope="module")
 def data(sample_root, tmp_path_factory):
-    return packed_subset(sample_root, tmp_path_factory.mktemp("callpath") / "data", n_train=96, n_test=8,
-                         n_folds=3)
+    return packed_subset(sample_root, tmp_path_factory.mktemp("callpath") / "data", n_train=96, n_test=8, n_folds=3)
 
 
 def test_following_the_config_from_train_re_enters_no_file_more_than_twice(data, tmp_path):
     from hcd_kit.training import TrainConfig
 
     # 100 hours: the planner measures this machine and plans the 1 configured epoch
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=32, threads=1, batch_size=32,
-                      epochs=1, time_budget="100h")
+    cfg = TrainConfig(
+        model="resnet10t",
+        pretrained=False,
+        device="cpu",
+        img_size=32,
+        threads=1,
+        batch_size=32,
+        epochs=1,
+        time_budget="100h",
+    )
     path = trace_train(cfg, data, tmp_path / "run", folds=[0, 1])
     walk = " -> ".join(f"{f}:{fn}" for f, fn in path)
     again = reentries(path)

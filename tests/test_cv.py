@@ -155,8 +155,11 @@ def test_learning_curves_have_integer_epoch_ticks_and_mark_each_folds_best_epoch
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
         labels = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels() if t.get_text()]
         assert labels and all(lab.lstrip("-").isdigit() for lab in labels), labels
-        best = {line.get_gid(): (list(line.get_xdata()), list(line.get_ydata()))
-                for line in ax.get_lines() if str(line.get_gid()).startswith("best")}
+        best = {
+            line.get_gid(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines()
+            if str(line.get_gid()).startswith("best")
+        }
         assert {k: x for k, (x, _) in best.items()} == {"best fold 0": [2], "best fold 1": [3], "best fold 2": [1]}
         column = "val_auc" if "AUC" in ax.get_title() else "val_loss"
         for k, (x, y) in best.items():

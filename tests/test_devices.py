@@ -39,21 +39,40 @@ def test_device_cuda_without_a_gpu_is_refused_by_hcd_train_in_one_line(gpus, sam
     gpus(0)
     data = packed_subset(sample_root, tmp_path / "data", n_train=16, n_test=4)
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", "--data-dir", str(data), "--run-dir", str(run), "--device", "cuda",
-                                   "--no-pretrained", "--model", "resnet10t", "--epochs", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(data),
+            "--run-dir",
+            str(run),
+            "--device",
+            "cuda",
+            "--no-pretrained",
+            "--model",
+            "resnet10t",
+            "--epochs",
+            "1",
+        ],
+    )
     # a ConfigError (a flag that cannot be honoured here): exit code 2, one line, nothing written
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().splitlines() == [
-        "error: device 'cuda' asked for but no CUDA GPU is visible; use --device cpu"], res.stderr
+        "error: device 'cuda' asked for but no CUDA GPU is visible; use --device cpu"
+    ], res.stderr
     assert res.stdout == "" and not run.exists()
 
 
-@pytest.mark.parametrize("n_gpus, spec, says", [
-    (0, "cuda:3", "device 'cuda:3' asked for but no CUDA GPU is visible; use --device cpu"),
-    (2, "cuda:3", "device 'cuda:3' does not exist: 2 GPU(s) visible"),
-    (2, "gpu", "unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"),
-    (2, "meta", "unsupported device 'meta' (use auto, cpu, cuda or cuda:N)"),
-])
+@pytest.mark.parametrize(
+    "n_gpus, spec, says",
+    [
+        (0, "cuda:3", "device 'cuda:3' asked for but no CUDA GPU is visible; use --device cpu"),
+        (2, "cuda:3", "device 'cuda:3' does not exist: 2 GPU(s) visible"),
+        (2, "gpu", "unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"),
+        (2, "meta", "unsupported device 'meta' (use auto, cpu, cuda or cuda:N)"),
+    ],
+)
 def test_resolve_device_refuses_what_is_not_there(gpus, n_gpus, spec, says):
     gpus(n_gpus)
     with pytest.raises(ConfigError) as err:

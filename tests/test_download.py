@@ -21,8 +21,9 @@ ENTRIES = ["sample_submission.csv", "test", "train", "train_labels.csv"]
 
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under the four competition entries, relative name -> bytes."""
-    return {str(p.relative_to(root)): p.read_bytes() for e in ENTRIES for p in sorted((root / e).rglob("*"))
-            if p.is_file()} | {e: (root / e).read_bytes() for e in ENTRIES if (root / e).is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for e in ENTRIES for p in sorted((root / e).rglob("*")) if p.is_file()
+    } | {e: (root / e).read_bytes() for e in ENTRIES if (root / e).is_file()}
 
 
 def assert_same_data(data: Path, src: Path) -> None:
@@ -53,8 +54,7 @@ def test_outside_check_shape_then_noop(kaggle_env, kaggle_competition, tmp_path)
     assert "already downloaded and complete" in second.stdout and "nothing to do" in second.stdout
     assert len(kaggle_env.server.calls("DownloadDataFiles")) == 1  # the second run asked Kaggle nothing
     assert_same_data(data, src)
-    kaggle_env.assert_no_secret(first.stdout, first.stderr, second.stdout, second.stderr,
-                                paths=(data, kaggle_env.home))
+    kaggle_env.assert_no_secret(first.stdout, first.stderr, second.stdout, second.stderr, paths=(data, kaggle_env.home))
 
 
 def test_interrupted_download_and_extraction_are_redone(kaggle_env, kaggle_competition, tmp_path):
@@ -119,14 +119,22 @@ def test_wrong_key_401_never_shows_the_key(kaggle_env, kaggle_competition, tmp_p
 @pytest.mark.parametrize(
     "setup, args, expected",
     [
-        (lambda s: s.rules_accepted.update({C: False}), [],
-         "HTTP 403, forbidden: You must accept this competition's rules"),
-        (lambda s: None, ["--competition", "no-such-competition"],
-         "Kaggle does not know competition 'no-such-competition' (HTTP 404)"),
-        (lambda s: s.fail("DownloadDataFiles", 500, times=99), ["--retries", "2"],
-         "(HTTP 500: injected HTTP 500) after 3 attempts"),
-        (lambda s: s.delay("DownloadDataFiles", 30), ["--stall-timeout", "1"],
-         "no answer from Kaggle within 1 s"),
+        (
+            lambda s: s.rules_accepted.update({C: False}),
+            [],
+            "HTTP 403, forbidden: You must accept this competition's rules",
+        ),
+        (
+            lambda s: None,
+            ["--competition", "no-such-competition"],
+            "Kaggle does not know competition 'no-such-competition' (HTTP 404)",
+        ),
+        (
+            lambda s: s.fail("DownloadDataFiles", 500, times=99),
+            ["--retries", "2"],
+            "(HTTP 500: injected HTTP 500) after 3 attempts",
+        ),
+        (lambda s: s.delay("DownloadDataFiles", 30), ["--stall-timeout", "1"], "no answer from Kaggle within 1 s"),
     ],
     ids=["403-rules", "404-unknown", "500-after-retries", "stalled-timeout"],
 )
@@ -184,8 +192,9 @@ def _evil_zip(src: Path, dest: Path, kind: str, outside: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("kind, why", [("dotdot", "'..' component"), ("absolute", "absolute path"),
-                                       ("symlink", "symbolic link")])
+@pytest.mark.parametrize(
+    "kind, why", [("dotdot", "'..' component"), ("absolute", "absolute path"), ("symlink", "symbolic link")]
+)
 def test_unsafe_members_are_refused(kaggle_env, kaggle_competition, tmp_path, kind, why):
     src, _ = kaggle_competition
     outside = tmp_path / "outside.txt"
@@ -216,8 +225,14 @@ def test_competition_must_be_a_slug_before_anything_is_written(kaggle_env, tmp_p
 
 def test_bad_slug_is_reported_before_missing_credentials(kaggle_env, tmp_path):
     data = tmp_path / "DIR"
-    r = kaggle_env.run("download", "--data-dir", data, "--competition", "../../../escaped/x",
-                       env={"KAGGLE_USERNAME": None, "KAGGLE_KEY": None})
+    r = kaggle_env.run(
+        "download",
+        "--data-dir",
+        data,
+        "--competition",
+        "../../../escaped/x",
+        env={"KAGGLE_USERNAME": None, "KAGGLE_KEY": None},
+    )
     assert r.returncode == 2 and "not a Kaggle competition slug" in one_error_line(r.stderr)
     assert not data.exists() and not list(tmp_path.rglob("escaped"))
 
@@ -230,8 +245,17 @@ def _zip_with(src: Path, dest: Path, extra: dict[str, bytes]) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("entry", ["packed/manifest.json", "folds.csv", f"{WORK}/staging/train/x.tif", MARKER,
-                                   "prepare-problems.csv", "Packed/train_ids.csv"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "packed/manifest.json",
+        "folds.csv",
+        f"{WORK}/staging/train/x.tif",
+        MARKER,
+        "prepare-problems.csv",
+        "Packed/train_ids.csv",
+    ],
+)
 def test_entries_named_like_hcd_files_are_refused(kaggle_env, kaggle_competition, tmp_path, entry):
     src, _ = kaggle_competition
     kaggle_env.server.add_competition(C, _zip_with(src, tmp_path / "clash.zip", {entry: b"from the archive"}))

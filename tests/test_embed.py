@@ -42,8 +42,9 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     """A 2-block ViT at 32 px, as a local-dir folder and as a cached hub repository."""
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    net = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                            num_classes=0).eval()
+    net = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0
+    ).eval()
     folder = save_timm(net, root / "local")
     save_timm(net, hub_snapshot(root / "hf", HUB_ID))
     return SimpleNamespace(net=net, spec=f"local-dir:{folder}", folder=folder, hf_home=root / "hf")
@@ -132,12 +133,14 @@ def test_other_settings_or_data_are_refused_in_one_line_unless_forced(tiny, data
     again = runner.invoke(app, [*map(str, base), "--tta", "2"])
     assert again.exit_code == 0 and "already embedded" in again.stdout
 
-    for extra, says in [(["--tta", "4"], "tta = 2, but this embed asks for 4"),
-                        (["--tta", "2", "--img-size", "64"], "img_size = 32, but this embed asks for 64"),
-                        (["--tta", "2", "--no-pretrained"], "pretrained = True, but this embed asks for False")]:
+    for extra, says in [
+        (["--tta", "4"], "tta = 2, but this embed asks for 4"),
+        (["--tta", "2", "--img-size", "64"], "img_size = 32, but this embed asks for 64"),
+        (["--tta", "2", "--no-pretrained"], "pretrained = True, but this embed asks for False"),
+    ]:
         r = runner.invoke(app, [*map(str, base), *extra])
         assert r.exit_code == 2, r.output
-        line, = r.stderr.strip().splitlines()
+        (line,) = r.stderr.strip().splitlines()
         assert says in line and "pass --force to rebuild it, or choose another --out" in line
     with pytest.raises(ConfigError, match="test features of another packed store"):
         embed(subset_factory(n_train=4, n_test=6), tiny.spec, out, tta=2, splits=("test",))
@@ -151,14 +154,31 @@ def test_a_hub_checkpoint_comes_from_the_offline_cache(tiny, data, tmp_path):
     embed(data, tiny.spec, local, tta=2, splits=("test",), precision="fp32")
     env = {**os.environ, "HF_HOME": str(tiny.hf_home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HF_HUB_CACHE", None)
-    cmd = [sys.executable, "-m", "hcd_kit", "embed", "--data-dir", str(data), "--model", f"hf-hub:{HUB_ID}",
-           "--tta", "2", "--out", str(hub), "--split", "test", "--precision", "fp32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hcd_kit",
+        "embed",
+        "--data-dir",
+        str(data),
+        "--model",
+        f"hf-hub:{HUB_ID}",
+        "--tta",
+        "2",
+        "--out",
+        str(hub),
+        "--split",
+        "test",
+        "--precision",
+        "fp32",
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     got = open_features(hub)
     assert got.manifest["kind"] == "hf-hub" and got.manifest["img_size"] == 32  # from the hub's config.json
-    np.testing.assert_allclose(got.split("test").features, open_features(local).split("test").features,
-                               rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        got.split("test").features, open_features(local).split("test").features, rtol=0, atol=1e-3
+    )
 
     cmd[7], cmd[11] = "hf-hub:hcd-test/absent", str(tmp_path / "absent")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

@@ -39,8 +39,10 @@ def make_runs(tmp_path, n_oof: int, **qualities: float) -> list:
     test_ids = [f"t{i:03d}" for i in range(30)]
     oof_ids = [f"o{i:03d}" for i in range(n_oof)]
     labels = rng.integers(0, 2, len(oof_ids))
-    return [make_run(tmp_path / name, test_ids, oof_ids, labels, seed=i, quality=q)
-            for i, (name, q) in enumerate(qualities.items(), 1)]
+    return [
+        make_run(tmp_path / name, test_ids, oof_ids, labels, seed=i, quality=q)
+        for i, (name, q) in enumerate(qualities.items(), 1)
+    ]
 
 
 @pytest.fixture
@@ -88,7 +90,9 @@ def test_rank_blend_follows_the_sample_order(two_runs, tmp_path):
     order = list(reversed(_read(a).index))
     pd.DataFrame({"id": order, "label": 0}).to_csv(data / "sample_submission.csv", index=False)
     out = tmp_path / "rank.csv"
-    res = runner.invoke(app, ["ensemble", str(a), str(b), "--blend", "rank", "--data-dir", str(data), "--out", str(out)])
+    res = runner.invoke(
+        app, ["ensemble", str(a), str(b), "--blend", "rank", "--data-dir", str(data), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     got = pd.read_csv(out, dtype={"id": str})
     assert got["id"].tolist() == order
@@ -130,7 +134,9 @@ def test_a_prediction_that_is_not_a_probability_is_refused(two_runs, tmp_path, b
     for how in ("mean", "rank"):
         res = runner.invoke(app, ["ensemble", str(a), str(b), "--blend", how, "--out", str(out)])
         assert res.exit_code == 1 and not out.exists()
-        assert f"1 label(s) are not probabilities in [0, 1] (first: id {sub.loc[3, 'id']}" in " ".join(res.stderr.split())
+        assert f"1 label(s) are not probabilities in [0, 1] (first: id {sub.loc[3, 'id']}" in " ".join(
+            res.stderr.split()
+        )
 
 
 def test_pred_files_replace_the_runs_submissions(two_runs, tmp_path):
@@ -213,8 +219,10 @@ def test_auto_weights_drop_a_noise_run_and_report_the_nested_gain(good_and_noise
     assert w[1] <= 0.1 and sum(w) == pytest.approx(1) and mode in ("mean", "rank") and auto["parts"] == 5
     assert auto["nested_gain"] > 0.02
     assert auto["nested_gain"] == pytest.approx(auto["nested_auc"] - auto["nested_equal_auc"])
-    gain_line = (f"nested OOF AUC (5 held-out parts): auto {auto['nested_auc']:.4f} vs equal-weight mean "
-                 f"{auto['nested_equal_auc']:.4f} ({auto['nested_gain']:+.4f})")  # a gain > 0.02: "+0.0xyz"
+    gain_line = (
+        f"nested OOF AUC (5 held-out parts): auto {auto['nested_auc']:.4f} vs equal-weight mean "
+        f"{auto['nested_equal_auc']:.4f} ({auto['nested_gain']:+.4f})"
+    )  # a gain > 0.02: "+0.0xyz"
     assert gain_line in res.stdout
     assert f"weights auto: {mode} blend, weights {w[0]:.2f},{w[1]:.2f}" in res.stdout
     tg, tn = _read(good), _read(noise)
@@ -225,8 +233,9 @@ def test_auto_weights_drop_a_noise_run_and_report_the_nested_gain(good_and_noise
     got = pd.read_csv(out, dtype={"id": str}).set_index("id")["label"].loc[tg.index]
     assert np.allclose(got, expected, atol=1e-7)  # the weights chosen on OOF are the ones applied to the test set
 
-    res = runner.invoke(app, ["ensemble", str(good), str(noise), "--weights", "auto", "--blend", "rank",
-                              "--out", str(out)])
+    res = runner.invoke(
+        app, ["ensemble", str(good), str(noise), "--weights", "auto", "--blend", "rank", "--out", str(out)]
+    )
     assert res.exit_code == 0 and "searched rank only" in res.stdout and "vs equal-weight rank" in res.stdout
     assert json.loads(Path(f"{out}.json").read_text())["ensemble"] == "rank"
 
@@ -258,20 +267,34 @@ def test_auto_blend_of_two_real_tiny_runs_writes_a_valid_submission(subset_facto
     create_folds(data, n_folds=2, seed=0)
     runs = []
     for seed in (0, 1):
-        cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=32,
-                          epochs=1, lr=3e-3, precision="fp32", seed=seed)
+        cfg = TrainConfig(
+            model="resnet10t",
+            pretrained=False,
+            device="cpu",
+            img_size=48,
+            threads=1,
+            batch_size=32,
+            epochs=1,
+            lr=3e-3,
+            precision="fp32",
+            seed=seed,
+        )
         train(cfg, data, tmp_path / f"run{seed}")
         pred = predict_run(data, tmp_path / f"run{seed}", tta=2, device="cpu", precision="fp32")
         assert pred.oof_file == tmp_path / f"run{seed}" / "oof_tta2.csv" and pred.oof_file.is_file()
         runs.append(tmp_path / f"run{seed}")
     out = tmp_path / "auto.csv"
 
-    res = runner.invoke(app, ["ensemble", *map(str, runs), "--weights", "auto", "--out", str(out),
-                              "--data-dir", str(data)])
+    res = runner.invoke(
+        app, ["ensemble", *map(str, runs), "--weights", "auto", "--out", str(out), "--data-dir", str(data)]
+    )
 
     assert res.exit_code == 0, res.output
-    gain = re.search(r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight mean \d\.\d{4} "
-                     r"\(([+-]\d\.\d{4})\)", res.stdout)
+    gain = re.search(
+        r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight mean \d\.\d{4} "
+        r"\(([+-]\d\.\d{4})\)",
+        res.stdout,
+    )
     assert gain and gain.group(1) != "-0.0000", res.stdout
     assert res.stdout.count("(TTA x2 OOF)") == 2 and "mix" not in res.stdout
     sub = validate_submission(out, data / "sample_submission.csv")

@@ -22,11 +22,28 @@ from hcd_kit.runs.model import read_run_model
 runner = CliRunner()
 TINY = "tiny-path"  # a registry entry at tiny width: what uni or uni2-h are, with classes in its kwargs
 TINY_ENTRY = registry.Entry(
-    name=TINY, hub="someone/tiny-path", architecture="vit_small_patch16_224",
-    kwargs={"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0, "init_values": 1e-5,
-            "reg_tokens": 2, "no_embed_class": True, "mlp_layer": "py:timm.layers.SwiGLUPacked",
-            "act_layer": "py:torch.nn.SiLU", "dynamic_img_size": True},
-    input_size=32, features=32, mean=(0.7, 0.6, 0.7), std=(0.2, 0.25, 0.2), licence="CC-BY-NC-ND-4.0", gated=True,
+    name=TINY,
+    hub="someone/tiny-path",
+    architecture="vit_small_patch16_224",
+    kwargs={
+        "img_size": 32,
+        "embed_dim": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "mlp_ratio": 2.0,
+        "init_values": 1e-5,
+        "reg_tokens": 2,
+        "no_embed_class": True,
+        "mlp_layer": "py:timm.layers.SwiGLUPacked",
+        "act_layer": "py:torch.nn.SiLU",
+        "dynamic_img_size": True,
+    },
+    input_size=32,
+    features=32,
+    mean=(0.7, 0.6, 0.7),
+    std=(0.2, 0.25, 0.2),
+    licence="CC-BY-NC-ND-4.0",
+    gated=True,
 )
 
 
@@ -41,8 +58,9 @@ def make_run(run: Path, model: str = "test_resnet", img_size: int = 32, folds=(0
     """A run folder as `hcd train` leaves it: config.toml, folds.csv (fold 0: 4 ids, fold 1: 6), fold*/best.pt."""
     run.mkdir(parents=True)
     (run / "config.toml").write_text(dumps_toml({"model": model, "img_size": img_size, "seed": 0}))
-    pd.DataFrame({"id": [f"p{i:02d}" for i in range(10)], "fold": [0] * 4 + [1] * 6}).to_csv(run / "folds.csv",
-                                                                                           index=False)
+    pd.DataFrame({"id": [f"p{i:02d}" for i in range(10)], "fold": [0] * 4 + [1] * 6}).to_csv(
+        run / "folds.csv", index=False
+    )
     for k in folds:
         torch.manual_seed(100 + k)
         net = create_model(model)
@@ -83,9 +101,17 @@ def test_export_reloads_exactly_as_a_local_dir_model(tmp_path):
     assert cfg["architecture"] == "test_resnet" and cfg["num_classes"] == 1
     assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
     assert cfg["pretrained_cfg"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    assert cfg["hcd"] == {"registry": None, "model_kwargs": {}, "source_model": "test_resnet",
-                          "run": str(run.resolve()), "fold": 1, "img_size": 32, "train_patches": 4, "licence": None,
-                          "written_by": "hcd weights export"}
+    assert cfg["hcd"] == {
+        "registry": None,
+        "model_kwargs": {},
+        "source_model": "test_resnet",
+        "run": str(run.resolve()),
+        "fold": 1,
+        "img_size": 32,
+        "train_patches": 4,
+        "licence": None,
+        "written_by": "hcd weights export",
+    }
     check_reload(run, 1, out, 32)
     import timm  # timm alone loads it too, head included
 
@@ -101,7 +127,7 @@ def test_export_refuses_a_folder_with_files_unless_force(tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     r = export(run, "--fold", 1, "--out", out)
     assert r.exit_code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert f"--out {out} already holds files; pass --force" in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     r = export(run, "--fold", 1, "--out", out, "--force")
@@ -115,10 +141,13 @@ def test_export_refuses_a_folder_with_files_unless_force(tmp_path):
     assert (empty / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("args, code, says", [
-    (("--fold", 3), 1, "no best.pt for fold(s) [3]"),
-    (("--fold", 0, "--out-is-file"), 1, "is a file; name a folder"),
-])
+@pytest.mark.parametrize(
+    "args, code, says",
+    [
+        (("--fold", 3), 1, "no best.pt for fold(s) [3]"),
+        (("--fold", 0, "--out-is-file"), 1, "is a file; name a folder"),
+    ],
+)
 def test_export_refusals_are_one_line(tmp_path, args, code, says):
     run = make_run(tmp_path / "run", folds=(0,))
     out = tmp_path / "out"
@@ -127,7 +156,7 @@ def test_export_refusals_are_one_line(tmp_path, args, code, says):
         args = args[:-1]
     r = export(run, *args, "--out", out)
     assert r.exit_code == code, r.output
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert says in line, line
     assert not (tmp_path / "out").is_dir() and len(list(tmp_path.iterdir())) == 1 + out.is_file()
 
@@ -160,8 +189,22 @@ def test_hcd_embed_takes_the_export(tmp_path, subset_factory):
     assert export(run, "--fold", 0, "--out", out).exit_code == 0
     data = subset_factory(n_train=8, n_test=4)
     feats = tmp_path / "features"
-    r = runner.invoke(app, ["embed", "--data-dir", str(data), "--model", f"local-dir:{out}", "--out", str(feats),
-                            "--device", "cpu", "--precision", "fp32"])
+    r = runner.invoke(
+        app,
+        [
+            "embed",
+            "--data-dir",
+            str(data),
+            "--model",
+            f"local-dir:{out}",
+            "--out",
+            str(feats),
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "at 32 px" in r.stdout
     stored = np.load(feats / "train_features.npy")

@@ -25,13 +25,33 @@ from hcd_kit.training.finetune import layer_ids, prepare_model, trainable_summar
 
 VIT, N_BLOCKS = "test_vit", 6
 CPU = Env(torch.device("cpu"), None)
-FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "16",
-        "--precision", "fp32"]
+FAST = [
+    "--device",
+    "cpu",
+    "--no-pretrained",
+    "--img-size",
+    "32",
+    "--threads",
+    "1",
+    "--batch-size",
+    "16",
+    "--precision",
+    "fp32",
+]
 
 
 def cfg_of(**kw) -> TrainConfig:
-    base = dict(model=VIT, pretrained=False, device="cpu", img_size=32, threads=1, batch_size=8, epochs=1,
-                lr=1e-2, precision="fp32")
+    base = dict(
+        model=VIT,
+        pretrained=False,
+        device="cpu",
+        img_size=32,
+        threads=1,
+        batch_size=8,
+        epochs=1,
+        lr=1e-2,
+        precision="fp32",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -56,8 +76,12 @@ def lr_of(optimizer) -> dict[int, float]:
 def test_layer_decay_gives_block_i_of_n_decay_to_the_n_minus_i_and_the_schedule_keeps_the_ratio():
     t = trainer(layer_decay=0.5, weight_decay=0.05)
     lrs, names = lr_of(t.optimizer), dict(t.model.named_parameters())
-    expected = {"head.weight": 1.0, "norm.weight": 0.5, "cls_token": 0.5 ** (N_BLOCKS + 1),
-                "patch_embed.proj.weight": 0.5 ** (N_BLOCKS + 1)}
+    expected = {
+        "head.weight": 1.0,
+        "norm.weight": 0.5,
+        "cls_token": 0.5 ** (N_BLOCKS + 1),
+        "patch_embed.proj.weight": 0.5 ** (N_BLOCKS + 1),
+    }
     for i in range(N_BLOCKS):  # block i of n at decay^(n - i)
         expected[f"blocks.{i}.attn.qkv.weight"] = expected[f"blocks.{i}.norm1.bias"] = 0.5 ** (N_BLOCKS - i)
     for name, scale in expected.items():
@@ -106,7 +130,9 @@ def test_train_blocks_uses_timm_grouping_for_cnns_too():
     model = prepare_model(_create("test_resnet"), cfg_of(model="test_resnet", train_blocks=1))
     layers = layer_ids(model)
     last = max(layers.values()) - 1
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {n for n, depth in layers.items() if depth >= last}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, depth in layers.items() if depth >= last
+    }
     assert any(n.startswith("layer4.") for n, p in model.named_parameters() if p.requires_grad)
     assert not any(n.startswith("layer3.") for n, p in model.named_parameters() if p.requires_grad)
 
@@ -129,8 +155,9 @@ def test_lora_trains_adapters_head_and_norm_only():
     adapted = {n.split(".lora_A")[0].rpartition(".")[2] for n in trained if ".lora_A." in n}
     assert adapted == {"qkv", "proj", "fc1", "fc2"}
     assert sum(".lora_A." in n for n in trained) == 4 * N_BLOCKS  # every block, not the patch embedding
-    assert trainable_summary(t.model, cfg_of(lora=4)).startswith(f"trainable 21.7k of {total / 1e6:.1f}M parameters "
-                                                                  "(LoRA r=4)")
+    assert trainable_summary(t.model, cfg_of(lora=4)).startswith(
+        f"trainable 21.7k of {total / 1e6:.1f}M parameters (LoRA r=4)"
+    )
 
 
 def test_lora_with_layer_decay_gives_each_blocks_adapters_its_lr():
@@ -150,8 +177,9 @@ def test_lora_cli_run_saves_merged_weights_that_predict_loads_strictly(lora_data
     from hcd_kit.runs.model import read_run_model
 
     run = tmp_path / "run"
-    res = invoke("--data-dir", lora_data, "--model", VIT, "--lora", 4, "--fold", 0, "--epochs", 1, "--run-dir", run,
-                 *FAST)
+    res = invoke(
+        "--data-dir", lora_data, "--model", VIT, "--lora", 4, "--fold", 0, "--epochs", 1, "--run-dir", run, *FAST
+    )
     assert res.exit_code == 0, res.output
     best = torch.load(RunLayout.of(run).best(0), weights_only=True)
     assert not any("lora" in k or "base_layer" in k for k in best)
@@ -233,13 +261,16 @@ def test_grad_checkpointing_without_support_is_one_line():
 # ------------------------------------------------------------------------------------------ settings
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(lora=4, train_blocks=2), r"^--lora and --train-blocks cannot be combined: LoRA already freezes"),
-    (dict(layer_decay=0.0), r"^--layer-decay must be in \(0, 1\], got 0.0$"),
-    (dict(layer_decay=1.5), r"^--layer-decay must be in \(0, 1\], got 1.5$"),
-    (dict(train_blocks=-1), r"^--train-blocks must be >= 0, got -1$"),
-    (dict(lora=-2), r"^--lora must be >= 0, got -2$"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(lora=4, train_blocks=2), r"^--lora and --train-blocks cannot be combined: LoRA already freezes"),
+        (dict(layer_decay=0.0), r"^--layer-decay must be in \(0, 1\], got 0.0$"),
+        (dict(layer_decay=1.5), r"^--layer-decay must be in \(0, 1\], got 1.5$"),
+        (dict(train_blocks=-1), r"^--train-blocks must be >= 0, got -1$"),
+        (dict(lora=-2), r"^--lora must be >= 0, got -2$"),
+    ],
+)
 def test_bad_settings_are_one_line(kw, message):
     with pytest.raises(ConfigError, match=message):
         cfg_of(**kw)

@@ -67,9 +67,12 @@ def test_cli_with_groups_reports_unknown_ids(real_root, labels, tmp_path):
     missing = labels["id"].tolist()[-7:]
     assert "7 id(s) not in" in result.stdout and missing[0] in result.stdout
     n = len(labels)
-    assert (f"grouped {n - 7:,} of {n:,} patches" in result.stdout
-            and f"into {slides.iloc[:-7].nunique()} slides; the other 7 each form a group of their own, "
-                f"{slides.iloc[:-7].nunique() + 7} groups in all" in " ".join(result.stdout.split()))
+    assert (
+        f"grouped {n - 7:,} of {n:,} patches" in result.stdout
+        and f"into {slides.iloc[:-7].nunique()} slides; the other 7 each form a group of their own, "
+        f"{slides.iloc[:-7].nunique() + 7} groups in all"
+        in " ".join(result.stdout.split())
+    )
     for k in range(3):
         assert f"fold {k}:" in result.stdout and "% positive" in result.stdout
     folds = read_folds(out, ids=labels["id"], n_folds=3)
@@ -163,8 +166,10 @@ def test_a_groups_file_that_matches_under_half_the_patches_is_refused(labels, tm
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert (f"groups file {groups} gives a slide to 18 of 40 patch ids (45.0 %); at least half must have one"
-            in " ".join(result.stderr.split()))
+    assert (
+        f"groups file {groups} gives a slide to 18 of 40 patch ids (45.0 %); at least half must have one"
+        in " ".join(result.stderr.split())
+    )
     assert not (root / "folds.csv").exists()
     with pytest.raises(ConfigError, match="18 of 40 patch ids"):
         create_folds(root, n_folds=2, groups=groups)
@@ -173,8 +178,9 @@ def test_a_groups_file_that_matches_under_half_the_patches_is_refused(labels, tm
     groups.write_text("id,wsi\n" + "\n".join(rows) + "\n")
     result = _hcd("folds", "--data-dir", root, "--n-folds", 2, "--groups", groups)
     assert result.exit_code == 0, result.output
-    assert ("grouped 20 of 40 patches (50.0 %) into 4 slides; the other 20 each form a group of their own, "
-            "24 groups in all") in " ".join(result.stdout.split())
+    assert (
+        "grouped 20 of 40 patches (50.0 %) into 4 slides; the other 20 each form a group of their own, 24 groups in all"
+    ) in " ".join(result.stdout.split())
 
 
 def _bad_labels(root) -> list[str]:

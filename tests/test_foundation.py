@@ -33,16 +33,27 @@ def _hcd(*args: str) -> str:
 def _cnn_run(data: Path, run: Path, epochs: int = 1, seed: int = 0) -> Path:
     from hcd_kit.training import TrainConfig, train
 
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=32,
-                      epochs=epochs, lr=3e-3, precision="fp32", seed=seed)
+    cfg = TrainConfig(
+        model="resnet10t",
+        pretrained=False,
+        device="cpu",
+        img_size=48,
+        threads=1,
+        batch_size=32,
+        epochs=epochs,
+        lr=3e-3,
+        precision="fp32",
+        seed=seed,
+    )
     train(cfg, data, run)
     return run
 
 
 def _tiny_vit_in_hub_cache(home: Path, repo_id: str) -> None:
     """A tiny ViT (the architecture of the registry's ViTs at 32 dims) laid out as the hub cache keeps a download."""
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32, embed_dim=32,
-                              depth=2, num_heads=2)
+    model = timm.create_model(
+        "vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32, embed_dim=32, depth=2, num_heads=2
+    )
     save_timm(model, hub_snapshot(home, repo_id))
 
 
@@ -65,9 +76,28 @@ def test_hub_cache_vit_embed_probe_and_blend_with_a_cnn_run(data, tmp_path):
     features = tmp_path / "features"
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HF_HUB_CACHE", None)
-    embed = subprocess.run([sys.executable, "-m", "hcd_kit", "embed", "--data-dir", str(data), "--model",
-                            "hf-hub:hcd-test/tiny-path-vit", "--tta", "2", "--out", str(features), "--device", "cpu"],
-                           env=env, capture_output=True, text=True, timeout=300)
+    embed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hcd_kit",
+            "embed",
+            "--data-dir",
+            str(data),
+            "--model",
+            "hf-hub:hcd-test/tiny-path-vit",
+            "--tta",
+            "2",
+            "--out",
+            str(features),
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert embed.returncode == 0, embed.stdout + embed.stderr
     manifest = json.loads((features / "manifest.json").read_text())
     assert manifest["complete"] and manifest["tta"] == 2
@@ -82,10 +112,14 @@ def test_hub_cache_vit_embed_probe_and_blend_with_a_cnn_run(data, tmp_path):
 
     # both runs are scored on OOF made like their test predictions (TTA x2), and the blend's gain is reported
     assert out.count("(TTA x2 OOF)") == 2, out
-    assert re.search(r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight \w+ \d\.\d{4} "
-                     r"\([+-]\d\.\d{4}\)", out), out
+    assert re.search(
+        r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight \w+ \d\.\d{4} "
+        r"\([+-]\d\.\d{4}\)",
+        out,
+    ), out
     assert len(validate_submission(blend, data / "sample_submission.csv")) == len(
-        pd.read_csv(data / "sample_submission.csv"))
+        pd.read_csv(data / "sample_submission.csv")
+    )
     oof_cnn = pd.read_csv(cnn / "oof_tta2.csv").sort_values("id")
     oof_probe = pd.read_csv(probe / "oof_tta2.csv").sort_values("id")
     assert oof_cnn["id"].tolist() == oof_probe["id"].tolist()  # the same split: every OOF id lines up
@@ -122,13 +156,33 @@ def test_an_exported_fold_embeds_patches_it_never_saw_well_above_chance(mini_roo
     for data in (a, b):
         prepare(data, workers=1)
         create_folds(data, n_folds=3, seed=0)
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=64, threads=1, batch_size=32,
-                      epochs=4, lr=3e-3, precision="fp32")
+    cfg = TrainConfig(
+        model="resnet10t",
+        pretrained=False,
+        device="cpu",
+        img_size=64,
+        threads=1,
+        batch_size=32,
+        epochs=4,
+        lr=3e-3,
+        precision="fp32",
+    )
     train(cfg, a, tmp_path / "runA", folds=[0])
     _hcd("weights", "export", tmp_path / "runA", "--fold", "0", "--out", tmp_path / "backbone")
 
-    _hcd("embed", "--data-dir", b, "--model", f"local-dir:{tmp_path / 'backbone'}", "--tta", "2", "--out",
-         tmp_path / "features", "--device", "cpu")
+    _hcd(
+        "embed",
+        "--data-dir",
+        b,
+        "--model",
+        f"local-dir:{tmp_path / 'backbone'}",
+        "--tta",
+        "2",
+        "--out",
+        tmp_path / "features",
+        "--device",
+        "cpu",
+    )
     out = _hcd("probe", "--features", tmp_path / "features", "--data-dir", b, "--run-dir", tmp_path / "probe")
     probe = json.loads((tmp_path / "probe" / "probe.json").read_text())
     auc = float(re.search(r"OOF AUC\s+all\s+[\d,]+\s+(\d\.\d{4})", out).group(1))
@@ -137,7 +191,11 @@ def test_an_exported_fold_embeds_patches_it_never_saw_well_above_chance(mini_roo
 
     cnn = _cnn_run(b, tmp_path / "cnnB")
     predict_run(b, cnn, tta=2, device="cpu", precision="fp32")
-    blend = _hcd("ensemble", cnn, tmp_path / "probe", "--weights", "auto", "--out", tmp_path / "blend.csv",
-                 "--data-dir", b)
-    assert re.search(r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight \w+ \d\.\d{4} "
-                     r"\([+-]\d\.\d{4}\)", blend), blend
+    blend = _hcd(
+        "ensemble", cnn, tmp_path / "probe", "--weights", "auto", "--out", tmp_path / "blend.csv", "--data-dir", b
+    )
+    assert re.search(
+        r"nested OOF AUC \(5 held-out parts\): auto \d\.\d{4} vs equal-weight \w+ \d\.\d{4} "
+        r"\([+-]\d\.\d{4}\)",
+        blend,
+    ), blend

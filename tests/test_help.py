@@ -40,16 +40,18 @@ TYPE_LABELS = ["<bool>", "<str>", "<int", "<float", "<path>", "list[", "{runs}",
 
 def help_text(args: list[str], width: int) -> str:
     """In-process (fast); rich reads COLUMNS for each help (TERMINAL_WIDTH only once per process)."""
-    res = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": str(width), "TERMINAL_WIDTH": None,
-                                                          "NO_COLOR": "1"})
+    res = CliRunner().invoke(
+        app, [*args, "--help"], env={"COLUMNS": str(width), "TERMINAL_WIDTH": None, "NO_COLOR": "1"}
+    )
     assert res.exit_code == 0, res.output
     return res.output
 
 
 def hcd(*args: str, width: int = 100) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": str(width), "TERMINAL_WIDTH": str(width), "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "hcd_kit", *args], capture_output=True, text=True, timeout=120,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "hcd_kit", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def squash(text: str) -> str:
@@ -63,7 +65,7 @@ def option_rows(text: str) -> dict[str, str]:
     happens to begin with a flag is indented to the help column, so it does not start a row."""
     lines = text.split("\n")
     start = next(i for i, line in enumerate(lines) if re.search(r"\bOptions\b", line))
-    body = [re.sub(r"[\u2500-\u257f]", " ", line) for line in lines[start + 1:]]
+    body = [re.sub(r"[\u2500-\u257f]", " ", line) for line in lines[start + 1 :]]
     indent = [len(line) - len(line.lstrip()) if line.strip() else None for line in body]
     edge = min(n for n, line in zip(indent, body) if n is not None and line.lstrip().startswith("-"))
     heads = [i for i, line in enumerate(body) if indent[i] == edge and line.lstrip().startswith("-")]
@@ -82,8 +84,11 @@ def shown_default(param) -> str | None:
 
 
 TRAIN = get_command(app).commands["train"]
-CHOICES = {name: typing.get_args(tp) for name, tp in typing.get_type_hints(TrainConfig).items()
-           if typing.get_origin(tp) is typing.Literal}  # the settings' own choices, from the library
+CHOICES = {
+    name: typing.get_args(tp)
+    for name, tp in typing.get_type_hints(TrainConfig).items()
+    if typing.get_origin(tp) is typing.Literal
+}  # the settings' own choices, from the library
 
 
 @pytest.mark.parametrize("width", [80, 120])
@@ -95,7 +100,9 @@ def test_train_help_shows_every_option_with_its_metavar_default_and_help(width):
     intro = squash(text.split("Options")[0])
     first, _, rest = TRAIN.help.partition("\n")
     assert squash(first) in intro  # the docstring's first line, then every example it gives
-    examples = [line.strip().split("  (")[0] for line in rest.splitlines() if line.strip().startswith(("hcd ", "torchrun "))]
+    examples = [
+        line.strip().split("  (")[0] for line in rest.splitlines() if line.strip().startswith(("hcd ", "torchrun "))
+    ]
     assert len(examples) >= 5 and all(squash(e) in intro for e in examples), examples
     rows = option_rows(text)
     shown = [p for p in TRAIN.params if not p.hidden]
@@ -143,10 +150,18 @@ def test_a_bare_group_prints_its_help_once(args):
 
 def test_defaults_and_choices_come_from_the_library():
     rows = option_rows(help_text(["train"], 200))
-    for flag, default in [("--optimizer", "adamw"), ("--schedule", "onecycle"), ("--patience", "0"),
-                          ("--precision", "auto"), ("--strategy", "auto"), ("--device", "auto"), ("--seed", "0"),
-                          ("--threads", "0"), ("--epochs", "(recipe's, else 8)"),
-                          ("--pretrained", "(recipe's, else pretrained)")]:  # a recipe sets these two
+    for flag, default in [
+        ("--optimizer", "adamw"),
+        ("--schedule", "onecycle"),
+        ("--patience", "0"),
+        ("--precision", "auto"),
+        ("--strategy", "auto"),
+        ("--device", "auto"),
+        ("--seed", "0"),
+        ("--threads", "0"),
+        ("--epochs", "(recipe's, else 8)"),
+        ("--pretrained", "(recipe's, else pretrained)"),
+    ]:  # a recipe sets these two
         assert squash(f"[default: {default}]") in rows[flag], (flag, rows[flag])
     assert squash("<adamw|sgd>") in rows["--optimizer"]  # a short Literal shows its choices as the metavar
     for choice in ("none", "pos-weight", "balanced"):  # a long one names them in its help
@@ -156,9 +171,17 @@ def test_defaults_and_choices_come_from_the_library():
 
 
 # the spellings that 0.2.0 removed (CHANGELOG.md): (command, old flag, a value for it)
-REMOVED = [("predict", "--folds", "0"), ("predict", "--ensemble", "rank"), ("ensemble", "--how", "rank"),
-           ("download", "--timeout", "60"), ("prepare", "--out", "store"), ("kernel output", "--out", "out"),
-           ("kernel output", "--timeout", "60"), ("dataset push", "--out", "ds"), ("dataset push", "--timeout", "60")]
+REMOVED = [
+    ("predict", "--folds", "0"),
+    ("predict", "--ensemble", "rank"),
+    ("ensemble", "--how", "rank"),
+    ("download", "--timeout", "60"),
+    ("prepare", "--out", "store"),
+    ("kernel output", "--out", "out"),
+    ("kernel output", "--timeout", "60"),
+    ("dataset push", "--out", "ds"),
+    ("dataset push", "--timeout", "60"),
+]
 
 
 @pytest.mark.parametrize("command, old, value", REMOVED, ids=lambda x: x)

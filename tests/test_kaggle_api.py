@@ -16,8 +16,13 @@ C = STUB_COMPETITION
 
 def _list_files(**kw):
     api = ka.get_api()
-    return ka.call(f"list files of competition '{C}'", lambda: api.competition_list_files(C),
-                   not_found=f"competition '{C}'", competition=C, **kw)
+    return ka.call(
+        f"list files of competition '{C}'",
+        lambda: api.competition_list_files(C),
+        not_found=f"competition '{C}'",
+        competition=C,
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------------------------------- round trips
@@ -28,8 +33,10 @@ def test_competition_calls_round_trip(kaggle_env, kaggle_competition, tmp_path):
     got = ka.download_competition_archive(C, tmp_path / "dl")
     assert got.name == f"{C}.zip" and got.read_bytes() == zip_path.read_bytes()
     api = ka.get_api()
-    ka.call("download one file", lambda: api.competition_download_file(C, "train_labels.csv", path=str(tmp_path),
-                                                                       quiet=True))
+    ka.call(
+        "download one file",
+        lambda: api.competition_download_file(C, "train_labels.csv", path=str(tmp_path), quiet=True),
+    )
     assert (tmp_path / "train_labels.csv").read_bytes() == (src / "train_labels.csv").read_bytes()
     # what the server received: Basic auth for the right user, camelCase JSON bodies
     call = kaggle_env.server.calls("DownloadDataFiles")[0]
@@ -41,8 +48,9 @@ def test_submission_round_trip_and_scoring(kaggle_env, kaggle_competition, tmp_p
     sub = tmp_path / "submission.csv"
     sub.write_text("id,label\nabc,0.5\n")
     api = ka.get_api()
-    result = ka.check_reported("submit", ka.call("submit", lambda: api.competition_submit(str(sub), "try 1", C,
-                                                                                          quiet=True)))
+    result = ka.check_reported(
+        "submit", ka.call("submit", lambda: api.competition_submit(str(sub), "try 1", C, quiet=True))
+    )
     assert result.ref > 0
     server = kaggle_env.server
     start = server.calls("StartSubmissionUpload")[0].body
@@ -60,9 +68,19 @@ def test_kernel_round_trip(kaggle_env, tmp_path):
     folder = tmp_path / "kernel"
     folder.mkdir()
     (folder / "run.py").write_text("print('hi')\n")
-    (folder / "kernel-metadata.json").write_text(json.dumps({
-        "id": "testuser/hcd-train", "title": "hcd train", "code_file": "run.py", "language": "python",
-        "kernel_type": "script", "enable_gpu": True, "machine_shape": "NvidiaTeslaT4"}))
+    (folder / "kernel-metadata.json").write_text(
+        json.dumps(
+            {
+                "id": "testuser/hcd-train",
+                "title": "hcd train",
+                "code_file": "run.py",
+                "language": "python",
+                "kernel_type": "script",
+                "enable_gpu": True,
+                "machine_shape": "NvidiaTeslaT4",
+            }
+        )
+    )
     api = ka.get_api()
     pushed = ka.check_reported("push", ka.call("push", lambda: api.kernels_push(str(folder))))
     assert pushed.version_number == 1
@@ -85,8 +103,9 @@ def test_dataset_create_and_version(kaggle_env, tmp_path):
     folder = tmp_path / "ds"
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"\x00\x01" * 5000)
-    (folder / "dataset-metadata.json").write_text(json.dumps(
-        {"id": "testuser/hcd-weights", "title": "hcd weights", "licenses": [{"name": "CC0-1.0"}]}))
+    (folder / "dataset-metadata.json").write_text(
+        json.dumps({"id": "testuser/hcd-weights", "title": "hcd weights", "licenses": [{"name": "CC0-1.0"}]})
+    )
     api = ka.get_api()
     created = ka.check_reported("create", ka.call("create", lambda: api.dataset_create_new(str(folder), quiet=True)))
     assert created.status == "Ok"
@@ -94,13 +113,13 @@ def test_dataset_create_and_version(kaggle_env, tmp_path):
     assert server.calls("GetDatasetStatus")  # asked first, answered 404
     (blob,) = [b for b in server.blobs.values() if b.kind == "DATASET"]
     assert blob.name == "weights.bin" and bytes(blob.data) == (folder / "weights.bin").read_bytes()
-    ka.check_reported("version", ka.call("version", lambda: api.dataset_create_version(str(folder), "v2",
-                                                                                       quiet=True)))
+    ka.check_reported("version", ka.call("version", lambda: api.dataset_create_version(str(folder), "v2", quiet=True)))
     assert len(server.datasets["testuser/hcd-weights"]["versions"]) == 2
     server.dataset_error = "Dataset is too big"
     with pytest.raises(KaggleError, match="too big"):
-        ka.check_reported("version", ka.call("version", lambda: api.dataset_create_version(str(folder), "v3",
-                                                                                           quiet=True)))
+        ka.check_reported(
+            "version", ka.call("version", lambda: api.dataset_create_version(str(folder), "v3", quiet=True))
+        )
 
 
 def test_endpoint_follows_environment_at_call_time(kaggle_env, kaggle_competition, monkeypatch):
@@ -205,7 +224,9 @@ def test_stalled_token_check_hits_the_outer_timeout(kaggle_env, kaggle_competiti
     monkeypatch.setenv("KAGGLE_API_TOKEN", "tok-stall-000001")
     server.tokens["tok-stall-000001"] = "tokenuser"
     server.delay("IntrospectToken", seconds=60)
-    with pytest.raises(KaggleError, match="no answer from Kaggle within 0.5 s while trying to check the Kaggle credentials"):
+    with pytest.raises(
+        KaggleError, match="no answer from Kaggle within 0.5 s while trying to check the Kaggle credentials"
+    ):
         ka.get_api(timeout=0.5)
     assert server.wait_held(1) == 1 and len(server.calls("IntrospectToken")) == 1  # given up on, still unanswered
 
@@ -237,8 +258,11 @@ def test_kernel_status_and_output_denied_get_hcds_hint(kaggle_env, tmp_path, end
     kaggle_env.server.fail(endpoint, status=status, message="Permission 'kernels.get' was denied")
     api = ka.get_api()
     ref = "someone/private-kernel"
-    fn = (lambda: api.kernels_status(ref)) if endpoint == "GetKernelSessionStatus" else (
-        lambda: api.kernels_output(ref, str(tmp_path / "out"), force=True, quiet=True))
+    fn = (
+        (lambda: api.kernels_status(ref))
+        if endpoint == "GetKernelSessionStatus"
+        else (lambda: api.kernels_output(ref, str(tmp_path / "out"), force=True, quiet=True))
+    )
     with pytest.raises(KaggleError) as err:
         ka.call(f"get kernel '{ref}'", fn, not_found=f"kernel '{ref}'")
     line = str(err.value)

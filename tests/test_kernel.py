@@ -15,10 +15,11 @@ NO_HUB = ("--train-args", "--no-pretrained")
 
 
 def test_kernel_push_from_project_root(kaggle_env, project):
-    r = kaggle_env.run("kernel", "push", "--fold", "0", "--train-args", "--epochs 3 --model resnet18 --no-pretrained",
-                       cwd=project)
+    r = kaggle_env.run(
+        "kernel", "push", "--fold", "0", "--train-args", "--epochs 3 --model resnet18 --no-pretrained", cwd=project
+    )
     assert r.returncode == 0, r.stderr
-    save, = kaggle_env.server.calls("SaveKernel")
+    (save,) = kaggle_env.server.calls("SaveKernel")
     body = save.body
     folder = project / "kernels" / "hcd-train-fold-0"
     script = folder / "hcd_train_fold_0.py"
@@ -31,7 +32,10 @@ def test_kernel_push_from_project_root(kaggle_env, project):
     assert body["competitionDataSources"] == ["histopathologic-cancer-detection"]
     assert body["datasetDataSources"] == ["testuser/hcd-kit"]
     assert body["text"] == script.read_text()
-    assert 'FOLD = "0"' in body["text"] and 'TRAIN_ARGS = ["--epochs", "3", "--model", "resnet18", "--no-pretrained"]' in body["text"]
+    assert (
+        'FOLD = "0"' in body["text"]
+        and 'TRAIN_ARGS = ["--epochs", "3", "--model", "resnet18", "--no-pretrained"]' in body["text"]
+    )
     compile(body["text"], "kernel.py", "exec")  # the rendered script is valid Python
     assert "__HCD_" not in body["text"].split('"""', 2)[2]
     meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -43,9 +47,21 @@ def test_kernel_push_from_project_root(kaggle_env, project):
 
 
 def test_kernel_push_options_and_inference_kernel(kaggle_env, project):
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--weights-dataset", "hcd-weights-r18",
-                          "--machine-shape", "NvidiaTeslaT4Highmem", "--internet", "--tta", "4",
-                          "--dataset", "someone/timm-resnet18")
+    r = kaggle_env.invoke(
+        "kernel",
+        "push",
+        "--root",
+        project / "kernels",
+        "--weights-dataset",
+        "hcd-weights-r18",
+        "--machine-shape",
+        "NvidiaTeslaT4Highmem",
+        "--internet",
+        "--tta",
+        "4",
+        "--dataset",
+        "someone/timm-resnet18",
+    )
     assert r.exit_code == 0, r.stderr
     body = kaggle_env.server.calls("SaveKernel")[0].body
     assert body["slug"] == "testuser/hcd-predict"
@@ -76,7 +92,7 @@ def test_offline_training_kernel_without_local_weights_is_refused(kaggle_env, pr
     args = ("kernel", "push", "--fold", "0", "--train-args", train_args, "--dry-run")
     r = kaggle_env.run(*args, cwd=project)
     assert r.returncode == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert "no internet" in line and "pretrained weights" in line
     assert '--train-args "--weights /kaggle/input/' in line and '"--no-pretrained"' in line and "--internet" in line
     assert not (project / "kernels" / "hcd-train-fold-0").exists()  # nothing rendered
@@ -84,12 +100,15 @@ def test_offline_training_kernel_without_local_weights_is_refused(kaggle_env, pr
     assert r.returncode == 2 and kaggle_env.server.calls("SaveKernel") == []
 
 
-@pytest.mark.parametrize("extra", [
-    ("--train-args", "--epochs 3 --no-pretrained"),
-    ("--dataset", "someone/timm-r34", "--train-args", "--model resnet34 --weights /kaggle/input/timm-r34/m.pth"),
-    ("--train-args", "--weights=/kaggle/input/timm-r34/m.pth"),
-    ("--internet",),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--train-args", "--epochs 3 --no-pretrained"),
+        ("--dataset", "someone/timm-r34", "--train-args", "--model resnet34 --weights /kaggle/input/timm-r34/m.pth"),
+        ("--train-args", "--weights=/kaggle/input/timm-r34/m.pth"),
+        ("--internet",),
+    ],
+)
 def test_training_kernel_with_weights_or_internet_is_pushed(kaggle_env, project, extra):
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *extra)
     assert r.exit_code == 0, r.stderr
@@ -126,15 +145,20 @@ def test_kernel_push_with_unattachable_sources_fails(kaggle_env, project):
     """Kaggle saves a kernel whose sources it cannot attach and only lists them: a failed push, named source
     by source, not a success that fails after the GPU queue."""
     kaggle_env.server.kernel_invalid_sources = {
-        "dataset": ["testuser/hcd-kti"], "competition": ["histopathologic-cancer-detection"],
-        "kernel": ["someone/gone-kernel"], "model": ["someone/m/pytorch/default/1"]}
+        "dataset": ["testuser/hcd-kti"],
+        "competition": ["histopathologic-cancer-detection"],
+        "kernel": ["someone/gone-kernel"],
+        "model": ["someone/m/pytorch/default/1"],
+    }
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB)
     assert r.exit_code == 1, r.stdout
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert "testuser/hcd-train" in line and "pushed" not in r.stdout
     assert "dataset 'testuser/hcd-kti' (check the owner/slug" in line
-    assert "competition 'histopathologic-cancer-detection' (check the name and accept the competition rules at " \
-           "https://www.kaggle.com/c/histopathologic-cancer-detection/rules" in line
+    assert (
+        "competition 'histopathologic-cancer-detection' (check the name and accept the competition rules at "
+        "https://www.kaggle.com/c/histopathologic-cancer-detection/rules" in line
+    )
     assert "kernel 'someone/gone-kernel'" in line and "model 'someone/m/pytorch/default/1'" in line
     assert "push again" in line
     assert not (project / "kernels" / "hcd-train" / "last_push.json").exists()
@@ -144,13 +168,17 @@ def test_kernel_push_with_unattachable_sources_fails(kaggle_env, project):
 def test_kernel_status_and_output_denied(kaggle_env, project, tmp_path, status):
     """kaggle >= 2.0.2 turns a 401/403 there into a ValueError about benchmark_task_slug; hcd says what to do."""
     server = kaggle_env.server
-    for endpoint, args in [("GetKernelSessionStatus", ("kernel", "status", "--name", "someone/private-kernel")),
-                           ("ListKernelSessionOutput", ("kernel", "output", "--name", "someone/private-kernel",
-                                                        "--out-dir", tmp_path / "out"))]:
+    for endpoint, args in [
+        ("GetKernelSessionStatus", ("kernel", "status", "--name", "someone/private-kernel")),
+        (
+            "ListKernelSessionOutput",
+            ("kernel", "output", "--name", "someone/private-kernel", "--out-dir", tmp_path / "out"),
+        ),
+    ]:
         server.fail(endpoint, status=status, message="Permission 'kernels.get' was denied")
         r = kaggle_env.invoke(*args)
         assert r.exit_code == 1
-        line, = r.stderr.strip().splitlines()
+        (line,) = r.stderr.strip().splitlines()
         assert "benchmark" not in line and f"HTTP {status}" in line and "someone/private-kernel" in line
         assert ("KAGGLE_USERNAME" in line) if status == 401 else ("has access to kernel" in line)
 
@@ -214,7 +242,7 @@ def test_dataset_create_then_version(kaggle_env, tmp_path, run_dir):
     assert r.exit_code == 0, r.stderr
     assert "created dataset testuser/hcd-weights-r18" in r.stdout
     server = kaggle_env.server
-    create, = server.calls("CreateDataset")
+    (create,) = server.calls("CreateDataset")
     assert create.body["ownerSlug"] == "testuser" and create.body["slug"] == "hcd-weights-r18"
     uploaded = {server.blobs[f["token"]].name: bytes(server.blobs[f["token"]].data) for f in create.body["files"]}
     assert uploaded == {
@@ -228,7 +256,7 @@ def test_dataset_create_then_version(kaggle_env, tmp_path, run_dir):
     r = kaggle_env.invoke(*args, "--notes", "more epochs")
     assert r.exit_code == 0, r.stderr
     assert "new version of dataset testuser/hcd-weights-r18" in r.stdout
-    version, = server.calls("CreateDatasetVersion")
+    (version,) = server.calls("CreateDatasetVersion")
     assert version.body["body"]["versionNotes"] == "more epochs" and len(version.body["body"]["files"]) == 6
     server.dataset_error = "The dataset is too large"
     r = kaggle_env.invoke(*args)
@@ -257,14 +285,24 @@ def test_dataset_create_retried_after_a_lost_answer(kaggle_env, tmp_path):
 
 def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``roots`` with its size and modification time: any write shows up as a difference."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-            for root in roots if root.exists() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for root in roots
+        if root.exists()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def _foreign(names: list[str]) -> list[str]:
     """Wheel entries that are neither hcd_kit sources/assets nor its dist-info metadata."""
-    return [n for n in names if not (n.startswith("hcd_kit/") or n.split("/")[0].endswith(".dist-info"))
-            or "__pycache__" in n or n.endswith(".pyc")]
+    return [
+        n
+        for n in names
+        if not (n.startswith("hcd_kit/") or n.split("/")[0].endswith(".dist-info"))
+        or "__pycache__" in n
+        or n.endswith(".pyc")
+    ]
 
 
 def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
@@ -274,7 +312,7 @@ def test_dataset_push_builds_the_wheel(kaggle_env, tmp_path):
     before = _tree(*build_outputs)
     r = kaggle_env.invoke("dataset", "push", "--out-dir", folder, "--dry-run")
     assert r.exit_code == 0, r.stderr
-    wheel, = folder.glob("hcd_kit-*-py3-none-any.whl")
+    (wheel,) = folder.glob("hcd_kit-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
         assert "hcd_kit/kaggle/kernel.py" in zf.namelist() and zf.testzip() is None
         assert _foreign(zf.namelist()) == []
@@ -303,7 +341,9 @@ def test_wheel_is_built_from_a_clean_copy(tmp_path):
     wheel = build_wheel(tmp_path / "dest", repo)
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    assert "hcd_kit/kaggle/kernel.py" in names and "hcd_kit/cli/kaggle.py" in names and "hcd_kit/assets/demo.zip" in names
+    assert (
+        "hcd_kit/kaggle/kernel.py" in names and "hcd_kit/cli/kaggle.py" in names and "hcd_kit/assets/demo.zip" in names
+    )
     assert "hcd_kit/removed_module.py" not in names
     assert _foreign(names) == []
     assert _tree(repo) == before  # no build/bdist.*, no build/lib refresh, no hcd_kit.egg-info
@@ -351,11 +391,18 @@ def test_rendered_kernel_rehearsal(kaggle_env, project, tmp_path, mode):
     extra = ["--weights-dataset", "hcd-weights-r18"] if mode == "predict" else ["--fold", "0,2", *NO_HUB]
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run", *extra)
     assert r.exit_code == 0, r.stderr
-    script, = (project / "kernels" / ("hcd-predict" if mode == "predict" else "hcd-train-fold-0-2")).glob("*.py")
+    (script,) = (project / "kernels" / ("hcd-predict" if mode == "predict" else "hcd-train-fold-0-2")).glob("*.py")
     inp, work, temp = _fake_kaggle_input(tmp_path / "input"), tmp_path / "working", tmp_path / "kaggle-temp"
     fake = _fake_t4x2(tmp_path / "bin")
-    env = dict(os.environ, HCD_KAGGLE_INPUT=str(inp), HCD_KAGGLE_WORKING=str(work), HCD_KAGGLE_TEMP=str(temp),
-               HCD_KERNEL_DRY_RUN="1", PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(fake))
+    env = dict(
+        os.environ,
+        HCD_KAGGLE_INPUT=str(inp),
+        HCD_KAGGLE_WORKING=str(work),
+        HCD_KAGGLE_TEMP=str(temp),
+        HCD_KERNEL_DRY_RUN="1",
+        PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(fake),
+    )
     p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     steps = [line.split(" -m ", 1)[1] for line in p.stdout.splitlines() if line.startswith("+ ")]
@@ -365,9 +412,11 @@ def test_rendered_kernel_rehearsal(kaggle_env, project, tmp_path, mode):
     predict = f"hcd_kit predict --data-dir {data} --run-dir {run} --tta 8 --out {work / 'submission.csv'}"
     if mode == "train":
         assert steps[1:] == [
-            f"hcd_kit prepare --data-dir {data}", f"hcd_kit folds --data-dir {data} --n-folds 5",
+            f"hcd_kit prepare --data-dir {data}",
+            f"hcd_kit folds --data-dir {data} --n-folds 5",
             f"hcd_kit train --time-budget 11h --data-dir {data} --fold 0,2 --run-dir {run} --no-pretrained",
-            f"hcd_kit cv --run-dir {run}", predict,
+            f"hcd_kit cv --run-dir {run}",
+            predict,
         ]
     else:
         assert steps[1:] == [predict]
@@ -400,8 +449,14 @@ def test_rendered_kernel_data_falls_back_to_a_temp_dir(kaggle_env, project, tmp_
     tmp.mkdir()
     fake = _fake_t4x2(tmp_path / "bin")
     env = {k: v for k, v in os.environ.items() if k != "HCD_KAGGLE_TEMP"}
-    env.update(HCD_KAGGLE_INPUT=str(inp), HCD_KAGGLE_WORKING=str(work), HCD_KERNEL_DRY_RUN="1", TMPDIR=str(tmp),
-               PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(fake))
+    env.update(
+        HCD_KAGGLE_INPUT=str(inp),
+        HCD_KAGGLE_WORKING=str(work),
+        HCD_KERNEL_DRY_RUN="1",
+        TMPDIR=str(tmp),
+        PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(fake),
+    )
     p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert f"hcd_kit prepare --data-dir {tmp / 'hcd' / 'data'}" in p.stdout

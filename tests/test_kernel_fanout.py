@@ -18,8 +18,21 @@ PREDICT = "hcd-predict-folds"
 
 
 def _each(kaggle_env, project, data, *extra):
-    return kaggle_env.invoke("kernel", "run", "--fold", "each", "--root", project / "kernels", *NO_HUB,
-                             "--data-dir", data, "--ledger", project / "ledger.jsonl", *FAST, *extra)
+    return kaggle_env.invoke(
+        "kernel",
+        "run",
+        "--fold",
+        "each",
+        "--root",
+        project / "kernels",
+        *NO_HUB,
+        "--data-dir",
+        data,
+        "--ledger",
+        project / "ledger.jsonl",
+        *FAST,
+        *extra,
+    )
 
 
 def _pushes(server) -> list[str]:
@@ -54,16 +67,18 @@ def test_fold_each_pushes_five_folds_then_one_inference_kernel_and_submits(kaggl
     out = project / "kernels" / PREDICT / "output"
     assert (out / "submission.csv").read_bytes() == server.kernel_outputs["submission.csv"]
     assert "checked against the sample" in r.stdout and "public score 0.9000" in r.stdout
-    sub, = server.submissions[STUB_COMPETITION]
+    (sub,) = server.submissions[STUB_COMPETITION]
     assert sub["_data"] == (out / "submission.csv").read_bytes() and sub["description"] == "r18 five folds"
-    row, = _ledger(project)
+    (row,) = _ledger(project)
     assert row["kernel"] == f"testuser/{PREDICT}" and row["kernel_version"] == 1 and row["status"] == "COMPLETE"
     # the fan-out finished: the same command starts a new one (every kernel once more), submits nothing
     r = _each(kaggle_env, project, kernel_outputs)
     assert r.exit_code == 0, r.stderr
     assert _pushes(server) == [*FOLDS, PREDICT] * 2 and len(server.calls("CreateSubmission")) == 1
-    assert 'FOLD_KERNELS = "' + ",".join(f"testuser/{s}@2" for s in FOLDS) + '"' in \
-        (project / "kernels" / PREDICT / "hcd_predict_folds.py").read_text()
+    assert (
+        'FOLD_KERNELS = "' + ",".join(f"testuser/{s}@2" for s in FOLDS) + '"'
+        in (project / "kernels" / PREDICT / "hcd_predict_folds.py").read_text()
+    )
 
 
 def test_queued_beyond_the_gpu_limit_is_reported_not_failed(kaggle_env, project, kernel_outputs):
@@ -72,8 +87,10 @@ def test_queued_beyond_the_gpu_limit_is_reported_not_failed(kaggle_env, project,
     r = _each(kaggle_env, project, kernel_outputs)
     assert r.exit_code == 0, r.stderr
     lines = [line.strip() for line in r.stdout.splitlines() if line.startswith("  fold 0 ")]
-    assert "fold 0 RUNNING, fold 1 RUNNING, fold 2 RUNNING, fold 3 QUEUED, fold 4 QUEUED (2 queued, 3 running, 0 " \
-           "complete, 0 failed); Kaggle runs a few GPU sessions at once, the others wait in its queue" in lines
+    assert (
+        "fold 0 RUNNING, fold 1 RUNNING, fold 2 RUNNING, fold 3 QUEUED, fold 4 QUEUED (2 queued, 3 running, 0 "
+        "complete, 0 failed); Kaggle runs a few GPU sessions at once, the others wait in its queue" in lines
+    )
     assert "fold 4 RUNNING (0 queued, 1 running, 4 complete, 0 failed)" in lines[-2]
     assert lines[-1].endswith("(0 queued, 0 running, 5 complete, 0 failed)")
 
@@ -113,7 +130,7 @@ def test_rerun_after_stopping_anywhere_pushes_nothing_twice(kaggle_env, project,
     assert _pushes(server) == [*FOLDS, PREDICT]  # every kernel pushed once, in all
     assert len(server.calls("CreateSubmission")) == 1
     assert "not pushing again" in r.stdout or "nothing to push" in r.stdout
-    row, = _ledger(project)
+    (row,) = _ledger(project)
     assert row["kernel"] == f"testuser/{PREDICT}" and row["kernel_version"] == 1
 
 
@@ -123,8 +140,9 @@ def test_ctrl_c_during_the_fold_wait_then_rerun(kaggle_env, project, kernel_outp
     exe = Path(sys.executable).with_name("hcd")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hcd_kit"]
     args = ["kernel", "run", "--fold", "each", *NO_HUB, "--data-dir", str(kernel_outputs), "--poll-interval", "0.05"]
-    proc = subprocess.Popen(cmd + args, env=kaggle_env.env, cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd + args, env=kaggle_env.env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while len(server.calls("SaveKernel")) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -132,7 +150,7 @@ def test_ctrl_c_during_the_fold_wait_then_rerun(kaggle_env, project, kernel_outp
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     pushed = _pushes(server)
-    assert 3 <= len(pushed) <= 5 and pushed == FOLDS[:len(pushed)]
+    assert 3 <= len(pushed) <= 5 and pushed == FOLDS[: len(pushed)]
     server.kernel_polls = 2
     for k in server.kernels.values():
         k.polls = 0
@@ -160,7 +178,7 @@ def test_a_failed_fold_is_pushed_again_alone(kaggle_env, project, kernel_outputs
     assert _pushes(server) == [*FOLDS, "hcd-train-fold-2", PREDICT]
     script = (project / "kernels" / PREDICT / "hcd_predict_folds.py").read_text()
     assert "testuser/hcd-train-fold-2@2" in script and "testuser/hcd-train-fold-1@1" in script
-    row, = _ledger(project)
+    (row,) = _ledger(project)
     assert row["status"] == "COMPLETE" and row["kernel"] == f"testuser/{PREDICT}"
 
 
@@ -180,14 +198,17 @@ def test_push_fold_each_pushes_the_folds_and_run_adds_the_inference_kernel(kaggl
     assert server.calls("SaveKernel")[-1].body["kernelDataSources"] == [f"testuser/{s}" for s in FOLDS[:3]]
 
 
-@pytest.mark.parametrize("extra, words", [
-    (("--weights-dataset", "hcd-weights"), "--weights-dataset"),
-    (("--attach",), "picks up every kernel"),
-    (("--n-folds", "1"), "2 to 20 folds"),
-    (("--name", "x" * 49), "must be 5-50"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (("--weights-dataset", "hcd-weights"), "--weights-dataset"),
+        (("--attach",), "picks up every kernel"),
+        (("--n-folds", "1"), "2 to 20 folds"),
+        (("--name", "x" * 49), "must be 5-50"),
+    ],
+)
 def test_refused_before_any_push(kaggle_env, project, kernel_outputs, extra, words):
     r = _each(kaggle_env, project, kernel_outputs, *extra)
     assert r.exit_code == 2 and words in r.stderr
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert kaggle_env.server.calls("SaveKernel") == []

@@ -27,31 +27,37 @@ def steps(stdout: str) -> list[str]:
     return [line.split(" -m ", 1)[1] for line in stdout.splitlines() if line.startswith("+ ")]
 
 
-@pytest.mark.parametrize("args, model, private", [
-    (("--train-args", "--model uni --epochs 2"), "uni", " --private-ok"),
-    (("--train-args", "--model=virchow2", "--internet"), "virchow2", " --private-ok"),  # internet is not a token
-    (("--train-args", "--model hf-hub:MahmoodLab/UNI2-h"), "uni2-h", " --private-ok"),
-    (("--train-args", "--model h-optimus-0"), "h-optimus-0", ""),  # its licence allows re-hosting
-    (("--probe", "kaiko-vits16"), "kaiko-vits16", " --private-ok"),
-    (("--probe", "uni", "--internet"), "uni", " --private-ok"),
-])
+@pytest.mark.parametrize(
+    "args, model, private",
+    [
+        (("--train-args", "--model uni --epochs 2"), "uni", " --private-ok"),
+        (("--train-args", "--model=virchow2", "--internet"), "virchow2", " --private-ok"),  # internet is not a token
+        (("--train-args", "--model hf-hub:MahmoodLab/UNI2-h"), "uni2-h", " --private-ok"),
+        (("--train-args", "--model h-optimus-0"), "h-optimus-0", ""),  # its licence allows re-hosting
+        (("--probe", "kaiko-vits16"), "kaiko-vits16", " --private-ok"),
+        (("--probe", "uni", "--internet"), "uni", " --private-ok"),
+    ],
+)
 def test_a_registry_model_without_a_route_is_refused_naming_both(kaggle_env, project, args, model, private):
     r = push(kaggle_env, project, *args)
     assert r.exit_code == 2, r.stdout
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert f"names '{model}'" in line
     assert f"`hcd weights push {model}{private}`, then --pretrained-from OWNER/{model}-weights" in line
     assert "--hub-secret HF_TOKEN" in line and "Kaggle secret" in line
     assert not (project / "kernels").exists() and kaggle_env.server.calls("SaveKernel") == []
 
 
-@pytest.mark.parametrize("args", [
-    ("--train-args", "--model uni --no-pretrained"),  # random weights need neither route
-    ("--train-args", "--model uni --weights dataset:me/my-uni/model.safetensors"),  # a dataset the user made
-    ("--train-args", "--model uni", "--pretrained-from", "me/uni-weights"),
-    ("--train-args", "--model uni", "--hub-secret", "HF_TOKEN"),
-    ("--probe", "uni", "--hub-secret", "MY_HF-token"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--train-args", "--model uni --no-pretrained"),  # random weights need neither route
+        ("--train-args", "--model uni --weights dataset:me/my-uni/model.safetensors"),  # a dataset the user made
+        ("--train-args", "--model uni", "--pretrained-from", "me/uni-weights"),
+        ("--train-args", "--model uni", "--hub-secret", "HF_TOKEN"),
+        ("--probe", "uni", "--hub-secret", "MY_HF-token"),
+    ],
+)
 def test_either_route_is_accepted(kaggle_env, project, args):
     r = push(kaggle_env, project, "--dry-run", *args)
     assert r.exit_code == 0, r.stderr
@@ -62,9 +68,11 @@ def test_route_a_pushes_the_secret_name_and_never_the_token(kaggle_env, project,
     r = push(kaggle_env, project, "--fold", "0", "--hub-secret", "HF_TOKEN", "--train-args", "--model uni --epochs 1")
     assert r.exit_code == 0, r.stderr
     assert "internet on" in r.stdout and "Add-ons > Secrets" in r.stdout
-    body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
+    (body,) = [c.body for c in kaggle_env.server.calls("SaveKernel")]
     assert body["enableInternet"] is True
-    assert 'HUB_SECRET = "HF_TOKEN"' in body["text"] and 'TRAIN_ARGS = ["--model", "uni", "--epochs", "1"]' in body["text"]
+    assert (
+        'HUB_SECRET = "HF_TOKEN"' in body["text"] and 'TRAIN_ARGS = ["--model", "uni", "--epochs", "1"]' in body["text"]
+    )
     assert body["datasetDataSources"] == ["testuser/hcd-kit"]  # no weights dataset: the hub serves them
     requests = kaggle_env.server.requests  # every byte the client sent: bodies and headers
     assert requests and all(FAKE_HF_TOKEN.encode() not in q.data for q in requests)
@@ -77,14 +85,17 @@ def test_route_a_pushes_the_secret_name_and_never_the_token(kaggle_env, project,
     kaggle_env.assert_no_secret(r.stdout, r.stderr, pushed, paths=(project / "kernels",))
 
 
-@pytest.mark.parametrize("name, says", [
-    (FAKE_HF_TOKEN, "takes the NAME of a Kaggle secret, not the token itself"),
-    ("my secret", "use the name of a Kaggle secret"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        (FAKE_HF_TOKEN, "takes the NAME of a Kaggle secret, not the token itself"),
+        ("my secret", "use the name of a Kaggle secret"),
+    ],
+)
 def test_a_token_or_a_bad_name_as_hub_secret_is_refused_without_echoing_it(kaggle_env, project, name, says):
     r = push(kaggle_env, project, "--hub-secret", name, "--train-args", "--model uni")
     assert r.exit_code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert says in line and FAKE_HF_TOKEN not in line
     assert kaggle_env.server.calls("SaveKernel") == []
 
@@ -95,21 +106,36 @@ def fake_secrets(folder: Path, body: str) -> Path:
     (folder / "kaggle_secrets.py").write_text(
         "class BackendError(Exception):\n    pass\n\n"
         "class UserSecretsClient:\n"
-        "    def get_secret(self, label):\n" + "".join(f"        {ln}\n" for ln in body.splitlines()))
+        "    def get_secret(self, label):\n" + "".join(f"        {ln}\n" for ln in body.splitlines())
+    )
     return folder
 
 
 @pytest.fixture
 def hub_kernel(kaggle_env, project) -> Path:
-    r = push(kaggle_env, project, "--dry-run", "--fold", "0", "--hub-secret", "HF_TOKEN",
-             "--train-args", "--model uni --epochs 1")
+    r = push(
+        kaggle_env,
+        project,
+        "--dry-run",
+        "--fold",
+        "0",
+        "--hub-secret",
+        "HF_TOKEN",
+        "--train-args",
+        "--model uni --epochs 1",
+    )
     assert r.exit_code == 0, r.stderr
     return project / "kernels" / "hcd-train-fold-0" / "hcd_train_fold_0.py"
 
 
 def run_with(script: Path, tmp_path: Path, secrets: Path | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HCD_KAGGLE_INPUT=str(fake_input(tmp_path / "input")), HCD_KERNEL_DRY_RUN="1",
-               HCD_KAGGLE_WORKING=str(tmp_path / "working"), HCD_KAGGLE_TEMP=str(tmp_path / "kaggle-temp"))
+    env = dict(
+        os.environ,
+        HCD_KAGGLE_INPUT=str(fake_input(tmp_path / "input")),
+        HCD_KERNEL_DRY_RUN="1",
+        HCD_KAGGLE_WORKING=str(tmp_path / "working"),
+        HCD_KAGGLE_TEMP=str(tmp_path / "kaggle-temp"),
+    )
     env.pop("HF_TOKEN", None)
     if secrets is not None:
         env["PYTHONPATH"] = str(secrets)
@@ -136,16 +162,19 @@ def test_the_kernel_sets_hf_token_from_the_secret_without_showing_it(hub_kernel,
     assert FAKE_HF_TOKEN not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("body, error", [
-    ("raise BackendError('No user secrets exist for kernel id 123 and label HF_TOKEN')", "BackendError"),
-    ("return ''", None),
-    (None, "ModuleNotFoundError"),  # outside a Kaggle session
-])
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ("raise BackendError('No user secrets exist for kernel id 123 and label HF_TOKEN')", "BackendError"),
+        ("return ''", None),
+        (None, "ModuleNotFoundError"),  # outside a Kaggle session
+    ],
+)
 def test_an_unattached_secret_stops_the_kernel_in_one_line(hub_kernel, tmp_path, body, error):
     secrets = fake_secrets(tmp_path / "secrets", body) if body is not None else None
     p = run_with(hub_kernel, tmp_path, secrets)
     assert p.returncode == 1 and "+ " not in p.stdout  # before installing or training anything
-    line, = p.stderr.strip().splitlines()
+    (line,) = p.stderr.strip().splitlines()
     if error:
         assert line.startswith(f"the Kaggle secret HF_TOKEN could not be read ({error}): ")
     else:
@@ -156,13 +185,13 @@ def test_an_unattached_secret_stops_the_kernel_in_one_line(hub_kernel, tmp_path,
 def test_probe_kernel_from_a_weights_dataset(kaggle_env, project, tmp_path):
     r = push(kaggle_env, project, "--probe", "uni", "--pretrained-from", "someone/uni-weights", "--tta", "2")
     assert r.exit_code == 0, r.stderr
-    body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
+    (body,) = [c.body for c in kaggle_env.server.calls("SaveKernel")]
     assert body["slug"] == "testuser/hcd-probe" and body.get("enableInternet", False) is False
     assert body["datasetDataSources"] == ["testuser/hcd-kit", "someone/uni-weights"]
     text = body["text"]
     assert 'MODE = "probe"' in text and 'PROBE_MODEL = "uni"' in text and 'TTA = "2"' in text
     assert 'EMBED_ARGS = ["--weights", "dataset:someone/uni-weights/model.safetensors"]' in text
-    assert 'HUB_SECRET = ""' in text and 'TRAIN_ARGS = []' in text
+    assert 'HUB_SECRET = ""' in text and "TRAIN_ARGS = []" in text
 
     inp = fake_input(tmp_path / "input")
     mount = inp / "datasets" / "someone" / "uni-weights"
@@ -172,7 +201,8 @@ def test_probe_kernel_from_a_weights_dataset(kaggle_env, project, tmp_path):
     assert p.returncode == 0, p.stderr
     data, run, temp = tmp_path / "kaggle-temp" / "data", tmp_path / "working" / "run", tmp_path / "kaggle-temp"
     assert steps(p.stdout)[1:] == [
-        f"hcd_kit prepare --data-dir {data}", f"hcd_kit folds --data-dir {data} --n-folds 5",
+        f"hcd_kit prepare --data-dir {data}",
+        f"hcd_kit folds --data-dir {data} --n-folds 5",
         f"hcd_kit embed --data-dir {data} --model uni --tta 2 --out {temp / 'features'} "
         f"--weights {mount / 'model.safetensors'}",
         f"hcd_kit probe --features {temp / 'features'} --data-dir {data} --run-dir {run}",
@@ -183,22 +213,25 @@ def test_probe_kernel_from_a_weights_dataset(kaggle_env, project, tmp_path):
 def test_probe_kernel_through_the_hub(kaggle_env, project):
     r = push(kaggle_env, project, "--probe", "uni", "--hub-secret", "HF_TOKEN", "--name", "uni-probe")
     assert r.exit_code == 0, r.stderr
-    body, = [c.body for c in kaggle_env.server.calls("SaveKernel")]
+    (body,) = [c.body for c in kaggle_env.server.calls("SaveKernel")]
     assert body["slug"] == "testuser/uni-probe" and body["enableInternet"] is True
-    assert 'EMBED_ARGS = []' in body["text"] and 'HUB_SECRET = "HF_TOKEN"' in body["text"]
+    assert "EMBED_ARGS = []" in body["text"] and 'HUB_SECRET = "HF_TOKEN"' in body["text"]
 
 
-@pytest.mark.parametrize("args, says", [
-    (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--fold", "0"), "drop --fold"),
-    (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--fold", "each"), "drop --fold"),
-    (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--train-args", "--epochs 1"), "--train-args does not apply"),
-    (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--weights-dataset", "hcd-weights"), "drop one of them"),
-    (("--probe", "resnet18"), "cannot download the weights of 'resnet18'"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--fold", "0"), "drop --fold"),
+        (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--fold", "each"), "drop --fold"),
+        (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--train-args", "--epochs 1"), "--train-args does not apply"),
+        (("--probe", "uni", "--hub-secret", "HF_TOKEN", "--weights-dataset", "hcd-weights"), "drop one of them"),
+        (("--probe", "resnet18"), "cannot download the weights of 'resnet18'"),
+    ],
+)
 def test_probe_refusals_come_before_any_push(kaggle_env, project, args, says):
     r = push(kaggle_env, project, *args)
     assert r.exit_code == 2, r.stdout
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert says in line, line
     assert kaggle_env.server.calls("SaveKernel") == []
 
@@ -211,8 +244,17 @@ def test_an_old_customised_template_is_refused_for_the_new_options(kaggle_env, t
     meta, script = read_templates(tmp_path / "nothing-here")
     (custom / "kernel-metadata.json").write_text(meta)
     (custom / "kernel.py").write_text(script.replace('HUB_SECRET = "__HCD_HUB_SECRET__"', 'HUB_SECRET = ""'))
-    r = kaggle_env.invoke("kernel", "push", "--root", tmp_path / "mine", "--dry-run", "--hub-secret", "HF_TOKEN",
-                          "--train-args", "--model uni")
+    r = kaggle_env.invoke(
+        "kernel",
+        "push",
+        "--root",
+        tmp_path / "mine",
+        "--dry-run",
+        "--hub-secret",
+        "HF_TOKEN",
+        "--train-args",
+        "--model uni",
+    )
     assert r.exit_code == 2 and "has no __HCD_HUB_SECRET__ constant" in r.stderr
     r = kaggle_env.invoke("kernel", "push", "--root", tmp_path / "mine", "--dry-run", "--train-args", "--no-pretrained")
     assert r.exit_code == 0, r.stderr  # without the option, the old template still renders
@@ -224,12 +266,26 @@ def test_the_kernel_script_module_imports_without_running(hub_kernel):
 
 
 def test_fold_each_with_route_b_renders_every_kernel(kaggle_env, project):
-    r = push(kaggle_env, project, "--dry-run", "--fold", "each", "--n-folds", "2", "--pretrained-from",
-             "me/uni-weights", "--train-args", "--model uni --epochs 1")
+    r = push(
+        kaggle_env,
+        project,
+        "--dry-run",
+        "--fold",
+        "each",
+        "--n-folds",
+        "2",
+        "--pretrained-from",
+        "me/uni-weights",
+        "--train-args",
+        "--model uni --epochs 1",
+    )
     assert r.exit_code == 0, r.stderr
     for k in (0, 1):
         script = (project / "kernels" / f"hcd-train-fold-{k}" / f"hcd_train_fold_{k}.py").read_text()
-        assert 'TRAIN_ARGS = ["--model", "uni", "--epochs", "1", "--weights", "dataset:me/uni-weights/model.safetensors"]' in script
+        assert (
+            'TRAIN_ARGS = ["--model", "uni", "--epochs", "1", "--weights", "dataset:me/uni-weights/model.safetensors"]'
+            in script
+        )
     meta = json.loads((project / "kernels" / "hcd-predict-folds" / "kernel-metadata.json").read_text())
     assert meta["dataset_sources"] == ["testuser/hcd-kit"]  # it rebuilds fine-tuned folds: no pretrained weights
     assert meta["enable_internet"] is False

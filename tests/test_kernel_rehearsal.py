@@ -129,11 +129,23 @@ def test_inference_kernel_from_weights_dataset_runs_for_real(trained, wheel, kag
     kernel rebuilt from it must predict exactly what the training kernel predicted with the same TTA.
     """
     ds = tmp_path / "hcd-weights-rehearsal"
-    r = kaggle_env.invoke("dataset", "push", "--run-dir", trained.box.work / "run", "--name", ds.name,
-                          "--wheel", wheel, "--out-dir", ds, "--dry-run")
+    r = kaggle_env.invoke(
+        "dataset",
+        "push",
+        "--run-dir",
+        trained.box.work / "run",
+        "--name",
+        ds.name,
+        "--wheel",
+        wheel,
+        "--out-dir",
+        ds,
+        "--dry-run",
+    )
     assert r.exit_code == 0, r.output
-    r = kaggle_env.invoke("kernel", "push", "--root", tmp_path / "kernels", "--weights-dataset", ds.name,
-                          "--tta", "2", "--dry-run")
+    r = kaggle_env.invoke(
+        "kernel", "push", "--root", tmp_path / "kernels", "--weights-dataset", ds.name, "--tta", "2", "--dry-run"
+    )
     assert r.exit_code == 0, r.output
     box = kaggle_like(tmp_path / "kaggle", wheel, trained.data)
     weights = box.dataset(USER, ds.name)
@@ -150,7 +162,8 @@ def test_inference_kernel_from_weights_dataset_runs_for_real(trained, wheel, kag
     assert (box.work / "run" / "fold1" / "best.pt").resolve() == weights / "fold1_best.pt"
     trained_sub = pd.read_csv(trained.box.work / "submission.csv", dtype={"id": str}).set_index("id")["label"]
     assert sub.set_index("id")["label"].loc[trained_sub.index].to_numpy() == pytest.approx(
-        trained_sub.to_numpy(), abs=1e-4)
+        trained_sub.to_numpy(), abs=1e-4
+    )
 
 
 def test_fanout_inference_kernel_reads_fold_kernel_outputs_for_real(trained, wheel, tmp_path):
@@ -183,7 +196,8 @@ def test_fanout_inference_kernel_reads_fold_kernel_outputs_for_real(trained, whe
         assert (box.work / "run" / f"fold{k}" / "best.pt").resolve() == mount / "run" / f"fold{k}" / "best.pt"
     trained_sub = pd.read_csv(trained.box.work / "submission.csv", dtype={"id": str}).set_index("id")["label"]
     assert sub.set_index("id")["label"].loc[trained_sub.index].to_numpy() == pytest.approx(
-        trained_sub.to_numpy(), abs=1e-4)
+        trained_sub.to_numpy(), abs=1e-4
+    )
 
 
 def test_probe_kernel_runs_for_real_offline(wheel, sample_root, kaggle_env, tmp_path):

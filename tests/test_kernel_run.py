@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import STUB_COMPETITION
 
 NO_HUB = ("--train-args", "--no-pretrained")
@@ -35,8 +34,19 @@ def kernel_outputs(kaggle_env, kaggle_competition, poll_clock):
 
 
 def _run(kaggle_env, project, data, *extra):
-    return kaggle_env.invoke("kernel", "run", "--root", project / "kernels", *NO_HUB, "--data-dir", data,
-                             "--ledger", project / "ledger.jsonl", *FAST, *extra)
+    return kaggle_env.invoke(
+        "kernel",
+        "run",
+        "--root",
+        project / "kernels",
+        *NO_HUB,
+        "--data-dir",
+        data,
+        "--ledger",
+        project / "ledger.jsonl",
+        *FAST,
+        *extra,
+    )
 
 
 def test_run_pushes_waits_fetches_validates_submits(kaggle_env, project, kernel_outputs):
@@ -44,8 +54,11 @@ def test_run_pushes_waits_fetches_validates_submits(kaggle_env, project, kernel_
     r = _run(kaggle_env, project, kernel_outputs, "--submit", "-m", "r18 on a T4")
     assert r.exit_code == 0, r.stderr
     assert len(server.calls("SaveKernel")) == 1
-    changes = [line.split(": ")[1].split(" (")[0] for line in r.stdout.splitlines()
-               if line.startswith("  testuser/hcd-train: ")]
+    changes = [
+        line.split(": ")[1].split(" (")[0]
+        for line in r.stdout.splitlines()
+        if line.startswith("  testuser/hcd-train: ")
+    ]
     assert changes == ["QUEUED", "RUNNING", "COMPLETE"]  # one line per change, with the time since the push
     out = project / "kernels" / "hcd-train" / "output"
     for name, data in server.kernel_outputs.items():
@@ -53,9 +66,9 @@ def test_run_pushes_waits_fetches_validates_submits(kaggle_env, project, kernel_
     assert (out / "hcd-train.log").is_file()
     assert "checked against the sample" in r.stdout and "NOT checked" not in r.stdout
     # the file Kaggle received is the fetched one, and the ledger row names the kernel and its version
-    sub, = server.submissions[STUB_COMPETITION]
+    (sub,) = server.submissions[STUB_COMPETITION]
     assert sub["_data"] == (out / "submission.csv").read_bytes() and sub["description"] == "r18 on a T4"
-    row, = [json.loads(line) for line in (project / "ledger.jsonl").read_text().splitlines()]
+    (row,) = [json.loads(line) for line in (project / "ledger.jsonl").read_text().splitlines()]
     assert row["kernel"] == "testuser/hcd-train" and row["kernel_version"] == 1
     assert row["status"] == "COMPLETE" and row["public_score"] == 0.9 and row["tta"] == 8
     assert "public score 0.9000" in r.stdout
@@ -71,17 +84,28 @@ def test_run_pushes_waits_fetches_validates_submits(kaggle_env, project, kernel_
 def test_gave_up_waiting_then_attach_pushes_nothing(kaggle_env, project, kernel_outputs):
     server = kaggle_env.server
     server.kernel_polls = 10_000
-    r = kaggle_env.invoke("kernel", "run", "--root", project / "kernels", *NO_HUB, "--data-dir", kernel_outputs,
-                          "--poll-interval", "0.02", "--wait-timeout", "0.3")
+    r = kaggle_env.invoke(
+        "kernel",
+        "run",
+        "--root",
+        project / "kernels",
+        *NO_HUB,
+        "--data-dir",
+        kernel_outputs,
+        "--poll-interval",
+        "0.02",
+        "--wait-timeout",
+        "0.3",
+    )
     assert r.exit_code == 1
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert "still QUEUED" in line and "--attach" in line
     server.kernel_polls = 2  # the session goes on without us and completes
     r = _run(kaggle_env, project, kernel_outputs, "--attach", "--submit", "-m", "attached")
     assert r.exit_code == 0, r.stderr
     assert len(server.calls("SaveKernel")) == 1  # picked up, not pushed again
     assert "attaching to testuser/hcd-train version 1" in r.stdout
-    row, = [json.loads(line) for line in (project / "ledger.jsonl").read_text().splitlines()]
+    (row,) = [json.loads(line) for line in (project / "ledger.jsonl").read_text().splitlines()]
     assert row["kernel"] == "testuser/hcd-train" and row["kernel_version"] == 1
 
 
@@ -91,8 +115,9 @@ def test_ctrl_c_then_rerun_picks_up_the_pushed_version(kaggle_env, project, kern
     exe = Path(sys.executable).with_name("hcd")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hcd_kit"]
     args = ["kernel", "run", *NO_HUB, "--data-dir", str(kernel_outputs), "--poll-interval", "0.05"]
-    proc = subprocess.Popen(cmd + args, env=kaggle_env.env, cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd + args, env=kaggle_env.env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not server.calls("GetKernelSessionStatus") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -112,10 +137,19 @@ def test_changed_options_while_a_version_runs_are_refused(kaggle_env, project, k
     server = kaggle_env.server
     server.kernel_polls = 10_000
     assert kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *NO_HUB).exit_code == 0
-    r = kaggle_env.invoke("kernel", "run", "--root", project / "kernels", "--data-dir", kernel_outputs, *FAST,
-                          "--train-args", "--no-pretrained --epochs 2")
+    r = kaggle_env.invoke(
+        "kernel",
+        "run",
+        "--root",
+        project / "kernels",
+        "--data-dir",
+        kernel_outputs,
+        *FAST,
+        "--train-args",
+        "--no-pretrained --epochs 2",
+    )
     assert r.exit_code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert "pushed with other options, is still QUEUED" in line and "--attach" in line
     assert len(server.calls("SaveKernel")) == 1
 
@@ -124,8 +158,9 @@ def test_changed_options_while_a_version_runs_are_refused(kaggle_env, project, k
 def test_failed_session_shows_the_log_tail_and_exits_non_zero(kaggle_env, project, kernel_outputs, outcome):
     server = kaggle_env.server
     server.kernel_outcome, server.kernel_failure = outcome, "CUDA out of memory in hcd train"
-    server.kernel_log = json.dumps([{"stream_name": "stderr", "time": float(n), "data": f"log line {n}\n"}
-                                    for n in range(40)])
+    server.kernel_log = json.dumps(
+        [{"stream_name": "stderr", "time": float(n), "data": f"log line {n}\n"} for n in range(40)]
+    )
     r = _run(kaggle_env, project, kernel_outputs, "--submit", "-m", "never")
     assert r.exit_code == 1
     assert "log line 39" in r.stderr and "log line 10" in r.stderr and "log line 9\n" not in r.stderr
@@ -148,8 +183,17 @@ def test_refused_before_any_push(kaggle_env, project, kernel_outputs, tmp_path):
 
 def test_live_status_line_on_a_terminal(kaggle_env, project, kernel_outputs):
     """On a terminal the wait shows a live line: the status and the time since the push, redrawn in place."""
-    r = kaggle_env.run("kernel", "run", *NO_HUB, "--data-dir", kernel_outputs, "--poll-interval", "0.3",
-                       cwd=project, env={"FORCE_COLOR": "1", "COLUMNS": "200"})
+    r = kaggle_env.run(
+        "kernel",
+        "run",
+        *NO_HUB,
+        "--data-dir",
+        kernel_outputs,
+        "--poll-interval",
+        "0.3",
+        cwd=project,
+        env={"FORCE_COLOR": "1", "COLUMNS": "200"},
+    )
     assert r.returncode == 0, r.stderr
     assert "testuser/hcd-train: QUEUED, 0:00:0" in r.stdout and "testuser/hcd-train: RUNNING, 0:00:0" in r.stdout
     assert "since the push" in r.stdout
@@ -163,6 +207,7 @@ def test_run_help_is_clean_and_offers_every_push_option(width):
     assert not [label for label in TYPE_LABELS if label in text]
     assert not [line for line in text.splitlines() if len(line) > width]
     assert "Example: hcd kernel run" in text
+
     def flags(cmd: str) -> set[str]:
         return set(re.findall(r"^│ (--[a-z-]+)", help_text(["kernel", cmd], 200), re.M)) - {"--help"}
 
@@ -174,8 +219,22 @@ def test_run_help_is_clean_and_offers_every_push_option(width):
 def test_rerun_after_the_score_wait_gave_up_submits_nothing_twice(kaggle_env, project, kernel_outputs):
     server = kaggle_env.server
     server.submission_polls = 10_000
-    args = ("kernel", "run", "--root", project / "kernels", *NO_HUB, "--data-dir", kernel_outputs,
-            "--ledger", project / "ledger.jsonl", "--poll-interval", "0.02", "--submit", "-m", "once")
+    args = (
+        "kernel",
+        "run",
+        "--root",
+        project / "kernels",
+        *NO_HUB,
+        "--data-dir",
+        kernel_outputs,
+        "--ledger",
+        project / "ledger.jsonl",
+        "--poll-interval",
+        "0.02",
+        "--submit",
+        "-m",
+        "once",
+    )
     r = kaggle_env.invoke(*args, "--score-timeout", "0.2")
     assert r.exit_code == 1 and "still PENDING" in r.stderr
     server.submission_polls = 0
@@ -185,5 +244,5 @@ def test_rerun_after_the_score_wait_gave_up_submits_nothing_twice(kaggle_env, pr
     assert r.exit_code == 0, r.stderr
     assert "not pushing again" in r.stdout and "not submitting again" in r.stdout
     assert len(server.calls("SaveKernel")) == 1 and len(server.calls("CreateSubmission")) == 1
-    row, = [json.loads(line) for line in (project / "ledger.jsonl").read_text().splitlines()]
+    (row,) = [json.loads(line) for line in (project / "ledger.jsonl").read_text().splitlines()]
     assert row["status"] == "COMPLETE" and row["kernel"] == "testuser/hcd-train" and row["kernel_version"] == 1

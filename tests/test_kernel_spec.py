@@ -15,21 +15,24 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "hcd_kit"
 
 
-@pytest.mark.parametrize("train_args, says", [
-    ("--epochz 3 --no-pretrained", "--train-args: '--epochz' is not a flag of `hcd train`"),
-    ("--epochs three --no-pretrained", "--train-args: --epochs takes an integer, got 'three'"),
-    ("--epochs 0 --no-pretrained", "--train-args: --epochs must be >= 1, got 0"),
-    ("--no-pretrained --optimizer adam", "--train-args: --optimizer: 'adam' is not one of"),
-    ("--no-pretrained --lr", "--train-args: --lr needs a value"),
-    ("--no-pretrained resnet34", "--train-args: 'resnet34' is not a flag of `hcd train`"),
-    ("--no-pretrained --weights 'a b", "--train-args \"--no-pretrained --weights 'a b\": No closing quotation"),
-    ("--recipe t4x2-blend --no-pretrained", "--train-args: recipe 't4x2-blend' trains 2 runs, a kernel one"),
-])
+@pytest.mark.parametrize(
+    "train_args, says",
+    [
+        ("--epochz 3 --no-pretrained", "--train-args: '--epochz' is not a flag of `hcd train`"),
+        ("--epochs three --no-pretrained", "--train-args: --epochs takes an integer, got 'three'"),
+        ("--epochs 0 --no-pretrained", "--train-args: --epochs must be >= 1, got 0"),
+        ("--no-pretrained --optimizer adam", "--train-args: --optimizer: 'adam' is not one of"),
+        ("--no-pretrained --lr", "--train-args: --lr needs a value"),
+        ("--no-pretrained resnet34", "--train-args: 'resnet34' is not a flag of `hcd train`"),
+        ("--no-pretrained --weights 'a b", '--train-args "--no-pretrained --weights \'a b": No closing quotation'),
+        ("--recipe t4x2-blend --no-pretrained", "--train-args: recipe 't4x2-blend' trains 2 runs, a kernel one"),
+    ],
+)
 @pytest.mark.parametrize("command", ["push", "run"])
 def test_a_bad_train_args_is_refused_in_one_line_before_any_push(kaggle_env, project, command, train_args, says):
     r = kaggle_env.invoke("kernel", command, "--root", project / "kernels", "--fold", "0", "--train-args", train_args)
     assert r.exit_code == 2, r.stdout
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert says in line, line
     assert kaggle_env.server.calls("SaveKernel") == [] and not (project / "kernels").exists()
 
@@ -47,8 +50,21 @@ def test_train_args_are_split_once(kaggle_env, project, monkeypatch):
 
     monkeypatch.setattr(argv, "split", counted)
     typed = "--epochs 2 --weights '/kaggle/input/my weights/m.pth' --model=resnet34"
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--fold", "each", "--n-folds", "2",
-                          "--dry-run", "--dataset", "someone/my-weights", "--train-args", typed)
+    r = kaggle_env.invoke(
+        "kernel",
+        "push",
+        "--root",
+        project / "kernels",
+        "--fold",
+        "each",
+        "--n-folds",
+        "2",
+        "--dry-run",
+        "--dataset",
+        "someone/my-weights",
+        "--train-args",
+        typed,
+    )
     assert r.exit_code == 0, r.stderr
     assert texts.count(typed) == 1, texts
     script = (project / "kernels" / "hcd-train-fold-1" / "hcd_train_fold_1.py").read_text()
@@ -65,7 +81,12 @@ def test_the_spec_carries_the_words_and_the_overrides(kaggle_env):
     assert train.options == {"recipe": "t4x2-fast"}
     spec = kernel_spec(folds=[0, 2], train_args=train.words, train_overrides=train.overrides, hub_secret=" HF_TOKEN ")
     assert (spec.name, spec.fold, spec.mode, spec.internet, spec.hub_secret) == (
-        "hcd-train-fold-0-2", "0,2", "train", True, "HF_TOKEN")
+        "hcd-train-fold-0-2",
+        "0,2",
+        "train",
+        True,
+        "HF_TOKEN",
+    )
     assert spec.train_args == train.words and spec.train_overrides["epochs"] == 3
     assert KernelSpec(train_args="--epochs 3 --weights 'a b'").train_args == ["--epochs", "3", "--weights", "a b"]
 
@@ -92,15 +113,21 @@ def test_run_kernel_and_run_fanout_take_a_spec_and_few_parameters():
 
 def test_one_module_splits_words():
     """Free text is split (and words quoted) in hcd_kit/argv.py alone; the kernel script gets words."""
-    users = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*")
-                   if p.suffix in (".py", ".j2", ".json") and "shlex" in p.read_text(encoding="utf-8"))
+    users = sorted(
+        str(p.relative_to(PKG))
+        for p in PKG.rglob("*")
+        if p.suffix in (".py", ".j2", ".json") and "shlex" in p.read_text(encoding="utf-8")
+    )
     assert users == ["argv.py"]
 
 
-@pytest.mark.parametrize("word", ["plain", "", "with space", "it's", 'a"b', "/kaggle/input/x=1,y:2@3%+.-_", "é", "$HOME"])
+@pytest.mark.parametrize(
+    "word", ["plain", "", "with space", "it's", 'a"b', "/kaggle/input/x=1,y:2@3%+.-_", "é", "$HOME"]
+)
 def test_the_kernel_script_quotes_as_a_shell_would(kaggle_env, project, word):
-    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run", "--train-args",
-                          "--no-pretrained")
+    r = kaggle_env.invoke(
+        "kernel", "push", "--root", project / "kernels", "--dry-run", "--train-args", "--no-pretrained"
+    )
     assert r.exit_code == 0, r.stderr
     kernel = runpy.run_path(str(project / "kernels" / "hcd-train" / "hcd_train.py"), run_name="kernel")
     assert kernel["quoted"](word) == shlex.quote(word)

@@ -30,11 +30,27 @@ def test_wheel_ships_the_templates_and_renders_a_kernel_outside_a_clone(kaggle_e
     empty = tmp_path / "empty"
     empty.mkdir()
     env = dict(kaggle_env.env, PYTHONPATH=str(site))
-    where = subprocess.run([sys.executable, "-c", "import hcd_kit; print(hcd_kit.__file__)"], env=env, cwd=empty,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [sys.executable, "-c", "import hcd_kit; print(hcd_kit.__file__)"],
+        env=env,
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert Path(where).is_relative_to(site)  # the installed copy, not the checkout
-    cmd = [sys.executable, "-m", "hcd_kit", "kernel", "push", "--dry-run", "--fold", "0", "--train-args",
-           "--epochs 3 --no-pretrained"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hcd_kit",
+        "kernel",
+        "push",
+        "--dry-run",
+        "--fold",
+        "0",
+        "--train-args",
+        "--epochs 3 --no-pretrained",
+    ]
     p = subprocess.run(cmd, env=env, cwd=empty, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     folder = empty / "kernels" / "hcd-train-fold-0"
@@ -63,6 +79,7 @@ def test_customised_templates_replace_the_packaged_ones(kaggle_env, tmp_path):
 
 # --- /kaggle/input paths in --train-args ---------------------------------------------------------------------
 
+
 def _mount(inp: Path, layout: str, owner: str, slug: str, competition: bool = False) -> Path:
     """A folder where Kaggle mounts ``owner/slug``: ``old`` /kaggle/input/<slug>, ``new`` the nested layout."""
     if layout == "old":
@@ -87,30 +104,52 @@ def _fake_gpu(bin_dir: Path) -> Path:
     bin_dir.mkdir()
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: Tesla T4 (UUID: GPU-a)'\n")
     (bin_dir / "nvidia-smi").chmod(0o755)
-    (bin_dir / "torch.py").write_text("__version__ = 'fake'\nclass cuda:\n    device_count = staticmethod(lambda: 1)\n"
-                                      "    get_device_name = staticmethod(lambda i: 'Tesla T4')\n")
+    (bin_dir / "torch.py").write_text(
+        "__version__ = 'fake'\nclass cuda:\n    device_count = staticmethod(lambda: 1)\n"
+        "    get_device_name = staticmethod(lambda i: 'Tesla T4')\n"
+    )
     return bin_dir
 
 
 def _rehearse(kaggle_env, tmp_path: Path, train_args: str) -> subprocess.CompletedProcess:
     """Render a training kernel with ``train_args`` and run it (steps printed, not run) on ``tmp_path/input``."""
-    r = kaggle_env.invoke("kernel", "push", "--root", tmp_path / "kernels", "--dry-run", "--fold", "0",
-                          "--dataset", "someone/timm-r34", "--train-args", train_args)
+    r = kaggle_env.invoke(
+        "kernel",
+        "push",
+        "--root",
+        tmp_path / "kernels",
+        "--dry-run",
+        "--fold",
+        "0",
+        "--dataset",
+        "someone/timm-r34",
+        "--train-args",
+        train_args,
+    )
     assert r.exit_code == 0, r.stderr
     fake = _fake_gpu(tmp_path / "bin")
-    env = dict(os.environ, HCD_KAGGLE_INPUT=str(tmp_path / "input"), HCD_KAGGLE_WORKING=str(tmp_path / "working"),
-               HCD_KAGGLE_TEMP=str(tmp_path / "temp"), HCD_KERNEL_DRY_RUN="1",
-               PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(fake))
+    env = dict(
+        os.environ,
+        HCD_KAGGLE_INPUT=str(tmp_path / "input"),
+        HCD_KAGGLE_WORKING=str(tmp_path / "working"),
+        HCD_KAGGLE_TEMP=str(tmp_path / "temp"),
+        HCD_KERNEL_DRY_RUN="1",
+        PATH=f"{fake}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(fake),
+    )
     script = tmp_path / "kernels" / "hcd-train-fold-0" / "hcd_train_fold_0.py"
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("layout", ["old", "new"])
-@pytest.mark.parametrize("typed", [
-    "--weights /kaggle/input/timm-r34/m.pth",
-    "--weights /kaggle/input/datasets/someone/timm-r34/m.pth",
-    "--weights=/kaggle/input/timm-r34/m.pth",
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "--weights /kaggle/input/timm-r34/m.pth",
+        "--weights /kaggle/input/datasets/someone/timm-r34/m.pth",
+        "--weights=/kaggle/input/timm-r34/m.pth",
+    ],
+)
 def test_weights_path_follows_the_real_mount(kaggle_env, tmp_path, layout, typed):
     """The README's `--weights /kaggle/input/SLUG/FILE` reaches `hcd train` as the file's real place, whichever
     mount layout the session has and whichever layout the user typed."""
@@ -120,7 +159,7 @@ def test_weights_path_follows_the_real_mount(kaggle_env, tmp_path, layout, typed
     weights.write_bytes(b"weights")
     p = _rehearse(kaggle_env, tmp_path, f"--model resnet34 {typed}")
     assert p.returncode == 0, p.stderr
-    train, = [line for line in p.stdout.splitlines() if line.startswith("+ ") and " hcd_kit train " in line]
+    (train,) = [line for line in p.stdout.splitlines() if line.startswith("+ ") and " hcd_kit train " in line]
     sep = "=" if "=" in typed else " "
     assert train.endswith(f"--fold 0 --run-dir {tmp_path / 'working' / 'run'} --model resnet34 --weights{sep}{weights}")
 
@@ -134,7 +173,7 @@ def test_weights_path_found_nowhere_stops_the_kernel_at_once(kaggle_env, tmp_pat
         (folder / "model.safetensors").write_bytes(b"weights")
     p = _rehearse(kaggle_env, tmp_path, "--weights /kaggle/input/timm-r34/m.pth")
     assert p.returncode != 0
-    line, = p.stderr.strip().splitlines()
+    (line,) = p.stderr.strip().splitlines()
     assert line.startswith("/kaggle/input/timm-r34/m.pth: ")
     if case == "file-missing":
         assert f"mounted at {inp / 'datasets' / 'someone' / 'timm-r34'}" in line and "model.safetensors" in line

@@ -90,5 +90,5 @@ def test_report_lists_every_problem_in_the_first_writable_folder(tmp_path):
     assert path == tmp_path / "r.csv" and not (tmp_path / "gone").exists()
     lines = path.read_text().splitlines()
     assert lines[0] == "split,name,problem" and len(lines) == 7
-    assert lines[1] == "train,0.tif,corrupt" and lines[-1] == 'train,"x (\'7\'), with a comma",label not 0/1'
+    assert lines[1] == "train,0.tif,corrupt" and lines[-1] == "train,\"x ('7'), with a comma\",label not 0/1"
     assert write_report({"train": found}, "r.csv", tmp_path / "gone") is None  # nowhere to write: no error

@@ -56,16 +56,24 @@ def test_corrupt_ledger_line_is_one_error(tmp_path):
 
 def test_failed_submission_keeps_kaggles_reason_and_old_ledgers_still_load(tmp_path):
     ledger = tmp_path / "ledger.jsonl"
-    old = {"time": "2024-01-02T03:04:05Z", "file": "/x/s.csv", "sha256": "ab", "message": "before the field",
-           "competition": "c", "ref": 7, "status": "ERROR"}  # a line written before error_description existed
+    old = {
+        "time": "2024-01-02T03:04:05Z",
+        "file": "/x/s.csv",
+        "sha256": "ab",
+        "message": "before the field",
+        "competition": "c",
+        "ref": 7,
+        "status": "ERROR",
+    }  # a line written before error_description existed
     ledger.write_text(json.dumps(old) + "\n")
-    rec, = read_ledger(ledger)
+    (rec,) = read_ledger(ledger)
     assert (rec.ref, rec.status, rec.error_description) == (7, "ERROR", None)
     rec.error_description = "Submission has 2 rows, expected 57458"
     append_record(ledger, LedgerRecord(**{**old, "ref": 8, "error_description": "bad header"}))
     write_ledger(ledger, [rec, *read_ledger(ledger)[1:]])
     assert [(r.ref, r.error_description) for r in read_ledger(ledger)] == [
-        (7, "Submission has 2 rows, expected 57458"), (8, "bad header")
+        (7, "Submission has 2 rows, expected 57458"),
+        (8, "bad header"),
     ]
 
 

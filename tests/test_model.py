@@ -35,8 +35,9 @@ torch.save(m.state_dict(), sys.argv[1])
 def _run(tmp_path: Path, hf_home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "out.pt")], env=env, text=True,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", LOAD, str(tmp_path / "out.pt")], env=env, text=True, capture_output=True, timeout=120
+    )
 
 
 def test_pretrained_weights_come_from_the_hub_cache(tmp_path):

@@ -29,9 +29,11 @@ def synth(tmp_path_factory):
 @pytest.fixture
 def caps(monkeypatch):
     """Pretend to be a CPU of the given class: ``caps(bf16=False)`` is the AVX2 class."""
+
     def pretend(bf16: bool, isa: str = "AVX2") -> None:
         monkeypatch.setattr(dev, "cpu_caps", lambda: CpuCaps(isa, bf16))
         dev._emulated_bf16_warning.cache_clear()
+
     return pretend
 
 
@@ -72,8 +74,10 @@ def test_fp16_on_the_cpu_is_refused_in_one_line(caps):
 
 def test_the_real_capability_follows_the_onednn_isa_cap():
     """``ONEDNN_MAX_CPU_ISA=AVX2`` (the AVX2 class on any machine) turns native bf16 off, so auto is fp32."""
-    code = ("import torch; from hcd_kit.device import cpu_caps, choose_precision; c = cpu_caps(); "
-            "print(c.bf16, choose_precision(torch.device('cpu')).name)")
+    code = (
+        "import torch; from hcd_kit.device import cpu_caps, choose_precision; c = cpu_caps(); "
+        "print(c.bf16, choose_precision(torch.device('cpu')).name)"
+    )
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "fp32"]
@@ -83,8 +87,9 @@ def test_the_training_log_and_environment_record_name_the_choice(caps, synth, tm
     from hcd_kit.training import TrainConfig, train
 
     caps(bf16=False, isa="AVX2")
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=32, threads=1, batch_size=32,
-                      epochs=1)
+    cfg = TrainConfig(
+        model="resnet10t", pretrained=False, device="cpu", img_size=32, threads=1, batch_size=32, epochs=1
+    )
     train(cfg, synth, tmp_path / "run", folds=[0])
     first = (tmp_path / "run" / "train.log").read_text().splitlines()[0]
     assert "precision fp32 (auto: CPU AVX2, no native bf16" in first
@@ -92,8 +97,9 @@ def test_the_training_log_and_environment_record_name_the_choice(caps, synth, tm
     assert env["precision"] == "fp32" and env["cpu_isa"] == "AVX2" and env["cpu_bf16_native"] is False
 
 
-@pytest.mark.parametrize("name, expected", [("resnet10t", True), ("efficientnet_b0", True),
-                                            ("vit_tiny_patch16_224", False)])
+@pytest.mark.parametrize(
+    "name, expected", [("resnet10t", True), ("efficientnet_b0", True), ("vit_tiny_patch16_224", False)]
+)
 def test_channels_last_on_the_cpu_for_convolutional_networks_only(name, expected):
     """NHWC was measured faster for CNNs on both CPU classes (device.py's docstring has the figures); a
     transformer's one patch-embedding convolution gains nothing, so it stays as it is."""

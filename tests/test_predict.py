@@ -43,7 +43,6 @@ def keep_test_only(data: Path) -> Path:
     return data
 
 
-
 def shuffle_sample(data: Path, seed: int = 1) -> list[str]:
     """Reorder sample_submission.csv so that 'same order as the sample' differs from any sorted order."""
     sample = pd.read_csv(data / "sample_submission.csv", dtype={"id": str})
@@ -169,17 +168,19 @@ def test_one_progress_bar_per_fold_and_the_oof_auc_line_matches_the_oof_files(su
     labels["fold"] = np.arange(len(labels)) % 3
     labels[["id", "fold"]].to_csv(data / "folds.csv", index=False)
     run = make_run(tmp_path / "run", folds=(0, 1, 2))
-    one = predict("--data-dir", data, "--run-dir", run, "--tta", 1, "--out", tmp_path / "one.csv",
-                  "--precision", "fp32")
+    one = predict(
+        "--data-dir", data, "--run-dir", run, "--tta", 1, "--out", tmp_path / "one.csv", "--precision", "fp32"
+    )
     assert one.exit_code == 0, one.output
 
-    res = predict("--data-dir", data, "--run-dir", run, "--tta", 2, "--out", tmp_path / "sub.csv",
-                  "--precision", "fp32")
+    res = predict(
+        "--data-dir", data, "--run-dir", run, "--tta", 2, "--out", tmp_path / "sub.csv", "--precision", "fp32"
+    )
 
     assert res.exit_code == 0, res.output
     auc = {n: roc_auc_score(f["label"], f["prob"]) for n in (1, 2) for f in [pd.read_csv(run / f"oof_tta{n}.csv")]}
     gain = f"{auc[2] - auc[1]:+.4f}".replace("-0.0000", "+0.0000")
-    line, = [line for line in res.stdout.splitlines() if line.startswith("OOF AUC  all")]
+    (line,) = [line for line in res.stdout.splitlines() if line.startswith("OOF AUC  all")]
     assert line.split() == ["OOF", "AUC", "all", "12", f"{auc[1]:.4f}", f"{auc[2]:.4f}", "(TTA", "x2:", f"{gain})"]
     bars = [line.split() for line in res.stderr.splitlines() if line.startswith("fold ")]
     per_fold = (labels["fold"].value_counts() + 4).to_dict()  # each fold's bar: the 4 test + its OOF patches
@@ -296,9 +297,31 @@ def test_a_trained_run_finds_its_data_folder_without_data_dir(subset_factory, tm
     prepare(data, workers=1)
     create_folds(data, n_folds=2)
     run = tmp_path / "run"
-    res = runner.invoke(app, ["train", "--data-dir", str(data), "--fold", "0", "--model", "test_resnet", "--epochs",
-                              "1", "--run-dir", str(run), "--device", "cpu", "--no-pretrained", "--img-size", "32",
-                              "--threads", "1", "--batch-size", "16"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(data),
+            "--fold",
+            "0",
+            "--model",
+            "test_resnet",
+            "--epochs",
+            "1",
+            "--run-dir",
+            str(run),
+            "--device",
+            "cpu",
+            "--no-pretrained",
+            "--img-size",
+            "32",
+            "--threads",
+            "1",
+            "--batch-size",
+            "16",
+        ],
+    )
     assert res.exit_code == 0, res.output
     recorded = json.loads((run / "data.json").read_text())
     assert Path(recorded["data_dir"]) == data.resolve() and recorded["train_fingerprint"]

@@ -48,11 +48,21 @@ def write_store(root: Path, data: Path, signal: float, seed: int = 0, labels: bo
     rng = np.random.default_rng(seed)
     train = pd.read_csv(data / "train_labels.csv", dtype={"id": str}).sample(frac=1.0, random_state=seed)
     test = pd.read_csv(data / "sample_submission.csv", dtype={"id": str}).sort_values("id")
-    manifest = {"model": "planted", "img_size": 96, "pool": "head", "dim": DIM, "tta": views, "views": [0, 4][:views],
-                "data": {}, "splits": {}}
+    manifest = {
+        "model": "planted",
+        "img_size": 96,
+        "pool": "head",
+        "dim": DIM,
+        "tta": views,
+        "views": [0, 4][:views],
+        "data": {},
+        "splits": {},
+    }
     root.mkdir(parents=True)
-    for split, ids, y in [("train", train["id"].to_numpy(), train["label"].to_numpy()),
-                          ("test", test["id"].to_numpy(), rng.integers(0, 2, len(test)))]:
+    for split, ids, y in [
+        ("train", train["id"].to_numpy(), train["label"].to_numpy()),
+        ("test", test["id"].to_numpy(), rng.integers(0, 2, len(test))),
+    ]:
         x = rng.normal(size=(len(ids), DIM))
         x[:, :3] += signal * (2 * y[:, None] - 1)
         feats = np.stack([x, x + 0.3 * rng.normal(size=x.shape)], axis=1)[:, :views]
@@ -103,8 +113,18 @@ def test_a_probe_is_a_run_that_cv_ensemble_and_submit_take(planted, data, tmp_pa
     sub = validate_submission(run / "submission.csv", data / "sample_submission.csv")
     assert sub["id"].tolist() == pd.read_csv(data / "sample_submission.csv", dtype={"id": str})["id"].tolist()
     side = json.loads((run / "submission.csv.json").read_text())
-    assert {"runs", "folds", "tta", "ensemble", "cv_auc", "model", "img_size", "oof_auc_1view", "oof_auc_tta",
-            "oof_tta_file"} <= set(side)
+    assert {
+        "runs",
+        "folds",
+        "tta",
+        "ensemble",
+        "cv_auc",
+        "model",
+        "img_size",
+        "oof_auc_1view",
+        "oof_auc_tta",
+        "oof_tta_file",
+    } <= set(side)
     assert side["tta"] == 2 and side["folds"] == [0, 1, 2, 3, 4] and side["cv_auc"] == pytest.approx(oof_auc(oof))
 
     r = runner.invoke(app, ["cv", "--run-dir", str(run)])
@@ -114,7 +134,7 @@ def test_a_probe_is_a_run_that_cv_ensemble_and_submit_take(planted, data, tmp_pa
 
     r = runner.invoke(app, ["predict", "--run-dir", str(run), "--data-dir", str(data)])
     assert r.exit_code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert f"{run} is a probe run: `hcd probe` already wrote its test predictions to {run / 'submission.csv'}" in line
     assert "blend it with `hcd ensemble` or submit it" in line
 
@@ -148,8 +168,10 @@ def test_a_one_view_store_and_a_re_probe_leave_only_this_probes_files(planted, d
 
 
 def test_features_without_the_label_score_near_chance(data, tmp_path):
-    aucs = [probe(write_store(tmp_path / f"noise{s}", data, signal=0.0, seed=s), data, tmp_path / f"run{s}").oof_auc_1
-            for s in range(2)]
+    aucs = [
+        probe(write_store(tmp_path / f"noise{s}", data, signal=0.0, seed=s), data, tmp_path / f"run{s}").oof_auc_1
+        for s in range(2)
+    ]
     assert all(0.35 < a < 0.65 for a in aucs), aucs
 
 
@@ -192,6 +214,18 @@ def test_what_a_probe_cannot_use_is_one_line(planted, data, tmp_path):
         probe(planted, data, tmp_path / "r4", folds=[7])
     with pytest.raises(ConfigError, match="--head mlp takes none"):
         probe(planted, data, tmp_path / "r5", head="mlp", c=0.5)
-    r = runner.invoke(app, ["probe", "--features", str(planted), "--data-dir", str(data), "--run-dir",
-                            str(tmp_path / "r6"), "--c", "lots"])
+    r = runner.invoke(
+        app,
+        [
+            "probe",
+            "--features",
+            str(planted),
+            "--data-dir",
+            str(data),
+            "--run-dir",
+            str(tmp_path / "r6"),
+            "--c",
+            "lots",
+        ],
+    )
     assert r.exit_code == 2 and "--c must be auto or a positive number" in r.stderr

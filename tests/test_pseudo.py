@@ -24,8 +24,23 @@ from hcd_kit.data import BatchLoader, StackedImages, open_store, read_pseudo
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import sha256_file
 
-FAST = ["--model", "resnet10t", "--no-pretrained", "--epochs", "1", "--img-size", "32", "--batch-size", "16",
-        "--device", "cpu", "--threads", "1", "--precision", "fp32"]
+FAST = [
+    "--model",
+    "resnet10t",
+    "--no-pretrained",
+    "--epochs",
+    "1",
+    "--img-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--precision",
+    "fp32",
+]
 
 
 def hcd(*args):
@@ -61,11 +76,14 @@ def write_submission(path: Path, ids, probs) -> Path:
 HAND = [0.99, 0.95, 0.9499, 0.9, 0.5, 0.1, 0.05, 0.0500001, 0.01, 0.0]  # the first 10 test ids; the rest 0.5
 
 
-@pytest.mark.parametrize("flags, label1, label0, summary", [
-    ([], [0, 1], [6, 8, 9], "kept 5 of 40 test predictions at confidence 0.95: 2 as label 1"),
-    (["--min-confidence", "0.9"], [0, 1, 2, 3], [5, 6, 7, 8, 9], "kept 9 of 40"),  # 0.9 and 0.1 are kept
-    (["--min-confidence", "0.9", "--max-per-class", "1"], [0], [9], "7 more confident ones left out"),
-])
+@pytest.mark.parametrize(
+    "flags, label1, label0, summary",
+    [
+        ([], [0, 1], [6, 8, 9], "kept 5 of 40 test predictions at confidence 0.95: 2 as label 1"),
+        (["--min-confidence", "0.9"], [0, 1, 2, 3], [5, 6, 7, 8, 9], "kept 9 of 40"),  # 0.9 and 0.1 are kept
+        (["--min-confidence", "0.9", "--max-per-class", "1"], [0], [9], "7 more confident ones left out"),
+    ],
+)
 def test_pseudo_keeps_the_confident_predictions(data, tmp_path, flags, label1, label0, summary):
     ids = store_test_ids(data)
     probs = np.r_[HAND, np.full(len(ids) - len(HAND), 0.5)]
@@ -83,17 +101,20 @@ def test_pseudo_keeps_the_confident_predictions(data, tmp_path, flags, label1, l
     assert np.allclose(got["prob"], probs[kept])
 
 
-@pytest.mark.parametrize("case, flags, message", [
-    ("good", ["--min-confidence", "0.5"], "--min-confidence must be in (0.5, 1), got 0.5"),
-    ("good", ["--min-confidence", "1"], "--min-confidence must be in (0.5, 1), got 1.0"),
-    ("good", ["--max-per-class", "0"], "--max-per-class must be >= 1, got 0"),
-    ("train ids", [], "60 of 60 ids are not in the packed test store"),
-    ("3 foreign", [], "3 of 43 ids are not in the packed test store of"),
-    ("header", [], "must have the columns id,label (has id,prob)"),
-    ("not a probability", [], "1 label(s) are not probabilities in [0, 1]"),
-    ("missing", [], "--pred: missing test predictions"),
-    ("unsure", [], "lower --min-confidence"),
-])
+@pytest.mark.parametrize(
+    "case, flags, message",
+    [
+        ("good", ["--min-confidence", "0.5"], "--min-confidence must be in (0.5, 1), got 0.5"),
+        ("good", ["--min-confidence", "1"], "--min-confidence must be in (0.5, 1), got 1.0"),
+        ("good", ["--max-per-class", "0"], "--max-per-class must be >= 1, got 0"),
+        ("train ids", [], "60 of 60 ids are not in the packed test store"),
+        ("3 foreign", [], "3 of 43 ids are not in the packed test store of"),
+        ("header", [], "must have the columns id,label (has id,prob)"),
+        ("not a probability", [], "1 label(s) are not probabilities in [0, 1]"),
+        ("missing", [], "--pred: missing test predictions"),
+        ("unsure", [], "lower --min-confidence"),
+    ],
+)
 def test_pseudo_refusals_are_one_line(data, tmp_path, case, flags, message):
     ids = store_test_ids(data)
     pred = tmp_path / "sub.csv"
@@ -118,13 +139,16 @@ def test_pseudo_refusals_are_one_line(data, tmp_path, case, flags, message):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("id,label\n", "lists no pseudo-labels"),
-    ("id,prob\nx,0.9\n", "must have the columns id,label,prob"),
-    ("id,label,prob\nx,2,0.9\n", "1 label(s) are not 0 or 1 (first: id x = '2')"),
-    ("id,label,prob\nx,1,0.9\nx,1,0.9\n", "lists id x twice"),
-    ("id,label,prob\nx,1,1.5\n", "1 prob(s) are not probabilities in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("id,label\n", "lists no pseudo-labels"),
+        ("id,prob\nx,0.9\n", "must have the columns id,label,prob"),
+        ("id,label,prob\nx,2,0.9\n", "1 label(s) are not 0 or 1 (first: id x = '2')"),
+        ("id,label,prob\nx,1,0.9\nx,1,0.9\n", "lists id x twice"),
+        ("id,label,prob\nx,1,1.5\n", "1 prob(s) are not probabilities in [0, 1]"),
+    ],
+)
 def test_a_malformed_pseudo_label_file_is_one_line(tmp_path, text, message):
     path = tmp_path / "pseudo.csv"
     path.write_text(text)
@@ -216,8 +240,13 @@ def test_pseudo_rows_train_every_fold_and_never_validate(data, trained):
     assert all(by_id[i] == k for i, k in zip(oof["id"], oof["fold"]))
     assert f'pseudo = "{trained.pseudo}"' in (trained.run / "config.toml").read_text()
     record = json.loads((trained.run / "pseudo.json").read_text())
-    assert record == {"file": str(trained.pseudo), "sha256": sha256_file(trained.pseudo), "count": 20,
-                      "positives": 10, "negatives": 10}
+    assert record == {
+        "file": str(trained.pseudo),
+        "sha256": sha256_file(trained.pseudo),
+        "count": 20,
+        "positives": 10,
+        "negatives": 10,
+    }
     assert "fold 2: + 20 pseudo-labelled test images (10 label 1, 10 label 0)" in trained.output
     assert "CV AUC (pooled OOF of 3 fold(s), 60 images)" in trained.output
 

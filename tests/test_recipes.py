@@ -20,8 +20,14 @@ REQUIRED = {"cpu", "t4x2-fast", "t4x2-strong", "t4x2-blend"}
 
 
 def hcd(*args, cwd=None, timeout=1800) -> subprocess.CompletedProcess:  # a hang guard, not a speed check
-    return subprocess.run([sys.executable, "-m", "hcd_kit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**__import__("os").environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "hcd_kit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
 
 
 def test_every_shipped_recipe_is_a_valid_config():
@@ -85,11 +91,21 @@ def test_published_rates_scale_with_pixels_and_measured_figures_win():
     small, large = rates("resnet34", 96, "t4x2"), rates("resnet34", 192, "t4x2")
     assert small.train_ips == pytest.approx(4 * large.train_ips) and small.source.startswith("published")
     assert rates("no_such_model", 96, "t4x2") is None
-    report = {"environment": {"gpus": ["Tesla T4"]}, "steps": [
-        {"step": "recipe-train:t4x2-fast", "exit": 0, "figures": {"img_size": 96, "models": {"resnet34": {"loader_ips": 1234.0}}}},
-        {"step": "recipe-tta:t4x2-fast", "exit": 0, "figures": {"model": "resnet34", "img_size": 96,
-                                                              "rows": [{"tta": 1, "images_per_s": 4321.0}]}},
-    ]}
+    report = {
+        "environment": {"gpus": ["Tesla T4"]},
+        "steps": [
+            {
+                "step": "recipe-train:t4x2-fast",
+                "exit": 0,
+                "figures": {"img_size": 96, "models": {"resnet34": {"loader_ips": 1234.0}}},
+            },
+            {
+                "step": "recipe-tta:t4x2-fast",
+                "exit": 0,
+                "figures": {"model": "resnet34", "img_size": 96, "rows": [{"tta": 1, "images_per_s": 4321.0}]},
+            },
+        ],
+    }
     m = rates("resnet34", 96, "t4x2", report)
     assert (m.train_ips, m.predict_ips) == (1234.0, 4321.0) and "Tesla T4" in m.source
     assert rates("resnet34", 128, "t4x2", report).source.startswith("published")  # another size: not measured
@@ -110,10 +126,25 @@ def test_hcd_recipes_lists_every_recipe_with_cost_and_source(tmp_path):
     members = [m.recipe for m in load_recipe("t4x2-blend").members]
     assert rows["t4x2-blend"]["t4x2_seconds"] == pytest.approx(sum(rows[m]["t4x2_seconds"] for m in members))
     report = tmp_path / "gpu.json"
-    report.write_text(json.dumps({"environment": {"gpus": ["Tesla T4"]}, "steps": [
-        {"step": "recipe-train:t4x2-fast", "exit": 0, "figures": {"img_size": 96, "models": {"resnet34": {"loader_ips": 50.0}}}},
-        {"step": "recipe-tta:t4x2-fast", "exit": 0, "figures": {"model": "resnet34", "img_size": 96,
-                                                              "rows": [{"tta": 1, "images_per_s": 150.0}]}}]}))
+    report.write_text(
+        json.dumps(
+            {
+                "environment": {"gpus": ["Tesla T4"]},
+                "steps": [
+                    {
+                        "step": "recipe-train:t4x2-fast",
+                        "exit": 0,
+                        "figures": {"img_size": 96, "models": {"resnet34": {"loader_ips": 50.0}}},
+                    },
+                    {
+                        "step": "recipe-tta:t4x2-fast",
+                        "exit": 0,
+                        "figures": {"model": "resnet34", "img_size": 96, "rows": [{"tta": 1, "images_per_s": 150.0}]},
+                    },
+                ],
+            }
+        )
+    )
     slow = json.loads(hcd("recipes", "--json", "--figures", report).stdout)
     slow_rows = {r["name"]: r for r in slow["recipes"]}
     assert slow_rows["t4x2-fast"]["t4x2_seconds"] > 10 * rows["t4x2-fast"]["t4x2_seconds"]
@@ -128,11 +159,30 @@ def test_demo_trains_exactly_the_cpu_recipe(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "recipe cpu" in res.stdout
     data = tmp_path / "demo" / "data"
-    res = hcd("train", "--recipe", "cpu", "--epochs", "1", "--fold", "all", "--device", "cpu", "--data-dir", data,
-              "--run-dir", tmp_path / "again", cwd=tmp_path)
+    res = hcd(
+        "train",
+        "--recipe",
+        "cpu",
+        "--epochs",
+        "1",
+        "--fold",
+        "all",
+        "--device",
+        "cpu",
+        "--data-dir",
+        data,
+        "--run-dir",
+        tmp_path / "again",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
-    demo_cfg, again_cfg = read_toml(tmp_path / "demo" / "run" / "config.toml"), read_toml(tmp_path / "again" / "config.toml")
-    assert {k: v for k, v in demo_cfg.items() if k not in ("device",)} == {k: v for k, v in again_cfg.items() if k != "device"}
+    demo_cfg, again_cfg = (
+        read_toml(tmp_path / "demo" / "run" / "config.toml"),
+        read_toml(tmp_path / "again" / "config.toml"),
+    )
+    assert {k: v for k, v in demo_cfg.items() if k not in ("device",)} == {
+        k: v for k, v in again_cfg.items() if k != "device"
+    }
     for k in range(5):
         a = pd.read_csv(tmp_path / "demo" / "run" / f"fold{k}" / "oof.csv")
         b = pd.read_csv(tmp_path / "again" / f"fold{k}" / "oof.csv")
@@ -173,8 +223,29 @@ def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):
         assert hcd(*step, cwd=tmp_path).returncode == 0
     root = tmp_path / "blend"
     # tiny stand-ins for the members' backbones: the flags override both members alike
-    res = hcd("train", "--recipe", "t4x2-blend", "--fold", "0", "--epochs", "1", "--model", "resnet10t", "--img-size", "32",
-              "--batch-size", "16", "--no-pretrained", "--device", "cpu", "--data-dir", data, "--run-dir", root, cwd=tmp_path)
+    res = hcd(
+        "train",
+        "--recipe",
+        "t4x2-blend",
+        "--fold",
+        "0",
+        "--epochs",
+        "1",
+        "--model",
+        "resnet10t",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--no-pretrained",
+        "--device",
+        "cpu",
+        "--data-dir",
+        data,
+        "--run-dir",
+        root,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     for member in load_recipe("t4x2-blend").members:
         cfg = read_toml(root / member.name / "config.toml")
@@ -185,13 +256,29 @@ def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):
 
 
 def test_a_kernel_refuses_a_blend_recipe_and_names_its_members(project):
-    res = hcd("kernel", "push", "--dry-run", "--fold", "all", "--train-args", "--recipe t4x2-blend --no-pretrained",
-              cwd=project)
+    res = hcd(
+        "kernel",
+        "push",
+        "--dry-run",
+        "--fold",
+        "all",
+        "--train-args",
+        "--recipe t4x2-blend --no-pretrained",
+        cwd=project,
+    )
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "--recipe t4x2-strong" in res.stderr and "--recipe t4x2-effb3" in res.stderr
     assert not (project / "kernels").exists()
-    ok = hcd("kernel", "push", "--dry-run", "--fold", "all", "--train-args", "--recipe t4x2-strong --no-pretrained",
-             cwd=project)
+    ok = hcd(
+        "kernel",
+        "push",
+        "--dry-run",
+        "--fold",
+        "all",
+        "--train-args",
+        "--recipe t4x2-strong --no-pretrained",
+        cwd=project,
+    )
     assert ok.returncode == 0, ok.stderr
 
 

@@ -45,7 +45,8 @@ def test_label_smoothing_moves_the_optimum_off_the_extremes():
     loss(logit, target).backward()
     assert abs(float(logit.grad)) < 1e-6  # the smoothed loss is minimal at p = 1 - eps/2, not at p = 1
     assert float(SmoothedBCE(0.0)(torch.tensor([best]), target)) == pytest.approx(
-        float(torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([best]), target)))
+        float(torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([best]), target))
+    )
 
 
 def test_drop_path_reaches_the_model():
@@ -59,11 +60,14 @@ def test_drop_path_reaches_the_model():
     assert not any(type(m).__name__ == "DropPath" for m in create_model("resnet10t", pretrained=False).modules())
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("label_smoothing", 0.5, "--label-smoothing must be in [0, 0.5)"),
-    ("mixup", -1.0, "--mixup must be >= 0"),
-    ("drop_path", 1.0, "--drop-path must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("label_smoothing", 0.5, "--label-smoothing must be in [0, 0.5)"),
+        ("mixup", -1.0, "--mixup must be >= 0"),
+        ("drop_path", 1.0, "--drop-path must be in [0, 1)"),
+    ],
+)
 def test_bad_values_name_the_flag(key, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", "\\[").replace("(", "\\(").replace(")", "\\)")):
         TrainConfig(**{key: value})

@@ -66,8 +66,18 @@ def tiny(sample_root, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("report")
     data = packed_subset(sample_root, root / "data", 64, 8)
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=32,
-                      epochs=2, lr=3e-3, precision="fp32", seed=0)
+    cfg = TrainConfig(
+        model="resnet10t",
+        pretrained=False,
+        device="cpu",
+        img_size=48,
+        threads=1,
+        batch_size=32,
+        epochs=2,
+        lr=3e-3,
+        precision="fp32",
+        seed=0,
+    )
     run = root / "run"
     train(cfg, data, run)
     predict_run(data, run, tta=2, device="cpu", precision="fp32", batch_size=64)
@@ -105,8 +115,10 @@ def test_the_gallery_lists_exactly_the_most_confident_errors(tiny):
     t = youden_threshold(oof["label"], oof["prob"])
     assert t == pytest.approx(tiny["res"].threshold)
     # the threshold is Youden's: no probability cut-off separates the classes better
-    j = lambda c: ((oof["prob"] >= c) & (oof["label"] == 1)).mean() / oof["label"].mean() - \
-        ((oof["prob"] >= c) & (oof["label"] == 0)).mean() / (1 - oof["label"].mean())  # noqa: E731
+    j = lambda c: (
+        ((oof["prob"] >= c) & (oof["label"] == 1)).mean() / oof["label"].mean()
+        - ((oof["prob"] >= c) & (oof["label"] == 0)).mean() / (1 - oof["label"].mean())
+    )  # noqa: E731
     assert j(t) == pytest.approx(max(j(c) for c in oof["prob"].unique()))
     assert f"{t:.4f}" in section(tiny["html"], "confusion")
     fp, fn = most_confident_errors(oof, t, 5)
@@ -128,8 +140,14 @@ def test_the_gallery_lists_exactly_the_most_confident_errors(tiny):
 def test_most_confident_errors_against_brute_force(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(0, 60))
-    oof = pd.DataFrame({"id": [f"{i:04x}" for i in rng.permutation(n)], "fold": rng.integers(0, 3, n),
-                        "prob": rng.choice(np.linspace(0, 1, 11), n), "label": rng.integers(0, 2, n)})  # many ties
+    oof = pd.DataFrame(
+        {
+            "id": [f"{i:04x}" for i in rng.permutation(n)],
+            "fold": rng.integers(0, 3, n),
+            "prob": rng.choice(np.linspace(0, 1, 11), n),
+            "label": rng.integers(0, 2, n),
+        }
+    )  # many ties
     t, k = float(rng.choice([0.3, 0.5, 0.7])), int(rng.integers(0, 8))
     fp, fn = most_confident_errors(oof, t, k)
     rows = list(oof.itertuples(index=False))
@@ -206,8 +224,10 @@ def test_the_other_sections_hold_what_the_run_says(tiny):
     assert "TTA x2" in section(text, "oof-auc") and "pooled" in section(text, "oof-auc")
     log = (run / "train.log").read_text()
     for k, epoch in re.findall(r"fold (\d+): best val AUC [\d.]+ \(epoch (\d+)/", log):
-        assert re.search(rf"<td class=\"num\">{k}</td><td class=\"num\">2</td><td class=\"num\">{epoch}</td>",
-                         section(text, "learning-curves"))
+        assert re.search(
+            rf"<td class=\"num\">{k}</td><td class=\"num\">2</td><td class=\"num\">{epoch}</td>",
+            section(text, "learning-curves"),
+        )
     times = section(text, "training-time")
     assert times.count("<tr>") == 3 and "sessions" in times
     assert "torch" in section(text, "environment") and "packed train" in section(text, "environment")
@@ -229,7 +249,8 @@ def test_fold_times_sum_the_sessions_of_a_resumed_fold(tmp_path):
         "2026-01-01 11:00:00 fold 0: resuming after epoch 2 (best val AUC so far 0.8000)\n"
         "2026-01-01 11:00:01 fold 0: 100 train / 50 val images, 1 steps/epoch of 100; trainable 1M of 1M\n"
         "2026-01-01 11:01:00 fold 0 epoch 3/3: train_loss 0.4 val_loss 0.5 val_auc 0.8 lr 1e-5\n"
-        "2026-01-01 11:01:00 fold 1: 100 train / 50 val images, 1 steps/epoch of 100; trainable 1M of 1M\n")
+        "2026-01-01 11:01:00 fold 1: 100 train / 50 val images, 1 steps/epoch of 100; trainable 1M of 1M\n"
+    )
     times = fold_times(RunLayout.of(tmp_path))
     assert [(t.fold, t.seconds, t.epochs, t.sessions) for t in times] == [(0, 150.0 + 60.0, 3, 2)]
 
@@ -239,8 +260,22 @@ def test_a_run_without_weights_or_packed_data_still_renders(tiny, tmp_path):
     drop = shutil.ignore_patterns("*.pt", "history.csv", "report.html", "train.log")
     shutil.copytree(tiny["run"], probe, ignore=drop)
     (probe / "config.toml").write_text('kind = "probe"\nmodel = "resnet10t"\nimg_size = 48\n')
-    res = runner.invoke(app, ["report", "--run-dir", str(probe), "--data-dir", str(tiny["data"]),
-                              "--ledger", str(tmp_path / "none.jsonl"), "--n-errors", "3", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "report",
+            "--run-dir",
+            str(probe),
+            "--data-dir",
+            str(tiny["data"]),
+            "--ledger",
+            str(tmp_path / "none.jsonl"),
+            "--n-errors",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     text = (probe / "report.html").read_text()
     assert set(SECTION_IDS) <= {a["id"] for _, a in Page(text).tags if "id" in a}
@@ -250,8 +285,22 @@ def test_a_run_without_weights_or_packed_data_still_renders(tiny, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(tiny["run"], bare, ignore=shutil.ignore_patterns("best.pt", "report.html"))
     out = tmp_path / "out" / "bare.html"
-    res = runner.invoke(app, ["report", "--run-dir", str(bare), "--data-dir", str(tmp_path / "nodata"),
-                              "--out", str(out), "--ledger", str(tmp_path / "none.jsonl"), "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "report",
+            "--run-dir",
+            str(bare),
+            "--data-dir",
+            str(tmp_path / "nodata"),
+            "--out",
+            str(out),
+            "--ledger",
+            str(tmp_path / "none.jsonl"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "patches not shown" in section(text, "errors") and "patches not shown" in section(text, "gradcam")
@@ -283,8 +332,10 @@ def test_cv_says_where_the_report_is(tiny):
 
 
 def test_help_loads_neither_jinja2_nor_matplotlib():
-    code = ("import sys; from hcd_kit.cli import app; from typer.main import get_command; get_command(app); "
-            "print(sorted(m for m in ('jinja2', 'matplotlib', 'torch') if m in sys.modules))")
+    code = (
+        "import sys; from hcd_kit.cli import app; from typer.main import get_command; get_command(app); "
+        "print(sorted(m for m in ('jinja2', 'matplotlib', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -297,9 +348,20 @@ def test_the_page_passes_the_browser_check(tiny, tmp_path):
     if not Path("/usr/bin/chromium").is_file():
         pytest.skip("no /usr/bin/chromium (apt-get install chromium); browser check skipped")
     shot = tmp_path / "page.png"
-    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report_browser.py"), "--report",
-                          str(tiny["res"].out), "--screenshot", str(shot), "--json"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "report_browser.py"),
+            "--report",
+            str(tiny["res"].out),
+            "--screenshot",
+            str(shot),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     facts = json.loads(res.stdout)
     assert facts["ok"] and facts["sections"] == len(SECTION_IDS) and facts["external_requests"] == 0

@@ -74,8 +74,18 @@ def project(sample_root, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
     data = packed_subset(sample_root, root / "data", n_train=64, n_test=8)
     runs = root / "runs"
-    cfg = TrainConfig(model="resnet10t", pretrained=False, device="cpu", img_size=48, threads=1, batch_size=16,
-                      epochs=1, lr=3e-3, precision="fp32", recipe="cpu")
+    cfg = TrainConfig(
+        model="resnet10t",
+        pretrained=False,
+        device="cpu",
+        img_size=48,
+        threads=1,
+        batch_size=16,
+        epochs=1,
+        lr=3e-3,
+        precision="fp32",
+        recipe="cpu",
+    )
     train(cfg, data, runs / "real")
     predict_run(data, runs / "real", tta=2, device="cpu", precision="fp32")
 
@@ -84,8 +94,13 @@ def project(sample_root, tmp_path_factory) -> Path:
     (probe / "oof_tta2.csv").write_text((probe / "oof_tta8.csv").read_text())  # the largest N is shown
     (probe / "probe.json").write_text(json.dumps({"seconds": 12.5}))
     (probe / "report.html").write_text("<html>report</html>")
-    member = _fake_run(runs / "blend" / "convnext", 'model = "convnext_nano"\nimg_size = 96\nepochs = 8\n'
-                       'recipe = "t4x2-fast"\n', folds=(0, 1, 2), seed=20, signal=0.3)
+    member = _fake_run(
+        runs / "blend" / "convnext",
+        'model = "convnext_nano"\nimg_size = 96\nepochs = 8\nrecipe = "t4x2-fast"\n',
+        folds=(0, 1, 2),
+        seed=20,
+        signal=0.3,
+    )
     shutil.rmtree(member / "fold2")  # 2 of 3 planned folds done
     broken = runs / "broken"
     (broken / "fold0").mkdir(parents=True)
@@ -98,9 +113,16 @@ def project(sample_root, tmp_path_factory) -> Path:
         rec = LedgerRecord.for_file(runs / "real" / "submission.csv", "tta2", "histopathologic-cancer-detection")
         rec.public_score, rec.private_score = score, private
         append_record(ledger, rec)
-    both = LedgerRecord(time="t", file="blend.csv", sha256="x", message="blend", competition="c",
-                        runs=[str((runs / "real").resolve()), str(probe.resolve())], public_score=0.9,
-                        private_score=None)
+    both = LedgerRecord(
+        time="t",
+        file="blend.csv",
+        sha256="x",
+        message="blend",
+        competition="c",
+        runs=[str((runs / "real").resolve()), str(probe.resolve())],
+        public_score=0.9,
+        private_score=None,
+    )
     append_record(ledger, both)
     return root
 
@@ -114,8 +136,12 @@ def _invoke(project: Path, monkeypatch, *args: str):
 
 def test_the_table_shows_each_run_with_values_from_their_sources(project, monkeypatch):
     res = _invoke(project, monkeypatch)
-    lines = {cells[0]: cells for line in res.stdout.splitlines() if "│" in line
-             for cells in [[c.strip() for c in line.split("│")]]}
+    lines = {
+        cells[0]: cells
+        for line in res.stdout.splitlines()
+        if "│" in line
+        for cells in [[c.strip() for c in line.split("│")]]
+    }
     assert lines.pop("run")[:3] == ["run", "kind", "model"], res.stdout  # the header
     assert set(lines) == {"real", "probe", "blend/convnext", "broken", "bad-oof"}, res.stdout
     real = lines["real"]
@@ -130,7 +156,7 @@ def test_the_table_shows_each_run_with_values_from_their_sources(project, monkey
     assert probe[8].endswith(" x8") and probe[9] == "12s" and probe[10:] == ["0.9000", "", "1"]
     assert lines["blend/convnext"][3:7] == ["t4x2-fast", "96", "8", "2/3"]
     assert lines["broken"][1] == "?" and lines["broken"][7] == ""
-    notes = res.stdout[res.stdout.index("note "):]
+    notes = res.stdout[res.stdout.index("note ") :]
     assert "broken: config.toml unreadable" in notes and "bad-oof:" in notes and "non-numeric" in notes
     order = [name for name in lines]  # default: CV AUC, best first, runs without one last
     aucs = [float(lines[n][7]) for n in order if lines[n][7]]
@@ -151,8 +177,16 @@ def test_json_round_trips_the_rows_of_runs_table(project, monkeypatch):
     assert real["report"] is None and next(r for r in rows if r["run"] == "probe")["report"].endswith("report.html")
 
 
-@pytest.mark.parametrize("column, first", [("model", "blend/convnext"), ("run", "bad-oof"), ("cv-auc-tta", "probe"),
-                                           ("train_s", "real"), ("public_best", "real")])
+@pytest.mark.parametrize(
+    "column, first",
+    [
+        ("model", "blend/convnext"),
+        ("run", "bad-oof"),
+        ("cv-auc-tta", "probe"),
+        ("train_s", "real"),
+        ("public_best", "real"),
+    ],
+)
 def test_sort_by_any_column_with_missing_values_last(project, monkeypatch, column, first):
     rows = json.loads(_invoke(project, monkeypatch, "--json", "--no-page", "--sort", column).stdout)
     key = column.replace("-", "_")
@@ -163,8 +197,10 @@ def test_sort_by_any_column_with_missing_values_last(project, monkeypatch, colum
 
 
 def test_sort_rows_directions_and_a_bad_column():
-    rows = [dict.fromkeys(COLUMNS) | {"run": n, "cv_auc": a, "model": m}
-            for n, a, m in (("a", 0.7, "z"), ("b", None, "y"), ("c", 0.9, None))]
+    rows = [
+        dict.fromkeys(COLUMNS) | {"run": n, "cv_auc": a, "model": m}
+        for n, a, m in (("a", 0.7, "z"), ("b", None, "y"), ("c", 0.9, None))
+    ]
     assert [r["run"] for r in sort_rows(rows, "cv_auc")] == ["c", "a", "b"]
     assert [r["run"] for r in sort_rows(rows, "model")] == ["b", "a", "c"]
     res = runner.invoke(app, ["runs", "--sort", "colour"])
@@ -174,8 +210,9 @@ def test_sort_rows_directions_and_a_bad_column():
 def test_csv_parses_with_one_row_per_run(project, monkeypatch):
     res = _invoke(project, monkeypatch, "--csv", "--no-page")
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert [r["run"] for r in rows] == [r["run"] for r in json.loads(
-        _invoke(project, monkeypatch, "--json", "--no-page").stdout)]
+    assert [r["run"] for r in rows] == [
+        r["run"] for r in json.loads(_invoke(project, monkeypatch, "--json", "--no-page").stdout)
+    ]
     assert list(rows[0]) == list(COLUMNS)
     real = next(r for r in rows if r["run"] == "real")
     assert float(real["cv_auc"]) == pytest.approx(_pooled_auc(project / "runs" / "real"), abs=1e-12)
@@ -200,8 +237,10 @@ def test_a_run_folder_given_alone_and_an_empty_folder(project, monkeypatch, tmp_
     assert [r["run"] for r in rows] == ["real"]
     assert runner.invoke(app, ["runs", "runs/real"]).exit_code == 0
     assert not (project / "runs" / "real" / "index.html").exists()  # a run folder keeps only what runs write
-    assert '<a href="real/report.html">' in (project / "runs" / "index.html").read_text() or \
-        "hcd report --run-dir runs/real" in (project / "runs" / "index.html").read_text()
+    assert (
+        '<a href="real/report.html">' in (project / "runs" / "index.html").read_text()
+        or "hcd report --run-dir runs/real" in (project / "runs" / "index.html").read_text()
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     res = runner.invoke(app, ["runs", str(empty)])
@@ -222,7 +261,8 @@ def test_log_seconds_sums_fold_sessions_and_ignores_other_lines(tmp_path):
         "2024-01-01 11:00:05 fold 0: 100 train / 50 val images, 3 steps/epoch of 32; trainable all\n"
         "2024-01-01 11:00:35 fold 0 epoch 2/2: train_loss 0.6\n"
         "2024-01-01 11:00:40 fold 1: 100 train / 50 val images, 3 steps/epoch of 32; trainable all\n"
-        "2024-01-01 11:00:41 fold 1 epoch 1/2: train_loss 0.6\n")
+        "2024-01-01 11:00:41 fold 1 epoch 1/2: train_loss 0.6\n"
+    )
     assert log_seconds(log) == 60 + 30 + 1
     log.write_text("2024-01-01 10:00:00 fold 0: 100 train / 50 val images\n")  # no epoch finished
     assert log_seconds(log) is None

@@ -25,7 +25,9 @@ def packed(mini_root, tmp_path_factory):
     return out, summary
 
 
-@pytest.mark.parametrize("split, csv, rows", [("train", "train_labels.csv", 3284), ("test", "sample_submission.csv", 546)])
+@pytest.mark.parametrize(
+    "split, csv, rows", [("train", "train_labels.csv", 3284), ("test", "sample_submission.csv", 546)]
+)
 def test_prepare_packs_all_of_hcd_mini_in_csv_order_pixel_exact(mini_root, packed, split, csv, rows):
     out, summary = packed
     assert summary.splits[split].count == rows and not summary.splits[split].skipped

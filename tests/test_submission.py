@@ -81,4 +81,3 @@ def test_malformed_csv(tmp_path, sample, ids):
         validate_submission(tmp_path / "absent.csv", sample)
     with pytest.raises(DataError, match="sample_submission"):
         validate_submission(write(p, "id,label", [(i, 0.5) for i in ids]), tmp_path / "sample_submission.csv")
-

@@ -46,19 +46,20 @@ def test_submit_wait_records_scores(kaggle_env, comp, tmp_path):
         json.dumps({"runs": ["runs/r18"], "folds": [0, 1], "tta": 8, "ensemble": "mean", "cv_auc": 0.9731})
     )
     ledger = tmp_path / "subs" / "ledger.jsonl"
-    r = kaggle_env.run("submit", sub, "-m", "r18 tta8", "--data-dir", src, "--wait", "--poll-interval", "0.05",
-                       "--ledger", ledger)
+    r = kaggle_env.run(
+        "submit", sub, "-m", "r18 tta8", "--data-dir", src, "--wait", "--poll-interval", "0.05", "--ledger", ledger
+    )
     assert r.returncode == 0, r.stderr
     server = kaggle_env.server
     # what the server received: the three-step upload with the file's exact bytes and the message
-    start, = server.calls("StartSubmissionUpload")
+    (start,) = server.calls("StartSubmissionUpload")
     assert start.body["fileName"] == "submission.csv" and start.body["contentLength"] == sub.stat().st_size
     token = server.calls("CreateSubmission")[0].body["blobFileTokens"]
     assert bytes(server.blobs[token].data) == sub.read_bytes()
     assert server.calls("CreateSubmission")[0].body["submissionDescription"] == "r18 tta8"
     mean = sum(labels) / len(labels)
     assert f"public score {mean:.4f}  private score {mean / 2:.4f}" in r.stdout
-    rec, = [json.loads(line) for line in ledger.read_text().splitlines()]
+    (rec,) = [json.loads(line) for line in ledger.read_text().splitlines()]
     ref = server.submissions[COMP][0]["ref"]
     assert rec["ref"] == ref and rec["status"] == "COMPLETE" and rec["message"] == "r18 tta8"
     assert rec["public_score"] == pytest.approx(mean, abs=1e-4)
@@ -74,10 +75,14 @@ def _bad_files(ids):
         "missing": ("id,label\n" + "".join(f"{i},0.5\n" for i in ids[1:]), f"1 missing ids ({ids[0]})"),
         "extra": ("id,label\n" + "".join(f"{i},0.5\n" for i in ids) + "f00d,0.5\n", "1 ids not in the sample (f00d)"),
         "duplicate": ("id,label\n" + "".join(f"{i},0.5\n" for i in ids + ids[:1]), f"1 duplicated ids ({ids[0]})"),
-        "nan": ("id,label\n" + "".join(f"{i},{'NaN' if n == 2 else 0.5}\n" for n, i in enumerate(ids)),
-                "line 4: 'NaN'"),
-        "range": ("id,label\n" + "".join(f"{i},{-0.2 if n == 0 else 0.5}\n" for n, i in enumerate(ids)),
-                  "line 2: '-0.2'"),
+        "nan": (
+            "id,label\n" + "".join(f"{i},{'NaN' if n == 2 else 0.5}\n" for n, i in enumerate(ids)),
+            "line 4: 'NaN'",
+        ),
+        "range": (
+            "id,label\n" + "".join(f"{i},{-0.2 if n == 0 else 0.5}\n" for n, i in enumerate(ids)),
+            "line 2: '-0.2'",
+        ),
         "malformed": ("id,label\n" + "".join(f"{i};0.5\n" for i in ids), "rows without exactly 2 fields"),
     }
 
@@ -121,8 +126,9 @@ def test_stalled_upload_times_out(kaggle_env, comp, tmp_path):
     src, ids = comp
     sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
     kaggle_env.server.delay("StartSubmissionUpload", seconds=30)
-    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", tmp_path / "l.jsonl",
-                          "--timeout", "1")
+    r = kaggle_env.invoke(
+        "submit", sub, "-m", "x", "--data-dir", src, "--ledger", tmp_path / "l.jsonl", "--timeout", "1"
+    )
     assert r.exit_code == 1 and "no answer from Kaggle within 1 s" in r.stderr
     assert not (tmp_path / "l.jsonl").exists()
 
@@ -142,8 +148,9 @@ def test_scoring_error_with_wait_prints_kaggles_reason(kaggle_env, comp, tmp_pat
     kaggle_env.server.submission_outcome = "ERROR"
     kaggle_env.server.submission_error = REASON
     ledger = tmp_path / "l.jsonl"
-    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, "--wait",
-                          "--poll-interval", "0.05")
+    r = kaggle_env.invoke(
+        "submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, "--wait", "--poll-interval", "0.05"
+    )
     rec = json.loads(ledger.read_text())
     assert r.exit_code == 1 and f"could not score submission {rec['ref']}: {REASON}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -169,18 +176,31 @@ def test_submissions_refresh_keeps_the_reason_of_a_failed_submission(kaggle_env,
     assert f"error: {REASON}" in message_column(r.stdout) and len(kaggle_env.server.calls("ListSubmissions")) == calls
 
 
-
 def test_wait_gives_up_after_wait_timeout_and_keeps_the_record(kaggle_env, comp, tmp_path):
     src, ids = comp
     sub = write_sub(tmp_path / "s.csv", ids, [0.5] * len(ids))
     kaggle_env.server.submission_polls = 10_000  # never scored
     ledger = tmp_path / "l.jsonl"
-    r = kaggle_env.invoke("submit", sub, "-m", "x", "--data-dir", src, "--ledger", ledger, "--wait",
-                          "--poll-interval", "0.02", "--wait-timeout", "0.2")
+    r = kaggle_env.invoke(
+        "submit",
+        sub,
+        "-m",
+        "x",
+        "--data-dir",
+        src,
+        "--ledger",
+        ledger,
+        "--wait",
+        "--poll-interval",
+        "0.02",
+        "--wait-timeout",
+        "0.2",
+    )
     assert r.exit_code == 1, r.stdout
     rec = json.loads(ledger.read_text())
     assert f"submission {rec['ref']} still PENDING after 0.2 s; see its score later with `hcd submissions`" in r.stderr
     assert rec["status"] == "PENDING"
+
 
 def test_submissions_lists_and_refreshes(kaggle_env, comp, tmp_path):
     src, ids = comp
@@ -200,7 +220,8 @@ def test_submissions_lists_and_refreshes(kaggle_env, comp, tmp_path):
     assert "COMPLETE" in r.stdout and "0.2000" in r.stdout and "0.4000" in r.stdout
     recs = [json.loads(x) for x in ledger.read_text().splitlines()]
     assert [(x["message"], x["status"], x["public_score"]) for x in recs] == [
-        ("first", "COMPLETE", 0.2), ("second", "COMPLETE", 0.4)
+        ("first", "COMPLETE", 0.2),
+        ("second", "COMPLETE", 0.4),
     ]
     kaggle_env.assert_no_secret(r.stdout, paths=(ledger,))
     # A failed submission is final and never gets a score: listing again asks Kaggle nothing about it.
@@ -264,7 +285,7 @@ def test_dependency_floors_admit_only_what_hcd_uses():
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert _floor(project["requires-python"], "") == "3.11"
-    kaggle, = [d for d in project["dependencies"] if re.match(r"kaggle\b", d)]
+    (kaggle,) = [d for d in project["dependencies"] if re.match(r"kaggle\b", d)]
     assert _floor(kaggle, "kaggle") == "2.2.2" == KAGGLE_FLOOR  # a range, never a hard pin
 
 

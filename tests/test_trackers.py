@@ -25,8 +25,25 @@ from hcd_kit.training.trackers import EPOCH_KEYS, STEP_EVERY, Tracking, tracking
 
 runner = CliRunner()
 EPOCHS, STEPS = 2, 8
-TINY = ["--model", "resnet10t", "--no-pretrained", "--img-size", "48", "--epochs", str(EPOCHS), "--batch-size", "4",
-        "--threads", "1", "--device", "cpu", "--precision", "fp32", "--fold", "0"]
+TINY = [
+    "--model",
+    "resnet10t",
+    "--no-pretrained",
+    "--img-size",
+    "48",
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--fold",
+    "0",
+]
 STEP_POINTS = [s for s in range(EPOCHS * STEPS) if s % STEP_EVERY == 0]
 
 
@@ -77,11 +94,11 @@ def _wandb_records(path: Path):
         if left < 7:
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:  # zero padding up to the next block
             pos += left
             continue
-        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):
             record = pb.Record()
             record.ParseFromString(chunk)
@@ -105,14 +122,21 @@ def test_wandb_offline_writes_a_run_with_the_logged_history(data, tmp_path, monk
     kinds = [r.WhichOneof("record_type") for r in records]
     started = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert started.display_name == "wb-run" and started.project == "hcd"
-    rows = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            for r in records if r.WhichOneof("record_type") == "history"]
+    rows = [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
     epochs = [r for r in rows if "fold0/epoch" in r]
     assert [r["fold0/epoch"] for r in epochs] == [1, 2]
     assert [r["fold0/val_auc"] for r in epochs] == pytest.approx(history["val_auc"].tolist())
     assert [r["fold0/step"] for r in rows if "fold0/step_loss" in r] == STEP_POINTS
-    summary = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
-               for r in records if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
+    summary = {
+        i.key or "/".join(i.nested_key): json.loads(i.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "summary"
+        for i in r.summary.update
+    }
     assert summary["final/cv_auc"] == pytest.approx(cv_report(run).overall_auc)
     assert "exit" in kinds and next(r.exit for r in records if r.WhichOneof("record_type") == "exit").exit_code == 0
     assert secret not in res.output
@@ -154,12 +178,18 @@ def test_a_missing_package_is_one_line_naming_the_extra_before_anything_is_writt
         "        print(kind, exc.code)\n"
     )
     args = ["train", "--data-dir", str(data), *TINY]
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), *args], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "COLUMNS": "300"})
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert res.stdout.split() == ["tensorboard", "2", "wandb", "2", "mlflow", "2"], res.stderr
     assert res.stderr.splitlines() == [
         f'error: --tracker {kind} needs the {kind} package, which is not installed: pip install "hcd-kit[{kind}]"'
-        for kind in ("tensorboard", "wandb", "mlflow")]
+        for kind in ("tensorboard", "wandb", "mlflow")
+    ]
     assert list(tmp_path.iterdir()) == []  # no run folder: the check comes before config.toml and plan.json
 
 

@@ -60,8 +60,17 @@ def make_synthetic(root: Path, n: int = 192, n_folds: int = 3, seed: int = 0) ->
 
 
 def fast_config(**kw) -> TrainConfig:
-    base = dict(model="test_efficientnet_ln", pretrained=False, device="cpu", img_size=32, threads=1,
-                batch_size=32, epochs=2, lr=3e-3, precision="fp32")
+    base = dict(
+        model="test_efficientnet_ln",
+        pretrained=False,
+        device="cpu",
+        img_size=32,
+        threads=1,
+        batch_size=32,
+        epochs=2,
+        lr=3e-3,
+        precision="fp32",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -144,11 +153,15 @@ def test_an_interrupt_says_what_was_kept_of_the_fold(synth, tmp_path):
 
     run = RunLayout.of(tmp_path / "early")
     with pytest.raises(KeyboardInterrupt):
-        train(fast_config(epochs=1), synth, run.root, folds=[0, 1], hooks=Hooks(loss=stop_in_the_second_folds_first_step))
+        train(
+            fast_config(epochs=1), synth, run.root, folds=[0, 1], hooks=Hooks(loss=stop_in_the_second_folds_first_step)
+        )
     log = " ".join(run.log.read_text().split())
     assert run.last(0).is_file() and not run.last(1).exists()
-    assert ("fold 1: interrupted before its first epoch finished, so nothing was kept for it; add --resume to "
-            "restart it (finished folds are kept)") in log
+    assert (
+        "fold 1: interrupted before its first epoch finished, so nothing was kept for it; add --resume to "
+        "restart it (finished folds are kept)"
+    ) in log
     assert "keeps the last finished epoch" not in log
 
     def stop_after_the_first_epoch(fold, epoch):
@@ -189,18 +202,29 @@ def test_skipped_step_leaves_weights_and_optimiser_untouched(name, fused):
     model = torch.nn.Linear(4, 1)
     opt = build_optimizer(model, name, lr=0.1, fused=fused)
     assert bool(opt.defaults.get("fused")) == fused
-    t = Trainer(model=model, net=model, optimizer=opt, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
-                scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, loss_fn=torch.nn.BCEWithLogitsLoss())
+    t = Trainer(
+        model=model,
+        net=model,
+        optimizer=opt,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        ema=None,
+        loss_fn=torch.nn.BCEWithLogitsLoss(),
+    )
     env = Env(torch.device("cpu"), None)
     x, y = torch.ones(2, 4), torch.tensor([0.0, 1.0])
     assert torch.isfinite(train_step(t, x, y, env, grad_clip=1.0))  # one good step: the optimiser has state
     before = [p.detach().clone() for p in model.parameters()]
     state = copy.deepcopy(opt.state_dict()["state"])
     for poison in (math.inf, math.nan):
-        assert torch.isnan(train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss, poison=poison: loss * poison))
+        assert torch.isnan(
+            train_step(t, x, y, env, grad_clip=1.0, adjust_loss=lambda loss, poison=poison: loss * poison)
+        )
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     after = opt.state_dict()["state"]
-    assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(after[k][n])) for k in state for n, v in state[k].items())
+    assert all(
+        torch.equal(torch.as_tensor(v), torch.as_tensor(after[k][n])) for k in state for n, v in state[k].items()
+    )
     assert torch.isfinite(train_step(t, x, y, env, grad_clip=1.0))
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -211,9 +235,15 @@ def test_float16_nonfinite_loss_is_skipped_by_the_scaler_and_counted():
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = build_optimizer(model, "adamw", lr=0.1, fused=True)
-    t = Trainer(model=model, net=model, optimizer=opt, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
-                scaler=torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True), ema=None,
-                loss_fn=torch.nn.BCEWithLogitsLoss())
+    t = Trainer(
+        model=model,
+        net=model,
+        optimizer=opt,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        scaler=torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True),
+        ema=None,
+        loss_fn=torch.nn.BCEWithLogitsLoss(),
+    )
     env = Env(torch.device("cpu"), None)
     x, y = torch.ones(2, 4), torch.tensor([0.0, 1.0])
     before = [p.detach().clone() for p in model.parameters()]
@@ -257,7 +287,7 @@ def test_missing_store_and_missing_folds_fail_in_one_line(synth, tmp_path):
 
 def test_toml_config_unknown_key_and_flag_override(tmp_path):
     toml = tmp_path / "train.toml"
-    toml.write_text('epochs = 4\nlr = 0.02\n[augment]\nstain = 0.1\n')
+    toml.write_text("epochs = 4\nlr = 0.02\n[augment]\nstain = 0.1\n")
     cfg, run = resolve_config(toml, {"epochs": 9, "lr": None}, None, resume=False)
     assert (cfg.epochs, cfg.lr, cfg.augment.stain) == (9, 0.02, 0.1)  # flag beats file, file beats default
     assert run == Path("runs") / cfg.model
@@ -287,7 +317,9 @@ def test_run_keeps_its_split_and_refuses_another(synth, tmp_path):
     res = CliRunner().invoke(app, ["cv", "--run-dir", str(run), "--no-plots"])
     assert res.exit_code == 0 and "fold(s) 1, 2 have no oof.csv" in res.output
     other = make_synthetic(tmp_path / "other", n_folds=2)
-    res = invoke("--data-dir", other, "--run-dir", run, "--fold", "1", "--resume", *FAST, "--model", "test_efficientnet_ln")
+    res = invoke(
+        "--data-dir", other, "--run-dir", run, "--fold", "1", "--resume", *FAST, "--model", "test_efficientnet_ln"
+    )
     assert res.exit_code != 0 and "trained on another split" in res.output
 
 
@@ -306,6 +338,7 @@ def test_resume_alone_continues_the_folds_the_run_was_started_for(synth, tmp_pat
 
 def _interrupted_after_epoch_1(synth, run: Path) -> None:
     """Fold 0 of a 2-epoch run, stopped (as Ctrl-C stops it) once epoch 1's last.pt and state.json are written."""
+
     def stop(fold, epoch):
         raise KeyboardInterrupt
 
@@ -334,7 +367,9 @@ def test_progress_is_read_from_state_json_without_loading_the_checkpoint(synth, 
     assert not list((run / "fold1").glob(".tmp-*"))  # written atomically: no temporary file left
     loads = []
     real_load = torch.load
-    monkeypatch.setattr(torch, "load", lambda path, *a, **k: (loads.append(Path(path).name), real_load(path, *a, **k))[1])
+    monkeypatch.setattr(
+        torch, "load", lambda path, *a, **k: (loads.append(Path(path).name), real_load(path, *a, **k))[1]
+    )
     res = train(fast_config(epochs=1), synth, run, folds=[1], resume=True)
     assert res[1].status == "already finished" and res[1].best_auc == pytest.approx(state["best_auc"])
     assert "last.pt" not in loads
@@ -353,14 +388,17 @@ def test_checkpoint_of_a_disabled_scaler_resumes_under_an_enabled_one(synth, tmp
     assert state.epoch == 1 and t.scaler.get_scale() > 0
 
 
-@pytest.mark.parametrize("toml, flags, message", [
-    ('epochs = "2"\n', ["--epochs", "1"], "config key 'epochs'"),  # a flag must not hide a wrong value
-    ("drop_rate = 1.5\n", [], "--drop-rate must be in [0, 1), got 1.5"),
-    ("weight_decay = -1.0\n", [], "--weight-decay must be >= 0, got -1.0"),
-    ("[augment]\ncolor = 2.0\n", [], "augment.color must be in [0, 1.0], got 2.0"),
-    ("", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
-    ("", ["--lr", "0"], "--lr must be positive, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "toml, flags, message",
+    [
+        ('epochs = "2"\n', ["--epochs", "1"], "config key 'epochs'"),  # a flag must not hide a wrong value
+        ("drop_rate = 1.5\n", [], "--drop-rate must be in [0, 1), got 1.5"),
+        ("weight_decay = -1.0\n", [], "--weight-decay must be >= 0, got -1.0"),
+        ("[augment]\ncolor = 2.0\n", [], "augment.color must be in [0, 1.0], got 2.0"),
+        ("", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        ("", ["--lr", "0"], "--lr must be positive, got 0.0"),
+    ],
+)
 def test_bad_config_values_are_one_line(synth, tmp_path, toml, flags, message):
     cfg = tmp_path / "train.toml"
     cfg.write_text(toml)
@@ -388,12 +426,15 @@ def test_cv_says_which_folds_are_unfinished(synth, tmp_path):
     assert res.exit_code == 0 and "stopped before" not in res.output
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(ema_decay=1.0), "--ema-decay must be in (0, 1), got 1.0"),
-    (dict(optimizer="adam"), "--optimizer: 'adam' is not one of 'adamw', 'sgd'"),
-    (dict(schedule="step"), "--schedule: 'step' is not one of 'onecycle', 'cosine'"),
-    (dict(precision="fp8"), "--precision: 'fp8' is not one of"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(ema_decay=1.0), "--ema-decay must be in (0, 1), got 1.0"),
+        (dict(optimizer="adam"), "--optimizer: 'adam' is not one of 'adamw', 'sgd'"),
+        (dict(schedule="step"), "--schedule: 'step' is not one of 'onecycle', 'cosine'"),
+        (dict(precision="fp8"), "--precision: 'fp8' is not one of"),
+    ],
+)
 def test_train_config_names_the_flag_of_a_bad_value(kw, message):
     with pytest.raises(ConfigError) as err:
         fast_config(**kw)

@@ -89,17 +89,25 @@ def ensure_hub_files(repo_id: str, needs: tuple[tuple[str, ...], ...], label: st
     reason = offline_reason()
     if reason is None:
         return
-    missing = [("its weights" if group == WEIGHT_FILES else group[0]) for group in needs
-               if cached_file(repo_id, group) is None]
+    missing = [
+        ("its weights" if group == WEIGHT_FILES else group[0]) for group in needs if cached_file(repo_id, group) is None
+    ]
     if not missing:
         go_offline()
         return
-    access = (f"; it is gated: request access at https://huggingface.co/{repo_id.split('@')[0]} and set HF_TOKEN "
-              "where the hub is reachable") if gated else ""
+    access = (
+        (
+            f"; it is gated: request access at https://huggingface.co/{repo_id.split('@')[0]} and set HF_TOKEN "
+            "where the hub is reachable"
+        )
+        if gated
+        else ""
+    )
     raise ConfigError(
         f"'{label}' needs {' and '.join(missing)} from the Hugging Face hub ({repo_id}), but the hub cannot be "
         f"asked here ({reason}) and the cache has no copy{access}; or copy the weights into a folder and use "
-        f"--model local-dir:FOLDER (`hcd weights push` makes one), or --weights FILE, or --no-pretrained")
+        f"--model local-dir:FOLDER (`hcd weights push` makes one), or --weights FILE, or --no-pretrained"
+    )
 
 
 def hub_error(label: str, repo_id: str, exc: BaseException, gated: bool = False) -> ConfigError | None:
@@ -110,14 +118,20 @@ def hub_error(label: str, repo_id: str, exc: BaseException, gated: bool = False)
         return None
     url = f"https://huggingface.co/{repo_id.split('@')[0]}"
     if isinstance(exc, errors.GatedRepoError):
-        return ConfigError(f"'{label}' ({repo_id}) is gated and this account has no access: request it at {url}, "
-                           "then set HF_TOKEN (a read token) or run `hf auth login`")
+        return ConfigError(
+            f"'{label}' ({repo_id}) is gated and this account has no access: request it at {url}, "
+            "then set HF_TOKEN (a read token) or run `hf auth login`"
+        )
     if isinstance(exc, errors.RepositoryNotFoundError):
-        hint = " (gated models answer so without a token: set HF_TOKEN)" if gated or not os.environ.get("HF_TOKEN") else ""
+        hint = (
+            " (gated models answer so without a token: set HF_TOKEN)" if gated or not os.environ.get("HF_TOKEN") else ""
+        )
         return ConfigError(f"'{label}': the hub has no repository {repo_id} this account can see{hint}")
     if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
-        return ConfigError(f"'{label}': {repo_id} is not in the hub cache and the hub cannot be asked; "
-                           "use --model local-dir:FOLDER or --weights FILE")
+        return ConfigError(
+            f"'{label}': {repo_id} is not in the hub cache and the hub cannot be asked; "
+            "use --model local-dir:FOLDER or --weights FILE"
+        )
     if isinstance(exc, errors.HfHubHTTPError):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         return ConfigError(f"'{label}': the hub refused {repo_id} ({first})")

@@ -163,10 +163,11 @@ def resolve(spec: str) -> Backbone:
     """Turn a ``--model`` value into a ``Backbone``; a one-line ConfigError for a name nothing knows."""
     spec = (spec or "").strip()
     if not spec:
-        raise ConfigError("--model is empty; give a timm name, a registry name (`hcd models`), hf-hub:ORG/NAME "
-                          "or local-dir:FOLDER")
+        raise ConfigError(
+            "--model is empty; give a timm name, a registry name (`hcd models`), hf-hub:ORG/NAME or local-dir:FOLDER"
+        )
     if spec.startswith("local-dir:"):
-        folder = Path(spec[len("local-dir:"):]).expanduser().resolve()
+        folder = Path(spec[len("local-dir:") :]).expanduser().resolve()
         if not folder.is_dir():
             raise ConfigError(f"{spec}: no such folder")
         hcd = folder_config(folder).get("hcd", {})
@@ -176,7 +177,7 @@ def resolve(spec: str) -> Backbone:
             kwargs.pop(key, None)
         return Backbone(spec, "local-dir", f"local-dir:{folder}", import_kwargs(kwargs), entry, folder=folder)
     if spec.startswith("hf-hub:"):
-        hub_id = spec[len("hf-hub:"):]
+        hub_id = spec[len("hf-hub:") :]
         if "/" not in hub_id:
             raise ConfigError(f"{spec}: a hub id is ORG/NAME, e.g. hf-hub:bioptimus/H-optimus-0")
         entry = get_entry(hub_id.split("@")[0])

@@ -30,8 +30,15 @@ def _show_help(ctx: typer.Context, value: bool) -> None:
 # Typer's own --help shows a `<bool>` type label; this one has none (an empty metavar) and does the same.
 HelpFlag = Annotated[
     Optional[bool],
-    typer.Option("--help", is_eager=True, expose_value=False, callback=_show_help, metavar="", show_default=False,
-                 help="Show this message and exit."),
+    typer.Option(
+        "--help",
+        is_eager=True,
+        expose_value=False,
+        callback=_show_help,
+        metavar="",
+        show_default=False,
+        help="Show this message and exit.",
+    ),
 ]
 _HELP_PARAM = inspect.Parameter("help_", inspect.Parameter.KEYWORD_ONLY, annotation=HelpFlag, default=None)
 
@@ -67,8 +74,15 @@ def _main(
         bool, typer.Option("--debug", metavar="", help="Show full tracebacks instead of one-line errors.")
     ] = False,
     _version: Annotated[
-        Optional[bool], typer.Option("--version", is_eager=True, callback=_show_version, metavar="",
-                                     show_default=False, help="Print hcd's version and exit.")
+        Optional[bool],
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_show_version,
+            metavar="",
+            show_default=False,
+            help="Print hcd's version and exit.",
+        ),
     ] = None,
     _help: HelpFlag = None,
 ) -> None:
@@ -90,16 +104,22 @@ def group(name: str, help: str) -> typer.Typer:
 
 COMPETITION = "histopathologic-cancer-detection"
 # The slug is longer than the help column at 80 columns, so the default is said in words (rich would cut it).
-Competition = Annotated[str, typer.Option(
-    metavar="SLUG", show_default=False,
-    help="Kaggle competition slug, as in its URL \\[default: histopathologic cancer detection's].")]
+Competition = Annotated[
+    str,
+    typer.Option(
+        metavar="SLUG",
+        show_default=False,
+        help="Kaggle competition slug, as in its URL \\[default: histopathologic cancer detection's].",
+    ),
+]
 # --device and --precision, as every command that has them spells them (hcd train's come from TrainConfig)
 Device = Annotated[str, typer.Option(metavar="DEVICE", help=DEVICE_HELP)]
 PrecisionOption = Annotated[Precision, typer.Option(help=PRECISION_HELP)]
 
 
-def command(on: typer.Typer = app, name: str | None = None,
-            signature: inspect.Signature | None = None) -> Callable[[F], F]:
+def command(
+    on: typer.Typer = app, name: str | None = None, signature: inspect.Signature | None = None
+) -> Callable[[F], F]:
     """Register a function as a command of ``on``: hcd errors become one line (``handle_errors``) and the
     --help flag is added. ``signature`` replaces the function's own (for options generated from a dataclass).
     """
@@ -158,8 +178,9 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             if os.environ.get("HCD_DEBUG"):
                 raise
-            raise fail("interrupted; finished work is kept: run the command again to go on "
-                       "(hcd train needs --resume)", 130) from None
+            raise fail(
+                "interrupted; finished work is kept: run the command again to go on (hcd train needs --resume)", 130
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

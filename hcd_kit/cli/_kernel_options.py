@@ -33,8 +33,11 @@ def owner(dry_run: bool, doing: str = "rendering") -> str:
     except KaggleError as exc:
         if not dry_run:
             raise
-        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; dry run: {doing} with the owner "
-                          f"{PLACEHOLDER_OWNER}", soft_wrap=True, highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(exc))}; dry run: {doing} with the owner {PLACEHOLDER_OWNER}",
+            soft_wrap=True,
+            highlight=False,
+        )
         return PLACEHOLDER_OWNER
 
 
@@ -42,57 +45,96 @@ def opt(text: str, metavar: str = "", **kw):
     return typer.Option(metavar=metavar, help=text, **kw)
 
 
-HubSecret = Annotated[str, typer.Option(
-    metavar="NAME", show_default="none",
-    help="Route A to a registry model's weights (`hcd models`: uni, virchow2, ...): the hub, with your token. Turns "
-         "the kernel's internet on and sets HF_TOKEN from your Kaggle secret NAME at its start (add your Hugging "
-         "Face read token in the notebook's Add-ons > Secrets under that name; only the name is in the kernel). "
-         "Route B, offline: --pretrained-from a dataset made by `hcd weights push MODEL`.")]
-Probe = Annotated[str, typer.Option(
-    metavar="MODEL", show_default="none",
-    help="Make a probe kernel instead of train + predict: `hcd embed` every patch with the frozen MODEL (--tta "
-         "views), then `hcd probe` fits a linear probe and writes submission.csv. MODEL's weights come from "
-         "--pretrained-from (offline) or --hub-secret (the hub).")]
+HubSecret = Annotated[
+    str,
+    typer.Option(
+        metavar="NAME",
+        show_default="none",
+        help="Route A to a registry model's weights (`hcd models`: uni, virchow2, ...): the hub, with your token. Turns "
+        "the kernel's internet on and sets HF_TOKEN from your Kaggle secret NAME at its start (add your Hugging "
+        "Face read token in the notebook's Add-ons > Secrets under that name; only the name is in the kernel). "
+        "Route B, offline: --pretrained-from a dataset made by `hcd weights push MODEL`.",
+    ),
+]
+Probe = Annotated[
+    str,
+    typer.Option(
+        metavar="MODEL",
+        show_default="none",
+        help="Make a probe kernel instead of train + predict: `hcd embed` every patch with the frozen MODEL (--tta "
+        "views), then `hcd probe` fits a linear probe and writes submission.csv. MODEL's weights come from "
+        "--pretrained-from (offline) or --hub-secret (the hub).",
+    ),
+]
 
 
 def kernel_options(
-    fold: Annotated[str, opt("Folds to train: all, one number, a list like 0,2, or each (a kernel per fold, then "
-                             "one that ensembles them).", "FOLDS")] = "all",
+    fold: Annotated[
+        str,
+        opt(
+            "Folds to train: all, one number, a list like 0,2, or each (a kernel per fold, then "
+            "one that ensembles them).",
+            "FOLDS",
+        ),
+    ] = "all",
     n_folds: Annotated[int, opt("Folds of the split (`hcd folds --n-folds`): with --fold each, kernels.", "N")] = 5,
-    name: Annotated[Optional[str], opt("Kernel slug.", "NAME", show_default="hcd-train, hcd-train-fold-K or hcd-predict")] = None,
-    machine_shape: Annotated[str, opt("Accelerator asked for (the kernel logs what it got).", "SHAPE")] = "NvidiaTeslaT4",
+    name: Annotated[
+        Optional[str], opt("Kernel slug.", "NAME", show_default="hcd-train, hcd-train-fold-K or hcd-predict")
+    ] = None,
+    machine_shape: Annotated[
+        str, opt("Accelerator asked for (the kernel logs what it got).", "SHAPE")
+    ] = "NvidiaTeslaT4",
     internet: Annotated[bool, opt("Give the kernel internet access (off: it needs nothing outside Kaggle).")] = False,
     weights_dataset: Annotated[
-        str, opt("Weights dataset (from `hcd dataset push --run-dir`): makes an inference-only kernel.", "SLUG",
-                 show_default="none: a training kernel")
+        str,
+        opt(
+            "Weights dataset (from `hcd dataset push --run-dir`): makes an inference-only kernel.",
+            "SLUG",
+            show_default="none: a training kernel",
+        ),
     ] = "",
     wheel_dataset: Annotated[str, opt("Dataset holding the hcd_kit wheel (`hcd dataset push`).", "SLUG")] = "hcd-kit",
     dataset: Annotated[
         Optional[list[str]],
-        opt("Another dataset to attach (repeatable), e.g. pretrained weights for "
-            "--train-args \"--weights /kaggle/input/...\": the kernel has no internet.", "SLUG"),
+        opt(
+            "Another dataset to attach (repeatable), e.g. pretrained weights for "
+            '--train-args "--weights /kaggle/input/...": the kernel has no internet.',
+            "SLUG",
+        ),
     ] = None,
     train_args: Annotated[
-        str, opt("Extra `hcd train` flags, e.g. \"--epochs 8 --no-pretrained\"; offline, training needs "
-                 "--weights FILE (dataset:OWNER/SLUG/FILE attaches that dataset itself) or --no-pretrained. Without "
-                 "--time-budget (or --config) here, training gets --time-budget 11h: it and the TTA prediction end "
-                 "before Kaggle's 12 h limit.",
-                 "FLAGS", show_default="none")
+        str,
+        opt(
+            'Extra `hcd train` flags, e.g. "--epochs 8 --no-pretrained"; offline, training needs '
+            "--weights FILE (dataset:OWNER/SLUG/FILE attaches that dataset itself) or --no-pretrained. Without "
+            "--time-budget (or --config) here, training gets --time-budget 11h: it and the TTA prediction end "
+            "before Kaggle's 12 h limit.",
+            "FLAGS",
+            show_default="none",
+        ),
     ] = "",
     predict_args: Annotated[str, opt("Extra `hcd predict` flags.", "FLAGS", show_default="none")] = "",
     pretrained_from: Annotated[
-        str, opt("Dataset made by `hcd weights push MODEL` (OWNER/SLUG, or SLUG for yours): attached, and training "
-                 "(or --probe's embedding) starts from its model.safetensors (--weights with a dataset: reference "
-                 "to it). Route B to a registry model's weights, offline; route A is --hub-secret.", "DATASET",
-                 show_default="none")
+        str,
+        opt(
+            "Dataset made by `hcd weights push MODEL` (OWNER/SLUG, or SLUG for yours): attached, and training "
+            "(or --probe's embedding) starts from its model.safetensors (--weights with a dataset: reference "
+            "to it). Route B to a registry model's weights, offline; route A is --hub-secret.",
+            "DATASET",
+            show_default="none",
+        ),
     ] = "",
     hub_secret: HubSecret = "",
     probe: Probe = "",
     tta: Annotated[TtaViews, typer.Option(help="TTA views for the kernel's prediction (or --probe's embedding).")] = 8,
     competition: Competition = COMPETITION,
     root: Annotated[
-        Path, opt("The kernel is rendered into ROOT/NAME/; customised templates in ROOT/templates/ (kernel.py, "
-                  "kernel-metadata.json) replace the packaged ones.", "ROOT")
+        Path,
+        opt(
+            "The kernel is rendered into ROOT/NAME/; customised templates in ROOT/templates/ (kernel.py, "
+            "kernel-metadata.json) replace the packaged ones.",
+            "ROOT",
+        ),
     ] = Path("kernels"),
 ) -> None:
     """The options of `hcd kernel push` that `hcd kernel run` takes too (a signature only: see ``signature``)."""
@@ -118,11 +160,22 @@ def spec_from(opts: Mapping[str, Any], **changes: Any):
     folds = parse_folds(o["fold"])
     train = parse_train_args(o["train_args"], "--train-args", one_run=True)  # a kernel trains one run
     return kernel_spec(
-        folds=folds, name=o["name"], weights_dataset=o["weights_dataset"], probe=o["probe"],
-        hub_secret=o["hub_secret"], internet=o["internet"], datasets=o["dataset"] or [],
-        machine_shape=o["machine_shape"], competition=o["competition"], wheel_dataset=o["wheel_dataset"],
-        train_args=train.words, train_overrides=train.overrides, predict_args=o["predict_args"], tta=o["tta"],
-        pretrained_from=o["pretrained_from"], n_folds=o["n_folds"],
+        folds=folds,
+        name=o["name"],
+        weights_dataset=o["weights_dataset"],
+        probe=o["probe"],
+        hub_secret=o["hub_secret"],
+        internet=o["internet"],
+        datasets=o["dataset"] or [],
+        machine_shape=o["machine_shape"],
+        competition=o["competition"],
+        wheel_dataset=o["wheel_dataset"],
+        train_args=train.words,
+        train_overrides=train.overrides,
+        predict_args=o["predict_args"],
+        tta=o["tta"],
+        pretrained_from=o["pretrained_from"],
+        n_folds=o["n_folds"],
     )
 
 
@@ -140,7 +193,14 @@ def run_options_from(opts: Mapping[str, Any]):
     from hcd_kit.layout import DataLayout
 
     return RunOptions(
-        attach=opts["attach"], out_dir=opts["out_dir"], sample_csv=DataLayout.of(opts["data_dir"]).sample_submission,
-        message=opts["message"], ledger=opts["ledger"], wait_timeout=opts["wait_timeout"], poll=opts["poll_interval"],
-        score_timeout=opts["score_timeout"], transfer_timeout=opts["transfer_timeout"], timeout=opts["timeout"],
+        attach=opts["attach"],
+        out_dir=opts["out_dir"],
+        sample_csv=DataLayout.of(opts["data_dir"]).sample_submission,
+        message=opts["message"],
+        ledger=opts["ledger"],
+        wait_timeout=opts["wait_timeout"],
+        poll=opts["poll_interval"],
+        score_timeout=opts["score_timeout"],
+        transfer_timeout=opts["transfer_timeout"],
+        timeout=opts["timeout"],
     )

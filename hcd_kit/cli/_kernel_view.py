@@ -32,8 +32,11 @@ def report_run(run) -> None:
     from hcd_kit.console import console, err_console
 
     if not run.ok:
-        err_console.print(f"last lines of the log of {run.ref} version {run.version} ({run.out_dir}):",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"last lines of the log of {run.ref} version {run.version} ({run.out_dir}):",
+            highlight=False,
+            soft_wrap=True,
+        )
         for line in run.log:
             err_console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
         why = f": {escape(run.failure_message)}" if run.failure_message else ""

@@ -28,10 +28,14 @@ def prepare(
         Optional[Path], typer.Option(metavar="DIR", show_default="DATA_DIR/packed", help="Where to write the store.")
     ] = None,
     split: Annotated[
-        SplitChoice, typer.Option(metavar="SPLIT", help="Which split to pack; 'all' packs every split whose folder exists.")
+        SplitChoice,
+        typer.Option(metavar="SPLIT", help="Which split to pack; 'all' packs every split whose folder exists."),
     ] = SplitChoice.all,
     skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", metavar="", help="Leave out bad images/rows (recorded in the manifest) instead of failing.")
+        bool,
+        typer.Option(
+            "--skip-bad", metavar="", help="Leave out bad images/rows (recorded in the manifest) instead of failing."
+        ),
     ] = False,
     workers: Annotated[
         Optional[int], typer.Option(min=1, metavar="N", show_default="all cores", help="Processes to decode with.")
@@ -69,14 +73,32 @@ def prepare(
 def folds(
     data_dir: DataDir = Path("data"),
     n_folds: Annotated[int, typer.Option(metavar="N", help="Number of folds.")] = 5,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, metavar="N", help="Shuffle seed (0 to 2^32-1); the same seed always gives the same folds.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=2**32 - 1,
+            metavar="N",
+            help="Shuffle seed (0 to 2^32-1); the same seed always gives the same folds.",
+        ),
+    ] = 0,
     groups: Annotated[
         Optional[Path],
-        typer.Option(metavar="FILE", help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds."),
+        typer.Option(
+            metavar="FILE",
+            help="CSV mapping patch id to slide (id + wsi/slide/group, or two columns): no slide spans two folds.",
+        ),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default="DATA_DIR/folds.csv", help="Where to write.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", show_default="DATA_DIR/folds.csv", help="Where to write.")
+    ] = None,
     skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", metavar="", help="Leave out bad label rows (as `hcd prepare --skip-bad` does) instead of failing.")
+        bool,
+        typer.Option(
+            "--skip-bad",
+            metavar="",
+            help="Leave out bad label rows (as `hcd prepare --skip-bad` does) instead of failing.",
+        ),
     ] = False,
 ) -> None:
     """Split the training patches into stratified cross-validation folds and write DATA_DIR/folds.csv (id,fold).
@@ -101,11 +123,17 @@ def folds(
     if summary.groups is not None:
         n, other = sum(summary.counts), len(summary.ungrouped)
         rest = f"; the other {other:,} each form a group of their own, {summary.groups:,} groups in all"
-        console.print(f"grouped {n - other:,} of {n:,} patches ({floor_percent(n - other, n)}) into "
-                      f"{summary.slides:,} slides{rest if other else ''}", soft_wrap=True)
+        console.print(
+            f"grouped {n - other:,} of {n:,} patches ({floor_percent(n - other, n)}) into "
+            f"{summary.slides:,} slides{rest if other else ''}",
+            soft_wrap=True,
+        )
     if summary.ungrouped:
-        console.print(f"[yellow]{len(summary.ungrouped)} id(s) not in {groups} or with no slide there[/] "
-                      f"({_some(summary.ungrouped)})", soft_wrap=True)
+        console.print(
+            f"[yellow]{len(summary.ungrouped)} id(s) not in {groups} or with no slide there[/] "
+            f"({_some(summary.ungrouped)})",
+            soft_wrap=True,
+        )
     for k, (n, rate) in enumerate(zip(summary.counts, summary.positive_rates)):
         console.print(f"fold {k}: {n:,} patches, {rate:.1%} positive")
     console.print(f"wrote {summary.path}", soft_wrap=True)

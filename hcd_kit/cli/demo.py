@@ -12,13 +12,48 @@ from hcd_kit.cli._app import Device, command
 
 @command()
 def demo(
-    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the shipped sample", help="Competition-layout folder to run on (only read, never written).")] = None,
-    work_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the demo writes everything (data links, packed store, run, submission).")] = Path("hcd-demo"),
-    recipe: Annotated[str, typer.Option(metavar="NAME", help="Recipe to train (see `hcd recipes`); pretrained weights are never used.")] = "cpu",
-    model: Annotated[Optional[str], typer.Option(metavar="NAME", show_default="the recipe's (resnet10t)", help="timm model to train from scratch.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (20; the shipped sample: as many as fit --time-budget)", help="Epochs per fold (on 2 CPU cores hcd-mini's 20 take 15-35 minutes).")] = None,
-    time_budget: Annotated[Optional[str], typer.Option(metavar="DURATION", show_default="2m for the shipped sample without --epochs, else none", help="Time for training and prediction: the planner measures this machine and trains as many epochs as fit (like `hcd train --time-budget`).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (64)", help="Training batch size.")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            show_default="the shipped sample",
+            help="Competition-layout folder to run on (only read, never written).",
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path,
+        typer.Option(
+            metavar="DIR", help="Where the demo writes everything (data links, packed store, run, submission)."
+        ),
+    ] = Path("hcd-demo"),
+    recipe: Annotated[
+        str,
+        typer.Option(metavar="NAME", help="Recipe to train (see `hcd recipes`); pretrained weights are never used."),
+    ] = "cpu",
+    model: Annotated[
+        Optional[str],
+        typer.Option(metavar="NAME", show_default="the recipe's (resnet10t)", help="timm model to train from scratch."),
+    ] = None,
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            metavar="N",
+            show_default="the recipe's (20; the shipped sample: as many as fit --time-budget)",
+            help="Epochs per fold (on 2 CPU cores hcd-mini's 20 take 15-35 minutes).",
+        ),
+    ] = None,
+    time_budget: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="DURATION",
+            show_default="2m for the shipped sample without --epochs, else none",
+            help="Time for training and prediction: the planner measures this machine and trains as many epochs as fit (like `hcd train --time-budget`).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option(min=1, metavar="N", show_default="the recipe's (64)", help="Training batch size.")
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, metavar="N", help="Seed for weights, shuffling and augmentation.")] = 0,
     device: Device = "auto",
 ) -> None:
@@ -36,8 +71,17 @@ def demo(
     from hcd_kit.console import console
     from hcd_kit.demo import run_demo
 
-    res = run_demo(work_dir=work_dir, data_dir=data_dir, model=model, epochs=epochs, batch_size=batch_size, device=device,
-                   seed=seed, recipe=recipe, time_budget=time_budget)
+    res = run_demo(
+        work_dir=work_dir,
+        data_dir=data_dir,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        recipe=recipe,
+        time_budget=time_budget,
+    )
     cfg = res.config
     table = Table(title="hcd demo: what it did", show_header=False)
     table.add_column(no_wrap=True)
@@ -46,8 +90,10 @@ def demo(
     table.add_row("prepare", ", ".join(f"{k}: {v:,.0f} img/s" for k, v in res.prepare_ips.items()))
     table.add_row("loader", f"{res.loader_ips:,.0f} img/s")
     chosen = f" (chosen for --time-budget {cfg.time_budget})" if cfg.time_budget else ""
-    table.add_row("train", f"recipe {recipe}: {cfg.model}, 5 folds x {cfg.epochs} epochs{chosen} "
-                           f"in {res.seconds.get('train', 0):.0f} s")
+    table.add_row(
+        "train",
+        f"recipe {recipe}: {cfg.model}, 5 folds x {cfg.epochs} epochs{chosen} in {res.seconds.get('train', 0):.0f} s",
+    )
     table.add_row("precision", res.precision)
     table.add_row("CV (out-of-fold) AUC", f"{res.cv_auc:.4f}")
     if res.oof_auc_tta is not None:

@@ -18,13 +18,20 @@ def download(
     ] = Path("data"),
     stall_timeout: Annotated[
         Optional[float],
-        typer.Option(metavar="SECONDS", show_default="$HCD_KAGGLE_TIMEOUT or 120",
-                     help="Give up after this many seconds without progress."),
+        typer.Option(
+            metavar="SECONDS",
+            show_default="$HCD_KAGGLE_TIMEOUT or 120",
+            help="Give up after this many seconds without progress.",
+        ),
     ] = None,
     retries: Annotated[
         Optional[int],
-        typer.Option(metavar="N", min=0, show_default="$HCD_KAGGLE_RETRIES or 3",
-                     help="Retries on HTTP 429/5xx, with exponential backoff."),
+        typer.Option(
+            metavar="N",
+            min=0,
+            show_default="$HCD_KAGGLE_RETRIES or 3",
+            help="Retries on HTTP 429/5xx, with exponential backoff.",
+        ),
     ] = None,
 ) -> None:
     """Download the competition data (needs Kaggle credentials and accepted competition rules).
@@ -46,8 +53,13 @@ def download(
     result = download_competition(data_dir, competition, stall_timeout=stall_timeout, retries=retries)
     size = f"{result.archive_bytes / 1e9:.2f} GB" if result.archive_bytes >= 1e8 else f"{result.archive_bytes:,} bytes"
     if result.skipped:
-        console.print(f"{competition} is already downloaded and complete in {data_dir} "
-                      f"({result.files:,} files); nothing to do", soft_wrap=True)
+        console.print(
+            f"{competition} is already downloaded and complete in {data_dir} ({result.files:,} files); nothing to do",
+            soft_wrap=True,
+        )
     else:
-        console.print(f"downloaded {competition} into {data_dir}: {result.files:,} files "
-                      f"({', '.join(result.entries)}) from a {size} archive", soft_wrap=True)
+        console.print(
+            f"downloaded {competition} into {data_dir}: {result.files:,} files "
+            f"({', '.join(result.entries)}) from a {size} archive",
+            soft_wrap=True,
+        )

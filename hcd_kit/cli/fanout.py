@@ -34,8 +34,10 @@ def push_each(opts: Mapping[str, Any]) -> None:
         push_folds(folds, root, user=user, timeout=opts["timeout"], say=_say)
     folder = render_kernel(infer, user, root)
     _say(f"rendered {folder}/ (ensembles the {len(folds)} folds; not pushed: it needs every fold's output)")
-    _say("when every fold kernel is COMPLETE, `hcd kernel run --fold each` with the same options picks them up "
-         "and pushes it (or run that now: it waits for them)")
+    _say(
+        "when every fold kernel is COMPLETE, `hcd kernel run --fold each` with the same options picks them up "
+        "and pushes it (or run that now: it waits for them)"
+    )
 
 
 def run_each(opts: Mapping[str, Any]) -> None:
@@ -65,18 +67,28 @@ def run_each(opts: Mapping[str, Any]) -> None:
             last.append(st.status)
             console.print(f"  {st.ref}: {st.status} ({clock(elapsed)} since the push)")
 
-    hooks = RunHooks(on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
-                     on_folds=on_folds, say=_say)
+    hooks = RunHooks(
+        on_poll=on_poll,
+        on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
+        on_folds=on_folds,
+        say=_say,
+    )
     res = run_fanout(folds[0], opts["root"], options, hooks, name=opts["name"])
     if res.failed:
         for f in res.failed:
-            err_console.print(f"last lines of the log of {f.ref} version {f.version} ({f.folder / 'output'}):",
-                              highlight=False, soft_wrap=True)
+            err_console.print(
+                f"last lines of the log of {f.ref} version {f.version} ({f.folder / 'output'}):",
+                highlight=False,
+                soft_wrap=True,
+            )
             for line in f.log:
                 err_console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
-        which = "; ".join(f"fold {f.fold} {f.status}" + (f": {f.failure_message}" if f.failure_message else "")
-                          for f in res.failed)
-        raise fail(f"{escape(which)}; run the same command again to re-push only the failed fold(s) (the "
-                   f"{len(res.folds) - len(res.failed)} completed ones are kept)")
+        which = "; ".join(
+            f"fold {f.fold} {f.status}" + (f": {f.failure_message}" if f.failure_message else "") for f in res.failed
+        )
+        raise fail(
+            f"{escape(which)}; run the same command again to re-push only the failed fold(s) (the "
+            f"{len(res.folds) - len(res.failed)} completed ones are kept)"
+        )
     if res.inference is not None:
         report_run(res.inference)

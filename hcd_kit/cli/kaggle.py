@@ -17,7 +17,9 @@ from hcd_kit.cli._app import COMPETITION, Competition, command, fail
 
 Timeout = Annotated[
     Optional[float],
-    typer.Option(metavar="SECONDS", show_default="$HCD_KAGGLE_TIMEOUT or 120", help="Seconds one Kaggle call may take."),
+    typer.Option(
+        metavar="SECONDS", show_default="$HCD_KAGGLE_TIMEOUT or 120", help="Seconds one Kaggle call may take."
+    ),
 ]
 TransferTimeout = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds the whole transfer may take.")]
 LEDGER_DEFAULT = "submissions/ledger.jsonl of the nearest folder up that has submissions/"
@@ -32,7 +34,9 @@ def _score(v: float | None) -> str:
 
 @command()
 def submit(
-    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="Submission CSV (id,label), e.g. from `hcd predict`.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", dir_okay=False, help="Submission CSV (id,label), e.g. from `hcd predict`.")
+    ],
     message: Annotated[str, typer.Option("--message", "-m", metavar="TEXT", help="Description shown on Kaggle.")],
     wait: Annotated[bool, typer.Option(metavar="", help="Wait until Kaggle scores it and print the scores.")] = False,
     data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Folder with sample_submission.csv.")] = Path("data"),
@@ -63,7 +67,11 @@ def submit(
     console.print(f"submitted {file} as ref {rec.ref}{cv}; recorded in {path}", soft_wrap=True)
     if wait:
         rec = wait_for_score(
-            rec, path, wait_timeout=wait_timeout, poll=poll_interval, timeout=timeout,
+            rec,
+            path,
+            wait_timeout=wait_timeout,
+            poll=poll_interval,
+            timeout=timeout,
             on_poll=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
         )
         if rec.status == "ERROR":
@@ -76,7 +84,9 @@ def submit(
 
 @command()
 def submissions(
-    refresh: Annotated[bool, typer.Option(metavar="", help="Fetch current status and scores from Kaggle first.")] = True,
+    refresh: Annotated[
+        bool, typer.Option(metavar="", help="Fetch current status and scores from Kaggle first.")
+    ] = True,
     ledger: Ledger = None,
     timeout: Timeout = None,
 ) -> None:
@@ -104,8 +114,7 @@ def submissions(
         except KaggleError as exc:  # the local ledger is still worth showing
             err_console.print(f"[yellow]warning:[/] scores not refreshed: {exc}", soft_wrap=True)
     if not records:
-        console.print(f"no submissions recorded in {path} yet; make one with `hcd submit FILE -m MSG`",
-                      soft_wrap=True)
+        console.print(f"no submissions recorded in {path} yet; make one with `hcd submit FILE -m MSG`", soft_wrap=True)
         return
     console.print(f"ledger: {path}", soft_wrap=True)  # a path in the title would be folded to the table's width
     table = Table(title="submissions")
@@ -116,8 +125,12 @@ def submissions(
     for r in records:
         source = ", ".join([Path(r.file).name, *(Path(x).name for x in r.runs)] + ([f"tta {r.tta}"] if r.tta else []))
         table.add_row(
-            f"{r.ref or '-'}\n[dim]{r.time[:16].replace('T', ' ')}[/]", f"{escape(r.message)}\n[dim]{escape(source)}[/]"
+            f"{r.ref or '-'}\n[dim]{r.time[:16].replace('T', ' ')}[/]",
+            f"{escape(r.message)}\n[dim]{escape(source)}[/]"
             + (f"\n[red]error: {escape(r.error_description)}[/]" if r.error_description else ""),
-            _score(r.cv_auc), r.status, _score(r.public_score), _score(r.private_score),
+            _score(r.cv_auc),
+            r.status,
+            _score(r.public_score),
+            _score(r.private_score),
         )
     console.print(table)

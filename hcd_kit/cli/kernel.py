@@ -27,16 +27,21 @@ from hcd_kit.cli._kernel_options import (
 )
 from hcd_kit.cli.kaggle import Name, Poll, Timeout, TransferTimeout
 
-kernel_app = group("kernel", "Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.\n\n"
-                            "Example: hcd kernel push --fold 0 --dry-run")
-dataset_app = group("dataset", "Kaggle datasets that carry hcd_kit (its wheel) and trained weights into offline "
-                               "kernels.\n\nExample: hcd dataset push --dry-run")
+kernel_app = group(
+    "kernel",
+    "Run hcd on a Kaggle GPU: render and push a kernel, watch it, fetch its output.\n\n"
+    "Example: hcd kernel push --fold 0 --dry-run",
+)
+dataset_app = group(
+    "dataset",
+    "Kaggle datasets that carry hcd_kit (its wheel) and trained weights into offline "
+    "kernels.\n\nExample: hcd dataset push --dry-run",
+)
 
 
 def _dry_run(
     dry_run: Annotated[
-        bool, _opt("Render the kernel folder but do not push it (works without credentials, with a placeholder "
-                   "owner).")
+        bool, _opt("Render the kernel folder but do not push it (works without credentials, with a placeholder owner).")
     ] = False,
 ) -> None:
     """--dry-run, an option of `hcd kernel push` alone (a signature only)."""
@@ -68,6 +73,7 @@ def kernel_push(**opts) -> None:
     """
     if fanned_out(opts):
         from hcd_kit.cli.fanout import push_each
+
         return push_each(opts)
     from hcd_kit.console import console
     from hcd_kit.kaggle import push_kernel, render_kernel
@@ -77,12 +83,18 @@ def kernel_push(**opts) -> None:
     user = owner(dry_run)
     folder = render_kernel(spec, user, opts["root"])
     net = "on" if spec.internet else "off"
-    console.print(f"rendered {folder}/ ({spec.mode}, folds {spec.fold}, machine shape {spec.machine_shape}, "
-                  f"internet {net})", soft_wrap=True)
+    console.print(
+        f"rendered {folder}/ ({spec.mode}, folds {spec.fold}, machine shape {spec.machine_shape}, internet {net})",
+        soft_wrap=True,
+    )
     if spec.hub_secret:
-        console.print(f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}: attach it once in the "
-                      "notebook's Add-ons > Secrets (until then the session stops at its start, saying so)",
-                      soft_wrap=True, highlight=False, markup=False)
+        console.print(
+            f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}: attach it once in the "
+            "notebook's Add-ons > Secrets (until then the session stops at its start, saying so)",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     if dry_run:
         return
     res = push_kernel(folder, timeout=opts["timeout"])
@@ -95,7 +107,9 @@ def kernel_push(**opts) -> None:
 def kernel_status_cmd(
     name: Name = "hcd-train",
     wait: Annotated[bool, _opt("Poll until the session finishes.")] = False,
-    wait_timeout: Annotated[float, _opt("Seconds --wait waits (a GPU session lasts 12 h at most).", "SECONDS")] = 43200.0,
+    wait_timeout: Annotated[
+        float, _opt("Seconds --wait waits (a GPU session lasts 12 h at most).", "SECONDS")
+    ] = 43200.0,
     poll_interval: Poll = 10.0,
     timeout: Timeout = None,
 ) -> None:
@@ -109,7 +123,11 @@ def kernel_status_cmd(
 
     ref = kernel_ref(name)
     st = kernel_status(
-        ref, wait=wait, wait_timeout=wait_timeout, poll=poll_interval, timeout=timeout,
+        ref,
+        wait=wait,
+        wait_timeout=wait_timeout,
+        poll=poll_interval,
+        timeout=timeout,
         on_poll=(lambda s: console.print(f"  {s.ref}: {s.status}")) if wait else None,
     )
     if st.status == "ERROR":
@@ -142,9 +160,13 @@ def kernel_output_cmd(
 @command(dataset_app, "push")
 def dataset_push(
     run_dir: Annotated[Optional[Path], _opt("Also ship this run's config.toml and fold weights.", "DIR")] = None,
-    name: Annotated[Optional[str], _opt("Dataset slug.", "NAME", show_default="hcd-kit, or hcd-weights with --run-dir")] = None,
+    name: Annotated[
+        Optional[str], _opt("Dataset slug.", "NAME", show_default="hcd-kit, or hcd-weights with --run-dir")
+    ] = None,
     wheel: Annotated[Optional[Path], _opt("Use this hcd_kit wheel instead of building one.", "FILE")] = None,
-    out_dir: Annotated[Optional[Path], _opt("Folder to assemble the dataset in.", "DIR", show_default="build/kaggle/NAME")] = None,
+    out_dir: Annotated[
+        Optional[Path], _opt("Folder to assemble the dataset in.", "DIR", show_default="build/kaggle/NAME")
+    ] = None,
     notes: Annotated[str, _opt("Version notes when the dataset exists already.", "TEXT")] = "hcd update",
     dry_run: Annotated[bool, _opt("Assemble the folder but do not upload it.")] = False,
     transfer_timeout: TransferTimeout = 3600.0,
@@ -183,23 +205,51 @@ def _ropt(text: str, metavar: str = "", **kw):
 
 
 def _run_options(
-    attach: Annotated[bool, _ropt("Never push: pick up the version recorded in ROOT/NAME/last_push.json "
-                                  "(after Ctrl-C or a lost connection; a plain rerun does so too when nothing "
-                                  "changed).")] = False,
+    attach: Annotated[
+        bool,
+        _ropt(
+            "Never push: pick up the version recorded in ROOT/NAME/last_push.json "
+            "(after Ctrl-C or a lost connection; a plain rerun does so too when nothing "
+            "changed)."
+        ),
+    ] = False,
     submit: Annotated[bool, _ropt("Submit the kernel's submission.csv (needs -m) and wait for its score.")] = False,
-    message: Annotated[Optional[str], typer.Option(
-        "--message", "-m", metavar="TEXT", show_default="none", rich_help_panel=RUN_PANEL,
-        help="Description of the submission shown on Kaggle.")] = None,
-    data_dir: Annotated[Path, _ropt("Folder with sample_submission.csv, which the fetched submission is "
-                                   "checked against.", "DIR")] = Path("data"),
-    out_dir: Annotated[Optional[Path], _ropt("Folder for the kernel's output files.", "DIR",
-                                            show_default="ROOT/NAME/output")] = None,
-    wait_timeout: Annotated[float, _ropt("Seconds to wait for the session (a GPU session lasts 12 h at most); "
-                                        "it keeps running after that: pick it up with --attach.", "SECONDS")] = 43200.0,
+    message: Annotated[
+        Optional[str],
+        typer.Option(
+            "--message",
+            "-m",
+            metavar="TEXT",
+            show_default="none",
+            rich_help_panel=RUN_PANEL,
+            help="Description of the submission shown on Kaggle.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path, _ropt("Folder with sample_submission.csv, which the fetched submission is checked against.", "DIR")
+    ] = Path("data"),
+    out_dir: Annotated[
+        Optional[Path], _ropt("Folder for the kernel's output files.", "DIR", show_default="ROOT/NAME/output")
+    ] = None,
+    wait_timeout: Annotated[
+        float,
+        _ropt(
+            "Seconds to wait for the session (a GPU session lasts 12 h at most); "
+            "it keeps running after that: pick it up with --attach.",
+            "SECONDS",
+        ),
+    ] = 43200.0,
     score_timeout: Annotated[float, _ropt("Seconds --submit waits for the score.", "SECONDS")] = 3600.0,
     poll_interval: Annotated[float, _ropt("Seconds between the first polls (backs off to 60 s).", "SECONDS")] = 10.0,
     transfer_timeout: Annotated[float, _ropt("Seconds the download of the output may take.", "SECONDS")] = 3600.0,
-    ledger: Annotated[Optional[Path], _ropt("Ledger file.", "FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/")] = None,
+    ledger: Annotated[
+        Optional[Path],
+        _ropt(
+            "Ledger file.",
+            "FILE",
+            show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/",
+        ),
+    ] = None,
 ) -> None:
     """The options of `hcd kernel run` alone (a signature only)."""
 
@@ -233,10 +283,14 @@ def kernel_run(**opts) -> None:
     from hcd_kit.kaggle import RunHooks, run_kernel
 
     if opts["submit"] != (opts["message"] is not None):
-        raise ConfigError("--submit needs -m MSG (the description shown on Kaggle)" if opts["submit"]
-                          else "-m MSG describes a submission: add --submit")
+        raise ConfigError(
+            "--submit needs -m MSG (the description shown on Kaggle)"
+            if opts["submit"]
+            else "-m MSG describes a submission: add --submit"
+        )
     if fanned_out(opts):
         from hcd_kit.cli.fanout import run_each
+
         return run_each(opts)
     spec = spec_from(opts)
     live, last = LiveStatus(spec.name), []
@@ -250,7 +304,8 @@ def kernel_run(**opts) -> None:
 
     say = lambda line: console.print(escape(line), soft_wrap=True)  # noqa: E731
     with console.status(live) if console.is_terminal else nullcontext():
-        hooks = RunHooks(on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"),
-                         say=say)
+        hooks = RunHooks(
+            on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"), say=say
+        )
         run = run_kernel(spec, opts["root"], run_options_from(opts), hooks)
     report_run(run)

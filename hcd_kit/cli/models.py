@@ -50,28 +50,63 @@ def models(
 
     rows = entries()
     if as_json:
-        out = [{"name": e.name, "hub": e.hub, "url": e.url, "architecture": e.architecture, "input_size": e.input_size,
-                "features": e.features, "pool": e.pool, "params_m": e.params_m, "licence": e.licence, "gated": e.gated,
-                "redistribute": e.redistribute, "t4_images_per_s": round(e.t4_images_per_s, 1), "pcam": e.pcam,
-                "about": e.about} for e in rows]
+        out = [
+            {
+                "name": e.name,
+                "hub": e.hub,
+                "url": e.url,
+                "architecture": e.architecture,
+                "input_size": e.input_size,
+                "features": e.features,
+                "pool": e.pool,
+                "params_m": e.params_m,
+                "licence": e.licence,
+                "gated": e.gated,
+                "redistribute": e.redistribute,
+                "t4_images_per_s": round(e.t4_images_per_s, 1),
+                "pcam": e.pcam,
+                "about": e.about,
+            }
+            for e in rows
+        ]
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title="pathology foundation models (--model NAME)")
     table.add_column("name", no_wrap=True)
     table.add_column("licence", overflow="fold")
-    for col, justify in ( ("gated", "center"), ("rehost", "center"),
-                         ("px", "right"), ("dim", "right"), ("T4 img/s", "right"),
-                         ("embed", "right"), ("PCam", "right")):
+    for col, justify in (
+        ("gated", "center"),
+        ("rehost", "center"),
+        ("px", "right"),
+        ("dim", "right"),
+        ("T4 img/s", "right"),
+        ("embed", "right"),
+        ("PCam", "right"),
+    ):
         # a narrow terminal folds a header or a number onto two lines rather than cut it short with "…"
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for e in rows:
-        table.add_row(f"[bold]{e.name}[/]", e.licence, "yes" if e.gated else "no",
-                      "yes" if e.redistribute else "no", str(e.input_size), str(e.features),
-                      f"{e.t4_images_per_s:,.0f}", _hours(2 * e.t4_images_per_s), f"{e.pcam:.3f}" if e.pcam else "")
+        table.add_row(
+            f"[bold]{e.name}[/]",
+            e.licence,
+            "yes" if e.gated else "no",
+            "yes" if e.redistribute else "no",
+            str(e.input_size),
+            str(e.features),
+            f"{e.t4_images_per_s:,.0f}",
+            _hours(2 * e.t4_images_per_s),
+            f"{e.pcam:.3f}" if e.pcam else "",
+        )
     console.print(table)
-    console.print("px: input size; dim: feature length; embed: one view of all competition patches on T4 x2; "
-                  "PCam: published linear-probe balanced accuracy", soft_wrap=True)
+    console.print(
+        "px: input size; dim: feature length; embed: one view of all competition patches on T4 x2; "
+        "PCam: published linear-probe balanced accuracy",
+        soft_wrap=True,
+    )
     for e in rows:
         console.print(f"  {e.name:<14} {e.url}  {e.about}", soft_wrap=True, markup=False)
-    console.print("gated: request access on the hub page (https://huggingface.co/ORG/NAME) and set HF_TOKEN; "
-                  "offline, use local-dir:FOLDER or --weights FILE", soft_wrap=True)
+    console.print(
+        "gated: request access on the hub page (https://huggingface.co/ORG/NAME) and set HF_TOKEN; "
+        "offline, use local-dir:FOLDER or --weights FILE",
+        soft_wrap=True,
+    )

@@ -17,16 +17,46 @@ def _auc(x: float | None) -> str:
 
 @command()
 def predict(
-    run_dir: Annotated[Path, typer.Option(metavar="DIR", help="Run folder written by `hcd train` (config.toml + fold*/best.pt).")],
-    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the folder the run trained on (RUN_DIR/data.json), else ./data", help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.")] = None,
-    tta: Annotated[TtaViews, typer.Option(help="Dihedral views per patch: 1 (none), 2 (+h-flip), 4 (+v-flip, 180), 8 (all of D4).")] = 8,
-    out: Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=False, help="Submission CSV to write \\[default: RUN_DIR/ submission.csv].")] = None,
+    run_dir: Annotated[
+        Path, typer.Option(metavar="DIR", help="Run folder written by `hcd train` (config.toml + fold*/best.pt).")
+    ],
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            show_default="the folder the run trained on (RUN_DIR/data.json), else ./data",
+            help="Competition folder: needs test/ (or a packed test store) and sample_submission.csv.",
+        ),
+    ] = None,
+    tta: Annotated[
+        TtaViews, typer.Option(help="Dihedral views per patch: 1 (none), 2 (+h-flip), 4 (+v-flip, 180), 8 (all of D4).")
+    ] = 8,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="FILE", show_default=False, help="Submission CSV to write \\[default: RUN_DIR/ submission.csv]."
+        ),
+    ] = None,
     blend: Annotated[BlendMode, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
     device: Device = "auto",
     precision: PrecisionOption = "auto",
-    batch_size: Annotated[int, typer.Option(metavar="N", help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.")] = 256,
-    fold: Annotated[str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")] = "all",
-    oof: Annotated[bool, typer.Option(metavar="", help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).")] = True,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.",
+        ),
+    ] = 256,
+    fold: Annotated[
+        str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")
+    ] = "all",
+    oof: Annotated[
+        bool,
+        typer.Option(
+            metavar="",
+            help="Also re-score each fold's validation ids with 1 and with --tta views (needs the packed train store).",
+        ),
+    ] = True,
 ) -> None:
     """Predict the test set with every fold of a run, with test-time augmentation, and write a submission.
 
@@ -43,22 +73,36 @@ def predict(
     from hcd_kit.console import console
     from hcd_kit.inference import predict_run, signed
 
-    res = predict_run(data_dir, run_dir, tta=tta, out=out, blend=blend, device=device,
-                      batch_size=batch_size, folds=parse_folds(fold), precision=precision, oof=oof)  # type: ignore[arg-type]
+    res = predict_run(
+        data_dir,
+        run_dir,
+        tta=tta,
+        out=out,
+        blend=blend,
+        device=device,
+        batch_size=batch_size,
+        folds=parse_folds(fold),
+        precision=precision,
+        oof=oof,
+    )  # type: ignore[arg-type]
     if res.oof is not None:
         console.print(f"OOF AUC  fold    n   1 view   {res.tta} views")
         for k, n, a1, an in res.oof.per_fold:
             console.print(f"         {k:>4} {n:>4}   {_auc(a1):>6}   {_auc(an):>7}")
         gain = res.oof.auc_n - res.oof.auc_1
         what = f"   (TTA x{res.tta}: {signed(gain)})" if gain == gain else ""  # NaN when a class is missing
-        console.print(f"OOF AUC  all  {sum(r[1] for r in res.oof.per_fold):>4}   {_auc(res.oof.auc_1):>6}   "
-                      f"{_auc(res.oof.auc_n):>7}{what}")
+        console.print(
+            f"OOF AUC  all  {sum(r[1] for r in res.oof.per_fold):>4}   {_auc(res.oof.auc_1):>6}   "
+            f"{_auc(res.oof.auc_n):>7}{what}"
+        )
     if res.note:
         console.print(f"note: {res.note}", soft_wrap=True)
     if res.oof_file is not None:
         console.print(f"wrote {res.oof_file} (OOF with TTA x{res.tta}, for `hcd ensemble`)", soft_wrap=True)
-    console.print(f"folds {','.join(map(str, res.folds))} | tta {res.tta} | ensemble {res.ensemble} | "
-                  f"{res.n_images} test patches at {res.images_per_s:,.0f} img/s per fold")
+    console.print(
+        f"folds {','.join(map(str, res.folds))} | tta {res.tta} | ensemble {res.ensemble} | "
+        f"{res.n_images} test patches at {res.images_per_s:,.0f} img/s per fold"
+    )
     console.print(f"wrote {res.out} (cv_auc {_auc(res.cv_auc)}) and {res.sidecar.name}", soft_wrap=True)
 
 
@@ -66,10 +110,37 @@ def predict(
 def ensemble(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", hidden=True)],  # described in the docstring
     out: Annotated[Path, typer.Option(metavar="FILE", help="Blended submission CSV to write.")],
-    weights: Annotated[Optional[str], typer.Option(metavar="W,W,...|auto", show_default="equal", help="One weight per run, e.g. 0.6,0.4 (normalised to sum 1), or auto: the weights and blend with the best OOF AUC, with a nested check of what they gain.")] = None,
-    blend: Annotated[Optional[BlendMode], typer.Option(show_default="mean; with --weights auto: the better of mean and rank", help="mean (probabilities) or rank (mean of per-run ranks). With --weights auto, giving it restricts the search to that mode.")] = None,
-    pred: Annotated[Optional[list[Path]], typer.Option(metavar="FILE", show_default="RUN_DIR/submission.csv", help="Test predictions of one run (repeat once per run, in order).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the first run's order", help="If given, the output follows DIR/sample_submission.csv's ids and order.")] = None,
+    weights: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="W,W,...|auto",
+            show_default="equal",
+            help="One weight per run, e.g. 0.6,0.4 (normalised to sum 1), or auto: the weights and blend with the best OOF AUC, with a nested check of what they gain.",
+        ),
+    ] = None,
+    blend: Annotated[
+        Optional[BlendMode],
+        typer.Option(
+            show_default="mean; with --weights auto: the better of mean and rank",
+            help="mean (probabilities) or rank (mean of per-run ranks). With --weights auto, giving it restricts the search to that mode.",
+        ),
+    ] = None,
+    pred: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            metavar="FILE",
+            show_default="RUN_DIR/submission.csv",
+            help="Test predictions of one run (repeat once per run, in order).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            show_default="the first run's order",
+            help="If given, the output follows DIR/sample_submission.csv's ids and order.",
+        ),
+    ] = None,
 ) -> None:
     """Blend the predictions of several runs and report each run's OOF AUC and the blend's.
 
@@ -100,10 +171,16 @@ def ensemble(
         console.print(f"note: {note}", soft_wrap=True)
     if (c := res.search) is not None:
         searched = "mean and rank" if blend is None else f"{blend} only"
-        console.print(f"weights auto: {c.mode} blend, weights {','.join(f'{x:.2f}' for x in c.weights)} "
-                      f"(searched {searched}; fitted on all {res.n_oof} OOF ids)", soft_wrap=True)
-        console.print(f"nested OOF AUC ({c.n_parts} held-out parts): auto {_auc(c.nested_auc)} vs equal-weight "
-                      f"{c.baseline_mode} {_auc(c.nested_equal_auc)} ({signed(c.nested_gain)})", soft_wrap=True)
+        console.print(
+            f"weights auto: {c.mode} blend, weights {','.join(f'{x:.2f}' for x in c.weights)} "
+            f"(searched {searched}; fitted on all {res.n_oof} OOF ids)",
+            soft_wrap=True,
+        )
+        console.print(
+            f"nested OOF AUC ({c.n_parts} held-out parts): auto {_auc(c.nested_auc)} vs equal-weight "
+            f"{c.baseline_mode} {_auc(c.nested_equal_auc)} ({signed(c.nested_gain)})",
+            soft_wrap=True,
+        )
     if res.blend_auc is not None:
         fitted = "; weights fitted on these ids" if res.search is not None else ""
         console.print(f"OOF AUC {_auc(res.blend_auc)}  blend ({res.how}, {res.n_oof} ids{fitted})")

@@ -19,8 +19,21 @@ def _hours(seconds: float | None) -> str:
 
 @command()
 def recipes(
-    data_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="the competition's 220,025 + 57,458 patches; hcd-mini's 3,284 + 546 for the CPU", help="Size the costs for this competition folder's patches (train_labels.csv, sample_submission.csv).")] = None,
-    figures: Annotated[Optional[Path], typer.Option(metavar="FILE", help="A GPU report from `python benchmarks/gpu.py --json --out FILE`: its measured figures replace the published ones.")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="DIR",
+            show_default="the competition's 220,025 + 57,458 patches; hcd-mini's 3,284 + 546 for the CPU",
+            help="Size the costs for this competition folder's patches (train_labels.csv, sample_submission.csv).",
+        ),
+    ] = None,
+    figures: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="FILE",
+            help="A GPU report from `python benchmarks/gpu.py --json --out FILE`: its measured figures replace the published ones.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the training recipes: backbone, input size, epochs, what each is based on, and its expected cost.
@@ -47,7 +60,10 @@ def recipes(
     sizes = {"t4x2": COMPETITION_SIZE, "cpu": MINI_SIZE}
     if data_dir is not None:
         layout = DataLayout.of(data_dir)
-        n = (len(pd.read_csv(layout.train_labels, usecols=[0])), len(pd.read_csv(layout.sample_submission, usecols=[0])))
+        n = (
+            len(pd.read_csv(layout.train_labels, usecols=[0])),
+            len(pd.read_csv(layout.sample_submission, usecols=[0])),
+        )
         sizes = {"t4x2": n, "cpu": n}
     rows, sources = [], {}
 
@@ -64,26 +80,53 @@ def recipes(
         return total
 
     for r in list_recipes():
-        epochs = " + ".join(str(load_recipe(m.recipe).config().epochs) for m in r.members) if r.is_blend else str(r.config().epochs)
-        rows.append({"name": r.name, "backbone": r.model, "input": r.img_size, "epochs": epochs,
-                     "t4x2_seconds": cost(r, "t4x2"), "cpu_seconds": cost(r, "cpu"),
-                     "for": r.hardware, "description": r.description, "based_on": r.based_on})
+        epochs = (
+            " + ".join(str(load_recipe(m.recipe).config().epochs) for m in r.members)
+            if r.is_blend
+            else str(r.config().epochs)
+        )
+        rows.append(
+            {
+                "name": r.name,
+                "backbone": r.model,
+                "input": r.img_size,
+                "epochs": epochs,
+                "t4x2_seconds": cost(r, "t4x2"),
+                "cpu_seconds": cost(r, "cpu"),
+                "for": r.hardware,
+                "description": r.description,
+                "based_on": r.based_on,
+            }
+        )
     if as_json:
         print(json.dumps({"recipes": rows, "sizes": sizes, "sources": {v: k for k, v in sources.items()}}, indent=1))
         return
     from rich.table import Table
 
     table = Table(title="hcd recipes (hcd train --recipe NAME)")
-    for col in ("name", "backbone", "input", "epochs", f"T4 x2, {sizes['t4x2'][0]:,} patches",
-                f"2-core CPU, {sizes['cpu'][0]:,} patches"):
+    for col in (
+        "name",
+        "backbone",
+        "input",
+        "epochs",
+        f"T4 x2, {sizes['t4x2'][0]:,} patches",
+        f"2-core CPU, {sizes['cpu'][0]:,} patches",
+    ):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["backbone"], row["input"], row["epochs"], _hours(row["t4x2_seconds"]),
-                      _hours(row["cpu_seconds"]))
+        table.add_row(
+            row["name"],
+            row["backbone"],
+            row["input"],
+            row["epochs"],
+            _hours(row["t4x2_seconds"]),
+            _hours(row["cpu_seconds"]),
+        )
     console.print(table)
     for row in rows:
-        console.print(f"[bold]{row['name']}[/]: {row['description']} Based on {row['based_on']}.", soft_wrap=True,
-                      highlight=False)
+        console.print(
+            f"[bold]{row['name']}[/]: {row['description']} Based on {row['based_on']}.", soft_wrap=True, highlight=False
+        )
     console.print("Costs are for 5 folds + TTA x8 prediction; throughput from:")
     for source, i in sources.items():
         console.print(f"  [{i}] {source}", soft_wrap=True, highlight=False)

@@ -15,18 +15,32 @@ _WIDE_ONLY = ("kind", "recipe", "px", "epochs", "subs")  # columns left out of t
 @command()
 def runs(
     dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="DIR", hidden=True)] = None,  # in the docstring
-    sort: Annotated[str, typer.Option(
-        metavar="COLUMN", help="Sort by this column (a --json key, e.g. cv_auc, cv_auc_tta, public_best, model, "
-                               "train_s, run); AUCs and scores best first, the rest ascending, missing last.")
+    sort: Annotated[
+        str,
+        typer.Option(
+            metavar="COLUMN",
+            help="Sort by this column (a --json key, e.g. cv_auc, cv_auc_tta, public_best, model, "
+            "train_s, run); AUCs and scores best first, the rest ascending, missing last.",
+        ),
     ] = "cv_auc",
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the rows as a JSON list instead.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", metavar="", help="Print the rows as CSV instead.")] = False,
-    ledger: Annotated[Optional[Path], typer.Option(
-        metavar="FILE", show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/",
-        help="Submission ledger whose records give each run's best public and private scores.")] = None,
-    page: Annotated[bool, typer.Option(
-        "--page/--no-page", metavar="", help="Write index.html (the table, with links to each run's report.html) "
-                                             "into the first DIR.")] = True,
+    ledger: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="FILE",
+            show_default="submissions/ledger.jsonl of the nearest folder up that has submissions/",
+            help="Submission ledger whose records give each run's best public and private scores.",
+        ),
+    ] = None,
+    page: Annotated[
+        bool,
+        typer.Option(
+            "--page/--no-page",
+            metavar="",
+            help="Write index.html (the table, with links to each run's report.html) into the first DIR.",
+        ),
+    ] = True,
 ) -> None:
     """Every run in one table: model, recipe, input size, epochs, folds done, CV AUC with and without TTA,
     training time, and the best public and private scores of its submissions.
@@ -75,8 +89,9 @@ def runs(
     try:
         records = read_ledger(ledger_path(ledger))
     except (HcdError, OSError) as exc:  # the scores are a column, not the point: the table goes on without them
-        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}; the public/private columns are left blank",
-                          soft_wrap=True)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(exc))}; the public/private columns are left blank", soft_wrap=True
+        )
         records = []
     rows = runs_table(found, folders, records, sort)
     if page:

@@ -44,8 +44,9 @@ def _config_options() -> list[inspect.Parameter]:
             option = typer.Option(f"--{flag}/--no-{flag}", metavar="", help=f.metadata["help"], **extra)
         elif typing.get_origin(tp) is typing.Literal:  # a long <a|b|...> label would squeeze the help column
             short = len("|".join(map(str, typing.get_args(tp)))) <= 12
-            option = typer.Option(f"--{flag}", metavar=None if short else f.name.upper(), help=f.metadata["help"],
-                                  **extra)
+            option = typer.Option(
+                f"--{flag}", metavar=None if short else f.name.upper(), help=f.metadata["help"], **extra
+            )
         else:
             metavar = _FIELD_METAVARS.get(f.name, _METAVARS.get(tp, "VALUE"))
             option = typer.Option(f"--{flag}", metavar=metavar, help=f.metadata["help"], **extra)
@@ -62,13 +63,47 @@ def _shown_default(f: dataclasses.Field) -> str:
 
 def train(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Competition folder with packed/ (hcd prepare) and folds.csv (hcd folds).")] = Path("data"),
-    fold: Annotated[Optional[str], typer.Option(metavar="FOLDS", show_default="all; with --resume, the folds the run was started for", help="Fold(s) to train: all, one number, or a list like 0,2.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", show_default="runs/MODEL", help="Where checkpoints, logs and OOF go.")] = None,
-    recipe: Annotated[Optional[str], typer.Option(metavar="NAME", show_default="cpu on a CPU, t4x2-fast on CUDA", help="Named recipe (`hcd recipes`) or recipe TOML file; --config and flags override it.")] = None,
-    config: Annotated[Optional[Path], typer.Option(metavar="FILE", help="TOML file with TrainConfig keys; flags override it.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Continue interrupted folds from last.pt; finished folds are skipped.")] = False,
-    plan: Annotated[bool, typer.Option("--plan", metavar="", help="Measure this machine, print the time plan (speeds, epochs, time per fold and for prediction, expected finish) and exit without training or writing anything.")] = False,
+    data_dir: Annotated[
+        Path,
+        typer.Option(metavar="DIR", help="Competition folder with packed/ (hcd prepare) and folds.csv (hcd folds)."),
+    ] = Path("data"),
+    fold: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="FOLDS",
+            show_default="all; with --resume, the folds the run was started for",
+            help="Fold(s) to train: all, one number, or a list like 0,2.",
+        ),
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path],
+        typer.Option(metavar="DIR", show_default="runs/MODEL", help="Where checkpoints, logs and OOF go."),
+    ] = None,
+    recipe: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            show_default="cpu on a CPU, t4x2-fast on CUDA",
+            help="Named recipe (`hcd recipes`) or recipe TOML file; --config and flags override it.",
+        ),
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="TOML file with TrainConfig keys; flags override it.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", metavar="", help="Continue interrupted folds from last.pt; finished folds are skipped."
+        ),
+    ] = False,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            metavar="",
+            help="Measure this machine, print the time plan (speeds, epochs, time per fold and for prediction, expected finish) and exit without training or writing anything.",
+        ),
+    ] = False,
     **settings,
 ) -> None:
     """Train a timm model on one fold, several or all, keeping honest out-of-fold (OOF) predictions.
@@ -116,8 +151,9 @@ def train(
     run_training(cfg, data_dir, run, folds=folds, resume=resume)
 
 
-def _train_blend(blend, data_dir: Path, run_dir: Optional[Path], config, given: dict, folds, resume: bool,
-                 plan: bool = False) -> None:
+def _train_blend(
+    blend, data_dir: Path, run_dir: Optional[Path], config, given: dict, folds, resume: bool, plan: bool = False
+) -> None:
     """A blend recipe: one run per member under RUN_DIR/<member>, one after the other, then the next steps.
     A --time-budget is shared: each run gets what is left of it, split over the runs still to train."""
     import time
@@ -132,7 +168,9 @@ def _train_blend(blend, data_dir: Path, run_dir: Optional[Path], config, given: 
     root = run_dir or Path("runs") / blend.name
     runs = []
     for i, member in enumerate(blend.members, 1):
-        console.rule(f"[bold]{blend.name}: run {i}/{len(blend.members)}, recipe {member.recipe} -> {root / member.name}")
+        console.rule(
+            f"[bold]{blend.name}: run {i}/{len(blend.members)}, recipe {member.recipe} -> {root / member.name}"
+        )
         cfg, run = resolve_config(config, given, root / member.name, resume, member.recipe)
         cfg = dataclasses.replace(cfg, time_budget=share_budget(cfg.time_budget, started, len(blend.members) - i + 1))
         if plan:
@@ -142,9 +180,12 @@ def _train_blend(blend, data_dir: Path, run_dir: Optional[Path], config, given: 
         runs.append(run)
     if plan:
         return
-    console.print(f"Trained {len(runs)} runs. Next: `hcd predict --data-dir {data_dir} --run-dir RUN` for each of "
-                  f"{', '.join(map(str, runs))}, then `hcd ensemble {' '.join(map(str, runs))} --weights auto "
-                  f"--out {root}/submission.csv`", soft_wrap=True)
+    console.print(
+        f"Trained {len(runs)} runs. Next: `hcd predict --data-dir {data_dir} --run-dir RUN` for each of "
+        f"{', '.join(map(str, runs))}, then `hcd ensemble {' '.join(map(str, runs))} --weights auto "
+        f"--out {root}/submission.csv`",
+        soft_wrap=True,
+    )
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

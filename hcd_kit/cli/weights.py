@@ -15,29 +15,54 @@ import typer
 from hcd_kit.cli._app import command, group
 from hcd_kit.cli.kaggle import TransferTimeout
 
-weights_app = group("weights", "Weights as files: pretrained ones pushed as a private dataset for offline Kaggle "
-                               "kernels, or a trained fold exported as a timm local-dir: folder.\n\n"
-                               "Example: hcd weights push resnet18")
+weights_app = group(
+    "weights",
+    "Weights as files: pretrained ones pushed as a private dataset for offline Kaggle "
+    "kernels, or a trained fold exported as a timm local-dir: folder.\n\n"
+    "Example: hcd weights push resnet18",
+)
 
 
 @command(weights_app, "push")
 def weights_push(
     model: Annotated[str, typer.Argument(metavar="MODEL", hidden=True)],  # described in the docstring
-    slug: Annotated[Optional[str], typer.Option(metavar="SLUG", help="Dataset slug.",
-                                                show_default="timm-MODEL; MODEL-weights for a registry model")] = None,
-    from_file: Annotated[Optional[Path], typer.Option(
-        metavar="FILE", help="Take the weights from this state dict of MODEL instead of the Hugging Face hub.",
-        show_default="the hub")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Folder to assemble the dataset in.",
-                                                    show_default="build/kaggle/SLUG")] = None,
-    private_ok: Annotated[bool, typer.Option(
-        metavar="", help="For a registry model whose licence forbids re-hosting (e.g. uni, virchow2: NC-ND): confirm "
-                         "that its terms let you keep a private copy for your own use. The dataset is private; "
-                         "never share it.")] = False,
-    notes: Annotated[str, typer.Option(metavar="TEXT", help="Version notes when the dataset exists already.")]
-    = "hcd weights update",
-    dry_run: Annotated[bool, typer.Option(metavar="", help="Assemble the folder but do not upload it (works "
-                                                           "without credentials, with a placeholder owner).")] = False,
+    slug: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="SLUG", help="Dataset slug.", show_default="timm-MODEL; MODEL-weights for a registry model"
+        ),
+    ] = None,
+    from_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="FILE",
+            help="Take the weights from this state dict of MODEL instead of the Hugging Face hub.",
+            show_default="the hub",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option(metavar="DIR", help="Folder to assemble the dataset in.", show_default="build/kaggle/SLUG"),
+    ] = None,
+    private_ok: Annotated[
+        bool,
+        typer.Option(
+            metavar="",
+            help="For a registry model whose licence forbids re-hosting (e.g. uni, virchow2: NC-ND): confirm "
+            "that its terms let you keep a private copy for your own use. The dataset is private; "
+            "never share it.",
+        ),
+    ] = False,
+    notes: Annotated[
+        str, typer.Option(metavar="TEXT", help="Version notes when the dataset exists already.")
+    ] = "hcd weights update",
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            metavar="",
+            help="Assemble the folder but do not upload it (works without credentials, with a placeholder owner).",
+        ),
+    ] = False,
     transfer_timeout: TransferTimeout = 3600.0,
 ) -> None:
     """Save the pretrained weights of MODEL (a timm name, optionally with its tag: resnet18,
@@ -74,17 +99,30 @@ def weights_push(
     console.print(f"assembled {folder}/: {', '.join(names)}", soft_wrap=True)
     if not dry_run:
         res = push_dataset(folder, notes, transfer_timeout=transfer_timeout)
-        console.print(f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip(),
-                      soft_wrap=True)
+        console.print(
+            f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip(), soft_wrap=True
+        )
     name = entry.name if entry is not None else model
     if entry is not None and not entry.redistribute:
-        console.print(f"{ref} is a private copy of {name} ({entry.licence}) for your own use: keep it private",
-                      soft_wrap=True, highlight=False, markup=False)
-    console.print(f"train with: hcd kernel push --pretrained-from {ref} --train-args \"--model {name}\"",
-                  soft_wrap=True, highlight=False, markup=False)
+        console.print(
+            f"{ref} is a private copy of {name} ({entry.licence}) for your own use: keep it private",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+    console.print(
+        f'train with: hcd kernel push --pretrained-from {ref} --train-args "--model {name}"',
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
     if entry is not None:
-        console.print(f"or probe its features: hcd kernel push --probe {name} --pretrained-from {ref}",
-                      soft_wrap=True, highlight=False, markup=False)
+        console.print(
+            f"or probe its features: hcd kernel push --probe {name} --pretrained-from {ref}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
 
 
 @command(weights_app, "export")
@@ -110,10 +148,18 @@ def weights_export(
 
     res = export_fold(run_dir, fold, out, force=force)
     trained = f"{res.train_patches:,} patches" if res.train_patches is not None else "? patches (no folds.csv)"
-    console.print(f"exported fold {res.fold} of {run_dir} ({res.model}, {res.img_size} px, trained on {trained}) "
-                  f"to {res.out}/: {', '.join(res.files)}", soft_wrap=True, highlight=False, markup=False)
-    console.print(f"use it with: hcd embed --model local-dir:{res.out}", soft_wrap=True, highlight=False,
-                  markup=False)
+    console.print(
+        f"exported fold {res.fold} of {run_dir} ({res.model}, {res.img_size} px, trained on {trained}) "
+        f"to {res.out}/: {', '.join(res.files)}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    console.print(f"use it with: hcd embed --model local-dir:{res.out}", soft_wrap=True, highlight=False, markup=False)
     if res.hcd.get("licence"):
-        console.print(f"its pretrained weights are under {res.hcd['licence']}: that licence applies to the export",
-                      soft_wrap=True, highlight=False, markup=False)
+        console.print(
+            f"its pretrained weights are under {res.hcd['licence']}: that licence applies to the export",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )

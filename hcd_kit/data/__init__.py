@@ -18,19 +18,22 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "decode": "default_workers",
-    "demo_data": "materialise",
-    "folds": "FoldsSummary create_folds make_folds read_folds read_groups write_folds",
-    "labels": "read_labels read_sample_submission",
-    "loader": "BatchLoader",
-    "pack": "PrepareSummary SplitResult open_split open_test_store prepare",
-    "problems": "Problems write_report",
-    "pseudo": "pseudo_rows read_pseudo write_pseudo",
-    "sources": "StackedImages stacked_labels",
-    "store": "PackedStore SplitRecord open_store read_manifest",
-    "tiff": "TiffLayout parse_layout",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "decode": "default_workers",
+        "demo_data": "materialise",
+        "folds": "FoldsSummary create_folds make_folds read_folds read_groups write_folds",
+        "labels": "read_labels read_sample_submission",
+        "loader": "BatchLoader",
+        "pack": "PrepareSummary SplitResult open_split open_test_store prepare",
+        "problems": "Problems write_report",
+        "pseudo": "pseudo_rows read_pseudo write_pseudo",
+        "sources": "StackedImages stacked_labels",
+        "store": "PackedStore SplitRecord open_store read_manifest",
+        "tiff": "TiffLayout parse_layout",
+    },
+)
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.data.decode import default_workers

@@ -38,14 +38,15 @@ def _webp(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def build_asset(src: str | os.PathLike[str], out: str | os.PathLike[str], n_train: int = 240,
-                n_test: int = 40, seed: int = 0) -> Path:
+def build_asset(
+    src: str | os.PathLike[str], out: str | os.PathLike[str], n_train: int = 240, n_test: int = 40, seed: int = 0
+) -> Path:
     """Pack a class-balanced sample of ``src`` (competition layout) into a demo zip at ``out``."""
     src = DataLayout.of(src)
     labels = pd.read_csv(src.train_labels, dtype={"id": str})
-    train = pd.concat(
-        [g.sample(n=n_train // 2, random_state=seed) for _, g in labels.groupby("label")]
-    ).sort_values("id")
+    train = pd.concat([g.sample(n=n_train // 2, random_state=seed) for _, g in labels.groupby("label")]).sort_values(
+        "id"
+    )
     test = pd.read_csv(src.sample_submission, dtype={"id": str}).sample(n=n_test, random_state=seed)
     header = (src.train_dir / f"{train['id'].iloc[0]}.tif").read_bytes()[:PIXEL_OFFSET]
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:

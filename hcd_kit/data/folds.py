@@ -67,9 +67,7 @@ def read_groups(path: str | os.PathLike[str]) -> pd.Series:
     return mapping[~mapping.index.duplicated()]
 
 
-def make_folds(
-    labels: pd.DataFrame, n_folds: int = 5, seed: int = 0, groups: pd.Series | None = None
-) -> pd.DataFrame:
+def make_folds(labels: pd.DataFrame, n_folds: int = 5, seed: int = 0, groups: pd.Series | None = None) -> pd.DataFrame:
     """``id,fold`` for every row of ``labels`` (columns id, label), in the same order.
 
     ``groups`` (id -> slide) makes folds grouped; ids it lacks become groups of their own.
@@ -134,9 +132,7 @@ def write_folds(folds: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_folds(
-    path: str | os.PathLike[str], ids=None, n_folds: int | None = None
-) -> pd.DataFrame:
+def read_folds(path: str | os.PathLike[str], ids=None, n_folds: int | None = None) -> pd.DataFrame:
     """``id,fold`` from ``path``, checked: folds are 0..K-1 (K = ``n_folds`` if given), each id once.
 
     With ``ids``, returns one row per id in that order (ids the file does not cover are a DataError; rows
@@ -154,7 +150,9 @@ def read_folds(
         raise DataError(f"{path} has columns {', '.join(map(str, table.columns))}; expected id,fold; {hint}")
     fold = pd.to_numeric(table["fold"], errors="coerce")
     if fold.isna().any() or (fold % 1 != 0).any():
-        raise DataError(f"{path}: fold of id {table['id'][fold.isna() | (fold % 1 != 0)].iloc[0]} is not an integer; {hint}")
+        raise DataError(
+            f"{path}: fold of id {table['id'][fold.isna() | (fold % 1 != 0)].iloc[0]} is not an integer; {hint}"
+        )
     table["fold"] = fold.astype(np.int64)
     k = n_folds if n_folds is not None else int(table["fold"].max()) + 1
     present = set(table["fold"].unique())

@@ -100,8 +100,9 @@ class BatchLoader:
         idx = np.sort(idx)  # in-order page access; order inside a batch does not matter
         if self.pin_memory:  # gather straight into page-locked memory (torch's caching host allocator reuses it
             # once the non-blocking copy that read it is done): one copy of the batch instead of two
-            x = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.from_numpy(self.images[:0]).dtype,
-                            pin_memory=True)
+            x = torch.empty(
+                (len(idx), *self.images.shape[1:]), dtype=torch.from_numpy(self.images[:0]).dtype, pin_memory=True
+            )
             np.take(self.images, idx, axis=0, out=x.numpy())
         else:
             x = torch.from_numpy(np.ascontiguousarray(self.images[idx]))

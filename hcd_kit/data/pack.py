@@ -211,7 +211,9 @@ def _make_out(out: Path) -> bool:
         if not os.access(out, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as exc:
-        raise DataError(f"cannot write the store to {out} ({exc.strerror}); pass --out DIR to write elsewhere") from None
+        raise DataError(
+            f"cannot write the store to {out} ({exc.strerror}); pass --out DIR to write elsewhere"
+        ) from None
     return created
 
 
@@ -220,8 +222,11 @@ def _commit(out: Path, plan: SplitPlan, npy: Path, result: SplitResult) -> Split
     commit_split(out, plan.split, npy, plan.ids, plan.labels)
     result.skipped = plan.problems.as_dict()
     return SplitRecord(
-        count=result.count, source=str(plan.folder.resolve()), csv=None if plan.csv is None else plan.csv.name,
-        fingerprint=plan.fingerprint, skipped=result.skipped,
+        count=result.count,
+        source=str(plan.folder.resolve()),
+        csv=None if plan.csv is None else plan.csv.name,
+        fingerprint=plan.fingerprint,
+        skipped=result.skipped,
         positives=None if plan.labels is None else int(np.sum(plan.labels)),
     )
 
@@ -266,8 +271,10 @@ def prepare(
         for p in todo:
             packed[p.split] = _pack_split(out, p, workers, tmps)
             if not p.ids:
-                raise DataError(f"no good image in {p.folder}: {p.problems.summary()}; "
-                                f"{_report(layout, out, [p])}; check --data-dir")
+                raise DataError(
+                    f"no good image in {p.folder}: {p.problems.summary()}; "
+                    f"{_report(layout, out, [p])}; check --data-dir"
+                )
         bad = [p for p in todo if p.problems]
         if bad and not skip_bad:
             total = sum(len(p.problems) for p in bad)
@@ -304,8 +311,9 @@ def open_split(data_dir: str | os.PathLike[str], split: Split) -> PackedStore:
     except DataError:
         source = layout.train_dir if split == "train" else layout.test_dir
         if not source.is_dir():
-            raise DataError(f"no packed {split} store and no {source} folder; get the data with `hcd download`") \
-                from None
+            raise DataError(
+                f"no packed {split} store and no {source} folder; get the data with `hcd download`"
+            ) from None
     if not os.access(layout.root, os.W_OK):
         csv = "sample_submission.csv" if split == "test" else "train_labels.csv"
         raise DataError(

@@ -32,8 +32,9 @@ _HINT = "write it with `hcd pseudo`"
 def write_pseudo(path: str | os.PathLike[str], frame: pd.DataFrame) -> Path:
     """Write ``frame``'s id, label and prob columns atomically (probabilities with 6 significant digits)."""
     path = Path(path)
-    out = pd.DataFrame({"id": frame["id"].astype(str), "label": frame["label"].astype(np.int64),
-                        "prob": frame["prob"].astype(float)})
+    out = pd.DataFrame(
+        {"id": frame["id"].astype(str), "label": frame["label"].astype(np.int64), "prob": frame["prob"].astype(float)}
+    )
     with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
         out.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
     return path
@@ -61,15 +62,19 @@ def read_pseudo(path: str | os.PathLike[str]) -> pd.DataFrame:
     bad = ~df["label"].isin(["0", "1"])
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: {int(bad.sum())} label(s) are not 0 or 1 "
-                        f"(first: id {df.at[first, 'id']} = {df.at[first, 'label']!r})")
+        raise DataError(
+            f"{path}: {int(bad.sum())} label(s) are not 0 or 1 "
+            f"(first: id {df.at[first, 'id']} = {df.at[first, 'label']!r})"
+        )
     prob = pd.to_numeric(df["prob"], errors="coerce") if "prob" in df else pd.Series(np.nan, index=df.index)
     if "prob" in df:
         wrong = ~np.isfinite(prob) | (prob < 0) | (prob > 1)
         if wrong.any():
             first = int(np.flatnonzero(wrong)[0])
-            raise DataError(f"{path}: {int(wrong.sum())} prob(s) are not probabilities in [0, 1] "
-                            f"(first: id {df.at[first, 'id']} = {df.at[first, 'prob']!r})")
+            raise DataError(
+                f"{path}: {int(wrong.sum())} prob(s) are not probabilities in [0, 1] "
+                f"(first: id {df.at[first, 'id']} = {df.at[first, 'prob']!r})"
+            )
     return pd.DataFrame({"id": df["id"].astype(str), "label": df["label"].astype(np.int64), "prob": prob.astype(float)})
 
 

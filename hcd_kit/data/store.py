@@ -57,9 +57,7 @@ def open_store(packed_dir: str | os.PathLike[str], split: Split = "train") -> Pa
     img, ids = files.images(split), files.ids(split)
     if not files.manifest.is_file() or not img.is_file() or not ids.is_file():
         data_dir = packed_dir.parent if packed_dir.name == "packed" else packed_dir
-        raise DataError(
-            f"no packed {split} store in {packed_dir}; run `hcd prepare --data-dir {data_dir}` first"
-        )
+        raise DataError(f"no packed {split} store in {packed_dir}; run `hcd prepare --data-dir {data_dir}` first")
     manifest = json.loads(files.manifest.read_text())
     if split not in manifest.get("splits", {split: None}):
         raise DataError(f"packed store in {packed_dir} has no {split} split; run `hcd prepare` again")
@@ -68,7 +66,9 @@ def open_store(packed_dir: str | os.PathLike[str], split: Split = "train") -> Pa
     if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
         raise DataError(f"{img} is not a (N, 96, 96, 3) uint8 array: {images.shape} {images.dtype}")
     if len(table) != images.shape[0]:
-        raise DataError(f"{ids} has {len(table)} rows but {img} holds {images.shape[0]} images; run `hcd prepare` again")
+        raise DataError(
+            f"{ids} has {len(table)} rows but {img} holds {images.shape[0]} images; run `hcd prepare` again"
+        )
     labels = table["label"].to_numpy(np.int64) if "label" in table.columns else None
     return PackedStore(images=images, ids=table["id"].to_numpy(str), labels=labels)
 
@@ -94,8 +94,10 @@ def read_manifest(packed_dir: str | os.PathLike[str]) -> dict[str, SplitRecord]:
         manifest = json.loads(StoreLayout.of(packed_dir).manifest.read_text())
         if manifest.get("format") != FORMAT_VERSION:
             return {}
-        return {s: SplitRecord(**{k: e.get(k) for k in SplitRecord.__dataclass_fields__})
-                for s, e in manifest.get("splits", {}).items()}
+        return {
+            s: SplitRecord(**{k: e.get(k) for k in SplitRecord.__dataclass_fields__})
+            for s, e in manifest.get("splits", {}).items()
+        }
     except (OSError, ValueError, TypeError, AttributeError):  # unreadable or hand-edited: pack again
         return {}
 
@@ -149,8 +151,9 @@ def create_images(npy: Path, n: int) -> None:
             os.close(fd)
 
 
-def commit_split(packed_dir: str | os.PathLike[str], split: Split, npy: Path, ids: list[str],
-                 labels: np.ndarray | None) -> None:
+def commit_split(
+    packed_dir: str | os.PathLike[str], split: Split, npy: Path, ids: list[str], labels: np.ndarray | None
+) -> None:
     """Move the finished temporary ``npy`` into place as ``split``'s images and write its ids beside it."""
     files = StoreLayout.of(packed_dir)
     replace_durably(npy, files.images(split))

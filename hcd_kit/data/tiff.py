@@ -23,8 +23,20 @@ from hcd_kit.layout import IMAGE_SHAPE
 PIXELS = int(np.prod(IMAGE_SHAPE))
 
 # type id -> (bytes per value, struct code, codes per value); ASCII (2) is handled as text
-_TYPES = {1: (1, "B", 1), 2: (1, "s", 1), 3: (2, "H", 1), 4: (4, "I", 1), 5: (8, "I", 2), 6: (1, "b", 1),
-          7: (1, "B", 1), 8: (2, "h", 1), 9: (4, "i", 1), 10: (8, "i", 2), 11: (4, "f", 1), 12: (8, "d", 1)}
+_TYPES = {
+    1: (1, "B", 1),
+    2: (1, "s", 1),
+    3: (2, "H", 1),
+    4: (4, "I", 1),
+    5: (8, "I", 2),
+    6: (1, "b", 1),
+    7: (1, "B", 1),
+    8: (2, "h", 1),
+    9: (4, "i", 1),
+    10: (8, "i", 2),
+    11: (4, "f", 1),
+    12: (8, "d", 1),
+}
 # tiles, extra samples, colour map, YCbCr: present means "not a plain chunky RGB strip image"
 _UNSUPPORTED_TAGS = {320, 322, 323, 324, 325, 338, 530, 531}
 
@@ -66,10 +78,17 @@ def _is_plain_rgb(tags: dict[int, tuple]) -> bool:
         return tags.get(tag, (default,))
 
     return (
-        value(256, 0) == (96,) and value(257, 0) == (96,) and value(277, 1) == (3,)
-        and value(258, 1) == (8, 8, 8) and value(259, 1) == (1,) and value(262, -1) == (2,)
-        and value(284, 1) == (1,) and value(266, 1) == (1,) and value(317, 1) == (1,)
-        and all(v == 1 for v in value(339, 1)) and not _UNSUPPORTED_TAGS & tags.keys()
+        value(256, 0) == (96,)
+        and value(257, 0) == (96,)
+        and value(277, 1) == (3,)
+        and value(258, 1) == (8, 8, 8)
+        and value(259, 1) == (1,)
+        and value(262, -1) == (2,)
+        and value(284, 1) == (1,)
+        and value(266, 1) == (1,)
+        and value(317, 1) == (1,)
+        and all(v == 1 for v in value(339, 1))
+        and not _UNSUPPORTED_TAGS & tags.keys()
     )
 
 

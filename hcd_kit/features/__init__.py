@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "embedding": "EmbedResult PooledFeatures SplitEmbed embed",
-    "probes": "ProbeFold ProbeResult parse_c probe",
-    "store": "FeatureSplit FeatureStore open_features",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "embedding": "EmbedResult PooledFeatures SplitEmbed embed",
+        "probes": "ProbeFold ProbeResult parse_c probe",
+        "store": "FeatureSplit FeatureStore open_features",
+    },
+)
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.features.embedding import EmbedResult, PooledFeatures, SplitEmbed, embed

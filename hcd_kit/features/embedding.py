@@ -83,7 +83,7 @@ class PooledFeatures(nn.Module):
             out = hook(self.model, (x,))
             x = out[0] if isinstance(out, tuple) else (x if out is None else out)
         tokens = self.model.forward_features(x)
-        return torch.cat([tokens[:, 0], tokens[:, self.model.num_prefix_tokens:].mean(1)], dim=1)
+        return torch.cat([tokens[:, 0], tokens[:, self.model.num_prefix_tokens :].mean(1)], dim=1)
 
 
 def _check_options(tta: int, precision: str, batch_size: int, img_size: int | None, splits: list[str]) -> None:
@@ -125,22 +125,42 @@ def _feature_dim(net: nn.Module, img_size: int, device: torch.device, dtype, lab
             out = net(x)
     except (RuntimeError, AssertionError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ConfigError(f"'{label}' cannot take {img_size} px input ({first}); pass the --img-size its weights "
-                          "were trained at") from None
+        raise ConfigError(
+            f"'{label}' cannot take {img_size} px input ({first}); pass the --img-size its weights were trained at"
+        ) from None
     if out.ndim != 2:
         raise ConfigError(f"'{label}' gives features of shape {tuple(out.shape)} per batch, not one vector per patch")
     return int(out.shape[1])
 
 
 @torch.inference_mode()
-def _embed_split(net: nn.Module, store: PackedStore, writer: SplitWriter, *, split: str, img_size: int,
-                 device: torch.device, tta: int, batch_size: int, dtype, chunk_rows: int, label: str,
-                 on_rows: Callable[[int], None], on_chunk: Callable[[str, int], None] | None) -> None:
+def _embed_split(
+    net: nn.Module,
+    store: PackedStore,
+    writer: SplitWriter,
+    *,
+    split: str,
+    img_size: int,
+    device: torch.device,
+    tta: int,
+    batch_size: int,
+    dtype,
+    chunk_rows: int,
+    label: str,
+    on_rows: Callable[[int], None],
+    on_chunk: Callable[[str, int], None] | None,
+) -> None:
     """Embed rows ``writer.start..N`` of ``store`` into ``writer``, flushing every ``chunk_rows`` patches."""
     n = len(store)
     per_pass = max(1, batch_size // tta)  # batch_size counts views, as in `hcd predict`
-    loader = BatchLoader(store.images, None, np.arange(writer.start, n), batch_size=per_pass, shuffle=False,
-                         pin_memory=device.type == "cuda")
+    loader = BatchLoader(
+        store.images,
+        None,
+        np.arange(writer.start, n),
+        batch_size=per_pass,
+        shuffle=False,
+        pin_memory=device.type == "cuda",
+    )
     done = flushed = writer.start
     for batch in loader:
         x = model_input(tta_stack(to_input(batch.images, img_size, device), tta), net)
@@ -148,8 +168,10 @@ def _embed_split(net: nn.Module, store: PackedStore, writer: SplitWriter, *, spl
             out = net(x)
         feats = out.to(torch.float16).reshape(len(batch.index), tta, -1).cpu().numpy()  # half the copy
         if not np.isfinite(feats).all():  # fp16 overflow in a big ViT, or a broken checkpoint
-            raise ConfigError(f"'{label}' gave non-finite features for {split} rows {done}..{done + len(feats) - 1}; "
-                              "try --precision fp32 (or bf16 where the device has it)")
+            raise ConfigError(
+                f"'{label}' gave non-finite features for {split} rows {done}..{done + len(feats) - 1}; "
+                "try --precision fp32 (or bf16 where the device has it)"
+            )
         writer.write(done, feats)
         done += len(feats)
         on_rows(len(feats))
@@ -193,19 +215,35 @@ def embed(
     packed = DataLayout.of(data_dir).packed_dir
     identity = {s: data_identity(packed, s) for s in splits}
     root = Path(out)
-    settings = {"model": backbone.name if backbone.kind == "local-dir" else backbone.spec,
-                "weights": _weights_record(weights), "pretrained": pretrained or weights is not None,
-                "img_size": img_size or backbone.input_size or (None if backbone.kind == "hf-hub" else 96),
-                "tta": tta, "pool": backbone.pool}  # a hub checkpoint's own size is known once it is built
+    settings = {
+        "model": backbone.name if backbone.kind == "local-dir" else backbone.spec,
+        "weights": _weights_record(weights),
+        "pretrained": pretrained or weights is not None,
+        "img_size": img_size or backbone.input_size or (None if backbone.kind == "hf-hub" else 96),
+        "tta": tta,
+        "pool": backbone.pool,
+    }  # a hub checkpoint's own size is known once it is built
     old = None if force else read_manifest(root)  # --force: the old store goes once the model is built
     if old is not None:
         check_compatible(root, old, settings, identity)
         if all(old["splits"].get(s, {}).get("complete") for s in splits):
-            done = [SplitEmbed(s, int(old["splits"][s]["rows"]), int(old["splits"][s]["rows"]), "already embedded")
-                    for s in splits]
-            return EmbedResult(out=root, model=model, label=backbone.label, img_size=int(old["img_size"]), tta=tta,
-                               pool=backbone.pool, dim=int(old["dim"]), splits=done,
-                               seconds=time.perf_counter() - t_start, images_per_s=float("nan"), skipped=True)
+            done = [
+                SplitEmbed(s, int(old["splits"][s]["rows"]), int(old["splits"][s]["rows"]), "already embedded")
+                for s in splits
+            ]
+            return EmbedResult(
+                out=root,
+                model=model,
+                label=backbone.label,
+                img_size=int(old["img_size"]),
+                tta=tta,
+                pool=backbone.pool,
+                dim=int(old["dim"]),
+                splits=done,
+                seconds=time.perf_counter() - t_start,
+                images_per_s=float("nan"),
+                skipped=True,
+            )
 
     from hcd_kit.device import place_model
     from hcd_kit.model import create_model
@@ -221,19 +259,33 @@ def embed(
     net = place_model(PooledFeatures(net, backbone.pool).eval(), dev)  # channels-last where it is faster
     dim = _feature_dim(net, size, dev, dtype, backbone.label)
     if old is not None and int(old.get("dim", -1)) != dim:
-        raise DataError(f"{root} holds {old.get('dim')}-long features but '{backbone.label}' gives {dim}; "
-                        "rebuild it with `hcd embed --force`")
+        raise DataError(
+            f"{root} holds {old.get('dim')}-long features but '{backbone.label}' gives {dim}; "
+            "rebuild it with `hcd embed --force`"
+        )
     if dev.type == "cuda" and dev.index is None and torch.cuda.device_count() > 1:
         # Kaggle's T4 x2: one process drives both GPUs, each taking half of every batch (frozen features
         # need no gradient sync, so DataParallel's single process costs little and halves the wall time).
         net = nn.DataParallel(net)
 
-    manifest = old or {"model": settings["model"], "spec": model, "label": backbone.label, "kind": backbone.kind,
-                       "hub": backbone.hub_id, "architecture": cfg.get("architecture"),
-                       "weights": settings["weights"], "pretrained": settings["pretrained"], "img_size": size,
-                       "pool": backbone.pool, "dim": dim, "tta": tta, "views": list(tta_transforms(tta)),
-                       "precision": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
-                       "data": {}, "splits": {}}
+    manifest = old or {
+        "model": settings["model"],
+        "spec": model,
+        "label": backbone.label,
+        "kind": backbone.kind,
+        "hub": backbone.hub_id,
+        "architecture": cfg.get("architecture"),
+        "weights": settings["weights"],
+        "pretrained": settings["pretrained"],
+        "img_size": size,
+        "pool": backbone.pool,
+        "dim": dim,
+        "tta": tta,
+        "views": list(tta_transforms(tta)),
+        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
+        "data": {},
+        "splits": {},
+    }
     todo = [s for s in splits if not manifest["splits"].get(s, {}).get("complete")]
     manifest["data"].update({s: identity[s] for s in todo})
     manifest["splits"].update({s: {"rows": len(stores[s]), "complete": False} for s in todo})
@@ -252,9 +304,21 @@ def embed(
             task = bar.add_task(f"embed {s}", total=len(stores[s]), completed=writer.start)
             t0 = time.perf_counter()
             try:
-                _embed_split(net, stores[s], writer, split=s, img_size=size, device=dev, tta=tta,
-                             batch_size=batch_size, dtype=dtype, chunk_rows=max(1, chunk_rows), label=backbone.label,
-                             on_rows=lambda k, t=task: bar.advance(t, k), on_chunk=on_chunk)
+                _embed_split(
+                    net,
+                    stores[s],
+                    writer,
+                    split=s,
+                    img_size=size,
+                    device=dev,
+                    tta=tta,
+                    batch_size=batch_size,
+                    dtype=dtype,
+                    chunk_rows=max(1, chunk_rows),
+                    label=backbone.label,
+                    on_rows=lambda k, t=task: bar.advance(t, k),
+                    on_chunk=on_chunk,
+                )
             finally:
                 writer.close()
             t_run += time.perf_counter() - t0
@@ -262,6 +326,16 @@ def embed(
             manifest["splits"][s]["complete"] = True
             write_manifest(root, manifest)
             results.append(SplitEmbed(s, len(stores[s]), writer.start, "resumed" if writer.start else "embedded"))
-    return EmbedResult(out=root, model=model, label=backbone.label, img_size=size, tta=tta, pool=backbone.pool,
-                       dim=dim, splits=results, seconds=time.perf_counter() - t_start,
-                       images_per_s=new_rows / t_run if t_run > 0 else float("nan"), skipped=False)
+    return EmbedResult(
+        out=root,
+        model=model,
+        label=backbone.label,
+        img_size=size,
+        tta=tta,
+        pool=backbone.pool,
+        dim=dim,
+        splits=results,
+        seconds=time.perf_counter() - t_start,
+        images_per_s=new_rows / t_run if t_run > 0 else float("nan"),
+        skipped=False,
+    )

@@ -97,8 +97,9 @@ def _classifier(head: str, c: float | None, seed: int):
     from sklearn.preprocessing import StandardScaler
 
     if head == "mlp":
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), early_stopping=True,
-                                                             random_state=seed))
+        return make_pipeline(
+            StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), early_stopping=True, random_state=seed)
+        )
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER))
 
 
@@ -112,16 +113,19 @@ def choose_c(x: np.ndarray, y: np.ndarray, seed: int) -> float:
     parts = list(StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=seed).split(x, y))
     scores = []
     for c in C_GRID:
-        aucs = [roc_auc(y[va], _classifier("logreg", c, seed).fit(x[tr], y[tr]).predict_proba(x[va])[:, 1])
-                for tr, va in parts]
+        aucs = [
+            roc_auc(y[va], _classifier("logreg", c, seed).fit(x[tr], y[tr]).predict_proba(x[va])[:, 1])
+            for tr, va in parts
+        ]
         scores.append(np.nanmean(aucs))
     return C_GRID[int(np.nanargmax(scores))]
 
 
 def _views_prob(model, feats: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """(len(rows), V) probabilities of ``feats[rows]`` (N, V, D), one column per view."""
-    return np.stack([model.predict_proba(np.asarray(feats[rows, v], dtype=np.float32))[:, 1]
-                     for v in range(feats.shape[1])], axis=1)
+    return np.stack(
+        [model.predict_proba(np.asarray(feats[rows, v], dtype=np.float32))[:, 1] for v in range(feats.shape[1])], axis=1
+    )
 
 
 def _check_run_dir(run: RunLayout, data: DataLayout) -> None:
@@ -130,8 +134,10 @@ def _check_run_dir(run: RunLayout, data: DataLayout) -> None:
     if trained or any(run.best(k).is_file() for k in run.folds_present()):
         raise ConfigError(f"{run.root} holds a run of `hcd train`; choose another --run-dir for the probe")
     if run.folds.is_file() and run.folds.read_bytes() != data.folds_csv.read_bytes():
-        raise ConfigError(f"{run.folds} differs from {data.folds_csv}: this run was made on another split; "
-                          "use a new --run-dir (or restore the original folds.csv)")
+        raise ConfigError(
+            f"{run.folds} differs from {data.folds_csv}: this run was made on another split; "
+            "use a new --run-dir (or restore the original folds.csv)"
+        )
 
 
 def _fold_of(train: FeatureSplit, data: DataLayout, features: Path) -> np.ndarray:
@@ -139,8 +145,10 @@ def _fold_of(train: FeatureSplit, data: DataLayout, features: Path) -> np.ndarra
     from hcd_kit.data import read_folds
 
     if train.labels is None:
-        raise DataError(f"{features}/train_ids.csv has no labels; embed a packed train store with labels "
-                        "(`hcd prepare` reads train_labels.csv)")
+        raise DataError(
+            f"{features}/train_ids.csv has no labels; embed a packed train store with labels "
+            "(`hcd prepare` reads train_labels.csv)"
+        )
     if not data.folds_csv.is_file():
         raise DataError(f"no folds file {data.folds_csv}; run `hcd folds --data-dir {data.root}` first")
     return read_folds(data.folds_csv, ids=train.ids)["fold"].to_numpy()
@@ -151,8 +159,10 @@ def _fit_fold(head: str, c, seed: int, x: np.ndarray, y: np.ndarray, fold: int, 
     from sklearn.exceptions import ConvergenceWarning
 
     if len(np.unique(y)) < 2 or (c == "auto" and np.bincount(y).min() < INNER_FOLDS):
-        raise DataError(f"fold {fold}'s training part has too few patches of one class ({np.bincount(y).tolist()}) "
-                        "to fit a probe; use more data or fewer folds")
+        raise DataError(
+            f"fold {fold}'s training part has too few patches of one class ({np.bincount(y).tolist()}) "
+            "to fit a probe; use more data or fewer folds"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         chosen = (choose_c(x, y, seed) if c == "auto" else float(c)) if head == "logreg" else None
@@ -185,20 +195,35 @@ def probe(
     chosen = every if folds is None else sorted(set(folds))
     bad = [k for k in chosen if k not in every]
     if bad or not chosen:
-        raise ConfigError(f"--fold {bad[0] if bad else ''} is out of range: {data.folds_csv} has folds "
-                          f"{every[0]}..{every[-1]}")
+        raise ConfigError(
+            f"--fold {bad[0] if bad else ''} is out of range: {data.folds_csv} has folds {every[0]}..{every[-1]}"
+        )
     ids = sample_ids(data_dir)
     test_rows = pd.Index(test.ids).get_indexer(pd.Index(ids))
     if (test_rows < 0).any():
-        raise DataError(f"{int((test_rows < 0).sum())} id(s) of {data.sample_submission} have no test features in "
-                        f"{feat_root}, e.g. {ids[test_rows < 0][0]}; embed this --data-dir's test set")
+        raise DataError(
+            f"{int((test_rows < 0).sum())} id(s) of {data.sample_submission} have no test features in "
+            f"{feat_root}, e.g. {ids[test_rows < 0][0]}; embed this --data-dir's test set"
+        )
     _check_run_dir(run, data)
 
     manifest, views = store.manifest, store.views
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, dumps_toml({
-        "kind": "probe", "model": manifest["model"], "img_size": manifest["img_size"],
-        "features": str(feat_root), "head": head, "c": c if head == "logreg" else None, "seed": seed, "tta": views}))
+    atomic_write_text(
+        run.config,
+        dumps_toml(
+            {
+                "kind": "probe",
+                "model": manifest["model"],
+                "img_size": manifest["img_size"],
+                "features": str(feat_root),
+                "head": head,
+                "c": c if head == "logreg" else None,
+                "seed": seed,
+                "tta": views,
+            }
+        ),
+    )
     atomic_write_text(run.plan, json.dumps({"folds": chosen}) + "\n")
     atomic_write_bytes(run.folds, data.folds_csv.read_bytes())  # byte for byte, as `hcd train` keeps it
     for k in run.folds_present():  # a previous probe's folds that this one does not redo
@@ -220,8 +245,17 @@ def probe(
         written.append(write_oof(run.oof(k), train.ids[va], np.full(len(va), k), val[:, 0], y[va]))
         oof_1.append(pd.DataFrame({"id": train.ids[va], "fold": k, "prob": val[:, 0], "label": y[va]}))
         oof_n.append(oof_1[-1].assign(prob=val.mean(axis=1)))
-        scores.append(ProbeFold(k, len(tr), len(va), roc_auc(y[va], val[:, 0]), roc_auc(y[va], val.mean(axis=1)),
-                                used_c, time.perf_counter() - t0))
+        scores.append(
+            ProbeFold(
+                k,
+                len(tr),
+                len(va),
+                roc_auc(y[va], val[:, 0]),
+                roc_auc(y[va], val.mean(axis=1)),
+                used_c,
+                time.perf_counter() - t0,
+            )
+        )
     pooled_1, pooled_n = pd.concat(oof_1, ignore_index=True), pd.concat(oof_n, ignore_index=True)
     auc_1, auc_n = roc_auc(pooled_1["label"], pooled_1["prob"]), roc_auc(pooled_n["label"], pooled_n["prob"])
     tta_file = None
@@ -230,21 +264,56 @@ def probe(
         written.append(tta_file)
 
     out = write_submission(ids, np.mean(test_probs, axis=0), run.root / "submission.csv")
-    side = write_sidecar(out, {
-        "runs": [str(run.root.resolve())], "folds": chosen, "tta": views, "ensemble": "mean",
-        "cv_auc": finite_or_none(auc_1), "model": manifest["model"],
-        "img_size": manifest["img_size"], "oof_auc_1view": finite_or_none(auc_1),
-        "oof_auc_tta": finite_or_none(auc_n), "oof_tta_file": None if tta_file is None else str(tta_file.resolve()),
-        "kind": "probe", "features": str(feat_root), "head": head,
-    })
+    side = write_sidecar(
+        out,
+        {
+            "runs": [str(run.root.resolve())],
+            "folds": chosen,
+            "tta": views,
+            "ensemble": "mean",
+            "cv_auc": finite_or_none(auc_1),
+            "model": manifest["model"],
+            "img_size": manifest["img_size"],
+            "oof_auc_1view": finite_or_none(auc_1),
+            "oof_auc_tta": finite_or_none(auc_n),
+            "oof_tta_file": None if tta_file is None else str(tta_file.resolve()),
+            "kind": "probe",
+            "features": str(feat_root),
+            "head": head,
+        },
+    )
     seconds = time.perf_counter() - t_start
-    atomic_write_json(run.root / "probe.json", {
-        "features": str(feat_root), "head": head, "c": c, "seed": seed, "views": views,
-        "folds": [{**asdict(f), "auc_1": finite_or_none(f.auc_1), "auc_n": finite_or_none(f.auc_n)} for f in scores],
-        "oof_auc_1view": finite_or_none(auc_1), "oof_auc_tta": finite_or_none(auc_n), "seconds": seconds,
-        "notes": notes, "features_manifest": manifest,
-    })
+    atomic_write_json(
+        run.root / "probe.json",
+        {
+            "features": str(feat_root),
+            "head": head,
+            "c": c,
+            "seed": seed,
+            "views": views,
+            "folds": [
+                {**asdict(f), "auc_1": finite_or_none(f.auc_1), "auc_n": finite_or_none(f.auc_n)} for f in scores
+            ],
+            "oof_auc_1view": finite_or_none(auc_1),
+            "oof_auc_tta": finite_or_none(auc_n),
+            "seconds": seconds,
+            "notes": notes,
+            "features_manifest": manifest,
+        },
+    )
     written = [run.config, run.plan, run.folds, *written, out, side, run.root / "probe.json"]
-    return ProbeResult(run_dir=run.root, features=feat_root, head=head, views=views, folds=scores, oof_auc_1=auc_1,
-                       oof_auc_n=auc_n, submission=out, sidecar=side, oof_tta_file=tta_file, written=written,
-                       seconds=seconds, notes=notes)
+    return ProbeResult(
+        run_dir=run.root,
+        features=feat_root,
+        head=head,
+        views=views,
+        folds=scores,
+        oof_auc_1=auc_1,
+        oof_auc_n=auc_n,
+        submission=out,
+        sidecar=side,
+        oof_tta_file=tta_file,
+        written=written,
+        seconds=seconds,
+        notes=notes,
+    )

@@ -89,8 +89,10 @@ class FeatureStore:
 
     def split(self, name: str) -> FeatureSplit:
         if name not in self.splits:
-            raise DataError(f"{self.root} has no {name} features; run `hcd embed --split {name} --out {self.root}` "
-                            "with the same --model and --tta")
+            raise DataError(
+                f"{self.root} has no {name} features; run `hcd embed --split {name} --out {self.root}` "
+                "with the same --model and --tta"
+            )
         return self.splits[name]
 
 
@@ -109,8 +111,9 @@ def read_manifest(root: str | os.PathLike[str]) -> dict | None:
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} is damaged ({exc}); rebuild the store with `hcd embed --force`") from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise DataError(f"{path} is of another format ({manifest.get('format')!r}); "
-                        "rebuild it with `hcd embed --force`")
+        raise DataError(
+            f"{path} is of another format ({manifest.get('format')!r}); rebuild it with `hcd embed --force`"
+        )
     return manifest
 
 
@@ -132,8 +135,10 @@ def _read_ids(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     label = pd.to_numeric(table["label"], errors="coerce")
     if label.isna().any() or not label.isin([0, 1]).all():
         bad = table["id"][label.isna() | ~label.isin([0, 1])]
-        raise DataError(f"{path} has no 0/1 label for {len(bad)} id(s), e.g. {bad.iloc[0]}; embed a packed "
-                        "train store with labels (`hcd prepare` reads train_labels.csv)")
+        raise DataError(
+            f"{path} has no 0/1 label for {len(bad)} id(s), e.g. {bad.iloc[0]}; embed a packed "
+            "train store with labels (`hcd prepare` reads train_labels.csv)"
+        )
     return table["id"].to_numpy(str), label.to_numpy(np.int64)
 
 
@@ -147,8 +152,9 @@ def open_features(root: str | os.PathLike[str]) -> FeatureStore:
     if todo or not manifest.get("complete"):
         done = read_progress(files.root)
         what = ", ".join(f"{s}: {done.get(s, 0)} of {e.get('rows')} rows" for s, e in todo.items())
-        raise DataError(f"{files.root} is incomplete ({what or 'not finished'}); run the same `hcd embed` again "
-                        "to finish it")
+        raise DataError(
+            f"{files.root} is incomplete ({what or 'not finished'}); run the same `hcd embed` again to finish it"
+        )
     splits = {}
     for split, entry in manifest["splits"].items():
         try:
@@ -158,11 +164,15 @@ def open_features(root: str | os.PathLike[str]) -> FeatureStore:
         except DataError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{files.root} is damaged ({split}: {str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                            "rebuild it with `hcd embed --force`") from None
+            raise DataError(
+                f"{files.root} is damaged ({split}: {str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                "rebuild it with `hcd embed --force`"
+            ) from None
         if feats.shape != want or feats.dtype != np.float16 or len(ids) != want[0]:
-            raise DataError(f"{files.root} is damaged ({split}: features {feats.shape} {feats.dtype}, {len(ids)} ids, "
-                            f"manifest says {want}); rebuild it with `hcd embed --force`")
+            raise DataError(
+                f"{files.root} is damaged ({split}: features {feats.shape} {feats.dtype}, {len(ids)} ids, "
+                f"manifest says {want}); rebuild it with `hcd embed --force`"
+            )
         splits[split] = FeatureSplit(features=feats, ids=ids, labels=labels)
     return FeatureStore(root=files.root, manifest=manifest, splits=splits)
 
@@ -176,9 +186,11 @@ def data_identity(packed_dir: str | os.PathLike[str], split: Split) -> dict:
 
     record = read_packed(packed_dir).get(split)
     files = StoreLayout.of(packed_dir)
-    return {"count": None if record is None else record.count,
-            "fingerprint": None if record is None else record.fingerprint,
-            "ids_sha256": sha256_file(files.ids(split))}
+    return {
+        "count": None if record is None else record.count,
+        "fingerprint": None if record is None else record.fingerprint,
+        "ids_sha256": sha256_file(files.ids(split)),
+    }
 
 
 def check_compatible(root: Path, old: dict, settings: dict, identity: dict[str, dict]) -> None:
@@ -190,14 +202,17 @@ def check_compatible(root: Path, old: dict, settings: dict, identity: dict[str, 
     for key in SETTINGS:
         new = settings.get(key)
         if (new is not None or key != "img_size") and old.get(key) != new:
-            raise ConfigError(f"{root} holds features made with {key} = {old.get(key)!r}, but this embed asks for "
-                              f"{new!r}; {again}")
+            raise ConfigError(
+                f"{root} holds features made with {key} = {old.get(key)!r}, but this embed asks for {new!r}; {again}"
+            )
     for split, ident in identity.items():
         had = old.get("data", {}).get(split)
         if had is not None and had != ident:
-            raise ConfigError(f"{root} holds {split} features of another packed store ({had.get('count')} patches, "
-                              f"ids hash {str(had.get('ids_sha256'))[:12]}) than this --data-dir "
-                              f"({ident.get('count')} patches, {str(ident.get('ids_sha256'))[:12]}); {again}")
+            raise ConfigError(
+                f"{root} holds {split} features of another packed store ({had.get('count')} patches, "
+                f"ids hash {str(had.get('ids_sha256'))[:12]}) than this --data-dir "
+                f"({ident.get('count')} patches, {str(ident.get('ids_sha256'))[:12]}); {again}"
+            )
 
 
 def remove_store(root: str | os.PathLike[str]) -> None:
@@ -257,7 +272,7 @@ class SplitWriter:
             self._record(0)
 
     def write(self, start: int, values: np.ndarray) -> None:
-        self.array[start:start + len(values)] = values
+        self.array[start : start + len(values)] = values
 
     def flush(self, done: int) -> None:
         """Push the written rows to disk, then record them as done (in that order: progress never runs ahead)."""

@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "blend": "BlendChoice search_blend signed",
-    "cv": "write_plots",
-    "ensemble": "EnsembleResult check_weights ensemble_runs parse_weights",
-    "export": "ExportResult export_fold save_local_dir",
-    "oof": "OofAuc",
-    "predict": "PredictResult predict_run predict_views to_device",
-    "pseudo": "PseudoSelection select_pseudo",
-    "runs": "load_fold_model",
-    "tta": "fold_ensemble sigmoid_mean tta_stack tta_transforms tta_views",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "blend": "BlendChoice search_blend signed",
+        "cv": "write_plots",
+        "ensemble": "EnsembleResult check_weights ensemble_runs parse_weights",
+        "export": "ExportResult export_fold save_local_dir",
+        "oof": "OofAuc",
+        "predict": "PredictResult predict_run predict_views to_device",
+        "pseudo": "PseudoSelection select_pseudo",
+        "runs": "load_fold_model",
+        "tta": "fold_ensemble sigmoid_mean tta_stack tta_transforms tta_views",
+    },
+)
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.inference.blend import BlendChoice, search_blend, signed

@@ -177,8 +177,10 @@ def search_blend(
         check_choice("--blend", mode, BlendMode)
     minority = int(min((y == 1).sum(), (y == 0).sum()))
     if minority < 2:
-        raise DataError(f"--weights auto needs at least 2 positive and 2 negative OOF ids, got {minority} of one "
-                        "class; give fixed --weights instead")
+        raise DataError(
+            f"--weights auto needs at least 2 positive and 2 negative OOF ids, got {minority} of one "
+            "class; give fixed --weights instead"
+        )
     k = min(n_parts, minority)  # every part must hold both classes
     parts = stratified_parts(y, k, seed)
     mats = {m: (p if m == "mean" else np.stack([rank_normalise(r) for r in p])) for m in modes}
@@ -193,8 +195,15 @@ def search_blend(
         part_auc.append((fast_auc(y[held], w @ mats[mode][:, held]), fast_auc(y[held], equal @ mats[base][:, held])))
     w, mode = _fit(mats, y, np.arange(y.size), modes)
     return BlendChoice(
-        weights=[float(x) for x in w], mode=mode, baseline_mode=base,
-        fit_auc=fast_auc(y, w @ mats[mode]), equal_auc=fast_auc(y, equal @ mats[base]),
-        nested_auc=float(np.mean([a for a, _ in part_auc])), nested_equal_auc=float(np.mean([b for _, b in part_auc])),
-        n_parts=k, parts=parts, part_choices=part_choices, part_auc=part_auc,
+        weights=[float(x) for x in w],
+        mode=mode,
+        baseline_mode=base,
+        fit_auc=fast_auc(y, w @ mats[mode]),
+        equal_auc=fast_auc(y, equal @ mats[base]),
+        nested_auc=float(np.mean([a for a, _ in part_auc])),
+        nested_equal_auc=float(np.mean([b for _, b in part_auc])),
+        n_parts=k,
+        parts=parts,
+        part_choices=part_choices,
+        part_auc=part_auc,
     )

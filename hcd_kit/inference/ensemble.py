@@ -61,8 +61,9 @@ def parse_weights(text: str | None, n_runs: int) -> list[float] | Literal["auto"
     try:
         w = [float(s) for s in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--weights must be auto or numbers separated by commas, e.g. 0.6,0.4; got {text!r}") \
-            from None
+        raise ConfigError(
+            f"--weights must be auto or numbers separated by commas, e.g. 0.6,0.4; got {text!r}"
+        ) from None
     check_weights(w, n_runs)
     return w
 
@@ -100,8 +101,11 @@ def _run_oof(run: Path, side: dict) -> tuple[pd.DataFrame | None, int | None, st
     if tta_oof is None:
         return fallback
     if plain is not None and (len(tta_oof) != len(plain) or not tta_oof.index.isin(plain.index).all()):
-        return (*fallback[:2], f"{path} covers {len(tta_oof)} of the run's {len(plain)} OOF ids (predicted with "
-                               "fewer folds?); using its 1-view fold*/oof.csv")
+        return (
+            *fallback[:2],
+            f"{path} covers {len(tta_oof)} of the run's {len(plain)} OOF ids (predicted with "
+            "fewer folds?); using its 1-view fold*/oof.csv",
+        )
     return tta_oof, tta, None
 
 
@@ -144,8 +148,10 @@ def _mix_note(runs: list[Path], views: list[int | None]) -> str | None:
     if len({v > 1 for v in views if v is not None}) < 2:
         return None
     what = ", ".join(f"{r}: {f'TTA x{v}' if v > 1 else '1 view'}" for r, v in zip(runs, views) if v is not None)
-    return (f"OOF predictions mix TTA and 1 view ({what}); `hcd predict --tta N` with the packed train store "
-            "writes RUN/oof_tta{N}.csv for the others")
+    return (
+        f"OOF predictions mix TTA and 1 view ({what}); `hcd predict --tta N` with the packed train store "
+        "writes RUN/oof_tta{N}.csv for the others"
+    )
 
 
 def ensemble_runs(
@@ -187,34 +193,64 @@ def ensemble_runs(
     search = None
     if oof is None:
         if auto:
-            raise DataError("--weights auto chooses the weights on OOF predictions, and no run has fold*/oof.csv; "
-                            "give fixed --weights such as 0.6,0.4")
+            raise DataError(
+                "--weights auto chooses the weights on OOF predictions, and no run has fold*/oof.csv; "
+                "give fixed --weights such as 0.6,0.4"
+            )
         notes.insert(0, "no fold*/oof.csv in any run; OOF AUC not reported")
     elif auto:
-        search = search_blend(oof[0], oof[1], modes=BLEND_MODES if blend is None else (blend,), n_parts=n_parts, seed=seed)
+        search = search_blend(
+            oof[0], oof[1], modes=BLEND_MODES if blend is None else (blend,), n_parts=n_parts, seed=seed
+        )
         w, blend = search.weights, search.mode
     how = blend or "mean"
     run_auc = [None] * len(run_paths) if oof is None else [roc_auc(oof[1], p) for p in oof[0]]
     blend_auc = None if oof is None else roc_auc(oof[1], fold_ensemble(oof[0], how, w))
 
     out = write_submission(order, fold_ensemble(test, how, w), out)
-    side = write_sidecar(out, {
-        "runs": [str(r.resolve()) for r in run_paths], "weights": w, "ensemble": how,
-        "folds": [s.get("folds") for s in sides], "tta": _common([s.get("tta") for s in sides]),
-        "cv_auc": finite_or_none(blend_auc), "run_cv_auc": [finite_or_none(a) for a in run_auc],
-        "oof_views": views, "weights_auto": None if search is None else _search_record(search, seed),
-    })
-    return EnsembleResult(out=out, sidecar=side, runs=run_paths, weights=w, how=how, n_test=len(order),
-                          run_auc=run_auc, blend_auc=blend_auc, n_oof=0 if oof is None else len(oof[1]),
-                          notes=notes, oof_views=views, search=search)
+    side = write_sidecar(
+        out,
+        {
+            "runs": [str(r.resolve()) for r in run_paths],
+            "weights": w,
+            "ensemble": how,
+            "folds": [s.get("folds") for s in sides],
+            "tta": _common([s.get("tta") for s in sides]),
+            "cv_auc": finite_or_none(blend_auc),
+            "run_cv_auc": [finite_or_none(a) for a in run_auc],
+            "oof_views": views,
+            "weights_auto": None if search is None else _search_record(search, seed),
+        },
+    )
+    return EnsembleResult(
+        out=out,
+        sidecar=side,
+        runs=run_paths,
+        weights=w,
+        how=how,
+        n_test=len(order),
+        run_auc=run_auc,
+        blend_auc=blend_auc,
+        n_oof=0 if oof is None else len(oof[1]),
+        notes=notes,
+        oof_views=views,
+        search=search,
+    )
 
 
 def _search_record(c: BlendChoice, seed: int) -> dict:
     """What the sidecar keeps of an auto search: the nested figures and how they were made."""
-    return {"mode": c.mode, "weights": c.weights, "baseline": f"equal-weight {c.baseline_mode}",
-            "nested_auc": finite_or_none(c.nested_auc), "nested_equal_auc": finite_or_none(c.nested_equal_auc),
-            "nested_gain": finite_or_none(c.nested_gain), "fit_auc": finite_or_none(c.fit_auc),
-            "parts": c.n_parts, "seed": seed}
+    return {
+        "mode": c.mode,
+        "weights": c.weights,
+        "baseline": f"equal-weight {c.baseline_mode}",
+        "nested_auc": finite_or_none(c.nested_auc),
+        "nested_equal_auc": finite_or_none(c.nested_equal_auc),
+        "nested_gain": finite_or_none(c.nested_gain),
+        "fit_auc": finite_or_none(c.fit_auc),
+        "parts": c.n_parts,
+        "seed": seed,
+    }
 
 
 def _common(values: list):

@@ -101,8 +101,9 @@ def build_dir(out: str | os.PathLike[str], force: bool, fill) -> list[str]:
     return names
 
 
-def export_fold(run_dir: str | os.PathLike[str], fold: int, out: str | os.PathLike[str],
-                force: bool = False) -> ExportResult:
+def export_fold(
+    run_dir: str | os.PathLike[str], fold: int, out: str | os.PathLike[str], force: bool = False
+) -> ExportResult:
     """Write fold ``fold`` of run ``run_dir`` into ``out`` as a timm ``local-dir:`` folder (see the module doc).
 
     An ``out`` that holds files is refused unless ``force``; the folder is replaced whole, atomically.
@@ -123,12 +124,26 @@ def export_fold(run_dir: str | os.PathLike[str], fold: int, out: str | os.PathLi
     model = load_fold_model(run_dir, fold, spec, torch.device("cpu"))
     entry = backbone.entry
     hcd = {
-        "registry": entry.name if entry is not None else None, "model_kwargs": kwargs, "source_model": spec.model,
-        "run": str(run_dir.resolve()), "fold": fold, "img_size": spec.img_size, "train_patches": n_train,
-        "licence": entry.licence if entry is not None else None, "written_by": "hcd weights export",
+        "registry": entry.name if entry is not None else None,
+        "model_kwargs": kwargs,
+        "source_model": spec.model,
+        "run": str(run_dir.resolve()),
+        "fold": fold,
+        "img_size": spec.img_size,
+        "train_patches": n_train,
+        "licence": entry.licence if entry is not None else None,
+        "written_by": "hcd weights export",
     }
-    files = build_dir(out, force, lambda tmp: save_local_dir(
-        model, tmp, img_size=spec.img_size, model_kwargs=kwargs, hcd=hcd,
-        licence=entry.licence if entry is not None else None))
+    files = build_dir(
+        out,
+        force,
+        lambda tmp: save_local_dir(
+            model,
+            tmp,
+            img_size=spec.img_size,
+            model_kwargs=kwargs,
+            hcd=hcd,
+            licence=entry.licence if entry is not None else None,
+        ),
+    )
     return ExportResult(out, files, spec.model, hcd["registry"], fold, spec.img_size, n_train, hcd)
-

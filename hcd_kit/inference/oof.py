@@ -84,14 +84,16 @@ def oof_auc(store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np
     return OofAuc(tta=tta, auc_1=roc_auc(y, p1), auc_n=roc_auc(y, pn), per_fold=per_fold)
 
 
-def write_tta_oof(run_dir, store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np.ndarray],
-                  tta: int) -> Path:
+def write_tta_oof(
+    run_dir, store: PackedStore, rows: dict[int, np.ndarray], views: dict[int, np.ndarray], tta: int
+) -> Path:
     """``RUN/oof_tta{tta}.csv``: each fold's validation rows, their ``tta`` views averaged as in the test
     predictions. Returns its path."""
     order = list(rows)
-    return write_oof(RunLayout.of(run_dir).oof_tta(tta), np.concatenate([store.ids[rows[k]] for k in order]),
-                     np.concatenate([np.full(len(rows[k]), k) for k in order]),
-                     np.concatenate([sigmoid_mean(views[k]) for k in order]),
-                     np.concatenate([store.labels[rows[k]] for k in order]))
-
-
+    return write_oof(
+        RunLayout.of(run_dir).oof_tta(tta),
+        np.concatenate([store.ids[rows[k]] for k in order]),
+        np.concatenate([np.full(len(rows[k]), k) for k in order]),
+        np.concatenate([sigmoid_mean(views[k]) for k in order]),
+        np.concatenate([store.labels[rows[k]] for k in order]),
+    )

@@ -107,9 +107,19 @@ def _check_options(tta: int, blend: str, batch_size: int) -> None:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
 
 
-def _predict_folds(models: dict[int, nn.Module], spec: RunModel, store: PackedStore, test_rows: np.ndarray,
-                   train: PackedStore | None, val_rows: dict[int, np.ndarray], *, dev: torch.device, tta: int,
-                   batch_size: int, dtype: torch.dtype | None):
+def _predict_folds(
+    models: dict[int, nn.Module],
+    spec: RunModel,
+    store: PackedStore,
+    test_rows: np.ndarray,
+    train: PackedStore | None,
+    val_rows: dict[int, np.ndarray],
+    *,
+    dev: torch.device,
+    tta: int,
+    batch_size: int,
+    dtype: torch.dtype | None,
+):
     """Each fold's test probabilities, its validation rows' per-view logits, and the seconds spent on test.
 
     ``models`` is emptied as it goes, so only one fold's weights sit on the device at a time.
@@ -117,8 +127,12 @@ def _predict_folds(models: dict[int, nn.Module], spec: RunModel, store: PackedSt
     fold_probs, oof_views, test_s = [], {}, 0.0
     kw = dict(img_size=spec.img_size, device=dev, tta=tta, batch_size=batch_size, dtype=dtype)
     with progress("img") as bar:  # one bar per fold, all shown from the start: the test patches, then its OOF ones
-        tasks = {k: bar.add_task(f"fold {k}", total=len(test_rows) + (len(val_rows[k]) if train is not None else 0),
-                                 start=False) for k in models}  # a fold's clock starts when its turn comes
+        tasks = {
+            k: bar.add_task(
+                f"fold {k}", total=len(test_rows) + (len(val_rows[k]) if train is not None else 0), start=False
+            )
+            for k in models
+        }  # a fold's clock starts when its turn comes
         for k in list(models):
             model = to_device(models.pop(k), dev)
             bar.start_task(tasks[k])
@@ -162,8 +176,9 @@ def predict_run(
     test_rows = store.index_of(ids)
     train, val_rows, note = oof_plan(run_dir, data_dir, fold_ids) if oof else (None, {}, "OOF check turned off")
 
-    fold_probs, oof_views, test_s = _predict_folds(models, spec, store, test_rows, train, val_rows, dev=dev,
-                                                   tta=tta, batch_size=batch_size, dtype=dtype)
+    fold_probs, oof_views, test_s = _predict_folds(
+        models, spec, store, test_rows, train, val_rows, dev=dev, tta=tta, batch_size=batch_size, dtype=dtype
+    )
     probs = fold_ensemble(np.stack(fold_probs), how=blend)
     oof_scores = oof_auc(train, val_rows, oof_views, tta) if train is not None else None
     oof_file = None
@@ -179,14 +194,32 @@ def predict_run(
         cv_auc = finite_or_none(oof_scores.auc_1)
     out_path = Path(out) if out is not None else RunLayout.of(run_dir).root / "submission.csv"
     write_submission(ids, probs, out_path)
-    side = write_sidecar(out_path, {
-        "runs": [str(Path(run_dir).resolve())], "folds": fold_ids, "tta": tta, "ensemble": blend,
-        "cv_auc": cv_auc, "model": spec.model, "img_size": spec.img_size,
-        "oof_auc_1view": None if oof_scores is None else finite_or_none(oof_scores.auc_1),
-        "oof_auc_tta": None if oof_scores is None else finite_or_none(oof_scores.auc_n),
-        "oof_tta_file": None if oof_file is None else str(oof_file.resolve()),  # OOF made like these predictions
-    })
+    side = write_sidecar(
+        out_path,
+        {
+            "runs": [str(Path(run_dir).resolve())],
+            "folds": fold_ids,
+            "tta": tta,
+            "ensemble": blend,
+            "cv_auc": cv_auc,
+            "model": spec.model,
+            "img_size": spec.img_size,
+            "oof_auc_1view": None if oof_scores is None else finite_or_none(oof_scores.auc_1),
+            "oof_auc_tta": None if oof_scores is None else finite_or_none(oof_scores.auc_n),
+            "oof_tta_file": None if oof_file is None else str(oof_file.resolve()),  # OOF made like these predictions
+        },
+    )
     n_done = len(fold_ids) * len(ids)
-    return PredictResult(out=out_path, sidecar=side, folds=fold_ids, tta=tta, ensemble=blend, n_images=len(ids),
-                         images_per_s=n_done / test_s if test_s > 0 else float("nan"), cv_auc=cv_auc,
-                         oof=oof_scores, note=note, oof_file=oof_file)
+    return PredictResult(
+        out=out_path,
+        sidecar=side,
+        folds=fold_ids,
+        tta=tta,
+        ensemble=blend,
+        n_images=len(ids),
+        images_per_s=n_done / test_s if test_s > 0 else float("nan"),
+        cv_auc=cv_auc,
+        oof=oof_scores,
+        note=note,
+        oof_file=oof_file,
+    )

@@ -88,6 +88,7 @@ def select_pseudo(
             f"(they range from {prob.min():.4g} to {prob.max():.4g}); lower --min-confidence"
         )
     keep = keep[np.argsort(rows[keep], kind="stable")]
-    frame = pd.DataFrame({"id": preds["id"].to_numpy(str)[keep], "label": (prob[keep] >= 0.5).astype(np.int64),
-                          "prob": prob[keep]})
+    frame = pd.DataFrame(
+        {"id": preds["id"].to_numpy(str)[keep], "label": (prob[keep] >= 0.5).astype(np.int64), "prob": prob[keep]}
+    )
     return PseudoSelection(frame, len(preds), min_confidence, confident - len(keep))

@@ -35,8 +35,10 @@ def load_fold_model(run_dir: str | os.PathLike[str], fold: int, spec: RunModel, 
     try:
         keys = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # same names, other shapes (e.g. another width of the same family)
-        raise DataError(f"{path} does not match model '{spec.model}' named in config.toml (tensor shapes differ: "
-                        f"{_first_line(exc, 120)}); predict with the run folder that wrote these weights") from None
+        raise DataError(
+            f"{path} does not match model '{spec.model}' named in config.toml (tensor shapes differ: "
+            f"{_first_line(exc, 120)}); predict with the run folder that wrote these weights"
+        ) from None
     if keys.missing_keys or keys.unexpected_keys:
         example = (keys.missing_keys or keys.unexpected_keys)[0]
         raise DataError(

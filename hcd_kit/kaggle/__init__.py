@@ -19,16 +19,19 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "dataset": "DatasetResult WHEEL_DATASET build_dataset build_wheel check_slug push_dataset",
-    "fanout": "FanoutRun FoldKernel fanout_specs push_folds run_fanout",
-    "download": "DownloadResult check_competition download_competition",
-    "kernel": "KernelStatus PushResult kernel_output kernel_ref kernel_status push_kernel render_kernel",
-    "ledger": "LedgerRecord append_record ledger_path read_ledger update_records write_ledger",
-    "run": "KernelRun RunHooks RunOptions log_tail read_last_push run_kernel",
-    "spec": "KernelSpec check_spec default_name kernel_spec",
-    "submit": "refresh_ledger submit_file wait_for_score",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "dataset": "DatasetResult WHEEL_DATASET build_dataset build_wheel check_slug push_dataset",
+        "fanout": "FanoutRun FoldKernel fanout_specs push_folds run_fanout",
+        "download": "DownloadResult check_competition download_competition",
+        "kernel": "KernelStatus PushResult kernel_output kernel_ref kernel_status push_kernel render_kernel",
+        "ledger": "LedgerRecord append_record ledger_path read_ledger update_records write_ledger",
+        "run": "KernelRun RunHooks RunOptions log_tail read_last_push run_kernel",
+        "spec": "KernelSpec check_spec default_name kernel_spec",
+        "submit": "refresh_ledger submit_file wait_for_score",
+    },
+)
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.kaggle.dataset import (

@@ -46,8 +46,15 @@ from hcd_kit.kaggle.calls import (
 from hcd_kit.kaggle.credentials import NO_CREDENTIALS, config_dir, credentials_source, read_kaggle_json, redact
 
 __all__ = [
-    "DEFAULT_TRANSFER_TIMEOUT", "call", "check_reported", "credentials_source", "default_timeout",
-    "download_competition_archive", "get_api", "redact", "username",
+    "DEFAULT_TRANSFER_TIMEOUT",
+    "call",
+    "check_reported",
+    "credentials_source",
+    "default_timeout",
+    "download_competition_archive",
+    "get_api",
+    "redact",
+    "username",
 ]
 
 _lock = threading.Lock()
@@ -71,8 +78,10 @@ def check_client_version() -> None:
     except importlib.metadata.PackageNotFoundError:
         return  # not installed at all: the import below says so
     if _version_tuple(installed) < _version_tuple(KAGGLE_FLOOR):
-        raise KaggleError(f"the installed kaggle client is {installed}, older than the {KAGGLE_FLOOR} hcd needs; "
-                          f'upgrade it with: pip install -U "kaggle>={KAGGLE_FLOOR}"')
+        raise KaggleError(
+            f"the installed kaggle client is {installed}, older than the {KAGGLE_FLOOR} hcd needs; "
+            f'upgrade it with: pip install -U "kaggle>={KAGGLE_FLOOR}"'
+        )
 
 
 def _import_client(limit: float) -> Any:
@@ -83,8 +92,9 @@ def _import_client(limit: float) -> Any:
     if "kaggle" in sys.modules:
         api = getattr(sys.modules["kaggle"], "api", None)
         if api is None:  # an import that timed out earlier is still stuck in its thread
-            raise KaggleError("the kaggle client is still starting from an earlier call that got no answer; "
-                              "run the command again")
+            raise KaggleError(
+                "the kaggle client is still starting from an earlier call that got no answer; run the command again"
+            )
         return api
     check_client_version()  # before the import, which would already talk to Kaggle
     # The client creates its config dir with exists-then-makedirs at import; two hcd processes starting
@@ -193,7 +203,14 @@ def download_competition_archive(
             on_bytes(max(done, 0), total["bytes"])
         return done
 
-    call(f"download competition '{competition}'", fetch, timeout=stall_timeout, retries=retries, heartbeat=beat,
-         not_found=f"competition '{competition}'", competition=competition)
+    call(
+        f"download competition '{competition}'",
+        fetch,
+        timeout=stall_timeout,
+        retries=retries,
+        heartbeat=beat,
+        not_found=f"competition '{competition}'",
+        competition=competition,
+    )
     beat()
     return outfile

@@ -173,33 +173,49 @@ def _backoff(attempt: int, exc: BaseException) -> float:
     return min(delay, MAX_BACKOFF)
 
 
-def to_error(what: str, exc: BaseException, attempts: int = 1, not_found: str | None = None,
-             competition: str | None = None, if_missing: str | None = None) -> KaggleError:
+def to_error(
+    what: str,
+    exc: BaseException,
+    attempts: int = 1,
+    not_found: str | None = None,
+    competition: str | None = None,
+    if_missing: str | None = None,
+) -> KaggleError:
     """The one-line ``KaggleError`` for the failure ``exc`` of trying to ``what`` (``attempts`` times)."""
     status = _status_of(exc)
     detail = _server_message(exc)
     said = f": {detail}" if detail else ""
     if status == 401:
-        msg = (f"Kaggle refused to {what} (HTTP 401, not authenticated{said}); check KAGGLE_USERNAME/KAGGLE_KEY "
-               "or ~/.kaggle/kaggle.json, a new key is at https://www.kaggle.com/settings/api")
+        msg = (
+            f"Kaggle refused to {what} (HTTP 401, not authenticated{said}); check KAGGLE_USERNAME/KAGGLE_KEY "
+            "or ~/.kaggle/kaggle.json, a new key is at https://www.kaggle.com/settings/api"
+        )
     elif status == 403:
-        msg = (f"Kaggle refused to {what} (HTTP 403, forbidden{said}); check that the account of your key "
-               f"has access to {not_found or 'it'}")
+        msg = (
+            f"Kaggle refused to {what} (HTTP 403, forbidden{said}); check that the account of your key "
+            f"has access to {not_found or 'it'}"
+        )
         if competition:
             msg += f" and accept the competition rules at https://www.kaggle.com/c/{competition}/rules"
         elif not_found:
             msg += " (a private one is visible only to its owner and collaborators) and that the name is right"
     elif status == 404:
-        msg = (f"Kaggle does not know {not_found or 'what was asked for'} (HTTP 404) while trying to {what}; "
-               "check the name for typos")
+        msg = (
+            f"Kaggle does not know {not_found or 'what was asked for'} (HTTP 404) while trying to {what}; "
+            "check the name for typos"
+        )
         if if_missing:
             msg += f", and {if_missing}"
     elif status == 429:
-        msg = (f"Kaggle kept rate-limiting (HTTP 429) after {attempts} attempts to {what}; "
-               "wait a few minutes and run the command again")
+        msg = (
+            f"Kaggle kept rate-limiting (HTTP 429) after {attempts} attempts to {what}; "
+            "wait a few minutes and run the command again"
+        )
     elif status is not None and status >= 500:
-        msg = (f"Kaggle failed to {what} (HTTP {status}{said}) after {attempts} attempts; "
-               "Kaggle may be having trouble, try again later")
+        msg = (
+            f"Kaggle failed to {what} (HTTP {status}{said}) after {attempts} attempts; "
+            "Kaggle may be having trouble, try again later"
+        )
     elif status is not None:
         msg = f"Kaggle refused to {what} (HTTP {status}{said})"
     elif _is_connection_error(exc):

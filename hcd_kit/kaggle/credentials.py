@@ -69,8 +69,11 @@ def credentials_source() -> str:
 
 
 def _secrets() -> list[str]:
-    found = [os.environ.get("KAGGLE_KEY", ""), os.environ.get("KAGGLE_API_TOKEN", ""),
-             str(read_kaggle_json().get("key", ""))]
+    found = [
+        os.environ.get("KAGGLE_KEY", ""),
+        os.environ.get("KAGGLE_API_TOKEN", ""),
+        str(read_kaggle_json().get("key", "")),
+    ]
     token = _token_file()
     if token is not None:
         found.append(token.read_text().strip())

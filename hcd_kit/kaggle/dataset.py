@@ -64,8 +64,18 @@ def build_wheel(dest: Path, repo: Path = REPO_ROOT) -> Path:
         for name in _WHEEL_SOURCES:
             if (repo / name).is_file():
                 shutil.copyfile(repo / name, src / name)
-        cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
-               "-w", str(dest)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dest),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("hcd_kit-*.whl"))
     if proc.returncode != 0 or not wheels:
@@ -160,19 +170,24 @@ def push_dataset(
     exists = kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref), timeout=timeout)
     if exists:
         what = f"add a version to dataset '{ref}'"
-        resp = kaggle_api.call(what, lambda: api.dataset_create_version(folder, notes, quiet=True),
-                               timeout=transfer_timeout)
+        resp = kaggle_api.call(
+            what, lambda: api.dataset_create_version(folder, notes, quiet=True), timeout=transfer_timeout
+        )
     else:
         what = f"create dataset '{ref}'"
         try:
-            resp = kaggle_api.check_reported(what, kaggle_api.call(
-                what, lambda: api.dataset_create_new(folder, quiet=True), timeout=transfer_timeout))
+            resp = kaggle_api.check_reported(
+                what,
+                kaggle_api.call(what, lambda: api.dataset_create_new(folder, quiet=True), timeout=transfer_timeout),
+            )
         except KaggleError as exc:
             # hcd retries a create whose answer was lost (a 5xx, a dropped connection); if the first try made the
             # dataset, the retry is told its slug is "already in use". It did not exist a moment ago, so if it
             # exists now, the create succeeded.
-            if not (_IN_USE.search(str(exc)) and kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref),
-                                                                 timeout=timeout)):
+            if not (
+                _IN_USE.search(str(exc))
+                and kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref), timeout=timeout)
+            ):
                 raise
             return DatasetResult(ref=ref, url=f"https://www.kaggle.com/datasets/{ref}", created=True)
     kaggle_api.check_reported(what, resp)  # the `kaggle` command exits 0 on status "Error"

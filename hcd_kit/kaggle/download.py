@@ -43,8 +43,9 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # Kaggle's competition slugs; no 
 # what hcd itself keeps in DIR: an archive entry with one of these names would replace (or delete) it;
 # compared case-folded, since on a case-insensitive file system "Packed" is "packed"
 _LAYOUT = DataLayout(Path("."))
-RESERVED = frozenset(n.casefold() for n in (WORK, MARKER, _LAYOUT.packed_dir.name, _LAYOUT.folds_csv.name,
-                                             PREPARE_REPORT, FOLDS_REPORT))
+RESERVED = frozenset(
+    n.casefold() for n in (WORK, MARKER, _LAYOUT.packed_dir.name, _LAYOUT.folds_csv.name, PREPARE_REPORT, FOLDS_REPORT)
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,12 @@ def download_competition(
         raise
     entries = _install(staging, root, members)
     sizes = {m.filename: m.file_size for m in members if not m.is_dir()}
-    marker = {"competition": competition, "archive_bytes": archive.stat().st_size, "entries": list(entries),
-              "files": sizes}
+    marker = {
+        "competition": competition,
+        "archive_bytes": archive.stat().st_size,
+        "entries": list(entries),
+        "files": sizes,
+    }
     atomic_write_text(root / MARKER, json.dumps(marker, separators=(",", ":")))
     shutil.rmtree(work, ignore_errors=True)
     return DownloadResult(root, competition, False, entries, len(sizes), marker["archive_bytes"])
@@ -103,8 +108,10 @@ def check_competition(competition: str) -> None:
     """ConfigError unless ``competition`` is a Kaggle slug: it names files (``<competition>.zip``), so a
     name like ``../x`` would write outside the data folder."""
     if not SLUG.fullmatch(competition):
-        raise ConfigError(f"--competition {competition!r} is not a Kaggle competition slug (lowercase letters, "
-                          f"digits and hyphens, as in {COMPETITION}); copy it from the competition's URL")
+        raise ConfigError(
+            f"--competition {competition!r} is not a Kaggle competition slug (lowercase letters, "
+            f"digits and hyphens, as in {COMPETITION}); copy it from the competition's URL"
+        )
 
 
 def read_marker(root: Path, competition: str) -> DownloadResult | None:
@@ -139,15 +146,23 @@ def _fetch_archive(competition: str, work: Path, stall_timeout: float | None, re
         def on_bytes(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        kaggle_api.download_competition_archive(competition, work, on_bytes=on_bytes, stall_timeout=stall_timeout,
-                                                retries=retries)
+        kaggle_api.download_competition_archive(
+            competition, work, on_bytes=on_bytes, stall_timeout=stall_timeout, retries=retries
+        )
     atomic_write_text(record, json.dumps({"bytes": archive.stat().st_size}))
     return archive
 
 
 def _bytes_progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=err_console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
 
 
 def _forget_archive(archive: Path) -> None:
@@ -163,19 +178,25 @@ def _checked_members(archive: Path, competition: str) -> list[zipfile.ZipInfo]:
             members = zf.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         _forget_archive(archive)
-        raise DataError(f"the downloaded archive {archive.name} is not a valid zip ({exc}); it was deleted, "
-                        "run `hcd download` again") from None
+        raise DataError(
+            f"the downloaded archive {archive.name} is not a valid zip ({exc}); it was deleted, "
+            "run `hcd download` again"
+        ) from None
     for info in members:
         problem = _unsafe(info)
         if problem:
-            raise DataError(f"refusing to extract {archive}: member {info.filename!r} {problem}; nothing was "
-                            "extracted, delete the archive if it is not a genuine Kaggle download")
+            raise DataError(
+                f"refusing to extract {archive}: member {info.filename!r} {problem}; nothing was "
+                "extracted, delete the archive if it is not a genuine Kaggle download"
+            )
     tops = {PurePosixPath(m.filename).parts[0] for m in members if m.filename.strip("/")}
     clash = sorted(t for t in tops if t.casefold() in RESERVED)
     if clash:
-        raise DataError(f"refusing to extract {archive}: top-level entry {clash[0]!r} is a name hcd uses in the "
-                        "data folder; nothing was extracted, delete the archive if it is not a genuine Kaggle "
-                        "download")
+        raise DataError(
+            f"refusing to extract {archive}: top-level entry {clash[0]!r} is a name hcd uses in the "
+            "data folder; nothing was extracted, delete the archive if it is not a genuine Kaggle "
+            "download"
+        )
     missing = [e for e in EXPECTED.get(competition, ()) if e not in tops]
     if missing:
         raise DataError(f"the archive {archive} lacks {', '.join(missing)}; is --competition right?")
@@ -210,8 +231,10 @@ def _extract(archive: Path, members: list[zipfile.ZipInfo], staging: Path) -> No
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)
             except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise DataError(f"the downloaded archive {archive.name} is corrupt ({info.filename}: {exc}); "
-                                "it was deleted and nothing was extracted, run `hcd download` again") from None
+                raise DataError(
+                    f"the downloaded archive {archive.name} is corrupt ({info.filename}: {exc}); "
+                    "it was deleted and nothing was extracted, run `hcd download` again"
+                ) from None
             bar.advance(task)
 
 

@@ -75,21 +75,34 @@ class FanoutRun:
 def fanout_specs(base: KernelSpec, n_folds: int, name: str | None = None) -> tuple[list[KernelSpec], KernelSpec]:
     """The fold kernels' specs and the inference kernel's (its ``fold_kernels`` still without versions)."""
     if base.mode != "train":
-        raise ConfigError("--fold each trains one kernel per fold; --weights-dataset makes an inference-only kernel: "
-                          "drop one of them")
+        raise ConfigError(
+            "--fold each trains one kernel per fold; --weights-dataset makes an inference-only kernel: drop one of them"
+        )
     if not 2 <= n_folds <= 20:
         raise ConfigError(f"--n-folds {n_folds}: --fold each needs 2 to 20 folds (one GPU session each)")
     prefix = name or "hcd-train"
     folds = [replace(base, fold=str(k), name=f"{prefix}-fold-{k}", n_folds=n_folds) for k in range(n_folds)]
-    infer = replace(base, mode="predict", fold="all", name=f"{name}-predict" if name else PREDICT_NAME,
-                    fold_kernels=[f.name for f in folds], n_folds=n_folds)
+    infer = replace(
+        base,
+        mode="predict",
+        fold="all",
+        name=f"{name}-predict" if name else PREDICT_NAME,
+        fold_kernels=[f.name for f in folds],
+        n_folds=n_folds,
+    )
     for spec in (*folds, infer):
         check_spec(spec)
     return folds, infer
 
 
-def push_folds(specs: list[KernelSpec], root: str | os.PathLike[str] = DEFAULT_ROOT, *, user: str | None = None,
-               timeout: float | None = None, say: Callable[[str], None] = lambda line: None) -> list[FoldKernel]:
+def push_folds(
+    specs: list[KernelSpec],
+    root: str | os.PathLike[str] = DEFAULT_ROOT,
+    *,
+    user: str | None = None,
+    timeout: float | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> list[FoldKernel]:
     """Render every fold kernel and push those with no live or completed version to pick up (failed ones again)."""
     user = user or kaggle_api.username()
     out = []
@@ -112,15 +125,23 @@ def summary(folds: list[FoldKernel]) -> str:
     each = ", ".join(f"fold {f.fold} {f.status}" for f in folds)
     count = lambda *st: sum(f.status in st for f in folds)  # noqa: E731
     failed = sum(f.ended and f.status != "COMPLETE" for f in folds)
-    line = (f"{each} ({count('QUEUED', 'NEW_SCRIPT')} queued, {count('RUNNING')} running, "
-            f"{count('COMPLETE')} complete, {failed} failed)")
+    line = (
+        f"{each} ({count('QUEUED', 'NEW_SCRIPT')} queued, {count('RUNNING')} running, "
+        f"{count('COMPLETE')} complete, {failed} failed)"
+    )
     if count("QUEUED") and count("RUNNING"):
         line += "; Kaggle runs a few GPU sessions at once, the others wait in its queue"
     return line
 
 
-def wait_folds(folds: list[FoldKernel], *, wait_timeout: float, poll: float, timeout: float | None = None,
-               on_poll: Callable[[list[FoldKernel]], None] | None = None) -> list[FoldKernel]:
+def wait_folds(
+    folds: list[FoldKernel],
+    *,
+    wait_timeout: float,
+    poll: float,
+    timeout: float | None = None,
+    on_poll: Callable[[list[FoldKernel]], None] | None = None,
+) -> list[FoldKernel]:
     """Poll every fold kernel that has not ended until all have; a wait past ``wait_timeout`` is a KaggleError."""
 
     def fetch() -> list[FoldKernel]:
@@ -131,14 +152,25 @@ def wait_folds(folds: list[FoldKernel], *, wait_timeout: float, poll: float, tim
         return folds
 
     return poll_until(
-        fetch, lambda fs: all(f.ended for f in fs), wait_timeout=wait_timeout, poll=poll, on_poll=on_poll,
-        still=lambda fs: f"fold kernels still running after {wait_timeout:g} s ({summary(fs)}); they keep running "
-                         "on Kaggle: run the same command again later to pick them up (nothing is pushed twice)",
+        fetch,
+        lambda fs: all(f.ended for f in fs),
+        wait_timeout=wait_timeout,
+        poll=poll,
+        on_poll=on_poll,
+        still=lambda fs: (
+            f"fold kernels still running after {wait_timeout:g} s ({summary(fs)}); they keep running "
+            "on Kaggle: run the same command again later to pick them up (nothing is pushed twice)"
+        ),
     )
 
 
-def run_fanout(base: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, options: RunOptions | None = None,
-               hooks: RunHooks | None = None, name: str | None = None) -> FanoutRun:
+def run_fanout(
+    base: KernelSpec,
+    root: str | os.PathLike[str] = DEFAULT_ROOT,
+    options: RunOptions | None = None,
+    hooks: RunHooks | None = None,
+    name: str | None = None,
+) -> FanoutRun:
     """Push (or pick up) the ``base.n_folds`` fold kernels, wait for all, then run the inference kernel as
     ``run_kernel`` does, with the same ``options`` and ``hooks`` (``hooks.on_folds(folds)`` sees every poll of the
     folds). ``base`` holds the options every kernel shares (train args, datasets, machine shape...), ``name`` the
@@ -150,8 +182,10 @@ def run_fanout(base: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, op
     """
     opt, hooks = options or RunOptions(), hooks or RunHooks()
     if opt.attach:
-        raise ConfigError("--attach does not apply to --fold each: run the same command again, it picks up every "
-                          "kernel already pushed and pushes none twice")
+        raise ConfigError(
+            "--attach does not apply to --fold each: run the same command again, it picks up every "
+            "kernel already pushed and pushes none twice"
+        )
     fold_specs, infer = fanout_specs(base, base.n_folds, name)
     opt.check()
     root, timeout, say = Path(root), opt.timeout, hooks.say
@@ -166,8 +200,10 @@ def run_fanout(base: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, op
     infer = replace(infer, fold_kernels=[f"{f.ref}@{f.version}" for f in folds])
     rec = read_last_push(root / infer.name)
     if rec and rec.get("finished") and rec.get("digest") == kernel_digest(render_kernel(infer, user, root)):
-        say(f"{user}/{infer.name} version {rec.get('version')} already ran over these fold versions "
-            f"(finished {rec.get('finished')}): nothing to push")
+        say(
+            f"{user}/{infer.name} version {rec.get('version')} already ran over these fold versions "
+            f"(finished {rec.get('finished')}): nothing to push"
+        )
         result.done_before = True
     else:
         result.inference = run_kernel(infer, root, opt, hooks)

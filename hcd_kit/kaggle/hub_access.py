@@ -35,9 +35,11 @@ def check_hub_secret(name: str) -> None:
     if not name:
         return
     if _TOKEN.fullmatch(name.strip()):
-        raise ConfigError("--hub-secret takes the NAME of a Kaggle secret, not the token itself (which would end up "
-                          "in the kernel): store the token in Kaggle's Add-ons > Secrets as e.g. HF_TOKEN and pass "
-                          "--hub-secret HF_TOKEN; revoke the token you typed if it was shared")
+        raise ConfigError(
+            "--hub-secret takes the NAME of a Kaggle secret, not the token itself (which would end up "
+            "in the kernel): store the token in Kaggle's Add-ons > Secrets as e.g. HF_TOKEN and pass "
+            "--hub-secret HF_TOKEN; revoke the token you typed if it was shared"
+        )
     if not _SECRET.fullmatch(name):
         raise ConfigError("--hub-secret: use the name of a Kaggle secret (letters, digits, '_' or '-', e.g. HF_TOKEN)")
 
@@ -50,10 +52,12 @@ def models_named(words: Sequence[str]) -> list[str]:
 def _routes(entry, where: str) -> str:
     private = "" if entry.redistribute else " --private-ok"
     gated = ", gated" if entry.gated else ""
-    return (f"{where} names '{entry.name}' ({entry.hub}{gated}), whose weights a kernel must be given: either a "
-            f"dataset of them (`hcd weights push {entry.name}{private}`, then --pretrained-from OWNER/"
-            f"{entry.name}-weights) or the hub with your token (--hub-secret HF_TOKEN, the token attached to the "
-            "notebook as a Kaggle secret of that name)")
+    return (
+        f"{where} names '{entry.name}' ({entry.hub}{gated}), whose weights a kernel must be given: either a "
+        f"dataset of them (`hcd weights push {entry.name}{private}`, then --pretrained-from OWNER/"
+        f"{entry.name}-weights) or the hub with your token (--hub-secret HF_TOKEN, the token attached to the "
+        "notebook as a Kaggle secret of that name)"
+    )
 
 
 def offline_weights_given(words: Sequence[str]) -> bool:
@@ -65,8 +69,10 @@ def check_probe(spec) -> None:
     """A probe kernel embeds every patch and fits one probe: no folds, train/predict flags or weights dataset."""
     if spec.mode != "probe":
         if spec.probe:
-            raise ConfigError("--probe makes a probe kernel (hcd embed + hcd probe); --weights-dataset an inference "
-                              "kernel: drop one of them")
+            raise ConfigError(
+                "--probe makes a probe kernel (hcd embed + hcd probe); --weights-dataset an inference "
+                "kernel: drop one of them"
+            )
         return
     if not spec.probe:
         raise ConfigError("a probe kernel needs --probe MODEL (a registry name of `hcd models`, or a timm name)")
@@ -88,9 +94,11 @@ def check_model_routes(spec) -> None:
         if entry is not None and not spec.pretrained_from:
             raise ConfigError(_routes(entry, "--probe"))
         if not (spec.pretrained_from or spec.internet or spec.probe.startswith("local-dir:")):
-            raise ConfigError(f"the kernel has no internet, so `hcd embed` cannot download the weights of "
-                              f"'{spec.probe}': pass --pretrained-from OWNER/SLUG (made by `hcd weights push "
-                              f"{spec.probe}`), or --internet")
+            raise ConfigError(
+                f"the kernel has no internet, so `hcd embed` cannot download the weights of "
+                f"'{spec.probe}': pass --pretrained-from OWNER/SLUG (made by `hcd weights push "
+                f"{spec.probe}`), or --internet"
+            )
         return
     models = models_named(spec.train_args)
     if spec.mode != "train" or spec.pretrained_from or offline_weights_given(spec.train_args):
@@ -108,13 +116,18 @@ def embed_args(spec, user: str) -> list[str]:
 
 def script_values(spec, user: str) -> dict[str, str | list[str]]:
     """The kernel script's constants for the hub secret and probe mode."""
-    return {"HUB_SECRET": spec.hub_secret, "PROBE_MODEL": spec.probe if spec.mode == "probe" else "",
-            "EMBED_WORDS": embed_args(spec, user)}
+    return {
+        "HUB_SECRET": spec.hub_secret,
+        "PROBE_MODEL": spec.probe if spec.mode == "probe" else "",
+        "EMBED_WORDS": embed_args(spec, user),
+    }
 
 
 def check_template(script: str, values: dict[str, str | list[str]]) -> None:
     """A customised template older than these options would silently ignore them: refuse it instead."""
     missing = [k for k, v in values.items() if v and f'"__HCD_{k}__"' not in script]
     if missing:
-        raise ConfigError(f"the customised kernel template (ROOT/templates/kernel.py) has no __HCD_{missing[0]}__ "
-                          "constant, which these options need: copy it again from hcd_kit/kaggle/templates/")
+        raise ConfigError(
+            f"the customised kernel template (ROOT/templates/kernel.py) has no __HCD_{missing[0]}__ "
+            "constant, which these options need: copy it again from hcd_kit/kaggle/templates/"
+        )

@@ -65,8 +65,10 @@ def read_templates(root: str | os.PathLike[str] = DEFAULT_ROOT) -> tuple[str, st
     if custom.is_dir():
         missing = [n for n in _TEMPLATES if not (custom / n).is_file()]
         if missing:
-            raise ConfigError(f"customised kernel templates in {custom} lack {', '.join(missing)}; add them "
-                              f"(copies of those in hcd_kit/kaggle/templates/) or remove {custom}")
+            raise ConfigError(
+                f"customised kernel templates in {custom} lack {', '.join(missing)}; add them "
+                f"(copies of those in hcd_kit/kaggle/templates/) or remove {custom}"
+            )
     read = lambda n: (custom / n if (custom / n).is_file() else packaged / n).read_text(encoding="utf-8")  # noqa: E731
     meta, script = map(read, _TEMPLATES)
     parts = "\n\n\n".join(read(n).strip("\n") for n in PARTS)
@@ -104,15 +106,29 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         dataset_sources=list(dict.fromkeys(datasets)),
         competition_sources=[spec.competition],
         kernel_sources=[_owned(k.split("@")[0], user) for k in spec.fold_kernels],
-        model_sources=list(dict.fromkeys([*(meta.get("model_sources") or []), *model_refs(train_args),
-                                          *model_refs(spec.predict_args, "--predict-args")])),  # model: refs
+        model_sources=list(
+            dict.fromkeys(
+                [
+                    *(meta.get("model_sources") or []),
+                    *model_refs(train_args),
+                    *model_refs(spec.predict_args, "--predict-args"),
+                ]
+            )
+        ),  # model: refs
     )
     values = {
-        "MODE": spec.mode, "FOLD": spec.fold, "TRAIN_WORDS": train_args, "PREDICT_WORDS": spec.predict_args,
-        "TTA": str(spec.tta), "COMPETITION": spec.competition, "WHEEL_DATASET": datasets[0],
+        "MODE": spec.mode,
+        "FOLD": spec.fold,
+        "TRAIN_WORDS": train_args,
+        "PREDICT_WORDS": spec.predict_args,
+        "TTA": str(spec.tta),
+        "COMPETITION": spec.competition,
+        "WHEEL_DATASET": datasets[0],
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
-        "MACHINE_SHAPE": spec.machine_shape, "N_FOLDS": str(spec.n_folds),
-        "FOLD_KERNELS": ",".join(_owned(k, user) for k in spec.fold_kernels), **script_values(spec, user),
+        "MACHINE_SHAPE": spec.machine_shape,
+        "N_FOLDS": str(spec.n_folds),
+        "FOLD_KERNELS": ",".join(_owned(k, user) for k in spec.fold_kernels),
+        **script_values(spec, user),
     }
     check_template(script, values)
     for key, value in values.items():
@@ -120,8 +136,10 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         script = script.replace(f'"__HCD_{key}__"', json.dumps(value))
     left = _PLACEHOLDER.search(script)
     if left:  # a customised template older than the words: it would run with the placeholder as its value
-        raise ConfigError(f"the customised kernel template (ROOT/templates/kernel.py) has a __HCD_{left[1]}__ "
-                          "constant that hcd no longer fills: copy it again from hcd_kit/kaggle/templates/")
+        raise ConfigError(
+            f"the customised kernel template (ROOT/templates/kernel.py) has a __HCD_{left[1]}__ "
+            "constant that hcd no longer fills: copy it again from hcd_kit/kaggle/templates/"
+        )
     folder = root / spec.name
     atomic_write_text(folder / code_file, script)
     atomic_write_json(folder / "kernel-metadata.json", meta)
@@ -150,9 +168,12 @@ def _check_sources(ref: str, resp: object) -> None:
     if problems:
         version = getattr(resp, "version_number", None)
         saved = f"saved version {version} of" if version else "saved"
-        raise KaggleError(kaggle_api.redact(
-            f"Kaggle {saved} kernel '{ref}' without the sources it could not attach: {'; '.join(problems)}; "
-            "fix them and push again (that version will fail without its inputs)"))
+        raise KaggleError(
+            kaggle_api.redact(
+                f"Kaggle {saved} kernel '{ref}' without the sources it could not attach: {'; '.join(problems)}; "
+                "fix them and push again (that version will fail without its inputs)"
+            )
+        )
 
 
 def kernel_digest(folder: str | os.PathLike[str]) -> str:
@@ -186,8 +207,9 @@ def _push(folder: Path, timeout: float | None) -> PushResult:
     meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
     api = kaggle_api.get_api()
     # no retries: a second push after a lost answer would start (and bill) a second GPU session
-    resp = kaggle_api.call(f"push kernel '{meta['id']}'", lambda: api.kernels_push(str(folder)), timeout=timeout,
-                           retries=0)
+    resp = kaggle_api.call(
+        f"push kernel '{meta['id']}'", lambda: api.kernels_push(str(folder)), timeout=timeout, retries=0
+    )
     kaggle_api.check_reported(f"push kernel '{meta['id']}'", resp)  # the `kaggle` command exits 0 on these
     _check_sources(meta["id"], resp)
     result = PushResult(
@@ -196,8 +218,10 @@ def _push(folder: Path, timeout: float | None) -> PushResult:
         version=getattr(resp, "version_number", None),
         machine_shape=meta.get("machine_shape", ""),
     )
-    record = asdict(result) | {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                               "digest": kernel_digest(folder)}  # `hcd kernel run` compares it before pushing
+    record = asdict(result) | {
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "digest": kernel_digest(folder),
+    }  # `hcd kernel run` compares it before pushing
     atomic_write_json(folder / "last_push.json", record)
     return result
 
@@ -221,8 +245,12 @@ class KernelStatus:
 
 def _status_once(ref: str, timeout: float | None) -> KernelStatus:
     api = kaggle_api.get_api()
-    resp = kaggle_api.call(f"get the status of kernel '{ref}'", lambda: api.kernels_status(ref), timeout=timeout,
-                           not_found=f"kernel '{ref}'")
+    resp = kaggle_api.call(
+        f"get the status of kernel '{ref}'",
+        lambda: api.kernels_status(ref),
+        timeout=timeout,
+        not_found=f"kernel '{ref}'",
+    )
     status = getattr(resp.status, "name", str(resp.status))  # enums print as KernelWorkerStatus.X
     return KernelStatus(ref, status, kaggle_api.redact(getattr(resp, "failure_message", None) or ""))
 
@@ -241,7 +269,10 @@ def kernel_status(
     Waiting longer than ``wait_timeout`` seconds is a ``KaggleError``.
     """
     return poll_until(
-        lambda: _status_once(ref, timeout), lambda st: not wait or st.done, wait_timeout=wait_timeout, poll=poll,
+        lambda: _status_once(ref, timeout),
+        lambda st: not wait or st.done,
+        wait_timeout=wait_timeout,
+        poll=poll,
         on_poll=on_poll,
         still=lambda st: f"kernel {ref} still {st.status} after {wait_timeout:g} s; check later with hcd kernel status",
     )
@@ -264,6 +295,7 @@ def kernel_output(
     files, _ = kaggle_api.call(
         f"download the output of kernel '{ref}'",
         lambda: api.kernels_output(ref, str(out_dir), force=True, quiet=True),
-        timeout=transfer_timeout, not_found=f"kernel '{ref}'",
+        timeout=transfer_timeout,
+        not_found=f"kernel '{ref}'",
     )
     return [Path(f) for f in files]

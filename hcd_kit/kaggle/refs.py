@@ -28,10 +28,12 @@ _DATASET = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_-]*/)?[a-z0-9][a-z0-9-]{4,48}[a
 
 def parse_ref(value: str, flag: str = "--train-args") -> tuple[str, str]:
     """``dataset:OWNER/SLUG/FILE`` -> ``("OWNER/SLUG", "FILE")``; a malformed reference is a ConfigError."""
-    parts = value[len(PREFIX):].strip("/").split("/")
+    parts = value[len(PREFIX) :].strip("/").split("/")
     if len(parts) < 3 or not all(parts) or any(p in (".", "..") for p in parts):
-        raise ConfigError(f"{flag}: {value!r} is not a dataset reference; use dataset:OWNER/SLUG/FILE "
-                          "(e.g. dataset:alice/timm-resnet18/model.safetensors)")
+        raise ConfigError(
+            f"{flag}: {value!r} is not a dataset reference; use dataset:OWNER/SLUG/FILE "
+            "(e.g. dataset:alice/timm-resnet18/model.safetensors)"
+        )
     return f"{parts[0]}/{parts[1]}", "/".join(parts[2:])
 
 
@@ -44,10 +46,12 @@ def dataset_refs(words: Sequence[str], flag: str = "--train-args") -> list[str]:
 def parse_model_ref(value: str, flag: str = "--train-args") -> tuple[str, str]:
     """``model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE`` -> ``("OWNER/.../VERSION", "FILE")``, checked as the
     kaggle client checks a ``model_sources`` entry (five parts, an integer version)."""
-    parts = value[len(MODEL_PREFIX):].strip("/").split("/")
+    parts = value[len(MODEL_PREFIX) :].strip("/").split("/")
     if len(parts) < 6 or not all(parts) or any(p in (".", "..") for p in parts) or not parts[4].isdigit():
-        raise ConfigError(f"{flag}: {value!r} is not a model reference; use model:OWNER/MODEL/FRAMEWORK/VARIATION/"
-                          "VERSION/FILE with a version number (e.g. model:alice/resnet/pytorch/r18/2/model.safetensors)")
+        raise ConfigError(
+            f"{flag}: {value!r} is not a model reference; use model:OWNER/MODEL/FRAMEWORK/VARIATION/"
+            "VERSION/FILE with a version number (e.g. model:alice/resnet/pytorch/r18/2/model.safetensors)"
+        )
     return "/".join(parts[:5]), "/".join(parts[5:])
 
 
@@ -71,12 +75,17 @@ def check_references(spec) -> None:
     if not spec.pretrained_from:
         return
     if not _DATASET.fullmatch(spec.pretrained_from):
-        raise ConfigError(f"--pretrained-from {spec.pretrained_from!r}: use OWNER/SLUG (or SLUG for your own) of "
-                          "a dataset made by `hcd weights push MODEL`")
+        raise ConfigError(
+            f"--pretrained-from {spec.pretrained_from!r}: use OWNER/SLUG (or SLUG for your own) of "
+            "a dataset made by `hcd weights push MODEL`"
+        )
     if spec.mode not in ("train", "probe") and not spec.fold_kernels:  # a fan-out's inference kernel ignores it
-        raise ConfigError("--pretrained-from is for training and --probe kernels; an inference kernel "
-                          "(--weights-dataset) loads its trained weights")
+        raise ConfigError(
+            "--pretrained-from is for training and --probe kernels; an inference kernel "
+            "(--weights-dataset) loads its trained weights"
+        )
     given = argv.given(spec.train_args, "--weights", "--no-pretrained")
     if given:
-        raise ConfigError(f"--pretrained-from sets --weights itself; drop {given[0]} from --train-args "
-                          "(or drop --pretrained-from)")
+        raise ConfigError(
+            f"--pretrained-from sets --weights itself; drop {given[0]} from --train-args (or drop --pretrained-from)"
+        )

@@ -105,9 +105,11 @@ class RunOptions:
     def check(self) -> None:
         """Refuse a submission that could not be checked against the sample, before anything is pushed."""
         if self.message is not None and (self.sample_csv is None or not Path(self.sample_csv).is_file()):
-            raise ConfigError(f"--submit checks the kernel's submission against "
-                              f"{self.sample_csv or 'sample_submission.csv'}, which is missing: run `hcd download` "
-                              "or pass --data-dir (nothing was pushed)")
+            raise ConfigError(
+                f"--submit checks the kernel's submission against "
+                f"{self.sample_csv or 'sample_submission.csv'}, which is missing: run `hcd download` "
+                "or pass --data-dir (nothing was pushed)"
+            )
 
 
 def _quiet(line: str) -> None:
@@ -156,16 +158,23 @@ def pick_up(folder: Path, ref: str, digest: str, timeout: float | None, say: Cal
     if st.status in ACTIVE and not same:
         raise ConfigError(
             f"version {rec.get('version')} of kernel {ref}, pushed with other options, is still {st.status}; "
-            "not pushing a second session: pick it up with `hcd kernel run --attach`, or wait until it ends")
+            "not pushing a second session: pick it up with `hcd kernel run --attach`, or wait until it ends"
+        )
     if same and (st.status in ACTIVE or st.ok):
-        say(f"picking up {ref} version {rec.get('version')} ({st.status}), pushed {rec.get('time', '?')}: "
-            "not pushing again")
+        say(
+            f"picking up {ref} version {rec.get('version')} ({st.status}), pushed {rec.get('time', '?')}: "
+            "not pushing again"
+        )
         return rec
     return None
 
 
-def run_kernel(spec: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, options: RunOptions | None = None,
-               hooks: RunHooks | None = None) -> KernelRun:
+def run_kernel(
+    spec: KernelSpec,
+    root: str | os.PathLike[str] = DEFAULT_ROOT,
+    options: RunOptions | None = None,
+    hooks: RunHooks | None = None,
+) -> KernelRun:
     """Push ``spec`` (or pick up its pushed version), wait for it, fetch its output, check and submit it, as
     ``options`` say (``RunOptions``), telling ``hooks`` (``RunHooks``) how it goes. Returns a ``KernelRun``; a
     failed session is returned (``ok`` False, ``log``).
@@ -186,8 +195,10 @@ def run_kernel(spec: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, op
     if opt.attach:
         rec = read_last_push(folder)
         if rec is None:
-            raise ConfigError(f"--attach: nothing was pushed from {folder} ({LAST_PUSH} is missing); "
-                              "run without --attach to push the kernel")
+            raise ConfigError(
+                f"--attach: nothing was pushed from {folder} ({LAST_PUSH} is missing); "
+                "run without --attach to push the kernel"
+            )
         ref = str(rec.get("ref") or ref)
         say(f"attaching to {ref} version {rec.get('version')}, pushed {rec.get('time', '?')}")
     else:
@@ -204,10 +215,15 @@ def run_kernel(spec: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, op
     started = _started(rec)
     on_poll = hooks.on_poll
     st = poll_until(
-        lambda: kernel_status(ref, timeout=timeout), lambda s: s.done, wait_timeout=opt.wait_timeout, poll=opt.poll,
+        lambda: kernel_status(ref, timeout=timeout),
+        lambda s: s.done,
+        wait_timeout=opt.wait_timeout,
+        poll=opt.poll,
         on_poll=(lambda s: on_poll(s, time.time() - started)) if on_poll else None,
-        still=lambda s: f"kernel {ref} version {version} still {s.status} after {opt.wait_timeout:g} s; it keeps "
-                        "running on Kaggle: pick it up later with `hcd kernel run --attach` (same options)",
+        still=lambda s: (
+            f"kernel {ref} version {version} still {s.status} after {opt.wait_timeout:g} s; it keeps "
+            "running on Kaggle: pick it up later with `hcd kernel run --attach` (same options)"
+        ),
     )
     run.status, run.failure_message = st.status, st.failure_message
     if not st.ok:
@@ -218,16 +234,24 @@ def run_kernel(spec: KernelSpec, root: str | os.PathLike[str] = DEFAULT_ROOT, op
     say(f"downloaded {len(run.files)} files of {ref} into {out}")
     sub = out / "submission.csv"
     if not sub.is_file():
-        raise KaggleError(f"kernel {ref} version {version} completed without a submission.csv among its "
-                          f"{len(run.files)} files in {out}; see its log there")
+        raise KaggleError(
+            f"kernel {ref} version {version} completed without a submission.csv among its "
+            f"{len(run.files)} files in {out}; see its log there"
+        )
     run.submission = sub
     if sample is not None and sample.is_file():
         validate_submission(sub, sample)
         run.validated = True
     if opt.message is not None:
         run.record = _submit(folder, rec, run, opt.message, sample, spec.competition, opt.ledger, timeout, say)
-        run.record = wait_for_score(run.record, ledger_path(opt.ledger), wait_timeout=opt.score_timeout,
-                                    poll=opt.poll, on_poll=hooks.on_score, timeout=timeout)
+        run.record = wait_for_score(
+            run.record,
+            ledger_path(opt.ledger),
+            wait_timeout=opt.score_timeout,
+            poll=opt.poll,
+            on_poll=hooks.on_score,
+            timeout=timeout,
+        )
     mark_push(folder, finished=utc_now())
     return run
 
@@ -250,8 +274,17 @@ def failed_log_tail(ref: str, out: Path, transfer_timeout: float, timeout: float
     return log_tail(logs[0]) if logs else ["(the session left no log)"]
 
 
-def _submit(folder: Path, rec: dict, run: KernelRun, message: str, sample: Path | None, competition: str,
-            ledger: str | os.PathLike[str] | None, timeout: float | None, say: Callable[[str], None]) -> LedgerRecord:
+def _submit(
+    folder: Path,
+    rec: dict,
+    run: KernelRun,
+    message: str,
+    sample: Path | None,
+    competition: str,
+    ledger: str | os.PathLike[str] | None,
+    timeout: float | None,
+    say: Callable[[str], None],
+) -> LedgerRecord:
     """Submit the fetched file once per kernel version; the ledger row names the kernel and version."""
     path = ledger_path(ledger)
     earlier = rec.get("submission_ref")

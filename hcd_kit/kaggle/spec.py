@@ -72,18 +72,34 @@ def default_name(mode: str, fold: str) -> str:
     return "hcd-train" if fold == "all" else "hcd-train-fold-" + fold.replace(",", "-")
 
 
-def kernel_spec(*, folds: Sequence[int] | None = None, name: str | None = None, weights_dataset: str = "",
-                probe: str = "", hub_secret: str = "", internet: bool = False, datasets: Sequence[str] = (),
-                **fields: Any) -> KernelSpec:
+def kernel_spec(
+    *,
+    folds: Sequence[int] | None = None,
+    name: str | None = None,
+    weights_dataset: str = "",
+    probe: str = "",
+    hub_secret: str = "",
+    internet: bool = False,
+    datasets: Sequence[str] = (),
+    **fields: Any,
+) -> KernelSpec:
     """The checked spec for the options of ``hcd kernel push|run``: ``folds`` None is every fold; the mode follows
     from ``weights_dataset`` (predict) or ``probe``, the name from mode and folds unless given, and ``hub_secret``
     (route A: the hub with your token) turns the internet on. ``fields`` are ``KernelSpec``'s own."""
     fold = "all" if folds is None else ",".join(map(str, folds))
     hub_secret, probe = (hub_secret or "").strip(), (probe or "").strip()
     mode = "predict" if weights_dataset else "probe" if probe else "train"
-    spec = KernelSpec(name=name or default_name(mode, fold), mode=mode, fold=fold, weights_dataset=weights_dataset,
-                      probe=probe, hub_secret=hub_secret, internet=bool(internet or hub_secret),
-                      extra_datasets=list(datasets or []), **fields)
+    spec = KernelSpec(
+        name=name or default_name(mode, fold),
+        mode=mode,
+        fold=fold,
+        weights_dataset=weights_dataset,
+        probe=probe,
+        hub_secret=hub_secret,
+        internet=bool(internet or hub_secret),
+        extra_datasets=list(datasets or []),
+        **fields,
+    )
     check_spec(spec)
     return spec
 
@@ -105,11 +121,14 @@ def check_spec(spec: KernelSpec) -> None:
     # download after queueing for a GPU, so say it now
     check_references(spec)
     check_model_routes(spec)  # registry models: --hub-secret or --pretrained-from; probe kernels
-    if spec.mode == "train" and not (spec.internet or spec.hub_secret) and not (
-            spec.pretrained_from or offline_weights_given(spec.train_args)):
+    if (
+        spec.mode == "train"
+        and not (spec.internet or spec.hub_secret)
+        and not (spec.pretrained_from or offline_weights_given(spec.train_args))
+    ):
         raise ConfigError(
             "the kernel has no internet, so `hcd train` cannot download pretrained weights: pass --pretrained-from "
-            "OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args \"--weights "
-            "/kaggle/input/SLUG/FILE\" (or dataset:OWNER/SLUG/FILE, or model:OWNER/MODEL/FRAMEWORK/VARIATION/"
-            "VERSION/FILE for a Kaggle Model), or --train-args \"--no-pretrained\", or --internet"
+            'OWNER/SLUG (made by `hcd weights push MODEL`), or --dataset OWNER/SLUG --train-args "--weights '
+            '/kaggle/input/SLUG/FILE" (or dataset:OWNER/SLUG/FILE, or model:OWNER/MODEL/FRAMEWORK/VARIATION/'
+            'VERSION/FILE for a Kaggle Model), or --train-args "--no-pretrained", or --internet'
         )

@@ -23,8 +23,10 @@ FINAL = ("COMPLETE", "ERROR")
 
 
 # what a 404 from a submission call may also mean
-_NO_SUBMISSIONS = ("whether competition '{competition}' still accepts submissions "
-                   "(an ended competition may take no late submissions)")
+_NO_SUBMISSIONS = (
+    "whether competition '{competition}' still accepts submissions (an ended competition may take no late submissions)"
+)
+
 
 def submit_file(
     path: str | os.PathLike[str],
@@ -42,7 +44,10 @@ def submit_file(
     resp = kaggle_api.call(
         f"submit {path} to competition '{competition}'",
         lambda: api.competition_submit(str(path), message, competition, quiet=True),
-        timeout=timeout, retries=0, not_found=f"competition '{competition}'", competition=competition,
+        timeout=timeout,
+        retries=0,
+        not_found=f"competition '{competition}'",
+        competition=competition,
         if_missing=_NO_SUBMISSIONS.format(competition=competition),
     )
     ref = int(getattr(resp, "ref", 0) or 0)
@@ -59,12 +64,17 @@ def _list(competition: str, timeout: float | None, pages: int = 5) -> dict[int, 
     api = kaggle_api.get_api()
     found: dict[int, object] = {}
     for page in range(1, pages + 1):
-        subs = kaggle_api.call(
-            f"list the submissions of competition '{competition}'",
-            lambda page=page: api.competition_submissions(competition, page_number=page, page_size=100),
-            timeout=timeout, not_found=f"competition '{competition}'", competition=competition,
-            if_missing=_NO_SUBMISSIONS.format(competition=competition),
-        ) or []
+        subs = (
+            kaggle_api.call(
+                f"list the submissions of competition '{competition}'",
+                lambda page=page: api.competition_submissions(competition, page_number=page, page_size=100),
+                timeout=timeout,
+                not_found=f"competition '{competition}'",
+                competition=competition,
+                if_missing=_NO_SUBMISSIONS.format(competition=competition),
+            )
+            or []
+        )
         for s in subs:
             found[int(s.ref)] = s
         if len(subs) < 100:
@@ -101,9 +111,14 @@ def wait_for_score(
         return record
 
     poll_until(
-        fetch, lambda r: r.status in FINAL, wait_timeout=wait_timeout, poll=poll, on_poll=on_poll,
-        still=lambda r: f"submission {r.ref} still {r.status} after {wait_timeout:g} s; "
-                        "see its score later with `hcd submissions`",
+        fetch,
+        lambda r: r.status in FINAL,
+        wait_timeout=wait_timeout,
+        poll=poll,
+        on_poll=on_poll,
+        still=lambda r: (
+            f"submission {r.ref} still {r.status} after {wait_timeout:g} s; see its score later with `hcd submissions`"
+        ),
     )
     update_records(ledger, [record])
     return record
@@ -114,7 +129,9 @@ def refresh_ledger(ledger: str | os.PathLike[str], timeout: float | None = None)
 
     An ERROR record is final and never scored, so it costs no call."""
     records = read_ledger(ledger)
-    stale = [r for r in records if r.ref and (r.status not in FINAL or (r.status == "COMPLETE" and r.private_score is None))]
+    stale = [
+        r for r in records if r.ref and (r.status not in FINAL or (r.status == "COMPLETE" and r.private_score is None))
+    ]
     changed = False
     for competition in sorted({r.competition for r in stale}):
         subs = _list(competition, timeout=timeout)
@@ -125,4 +142,3 @@ def refresh_ledger(ledger: str | os.PathLike[str], timeout: float | None = None)
     if changed:
         write_ledger(ledger, records)
     return records
-

@@ -55,7 +55,7 @@ def registry_entry(model: str):
 
     name = model.strip()
     if name.startswith("hf-hub:"):
-        name = name[len("hf-hub:"):].split("@")[0]
+        name = name[len("hf-hub:") :].split("@")[0]
     return get_entry(name) if name else None
 
 
@@ -66,7 +66,8 @@ def check_licence(entry, private_ok: bool) -> None:
     raise ConfigError(
         f"'{entry.name}' is under {entry.licence}, which does not allow re-hosting its weights; if its terms let "
         f"you keep a private copy for your own use, pass --private-ok (hcd makes the dataset private: never "
-        f"share it), or skip the copy: `hcd kernel push --hub-secret NAME` reads it from the hub with your token")
+        f"share it), or skip the copy: `hcd kernel push --hub-secret NAME` reads it from the hub with your token"
+    )
 
 
 def pretrained_train_args(train_args: list[str], pretrained_from: str, user: str) -> list[str]:
@@ -84,7 +85,8 @@ def _hub_error(name: str, exc: Exception) -> ConfigError:
     return ConfigError(
         f"could not get the pretrained weights of '{name}' from the Hugging Face hub ({why}): run "
         f"`hcd weights push {name}` where huggingface.co is reachable"
-        f"{' and HF_HUB_OFFLINE is unset' if offline else ''}, or pass --from-file FILE (its state dict)")
+        f"{' and HF_HUB_OFFLINE is unset' if offline else ''}, or pass --from-file FILE (its state dict)"
+    )
 
 
 def load_pretrained(name: str, from_file: str | os.PathLike[str] | None = None):
@@ -101,8 +103,10 @@ def load_pretrained(name: str, from_file: str | os.PathLike[str] | None = None):
     except RuntimeError as exc:  # an unknown tag
         raise ConfigError(f"'{name}': {exc}") from None
     if from_file is None and (cfg is None or not any(getattr(cfg, k, None) for k in _SOURCES)):
-        raise ConfigError(f"timm has no pretrained weights for '{name}'; pick a name that has them, e.g. from "
-                          f"`python -c \"import timm; print(timm.list_pretrained('{name.split('.')[0]}*'))\"`")
+        raise ConfigError(
+            f"timm has no pretrained weights for '{name}'; pick a name that has them, e.g. from "
+            f"`python -c \"import timm; print(timm.list_pretrained('{name.split('.')[0]}*'))\"`"
+        )
     try:
         # the backbone as published (its own head): model.create_model builds hcd's 1-logit variant from it
         return create_published(name, from_file)
@@ -124,7 +128,8 @@ def _hub_ready(entry) -> None:
     raise ConfigError(
         f"could not get the weights of '{entry.name}' from the Hugging Face hub ({entry.hub}): the hub cannot be "
         f"asked here ({reason}) and its cache has no copy; run `hcd weights push {entry.name}` where huggingface.co "
-        f"is reachable{gated}, or pass --from-file FILE (its timm state dict)")
+        f"is reachable{gated}, or pass --from-file FILE (its timm state dict)"
+    )
 
 
 def load_registry(entry, from_file: str | os.PathLike[str] | None = None):
@@ -145,18 +150,27 @@ def load_registry(entry, from_file: str | os.PathLike[str] | None = None):
         model.load_state_dict(state, strict=True)  # every tensor, or say why not
     except Exception as exc:  # noqa: BLE001 - any unreadable or mismatching file is the same user error
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:160]
-        raise ConfigError(f"--from-file {path}: not a state dict of '{entry.name}' (timm {entry.architecture}): "
-                          f"{first}") from None
+        raise ConfigError(
+            f"--from-file {path}: not a state dict of '{entry.name}' (timm {entry.architecture}): {first}"
+        ) from None
     return model.eval()
 
 
 def _registry_description(entry, name: str, source: str, ref: str) -> str:
-    own = ("a PRIVATE copy for the account owner's own use under that licence (it does not allow re-hosting): "
-           "keep this dataset private and do not share it. ") if not entry.redistribute else ""
-    return (f"Pretrained weights of `{entry.name}` ({entry.hub}, from {source}; licence {entry.licence}): {own}"
-            f"Saved by `hcd weights push {name}`. Train with `hcd kernel push --pretrained-from {ref} --train-args "
-            f"\"--model {entry.name}\"`, or `hcd train/embed --model {entry.name} --weights {WEIGHTS_FILE}`, or "
-            "--model local-dir:FOLDER.")
+    own = (
+        (
+            "a PRIVATE copy for the account owner's own use under that licence (it does not allow re-hosting): "
+            "keep this dataset private and do not share it. "
+        )
+        if not entry.redistribute
+        else ""
+    )
+    return (
+        f"Pretrained weights of `{entry.name}` ({entry.hub}, from {source}; licence {entry.licence}): {own}"
+        f"Saved by `hcd weights push {name}`. Train with `hcd kernel push --pretrained-from {ref} --train-args "
+        f'"--model {entry.name}"`, or `hcd train/embed --model {entry.name} --weights {WEIGHTS_FILE}`, or '
+        "--model local-dir:FOLDER."
+    )
 
 
 def build_weights_dataset(
@@ -186,15 +200,25 @@ def build_weights_dataset(
     if entry is None:
         names = save_local_dir(model, folder)  # timm's own config.json: the model as published
         licence = "their own licence applies"
-        description = (f"Pretrained weights of timm model `{name}` (from {source}; {licence}), saved by `hcd "
-                       f"weights push`. Train with `hcd train --model {name} --weights {WEIGHTS_FILE}`, or "
-                       "timm.create_model('local-dir:FOLDER').")
+        description = (
+            f"Pretrained weights of timm model `{name}` (from {source}; {licence}), saved by `hcd "
+            f"weights push`. Train with `hcd train --model {name} --weights {WEIGHTS_FILE}`, or "
+            "timm.create_model('local-dir:FOLDER')."
+        )
     else:
-        hcd = {"registry": entry.name, "model_kwargs": dict(entry.kwargs), "source_model": name, "hub": entry.hub,
-               "licence": entry.licence, "redistribute": entry.redistribute, "img_size": entry.input_size,
-               "written_by": "hcd weights push"}
-        names = save_local_dir(model, folder, img_size=entry.input_size, model_kwargs=dict(entry.kwargs), hcd=hcd,
-                               licence=entry.licence)
+        hcd = {
+            "registry": entry.name,
+            "model_kwargs": dict(entry.kwargs),
+            "source_model": name,
+            "hub": entry.hub,
+            "licence": entry.licence,
+            "redistribute": entry.redistribute,
+            "img_size": entry.input_size,
+            "written_by": "hcd weights push",
+        }
+        names = save_local_dir(
+            model, folder, img_size=entry.input_size, model_kwargs=dict(entry.kwargs), hcd=hcd, licence=entry.licence
+        )
         licence, description = entry.licence, _registry_description(entry, name, source, ref)
     meta = {"title": ref.split("/")[1], "id": ref, "licenses": [{"name": "other"}], "description": description}
     atomic_write_json(folder / "dataset-metadata.json", meta)

@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "analysis": "calibration confusion_counts most_confident_errors youden_threshold",
-    "build": "SECTIONS SECTION_IDS ReportResult build_report",
-    "gradcam": "GradCam UnsupportedModel",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "analysis": "calibration confusion_counts most_confident_errors youden_threshold",
+        "build": "SECTIONS SECTION_IDS ReportResult build_report",
+        "gradcam": "GradCam UnsupportedModel",
+    },
+)
 
 if TYPE_CHECKING:
     from hcd_kit.report.analysis import calibration, confusion_counts, most_confident_errors, youden_threshold

@@ -90,5 +90,3 @@ def best_epoch(history: pd.DataFrame) -> int | None:
 
     row = best_epoch_row(history)
     return None if row is None else int(history["epoch"].iloc[row])
-
-

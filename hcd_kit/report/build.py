@@ -59,8 +59,10 @@ def _auc_figure(data: RunData) -> str:
     labels = [f"fold {f.fold}" for f in data.cv.folds] + ["pooled"]
     series = {"1 view": [f.auc for f in data.cv.folds] + [data.cv.overall_auc]}
     for v, df in sorted(data.tta.items()):
-        series[f"TTA x{v}"] = [roc_auc(part["label"], part["prob"]) if len(part := df[df["fold"] == f.fold])
-                               else math.nan for f in data.cv.folds] + [roc_auc(df["label"], df["prob"])]
+        series[f"TTA x{v}"] = [
+            roc_auc(part["label"], part["prob"]) if len(part := df[df["fold"] == f.fold]) else math.nan
+            for f in data.cv.folds
+        ] + [roc_auc(df["label"], df["prob"])]
     return figures.auc_bars(series, labels)
 
 
@@ -69,8 +71,16 @@ def _time_rows(data: RunData) -> list[list[str]]:
     for t in data.times:
         h = data.histories.get(t.fold)
         speed = h["images_per_s"].mean() if h is not None and "images_per_s" in h else math.nan
-        rows.append([str(t.fold), _duration(t.seconds), str(t.epochs), f"{t.seconds / max(1, t.epochs):.1f}",
-                     str(t.sessions), num(float(speed), 0)])
+        rows.append(
+            [
+                str(t.fold),
+                _duration(t.seconds),
+                str(t.epochs),
+                f"{t.seconds / max(1, t.epochs):.1f}",
+                str(t.sessions),
+                num(float(speed), 0),
+            ]
+        )
     return rows
 
 
@@ -83,10 +93,14 @@ def _best_rows(data: RunData) -> list[list[str]]:
     return rows
 
 
-def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
-                 out: str | os.PathLike[str] | None = None,
-                 ledger: str | os.PathLike[str] | None = None,
-                 n_errors: int = 12, device: str = "auto") -> ReportResult:
+def build_report(
+    run_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    ledger: str | os.PathLike[str] | None = None,
+    n_errors: int = 12,
+    device: str = "auto",
+) -> ReportResult:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and say what is in it; the
     ledger is found as `hcd submit` finds it (``kaggle.ledger.ledger_path``) unless ``ledger`` is given. The
     patches come from ``data_dir``, by default the data folder the run trained on (``RUN/data.json``)."""
@@ -119,19 +133,41 @@ def build_report(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     total = sum(t.seconds for t in data.times)
     auc_table = auc_rows(data.cv, data.tta)
     context = dict(
-        version=_version("hcd-kit"), run_name=data.run.root.resolve().name, run_dir=str(data.run.root.resolve()),
-        kind=data.kind, model=data.config.get("model", "–"), recipe=data.config.get("recipe"),
-        pooled_auc=num(data.cv.overall_auc), generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        sections=SECTIONS, notes=notes, config_rows=data.config_rows, environment=data.environment,
-        auc_header=auc_table[0], auc_rows=auc_table[1],
-        mean_auc=num(data.cv.mean_auc), std_auc=num(data.cv.std_auc), auc_figure=_auc_figure(data),
-        curves=figures.learning_curves(data.histories) if data.histories else None, best_rows=_best_rows(data),
-        roc_pr=figures.roc_pr(oof, data.tta), reliability=figures.reliability(cal), ece=num(cal.ece, 3),
-        brier=num(cal.brier, 3), confusion=figures.confusion(counts, threshold), threshold_text=num(threshold),
-        sensitivity=num(tp / max(1, tp + fn_n), 3), specificity=num(tn / max(1, tn + fp_n), 3),
-        n_errors=n_errors, fp=gallery.fp, fn=gallery.fn,
-        cam_fp=[c for c in explained_cards if c.kind == "fp"], cam_fn=[c for c in explained_cards if c.kind == "fn"],
-        cam_layers=", ".join(layers), times=_time_rows(data), total_time=_duration(total),
+        version=_version("hcd-kit"),
+        run_name=data.run.root.resolve().name,
+        run_dir=str(data.run.root.resolve()),
+        kind=data.kind,
+        model=data.config.get("model", "–"),
+        recipe=data.config.get("recipe"),
+        pooled_auc=num(data.cv.overall_auc),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        sections=SECTIONS,
+        notes=notes,
+        config_rows=data.config_rows,
+        environment=data.environment,
+        auc_header=auc_table[0],
+        auc_rows=auc_table[1],
+        mean_auc=num(data.cv.mean_auc),
+        std_auc=num(data.cv.std_auc),
+        auc_figure=_auc_figure(data),
+        curves=figures.learning_curves(data.histories) if data.histories else None,
+        best_rows=_best_rows(data),
+        roc_pr=figures.roc_pr(oof, data.tta),
+        reliability=figures.reliability(cal),
+        ece=num(cal.ece, 3),
+        brier=num(cal.brier, 3),
+        confusion=figures.confusion(counts, threshold),
+        threshold_text=num(threshold),
+        sensitivity=num(tp / max(1, tp + fn_n), 3),
+        specificity=num(tn / max(1, tn + fp_n), 3),
+        n_errors=n_errors,
+        fp=gallery.fp,
+        fn=gallery.fn,
+        cam_fp=[c for c in explained_cards if c.kind == "fp"],
+        cam_fn=[c for c in explained_cards if c.kind == "fn"],
+        cam_layers=", ".join(layers),
+        times=_time_rows(data),
+        total_time=_duration(total),
         submissions=data.submissions,
     )
     text = html.render(context)

@@ -80,8 +80,12 @@ def flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         if isinstance(value, dict):
             nested += flatten(value, f"{prefix}{key}.")
         else:
-            rows.append((f"{prefix}{key}", json.dumps(value) if isinstance(value, (list, bool)) or value is None
-                         else str(value)))
+            rows.append(
+                (
+                    f"{prefix}{key}",
+                    json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value),
+                )
+            )
     return rows + nested
 
 
@@ -177,33 +181,57 @@ def environment(cfg: dict[str, Any], data_dir: Path, run: RunLayout) -> list[tup
     """Versions, the accelerators of this machine, where the run trained and the packed store's manifest."""
     import torch
 
-    rows = [("hcd-kit", _version("hcd-kit")), ("python", platform.python_version()),
-            ("platform", platform.platform()), ("torch", torch.__version__), ("timm", _version("timm")),
-            ("numpy", _version("numpy")), ("torch CUDA build", torch.version.cuda or "none")]
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-        if torch.cuda.is_available() else []
+    rows = [
+        ("hcd-kit", _version("hcd-kit")),
+        ("python", platform.python_version()),
+        ("platform", platform.platform()),
+        ("torch", torch.__version__),
+        ("timm", _version("timm")),
+        ("numpy", _version("numpy")),
+        ("torch CUDA build", torch.version.cuda or "none"),
+    ]
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     rows.append(("GPUs (this machine)", ", ".join(gpus) or "none"))
     if run.log.is_file():
-        first = next((ln for ln in run.log.read_text(encoding="utf-8", errors="replace").splitlines()
-                      if " train " in ln and " on " in ln), None)
+        first = next(
+            (
+                ln
+                for ln in run.log.read_text(encoding="utf-8", errors="replace").splitlines()
+                if " train " in ln and " on " in ln
+            ),
+            None,
+        )
         if first:
             rows.append(("training (train.log)", first[20:]))
     rows.append(("run device setting", str(cfg.get("device", "–"))))
     try:  # RUN/environment.json: where the run trained, in which precision and why
         trained = json.loads(run.environment.read_text(encoding="utf-8"))
         rows.append(("precision (training)", f"{trained['precision']} ({trained['precision_reason']})"))
-        rows.append(("CPU (training)", f"{trained['cpu_isa']}, {'native' if trained['cpu_bf16_native'] else 'no native'} "
-                                       f"bf16, {trained['threads']} thread(s)"))
+        rows.append(
+            (
+                "CPU (training)",
+                f"{trained['cpu_isa']}, {'native' if trained['cpu_bf16_native'] else 'no native'} "
+                f"bf16, {trained['threads']} thread(s)",
+            )
+        )
     except (OSError, ValueError, KeyError, TypeError):  # a run from before hcd recorded it
         pass
     packed = DataLayout.of(data_dir).packed
     try:
         manifest = json.loads(packed.manifest.read_text(encoding="utf-8"))
-        rows.append(("packed store",
-                     f"{packed.root} (format {manifest.get('format')}, created {manifest.get('created')})"))
+        rows.append(
+            ("packed store", f"{packed.root} (format {manifest.get('format')}, created {manifest.get('created')})")
+        )
         for split, rec in (manifest.get("splits") or {}).items():
-            rows.append((f"packed {split}", f"{rec.get('count')} patches, positives {rec.get('positives')}, "
-                                            f"fingerprint {str(rec.get('fingerprint'))[:16]}…"))
+            rows.append(
+                (
+                    f"packed {split}",
+                    f"{rec.get('count')} patches, positives {rec.get('positives')}, "
+                    f"fingerprint {str(rec.get('fingerprint'))[:16]}…",
+                )
+            )
     except (OSError, ValueError, AttributeError):
         rows.append(("packed store", f"none at {packed.root}"))
     return rows
@@ -225,8 +253,20 @@ def submissions(run: RunLayout, ledger: Path) -> tuple[list[Submission], str | N
     for r in records:
         in_run = Path(r.file).resolve().parent == root
         if in_run or any(Path(x).resolve() == root for x in r.runs):
-            out.append(Submission(r.file, in_run, r.time, r.message, r.status, r.public_score, r.private_score,
-                                  r.cv_auc, r.tta, max(1, len(r.runs))))
+            out.append(
+                Submission(
+                    r.file,
+                    in_run,
+                    r.time,
+                    r.message,
+                    r.status,
+                    r.public_score,
+                    r.private_score,
+                    r.cv_auc,
+                    r.tta,
+                    max(1, len(r.runs)),
+                )
+            )
             seen.add(str(Path(r.file).resolve()))
     for path in sorted(run.root.glob("*.csv")):
         if path.name.startswith("submission") and str(path.resolve()) not in seen:
@@ -234,8 +274,9 @@ def submissions(run: RunLayout, ledger: Path) -> tuple[list[Submission], str | N
     return out, note
 
 
-def collect(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
-            ledger: str | os.PathLike[str]) -> RunData:
+def collect(
+    run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], ledger: str | os.PathLike[str]
+) -> RunData:
     run = RunLayout.of(run_dir)
     cfg = read_run_config(run)
     kind = "probe" if cfg.get("kind") == "probe" else "train"
@@ -246,15 +287,20 @@ def collect(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
         notes["oof-auc"] = " ".join(cv.warnings + skipped)
     histories = read_histories(run.root)
     if not histories:
-        notes["learning-curves"] = ("a probe run has no epochs: `hcd probe` fits a linear head per fold"
-                                    if kind == "probe" else "no fold*/history.csv in the run folder")
+        notes["learning-curves"] = (
+            "a probe run has no epochs: `hcd probe` fits a linear head per fold"
+            if kind == "probe"
+            else "no fold*/history.csv in the run folder"
+        )
     times = fold_times(run)
     if not times:
         secs = probe_seconds(run)
-        notes["training-time"] = (f"probe fitted in {secs:.1f} s (probe.json); no per-fold log" if secs is not None
-                                  else "no fold timings in train.log")
+        notes["training-time"] = (
+            f"probe fitted in {secs:.1f} s (probe.json); no per-fold log"
+            if secs is not None
+            else "no fold timings in train.log"
+        )
     subs, note = submissions(run, Path(ledger))
     if note:
         notes["submissions"] = note
-    return RunData(run, cfg, kind, cv, tta, histories, times, subs, environment(cfg, Path(data_dir), run),
-                   notes)
+    return RunData(run, cfg, kind, cv, tta, histories, times, subs, environment(cfg, Path(data_dir), run), notes)

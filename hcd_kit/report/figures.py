@@ -69,8 +69,16 @@ def learning_curves(histories: dict[int, pd.DataFrame]) -> str:
         best = best_epoch(h)
         if best is not None:
             row = h[h["epoch"] == best].iloc[0]
-            ax_auc.plot([best], [row["val_auc"]], marker="*", markersize=15, color=color, markeredgecolor="black",
-                        linestyle="none", label=f"fold {k} best: epoch {best}")
+            ax_auc.plot(
+                [best],
+                [row["val_auc"]],
+                marker="*",
+                markersize=15,
+                color=color,
+                markeredgecolor="black",
+                linestyle="none",
+                label=f"fold {k} best: epoch {best}",
+            )
             ax_loss.axvline(best, color=color, linestyle=":", linewidth=1)
     ax_loss.set(title="loss (dotted: best epoch)", xlabel="epoch", ylabel="BCE loss")
     ax_auc.set(title="validation AUC (star: best.pt)", xlabel="epoch", ylabel="ROC AUC")
@@ -121,8 +129,13 @@ def reliability(cal: Calibration) -> str:
     ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     used = cal.count > 0
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
-    ax.plot(cal.mean_prob[used], cal.frac_pos[used], marker="o", color="C0",
-            label=f"pooled OOF (ECE {cal.ece:.3f}, Brier {cal.brier:.3f})")
+    ax.plot(
+        cal.mean_prob[used],
+        cal.frac_pos[used],
+        marker="o",
+        color="C0",
+        label=f"pooled OOF (ECE {cal.ece:.3f}, Brier {cal.brier:.3f})",
+    )
     ax.set(title="reliability", ylabel="fraction tumour", xlim=(0, 1), ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -139,8 +152,15 @@ def confusion(counts: tuple[int, int, int, int], threshold: float) -> str:
     ax.imshow(grid, cmap="Blues")
     total = max(1, grid.sum())
     for (r, c), v in np.ndenumerate(grid):
-        ax.text(c, r, f"{v:,}\n{v / total:.1%}", ha="center", va="center",
-                color="white" if v > grid.max() / 2 else "black", fontsize=11)
+        ax.text(
+            c,
+            r,
+            f"{v:,}\n{v / total:.1%}",
+            ha="center",
+            va="center",
+            color="white" if v > grid.max() / 2 else "black",
+            fontsize=11,
+        )
     ax.set_xticks([0, 1], ["normal", "tumour"])
     ax.set_yticks([0, 1], ["normal", "tumour"])
     ax.set(xlabel=f"predicted (prob >= {threshold:.4f})", ylabel="label", title="confusion matrix")

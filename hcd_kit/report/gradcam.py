@@ -37,8 +37,12 @@ class UnsupportedModel(Exception):
 def _vit_block_norm(model: nn.Module) -> tuple[nn.Module, int] | None:
     for m in model.modules():
         blocks = getattr(m, "blocks", None)
-        if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) and hasattr(blocks[-1], "norm1") \
-                and hasattr(m, "patch_embed"):
+        if (
+            isinstance(blocks, nn.Sequential | nn.ModuleList)
+            and len(blocks)
+            and hasattr(blocks[-1], "norm1")
+            and hasattr(m, "patch_embed")
+        ):
             return blocks[-1].norm1, int(getattr(m, "num_prefix_tokens", 1))
     return None
 
@@ -81,7 +85,7 @@ class GradCam:
         """Activations or gradients as (C, h, w)."""
         if self.prefix is None:
             return t[0].permute(2, 0, 1) if self.nhwc else t[0]
-        tokens = t[0, self.prefix:]  # (N, C)
+        tokens = t[0, self.prefix :]  # (N, C)
         side = math.isqrt(tokens.shape[0])
         if side * side != tokens.shape[0]:
             raise UnsupportedModel(f"{tokens.shape[0]} patch tokens do not form a square grid")

@@ -24,8 +24,13 @@ def render(context: dict[str, Any]) -> str:
     """The HTML of the report (autoescaped: ids, paths and messages are text, never markup)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2", "html"]),
-                      undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False)
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["j2", "html"]),
+        undefined=StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
     return env.get_template(TEMPLATE).render(fmt=fmt, **context)
 
 

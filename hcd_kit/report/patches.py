@@ -65,8 +65,7 @@ def error_cards(oof: pd.DataFrame, threshold: float, n: int, data_dir: str | os.
         store = open_store(packed, "train")
         rows = store.index_of([c.id for c in gallery.cards])
     except DataError as exc:
-        gallery.note = (f"patches not shown: {exc} (pass the --data-dir the run was trained on; "
-                        f"`hcd prepare` packs it)")
+        gallery.note = f"patches not shown: {exc} (pass the --data-dir the run was trained on; `hcd prepare` packs it)"
         return gallery
     for card, row in zip(gallery.cards, rows):
         patch = np.asarray(store.images[row])

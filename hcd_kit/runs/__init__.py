@@ -18,18 +18,21 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "cv": "CvReport FoldScore best_epoch_row cv_report read_histories",
-    "log": "RunLog",
-    "model": "RunModel expected_folds read_run_model select_folds",
-    "oof": "read_oof read_run_oof read_tta_oof recorded_cv_auc write_oof",
-    "page": "write_page",
-    "record": "record_environment record_run run_data_dir write_history",
-    "state": "FoldState read_state write_state",
-    "submission": "read_predictions read_sample_ids read_sidecar sample_ids validate_submission write_sidecar "
-                  "write_submission",
-    "table": "find_runs runs_table sort_rows",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "cv": "CvReport FoldScore best_epoch_row cv_report read_histories",
+        "log": "RunLog",
+        "model": "RunModel expected_folds read_run_model select_folds",
+        "oof": "read_oof read_run_oof read_tta_oof recorded_cv_auc write_oof",
+        "page": "write_page",
+        "record": "record_environment record_run run_data_dir write_history",
+        "state": "FoldState read_state write_state",
+        "submission": "read_predictions read_sample_ids read_sidecar sample_ids validate_submission write_sidecar "
+        "write_submission",
+        "table": "find_runs runs_table sort_rows",
+    },
+)
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.runs.cv import CvReport, FoldScore, best_epoch_row, cv_report, read_histories

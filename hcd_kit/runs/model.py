@@ -41,10 +41,12 @@ def read_run_model(run_dir: str | os.PathLike[str]) -> RunModel:
     cfg = read_toml(path)
     if cfg.get("kind") == "probe":  # `hcd probe` writes a run folder without weights: nothing to re-predict
         root = RunLayout.of(run_dir).root
-        raise ConfigError(f"{root} is a probe run: `hcd probe` already wrote its test predictions to "
-                          f"{root / 'submission.csv'}; blend it with `hcd ensemble` or submit it")
+        raise ConfigError(
+            f"{root} is a probe run: `hcd probe` already wrote its test predictions to "
+            f"{root / 'submission.csv'}; blend it with `hcd ensemble` or submit it"
+        )
     if not cfg.get("model"):
-        raise ConfigError(f"{path} has no `model = \"<timm name>\"` line; it is not a config written by hcd train")
+        raise ConfigError(f'{path} has no `model = "<timm name>"` line; it is not a config written by hcd train')
     try:  # only the keys inference needs: the rest of the file is training's business
         spec = from_dict(RunModel, {f.name: cfg.get(f.name) for f in fields(RunModel)})
     except ConfigError as exc:

@@ -50,19 +50,25 @@ def render_page(rows: list[dict[str, Any]], page_dir: Path, title: str = "hcd ru
         tds = []
         for h, text in zip(heads, cells(row)):
             sort_value = f' data-v="{row["train_s"]}"' if h == "time" and row["train_s"] is not None else ""
-            tds.append(f'<td class="num"{sort_value}>{html.escape(text)}</td>' if h in NUMERIC
-                       else f"<td>{html.escape(text)}</td>")
+            tds.append(
+                f'<td class="num"{sort_value}>{html.escape(text)}</td>'
+                if h in NUMERIC
+                else f"<td>{html.escape(text)}</td>"
+            )
         tds.append(f"<td>{_report_cell(row, page_dir)}</td>")
         tds.append(f'<td class="note">{html.escape(row["note"] or "")}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-            f"<p class=\"small\">{len(rows)} run(s), written {stamp} by <code>hcd runs</code>. CV AUC: pooled "
-            f"out-of-fold, 1 view; TTA AUC: from oof_tta&lt;N&gt;.csv (hcd predict --tta N). "
-            f"{html.escape(TIME_NOTE)}. public/private: best scores of the ledger's submissions of the run.</p>\n"
-            f"<table><thead><tr>{th}<th>report</th><th>note</th></tr></thead><tbody>\n" + "\n".join(body)
-            + f"\n</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+        f'<p class="small">{len(rows)} run(s), written {stamp} by <code>hcd runs</code>. CV AUC: pooled '
+        f"out-of-fold, 1 view; TTA AUC: from oof_tta&lt;N&gt;.csv (hcd predict --tta N). "
+        f"{html.escape(TIME_NOTE)}. public/private: best scores of the ledger's submissions of the run.</p>\n"
+        f"<table><thead><tr>{th}<th>report</th><th>note</th></tr></thead><tbody>\n"
+        + "\n".join(body)
+        + f"\n</tbody></table>\n<script>{_SCRIPT}</script>\n</body></html>\n"
+    )
 
 
 def write_page(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: str = "hcd runs") -> Path:

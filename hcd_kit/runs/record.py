@@ -57,12 +57,18 @@ def _train_fingerprint(data: DataLayout) -> str | None:
 
 def record_data(data: DataLayout, run: RunLayout) -> None:
     """``RUN/data.json``: the data folder (absolute) and its packed train store's fingerprint."""
-    atomic_write_text(run.data, json.dumps({"data_dir": str(data.root.resolve()),
-                                            "train_fingerprint": _train_fingerprint(data)}, indent=1) + "\n")
+    atomic_write_text(
+        run.data,
+        json.dumps({"data_dir": str(data.root.resolve()), "train_fingerprint": _train_fingerprint(data)}, indent=1)
+        + "\n",
+    )
 
 
-def run_data_dir(run_dir: str | os.PathLike[str], given: str | os.PathLike[str] | None,
-                 warn: Callable[[str], None] = lambda line: None) -> Path:
+def run_data_dir(
+    run_dir: str | os.PathLike[str],
+    given: str | os.PathLike[str] | None,
+    warn: Callable[[str], None] = lambda line: None,
+) -> Path:
     """The data folder a command on ``run_dir`` uses: ``given`` (--data-dir) if any, else the one the run
     trained on (``RUN/data.json``, if it still exists), else ``./data``. ``warn`` hears, in one line, when the
     packed train store there changed since the run trained (its OOF ids and patches may no longer match)."""
@@ -79,16 +85,19 @@ def run_data_dir(run_dir: str | os.PathLike[str], given: str | os.PathLike[str] 
         return DEFAULT_DATA_DIR
     now = _train_fingerprint(DataLayout.of(folder))
     if info.get("train_fingerprint") and now and now != info["train_fingerprint"]:
-        warn(f"the packed train store in {folder} changed since {run.root} trained on it (another fingerprint); "
-             "its OOF rows and patches may not match the run")
+        warn(
+            f"the packed train store in {folder} changed since {run.root} trained on it (another fingerprint); "
+            "its OOF rows and patches may not match the run"
+        )
     return folder
 
 
 def write_budget_record(run: RunLayout, record: dict[str, Any]) -> None:
     """``RUN/budget.json``: the time plan the run was started with (speeds, epochs, seconds), and when."""
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.budget, json.dumps({**record, "planned_at": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                             indent=1) + "\n")
+    atomic_write_text(
+        run.budget, json.dumps({**record, "planned_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n"
+    )
 
 
 def read_budget_record(run: RunLayout) -> dict[str, Any]:
@@ -120,8 +129,9 @@ def read_pseudo_record(run: RunLayout) -> dict[str, Any] | None:
 
 def record_environment(run: RunLayout, info: dict[str, Any]) -> None:
     """``RUN/environment.json``: where the run trained and why in that precision (``hcd report`` shows it)."""
-    atomic_write_text(run.environment, json.dumps({**info, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                                  indent=1) + "\n")
+    atomic_write_text(
+        run.environment, json.dumps({**info, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n"
+    )
 
 
 def write_history(path: Path, history: list[dict]) -> None:

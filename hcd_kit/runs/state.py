@@ -41,5 +41,7 @@ def read_state(path: str | os.PathLike[str]) -> FoldState | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"cannot read {path} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
-                        "; delete it and the fold's last.pt to restart the fold") from None
+        raise DataError(
+            f"cannot read {path} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+            "; delete it and the fold's last.pt to restart the fold"
+        ) from None

@@ -41,7 +41,9 @@ def _read_rows(path: Path) -> list[list[str]]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 text CSV; write it with `hcd predict` or as plain id,label CSV") from None
+        raise DataError(
+            f"{path} is not a UTF-8 text CSV; write it with `hcd predict` or as plain id,label CSV"
+        ) from None
     try:
         return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
     except csv.Error as exc:
@@ -109,8 +111,10 @@ def read_predictions(path: str | os.PathLike[str], run: Path | None = None) -> p
     bad = ~np.isfinite(label) | (label < 0) | (label > 1)
     if bad.any():  # one NaN would turn a rank blend into all-NaN rows; a 7 would skew a mean blend
         first = df.index[bad][0]
-        raise DataError(f"{path}: {int(bad.sum())} label(s) are not probabilities in [0, 1] "
-                        f"(first: id {df.at[first, 'id']} = {df.at[first, 'label']!r}); re-run `hcd predict`")
+        raise DataError(
+            f"{path}: {int(bad.sum())} label(s) are not probabilities in [0, 1] "
+            f"(first: id {df.at[first, 'id']} = {df.at[first, 'label']!r}); re-run `hcd predict`"
+        )
     return pd.DataFrame({"id": df["id"], "label": label.astype(float)})
 
 
@@ -177,4 +181,3 @@ def validate_submission(path: str | os.PathLike[str], sample_csv: str | os.PathL
     if problems:
         raise DataError(f"{path} is not a valid submission: " + "; ".join(problems) + "; nothing was uploaded")
     return pd.DataFrame({"id": ids, "label": values})
-

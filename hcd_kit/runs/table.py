@@ -34,9 +34,27 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.layout import RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
 
-COLUMNS = ("run", "path", "kind", "model", "recipe", "img_size", "epochs", "folds_done", "folds_planned", "cv_auc",
-           "tta", "cv_auc_tta", "train_s", "train_s_from", "public_best", "private_best", "submissions", "report",
-           "note")
+COLUMNS = (
+    "run",
+    "path",
+    "kind",
+    "model",
+    "recipe",
+    "img_size",
+    "epochs",
+    "folds_done",
+    "folds_planned",
+    "cv_auc",
+    "tta",
+    "cv_auc_tta",
+    "train_s",
+    "train_s_from",
+    "public_best",
+    "private_best",
+    "submissions",
+    "report",
+    "note",
+)
 DEFAULT_SORT = "cv_auc"
 BEST_FIRST = {"cv_auc", "cv_auc_tta", "public_best", "private_best", "submissions", "folds_done"}  # high first
 # train.log lines that open a fold session ("fold 0: 32 train / 32 val images") and end an epoch ("fold 0 epoch 1/8:")
@@ -57,8 +75,9 @@ class Submission:
 
 def is_run(folder: Path) -> bool:
     run = RunLayout.of(folder)
-    return folder.is_dir() and (run.config.is_file() or run.plan.is_file() or run.log.is_file()
-                                or bool(run.folds_present()))
+    return folder.is_dir() and (
+        run.config.is_file() or run.plan.is_file() or run.log.is_file() or bool(run.folds_present())
+    )
 
 
 def _children(folder: Path) -> list[Path]:
@@ -225,8 +244,12 @@ def _first(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def runs_table(runs: Sequence[Path], dirs: Sequence[str | os.PathLike[str]] = (),
-               submissions: Iterable[Submission] = (), sort: str = DEFAULT_SORT) -> list[dict[str, Any]]:
+def runs_table(
+    runs: Sequence[Path],
+    dirs: Sequence[str | os.PathLike[str]] = (),
+    submissions: Iterable[Submission] = (),
+    sort: str = DEFAULT_SORT,
+) -> list[dict[str, Any]]:
     """One row per run (``run_row``), sorted by ``sort`` (``sort_rows``)."""
     check_sort(sort)  # a bad --sort says so before any run is read
     submissions = list(submissions)
@@ -293,8 +316,10 @@ DISPLAY = {
     "subs": lambda r: str(r["submissions"] or 0),
 }
 NUMERIC = {"px", "epochs", "folds", "CV AUC", "TTA AUC", "time", "public", "private", "subs"}  # right-aligned
-TIME_NOTE = ("px: input size; TTA AUC: out-of-fold AUC with N views (xN); time: training summed over folds, from "
-             "train.log time stamps (each fold session's first line to its last epoch line; a probe's: probe.json)")
+TIME_NOTE = (
+    "px: input size; TTA AUC: out-of-fold AUC with N views (xN); time: training summed over folds, from "
+    "train.log time stamps (each fold session's first line to its last epoch line; a probe's: probe.json)"
+)
 
 
 def cells(row: dict[str, Any]) -> list[str]:

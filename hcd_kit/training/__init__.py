@@ -19,21 +19,24 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.lazy import public_api
 
-__all__, __getattr__, __dir__ = public_api(__name__, {
-    "augment": "augment_batch draw_uniforms mixup stain_jitter",
-    "budget": "Plan RunClock Speeds Work fit_epochs format_duration parse_duration",
-    "checkpoint": "FoldState Trainer load_checkpoint",
-    "config": "AugmentConfig RUNTIME_KEYS TrainConfig",
-    "finetune": "param_groups prepare_model trainable_summary",
-    "loop": "Hooks train",
-    "optim": "Ema build_optimizer build_schedule",
-    "recipes": "Recipe default_recipe list_recipes load_recipe recipe_config recipe_names",
-    "runs": "FoldResult resolve_config",
-    "speed": "measure_speeds plan_run",
-    "step": "Env build_trainer train_batch train_input train_step",
-    "trackers": "Tracker check_tracker tracking",
-    "train_args": "TrainArgs parse_train_args",
-})
+__all__, __getattr__, __dir__ = public_api(
+    __name__,
+    {
+        "augment": "augment_batch draw_uniforms mixup stain_jitter",
+        "budget": "Plan RunClock Speeds Work fit_epochs format_duration parse_duration",
+        "checkpoint": "FoldState Trainer load_checkpoint",
+        "config": "AugmentConfig RUNTIME_KEYS TrainConfig",
+        "finetune": "param_groups prepare_model trainable_summary",
+        "loop": "Hooks train",
+        "optim": "Ema build_optimizer build_schedule",
+        "recipes": "Recipe default_recipe list_recipes load_recipe recipe_config recipe_names",
+        "runs": "FoldResult resolve_config",
+        "speed": "measure_speeds plan_run",
+        "step": "Env build_trainer train_batch train_input train_step",
+        "trackers": "Tracker check_tracker tracking",
+        "train_args": "TrainArgs parse_train_args",
+    },
+)
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.training.augment import augment_batch, draw_uniforms, mixup, stain_jitter

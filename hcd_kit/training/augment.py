@@ -48,6 +48,7 @@ _HUE_P2 = np.outer(_YIQ_INV[:, 2], _YIQ[1]) - np.outer(_YIQ_INV[:, 1], _YIQ[2])
 
 # ---------------------------------------------------------------------------------------------- draws
 
+
 def _splitmix64(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser over uint64 arrays (wrapping arithmetic is well defined for numpy uint64)."""
     with np.errstate(over="ignore"):
@@ -217,7 +218,9 @@ def augment_batch(
         return y.clamp_(0.0, 1.0).to(dtype)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, index, epoch: int, seed: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, index, epoch: int, seed: int, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup (Zhang et al. 2018): blend each sample with its neighbour in the batch (``roll`` by one),
     images and targets alike, with a per-sample weight ``max(l, 1 - l)``, ``l ~ Beta(alpha, alpha)``.
 

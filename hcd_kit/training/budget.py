@@ -122,10 +122,16 @@ class Plan:
         now = _now() if now is None else now
         s, w = self.speeds, self.work
         n = len(w.train)
-        chosen = (f"epochs {self.epochs} of {self.configured} configured" if self.epochs < self.configured
-                  else f"epochs {self.epochs} (as configured)")
-        budget = (f"; time budget {format_duration(self.budget_s)} with a {MARGIN:.0%} margin"
-                  if self.budget_s is not None else "; no time budget")
+        chosen = (
+            f"epochs {self.epochs} of {self.configured} configured"
+            if self.epochs < self.configured
+            else f"epochs {self.epochs} (as configured)"
+        )
+        budget = (
+            f"; time budget {format_duration(self.budget_s)} with a {MARGIN:.0%} margin"
+            if self.budget_s is not None
+            else "; no time budget"
+        )
         per_fold = s.setup_s + self.epochs * max(self.epoch_s, default=0.0)
         lanes = f", {w.lanes} at a time" if w.lanes > 1 else ""
         return [
@@ -144,7 +150,7 @@ def _estimate(speeds: Speeds, work: Work) -> tuple[list[float], float, float, fl
     """(epoch seconds per fold, fixed training seconds, training seconds per epoch of every fold, prediction)."""
     epoch_s = [t / speeds.train + v / speeds.val + speeds.checkpoint_s for t, v in zip(work.train, work.val)]
     lanes = max(1, work.lanes)
-    waves = [epoch_s[i:i + lanes] for i in range(0, len(epoch_s), lanes)]  # folds side by side, wave after wave
+    waves = [epoch_s[i : i + lanes] for i in range(0, len(epoch_s), lanes)]  # folds side by side, wave after wave
     fixed = speeds.setup_s * len(waves)
     per_epoch = sum(max(w) for w in waves)
     n = len(work.train)
@@ -152,8 +158,14 @@ def _estimate(speeds: Speeds, work: Work) -> tuple[list[float], float, float, fl
     return epoch_s, fixed, per_epoch, predict_s
 
 
-def fit_epochs(speeds: Speeds, work: Work, configured: int, budget_s: float | None, spent_s: float = 0.0,
-               budget_text: str | None = None) -> Plan:
+def fit_epochs(
+    speeds: Speeds,
+    work: Work,
+    configured: int,
+    budget_s: float | None,
+    spent_s: float = 0.0,
+    budget_text: str | None = None,
+) -> Plan:
     """The plan: the most epochs (<= ``configured``) that fit ``budget_s`` less ``MARGIN`` (``configured`` when
     there is no budget). ``spent_s`` seconds of the budget are already gone. A budget that cannot hold one
     epoch of every fold plus the prediction is a ConfigError naming the smallest budget that can."""
@@ -201,16 +213,18 @@ class RunClock:
         now = _now()
         self.mark = now
         if fold in self.order:
-            for f in self.order[:self.order.index(fold)]:
+            for f in self.order[: self.order.index(fold)]:
                 self.left[f] = 0
         self.left[fold] = max(0, self.epochs - done)
         if self.deadline is None:
             return
         if self.lanes > 1 and fold in self.order:  # fold-parallel: a fixed slot per wave of `lanes` folds
             waves = math.ceil(len(self.order) / self.lanes)
-            self.fold_end = self.start + (self.order.index(fold) // self.lanes + 1) * (self.deadline - self.start) / waves
+            self.fold_end = (
+                self.start + (self.order.index(fold) // self.lanes + 1) * (self.deadline - self.start) / waves
+            )
             return
-        todo = sum(self.left.get(f, 0) for f in self.order[self.order.index(fold):]) if fold in self.order else 0
+        todo = sum(self.left.get(f, 0) for f in self.order[self.order.index(fold) :]) if fold in self.order else 0
         share = self.left[fold] / todo if todo else 1.0
         self.fold_end = now + max(0.0, self.deadline - now) * share
 
@@ -221,8 +235,11 @@ class RunClock:
         self.durations.append(now - self.mark)
         self.mark = now
         self.left[fold] = max(0, self.epochs - epoch)
-        stop = (self.fold_end is not None and self.left[fold] > 0
-                and now + max(self.durations[-1], self._per_epoch()) > self.fold_end)
+        stop = (
+            self.fold_end is not None
+            and self.left[fold] > 0
+            and now + max(self.durations[-1], self._per_epoch()) > self.fold_end
+        )
         if info is not None and info.distributed:
             from hcd_kit.training.distributed import sum_across
 

@@ -30,8 +30,16 @@ from hcd_kit.training.budget import parse_duration
 
 # Keys that may differ between the sessions of one run: where it runs, not what it computes (gradient
 # checkpointing trades memory for time: a fold may resume with it on a smaller GPU; the tracker only watches).
-RUNTIME_KEYS = {"device", "strategy", "threads", "fold_workers", "val_batch_size", "time_budget", "grad_ckpt",
-                "tracker"}
+RUNTIME_KEYS = {
+    "device",
+    "strategy",
+    "threads",
+    "fold_workers",
+    "val_batch_size",
+    "time_budget",
+    "grad_ckpt",
+    "tracker",
+}
 
 
 def _opt(default, help: str):
@@ -66,28 +74,48 @@ class TrainConfig:
     pretrained: bool = _opt(True, "Start from ImageNet weights (Hugging Face hub).")
     # for offline Kaggle kernels
     weights: str | None = _opt(None, "Local pretrained weights file for offline use (implies --pretrained).")
-    pseudo: str | None = _opt(None, "Pseudo-label file (`hcd pseudo`): its test patches join every fold's "
-                                    "training part, never a validation part.")
+    pseudo: str | None = _opt(
+        None,
+        "Pseudo-label file (`hcd pseudo`): its test patches join every fold's training part, never a validation part.",
+    )
     drop_rate: float = _opt(0.0, "Dropout before the head, in [0, 1).")
     drop_path: float = _opt(0.0, "Stochastic depth rate (timm drop_path_rate), in [0, 1).")
     # fine-tuning large pretrained backbones (pathology foundation ViTs): see training/finetune.py
-    layer_decay: float = _opt(1.0, "Layer-wise LR decay d: the head trains at lr, the last block at lr x d, the one "
-                                   "before at lr x d^2, and so on (block i of 0..n-1: d^(n - i)); 1 = off, "
-                                   "0.65-0.85 suits pretrained ViTs. In (0, 1].")
-    train_blocks: int = _opt(0, "Train only the last K blocks (timm's layer groups: ViT blocks, CNN stage blocks) "
-                                "plus the final norm and the head; the rest stays frozen. 0 = train all.")
-    lora: int = _opt(0, "LoRA rank: low-rank adapters on the blocks' linear layers (qkv, proj, fc1, fc2), the "
-                        "backbone frozen, the head trained; best.pt keeps the merged weights. 0 = off. Needs peft: "
-                        'pip install "hcd-kit[lora]".')
-    grad_ckpt: bool = _opt(False, "Gradient checkpointing: recompute activations in the backward pass; much less "
-                                  "GPU memory for large ViTs, about 30% slower.")
+    layer_decay: float = _opt(
+        1.0,
+        "Layer-wise LR decay d: the head trains at lr, the last block at lr x d, the one "
+        "before at lr x d^2, and so on (block i of 0..n-1: d^(n - i)); 1 = off, "
+        "0.65-0.85 suits pretrained ViTs. In (0, 1].",
+    )
+    train_blocks: int = _opt(
+        0,
+        "Train only the last K blocks (timm's layer groups: ViT blocks, CNN stage blocks) "
+        "plus the final norm and the head; the rest stays frozen. 0 = train all.",
+    )
+    lora: int = _opt(
+        0,
+        "LoRA rank: low-rank adapters on the blocks' linear layers (qkv, proj, fc1, fc2), the "
+        "backbone frozen, the head trained; best.pt keeps the merged weights. 0 = off. Needs peft: "
+        'pip install "hcd-kit[lora]".',
+    )
+    grad_ckpt: bool = _opt(
+        False,
+        "Gradient checkpointing: recompute activations in the backward pass; much less "
+        "GPU memory for large ViTs, about 30% slower.",
+    )
     # 96 keeps T4 throughput, 128-192 can add AUC for more time
-    img_size: int = _opt(96, "Upscale the 96 px patches to this size on the device; a foundation model "
-                             "(`hcd models`) defaults to its own input size, e.g. 224.")
+    img_size: int = _opt(
+        96,
+        "Upscale the 96 px patches to this size on the device; a foundation model "
+        "(`hcd models`) defaults to its own input size, e.g. 224.",
+    )
     epochs: int = _opt(8, "Epochs per fold.")
-    time_budget: str | None = _opt(None, "Wall-clock budget for every fold + the TTA x8 prediction, e.g. 11h, 1h30m, "
-                                         "90m: measures this machine first, trains fewer epochs if needed, stops "
-                                         "a fold early if still late (--plan shows the plan).")
+    time_budget: str | None = _opt(
+        None,
+        "Wall-clock budget for every fold + the TTA x8 prediction, e.g. 11h, 1h30m, "
+        "90m: measures this machine first, trains fewer epochs if needed, stops "
+        "a fold early if still late (--plan shows the plan).",
+    )
     batch_size: int = _opt(128, "Batch size per process (x ranks under ddp).")
     # no gradients at validation, so twice the batch fits
     val_batch_size: int = _opt(0, "Validation batch size; 0 = 2 x batch size.")
@@ -108,16 +136,22 @@ class TrainConfig:
     # train is ~40% positive: the imbalance is mild
     imbalance: Imbalance = _opt("none", "none, pos-weight (BCE weight neg/pos) or balanced (50/50 resampling).")
     precision: Precision = _opt("auto", PRECISION_HELP)
-    strategy: Strategy = _opt("auto", "auto (dp on 2+ GPUs), single, dp (DataParallel), ddp (under torchrun) "
-                                      "or fold-parallel (one fold per device at a time).")
+    strategy: Strategy = _opt(
+        "auto",
+        "auto (dp on 2+ GPUs), single, dp (DataParallel), ddp (under torchrun) "
+        "or fold-parallel (one fold per device at a time).",
+    )
     device: str = _opt("auto", DEVICE_HELP)
     seed: int = _opt(0, "Seed for weight init, shuffling and augmentation.")
     max_bad_steps: int = _opt(50, "Consecutive non-finite steps before a fold is stopped.")
     threads: int = _opt(0, "CPU threads for torch; 0 = cores / processes.")
     fold_workers: int = _opt(0, "Fold-parallel workers; 0 = one per GPU (2 on the CPU).")
-    tracker: Tracker = _opt("none", "Experiment tracker: none, tensorboard (RUN/tb), wandb (offline unless WANDB_MODE "
-                                    "is set; RUN/wandb) or mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI is set); "
-                                    'each needs its extra, e.g. pip install "hcd-kit[tensorboard]".')
+    tracker: Tracker = _opt(
+        "none",
+        "Experiment tracker: none, tensorboard (RUN/tb), wandb (offline unless WANDB_MODE "
+        "is set; RUN/wandb) or mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI is set); "
+        'each needs its extra, e.g. pip install "hcd-kit[tensorboard]".',
+    )
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # a [augment] table in the config file
     recipe: str | None = None  # the recipe the run started from (`hcd train --recipe`), for the record
 
@@ -125,23 +159,42 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "max_bad_steps"):
             _require(key, getattr(self, key) >= 1, "must be >= 1", getattr(self, key))
         _require("img_size", self.img_size >= MIN_IMG_SIZE, f"must be >= {MIN_IMG_SIZE}", self.img_size)
-        for key in ("patience", "val_batch_size", "threads", "fold_workers", "warmup_epochs", "grad_clip", "seed",
-                    "weight_decay", "momentum", "train_blocks", "lora"):
+        for key in (
+            "patience",
+            "val_batch_size",
+            "threads",
+            "fold_workers",
+            "warmup_epochs",
+            "grad_clip",
+            "seed",
+            "weight_decay",
+            "momentum",
+            "train_blocks",
+            "lora",
+        ):
             _require(key, getattr(self, key) >= 0, "must be >= 0", getattr(self, key))
         _require("lr", self.lr > 0, "must be positive", self.lr)
         _require("drop_rate", 0 <= self.drop_rate < 1, "must be in [0, 1)", self.drop_rate)
         _require("drop_path", 0 <= self.drop_path < 1, "must be in [0, 1)", self.drop_path)
         _require("layer_decay", 0 < self.layer_decay <= 1, "must be in (0, 1]", self.layer_decay)
         if self.lora and self.train_blocks:
-            raise ConfigError("--lora and --train-blocks cannot be combined: LoRA already freezes every block and "
-                              "adapts them all; choose one")
+            raise ConfigError(
+                "--lora and --train-blocks cannot be combined: LoRA already freezes every block and "
+                "adapts them all; choose one"
+            )
         _require("label_smoothing", 0 <= self.label_smoothing < 0.5, "must be in [0, 0.5)", self.label_smoothing)
         _require("mixup", self.mixup >= 0, "must be >= 0", self.mixup)
         if self.time_budget is not None:
             parse_duration(self.time_budget)  # 11h, 1h30m, 90s, 5400; a one-line error otherwise
         _require("ema_decay", 0 < self.ema_decay < 1, "must be in (0, 1)", self.ema_decay)
-        for key, choices in (("optimizer", Optimizer), ("schedule", Schedule), ("imbalance", Imbalance),
-                             ("precision", Precision), ("strategy", Strategy), ("tracker", Tracker)):
+        for key, choices in (
+            ("optimizer", Optimizer),
+            ("schedule", Schedule),
+            ("imbalance", Imbalance),
+            ("precision", Precision),
+            ("strategy", Strategy),
+            ("tracker", Tracker),
+        ):
             check_choice(flag(key), getattr(self, key), choices)
 
 

@@ -37,8 +37,9 @@ def _table() -> dict:
     return tomllib.loads(THROUGHPUT.read_text(encoding="utf-8"))
 
 
-def run_seconds(r: Rates, epochs: int, n_train: int, n_test: int, folds: int = 5, tta: int = 8,
-                trained_folds: int | None = None) -> float:
+def run_seconds(
+    r: Rates, epochs: int, n_train: int, n_test: int, folds: int = 5, tta: int = 8, trained_folds: int | None = None
+) -> float:
     """Seconds for ``trained_folds`` (default all) folds of ``epochs`` epochs plus TTA prediction of the test
     set by every fold model and of every out-of-fold patch."""
     k = folds if trained_folds is None else trained_folds
@@ -68,8 +69,11 @@ def rates(model: str, img_size: int, hardware: str, figures: dict | None = None)
             return None
         ips, source = pub
         dp, pf = t["published"]["dp_factor"], t["published"]["predict_factor"]
-        return Rates(ips * dp, ips * dp * pf, f"published: {source}, x{t['published']['t4_factor']} for a T4, "
-                                              f"x{dp} for DataParallel on two")
+        return Rates(
+            ips * dp,
+            ips * dp * pf,
+            f"published: {source}, x{t['published']['t4_factor']} for a T4, x{dp} for DataParallel on two",
+        )
     cpu = t["cpu"]["models"]
     if model in cpu:
         m = cpu[model]
@@ -80,8 +84,11 @@ def rates(model: str, img_size: int, hardware: str, figures: dict | None = None)
     if pub is None or ref_pub is None:
         return None
     ratio = pub[0] / ref_pub[0]
-    return Rates(ref["train_ips"] * ratio, ref["predict_ips"] * ratio,
-                 "scaled: hcd's CPU figure for resnet10t x the published GPU ratio")
+    return Rates(
+        ref["train_ips"] * ratio,
+        ref["predict_ips"] * ratio,
+        "scaled: hcd's CPU figure for resnet10t x the published GPU ratio",
+    )
 
 
 def _measured(figures: dict, model: str, img_size: int) -> Rates | None:

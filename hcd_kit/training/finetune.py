@@ -42,8 +42,9 @@ def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
         head = max(layers.values())
         n_blocks = head - 1
         if cfg.train_blocks > n_blocks:
-            raise ConfigError(f"--train-blocks {cfg.train_blocks}: {cfg.model} has {n_blocks} blocks; "
-                              f"use 1-{n_blocks} (0 trains all)")
+            raise ConfigError(
+                f"--train-blocks {cfg.train_blocks}: {cfg.model} has {n_blocks} blocks; use 1-{n_blocks} (0 trains all)"
+            )
         for name, p in model.named_parameters():
             p.requires_grad_(layers.get(name, head) >= head - cfg.train_blocks)
     if cfg.lora:
@@ -102,8 +103,10 @@ def _grad_checkpointing(model: nn.Module, name: str) -> None:
             raise NotImplementedError
         setter(True)
     except (AssertionError, NotImplementedError, RuntimeError, TypeError):
-        raise ConfigError(f"--grad-ckpt: {name} does not support gradient checkpointing; "
-                          "drop the flag (or lower --batch-size to save memory)") from None
+        raise ConfigError(
+            f"--grad-ckpt: {name} does not support gradient checkpointing; "
+            "drop the flag (or lower --batch-size to save memory)"
+        ) from None
 
 
 def _add_lora(model: nn.Module, rank: int, name: str) -> nn.Module:
@@ -114,11 +117,16 @@ def _add_lora(model: nn.Module, rank: int, name: str) -> nn.Module:
     layers = layer_ids(model)
     head = max(layers.values())
     in_blocks = {n.rpartition(".")[0] for n, layer in layers.items() if 0 < layer < head}
-    targets = [n for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and n.rpartition(".")[2] in LORA_TARGETS and n in in_blocks]
+    targets = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and n.rpartition(".")[2] in LORA_TARGETS and n in in_blocks
+    ]
     if not targets:
-        raise ConfigError(f"--lora: {name} has no transformer linear layers ({', '.join(LORA_TARGETS)}) to adapt; "
-                          "use --train-blocks K to fine-tune the last K blocks of a CNN")
+        raise ConfigError(
+            f"--lora: {name} has no transformer linear layers ({', '.join(LORA_TARGETS)}) to adapt; "
+            "use --train-blocks K to fine-tune the last K blocks of a CNN"
+        )
     config = peft.LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=targets)
     wrapped = peft.get_peft_model(model, config)  # freezes everything but the adapters
     for n, p in model.named_parameters():  # the new head (and the final norm) train fully

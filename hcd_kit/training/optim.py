@@ -37,8 +37,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, name: Optimizer, lr: float, weight_decay: float = 1e-2, momentum: float = 0.9,
-    groups: list[dict] | None = None, fused: bool = False,
+    model: nn.Module,
+    name: Optimizer,
+    lr: float,
+    weight_decay: float = 1e-2,
+    momentum: float = 0.9,
+    groups: list[dict] | None = None,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW or SGD with Nesterov momentum over ``model``'s trainable parameters (settings checked by TrainConfig).
 

@@ -47,20 +47,31 @@ def check_pseudo(cfg: TrainConfig, data: DataLayout, run: RunLayout, write: bool
     record = read_pseudo_record(run)
     if cfg.pseudo is None:
         if record is not None:
-            raise ConfigError(f"{run.root} was trained with pseudo-labels from {record['file']}; pass --pseudo "
-                              f"{record['file']} to continue it, or use a new --run-dir")
+            raise ConfigError(
+                f"{run.root} was trained with pseudo-labels from {record['file']}; pass --pseudo "
+                f"{record['file']} to continue it, or use a new --run-dir"
+            )
         return
     frame, digest = read_pseudo(cfg.pseudo), sha256_file(cfg.pseudo)
     _check_record(run, record, cfg.pseudo, digest)
     pseudo_rows(frame, open_store(data.packed_dir, "test"), cfg.pseudo)
     if write and record is None:
         labels = frame["label"].to_numpy(np.int64)
-        write_pseudo_record(run, {"file": str(cfg.pseudo), "sha256": digest, "count": len(frame),
-                                  "positives": int(labels.sum()), "negatives": int((labels == 0).sum())})
+        write_pseudo_record(
+            run,
+            {
+                "file": str(cfg.pseudo),
+                "sha256": digest,
+                "count": len(frame),
+                "positives": int(labels.sum()),
+                "negatives": int((labels == 0).sum()),
+            },
+        )
 
 
-def training_source(cfg: TrainConfig, fold: int, store: PackedStore, train_rows: np.ndarray, run: RunLayout,
-                    log: Callable[[str], None]) -> TrainSource:
+def training_source(
+    cfg: TrainConfig, fold: int, store: PackedStore, train_rows: np.ndarray, run: RunLayout, log: Callable[[str], None]
+) -> TrainSource:
     """The fold's training rows, with ``cfg.pseudo``'s test patches added when it is set (``check_pseudo`` first)."""
     if cfg.pseudo is None:
         return TrainSource(store.images, store.labels, train_rows)
@@ -71,8 +82,10 @@ def training_source(cfg: TrainConfig, fold: int, store: PackedStore, train_rows:
     test = open_store(_packed_dir(store), "test")
     rows = pseudo_rows(frame, test, cfg.pseudo)
     labels = frame["label"].to_numpy(np.int64)
-    log(f"fold {fold}: + {len(frame)} pseudo-labelled test images ({int(labels.sum())} label 1, "
-        f"{int((labels == 0).sum())} label 0) from {cfg.pseudo} join its training part")
+    log(
+        f"fold {fold}: + {len(frame)} pseudo-labelled test images ({int(labels.sum())} label 1, "
+        f"{int((labels == 0).sum())} label 0) from {cfg.pseudo} join its training part"
+    )
     return TrainSource(
         images=StackedImages(store.images, test.images),
         labels=stacked_labels(store.labels, len(test), rows, labels),
@@ -93,8 +106,10 @@ def _check_record(run: RunLayout, record: dict | None, path: str, digest: str) -
     # A fold's checkpoint without a record was trained without pseudo-labels (the record is written before training).
     trained = sorted(run.root.glob("fold*/last.pt")) + sorted(run.root.glob("fold*/best.pt"))
     if trained:
-        raise ConfigError(f"{trained[0].parent} was trained without pseudo-labels; drop --pseudo to continue "
-                          "this run, or use a new --run-dir")
+        raise ConfigError(
+            f"{trained[0].parent} was trained without pseudo-labels; drop --pseudo to continue "
+            "this run, or use a new --run-dir"
+        )
 
 
 def _packed_dir(store: PackedStore) -> Path:

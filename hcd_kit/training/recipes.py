@@ -59,8 +59,10 @@ class Recipe:
 
     def config(self, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
         if self.members:
-            raise ConfigError(f"recipe '{self.name}' is a blend of {', '.join(m.recipe for m in self.members)}: "
-                              "it trains one run per member")
+            raise ConfigError(
+                f"recipe '{self.name}' is a blend of {', '.join(m.recipe for m in self.members)}: "
+                "it trains one run per member"
+            )
         return load_config(TrainConfig, None, {"recipe": self.name, **(overrides or {})}, base=self.train)
 
 
@@ -80,8 +82,15 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
     if unknown:
         raise ConfigError(f"recipe {path}: unknown table '{unknown[0]}' (known: recipe, train, members)")
     members = tuple(Member(m["recipe"], m.get("name", m["recipe"])) for m in data.get("members", []))
-    recipe = Recipe(name=path.stem, description=meta.get("description", ""), hardware=meta.get("hardware", "any"),
-                    based_on=meta.get("based_on", ""), train=data.get("train", {}), members=members, path=path)
+    recipe = Recipe(
+        name=path.stem,
+        description=meta.get("description", ""),
+        hardware=meta.get("hardware", "any"),
+        based_on=meta.get("based_on", ""),
+        train=data.get("train", {}),
+        members=members,
+        path=path,
+    )
     if not members:
         recipe.config()  # a wrong key or value in a recipe fails here, naming it, not mid-run
     return recipe

@@ -62,16 +62,19 @@ def resolve_config(
     name = recipe or default_recipe(resolve_device(overrides.get("device") or "auto").type)
     chosen = load_recipe(name)
     if chosen.is_blend:
-        raise ConfigError(f"recipe '{name}' is a blend: train it with `hcd train --recipe {name}`, "
-                          "which trains one run per member")
+        raise ConfigError(
+            f"recipe '{name}' is a blend: train it with `hcd train --recipe {name}`, which trains one run per member"
+        )
     cfg = load_config(TrainConfig, config_path, {**overrides, "recipe": chosen.name}, base=chosen.train)
     run = Path(run_dir) if run_dir else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
     saved = RunLayout.of(run).config
     if resume and config_path is None and saved.is_file():  # the run's recorded settings, img_size included
         cfg = load_config(TrainConfig, saved, overrides)
         if recipe is not None and cfg.recipe is not None and chosen.name != cfg.recipe:
-            raise ConfigError(f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
-                              f"(or start another --run-dir for {recipe})")
+            raise ConfigError(
+                f"{run} was started with --recipe {cfg.recipe}; resume it without --recipe "
+                f"(or start another --run-dir for {recipe})"
+            )
     else:
         chosen_keys = {k for k, v in overrides.items() if v is not None}
         chosen_keys |= set(read_toml(config_path)) if config_path is not None else set()
@@ -87,12 +90,17 @@ def _backbone_defaults(cfg: TrainConfig, chosen: set[str]) -> TrainConfig:
     backbone = resolve(cfg.model)
     size = backbone.input_size
     if "img_size" not in chosen and size is not None and size != cfg.img_size:
-        console.print(f"note: --img-size {size} ({backbone.label}'s input size; patches are upscaled on the device)",
-                      soft_wrap=True)
+        console.print(
+            f"note: --img-size {size} ({backbone.label}'s input size; patches are upscaled on the device)",
+            soft_wrap=True,
+        )
         cfg = dataclasses.replace(cfg, img_size=size)
     if "pretrained" not in chosen and backbone.kind != "timm" and not cfg.pretrained:
-        console.print(f"note: --pretrained ({backbone.label} is used for its weights; --no-pretrained trains the "
-                      "architecture from scratch)", soft_wrap=True)
+        console.print(
+            f"note: --pretrained ({backbone.label} is used for its weights; --no-pretrained trains the "
+            "architecture from scratch)",
+            soft_wrap=True,
+        )
         cfg = dataclasses.replace(cfg, pretrained=True)
     return cfg
 
@@ -142,13 +150,21 @@ def record_environment(run: RunLayout, device, choice, threads: int) -> None:
     from hcd_kit.device import cpu_caps
 
     caps = cpu_caps()
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-        if device.type == "cuda" else []
-    runs_record.record_environment(run, {
-        "device": str(device), "gpus": gpus, "precision": choice.name, "precision_reason": choice.reason,
-        "cpu_isa": caps.isa, "cpu_bf16_native": caps.bf16, "threads": threads, "torch": torch.__version__,
-        "python": platform.python_version(),
-    })
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if device.type == "cuda" else []
+    runs_record.record_environment(
+        run,
+        {
+            "device": str(device),
+            "gpus": gpus,
+            "precision": choice.name,
+            "precision_reason": choice.reason,
+            "cpu_isa": caps.isa,
+            "cpu_bf16_native": caps.bf16,
+            "threads": threads,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )
 
 
 def fold_result(fold: int, state: FoldState, status: str) -> FoldResult:
@@ -167,8 +183,10 @@ def finished(run: RunLayout, fold: int) -> FoldResult | None:
 
 def write_summary(results: dict[int, FoldResult], run: RunLayout, log: RunLog) -> None:
     for r in results.values():
-        log(f"fold {r.fold}: best val AUC {r.best_auc:.4f} "
-            f"(epoch {r.best_epoch}/{r.epochs_run}, {r.skipped_steps} skipped steps)")
+        log(
+            f"fold {r.fold}: best val AUC {r.best_auc:.4f} "
+            f"(epoch {r.best_epoch}/{r.epochs_run}, {r.skipped_steps} skipped steps)"
+        )
     pooled = read_run_oof(run.root)
     if pooled is not None:
         auc = roc_auc(pooled["label"], pooled["prob"])

@@ -61,8 +61,15 @@ def plan_run(cfg: TrainConfig, data_dir: str | os.PathLike[str], folds: Sequence
 
 
 def start_budget(
-    cfg: TrainConfig, data: DataLayout, run: RunLayout, store: PackedStore, table: pd.DataFrame, wanted: list[int],
-    env: Env, resume: bool, log: Callable[[str], None],
+    cfg: TrainConfig,
+    data: DataLayout,
+    run: RunLayout,
+    store: PackedStore,
+    table: pd.DataFrame,
+    wanted: list[int],
+    env: Env,
+    resume: bool,
+    log: Callable[[str], None],
 ) -> tuple[TrainConfig, RunClock]:
     """Once per run, before it records its config: with a time budget, plan it (measure, choose the epochs, log
     the plan, keep it in ``RUN/budget.json``) unless it is resumed; return the config to train and the run's clock."""
@@ -76,20 +83,30 @@ def start_budget(
             plan = _make_plan(cfg, data, store, table, wanted, env, None, start)
             record = {"predict_s": plan.predict_s, "epoch_s": max(plan.epoch_s)}
         deadline = start + budget_s * (1 - MARGIN) - float(record["predict_s"])
-        log(f"time budget {cfg.time_budget} from now (--resume keeps the run's {cfg.epochs} epochs): training "
-            f"stops by {clock_time(deadline)}")
+        log(
+            f"time budget {cfg.time_budget} from now (--resume keeps the run's {cfg.epochs} epochs): training "
+            f"stops by {clock_time(deadline)}"
+        )
         left = {f: 0 if finished(run, f) else cfg.epochs for f in wanted}  # finished folds take no more time
         return cfg, RunClock(wanted, cfg.epochs, deadline, record.get("epoch_s"), lanes, start, left)
     plan = _make_plan(cfg, data, store, table, wanted, env, budget_s, start)
     for line in plan.lines(where=str(env.device)):
         log(line)
     if env.info.is_main:
-        write_budget_record(run, {
-            "time_budget": cfg.time_budget, "epochs": plan.epochs, "configured_epochs": plan.configured,
-            "train_images_per_s": plan.speeds.train, "val_images_per_s": plan.speeds.val,
-            "predict_views_per_s": plan.speeds.predict, "epoch_s": max(plan.epoch_s), "train_s": plan.train_s,
-            "predict_s": plan.predict_s,
-        })
+        write_budget_record(
+            run,
+            {
+                "time_budget": cfg.time_budget,
+                "epochs": plan.epochs,
+                "configured_epochs": plan.configured,
+                "train_images_per_s": plan.speeds.train,
+                "val_images_per_s": plan.speeds.val,
+                "predict_views_per_s": plan.speeds.predict,
+                "epoch_s": max(plan.epoch_s),
+                "train_s": plan.train_s,
+                "predict_s": plan.predict_s,
+            },
+        )
     deadline = start + budget_s * (1 - MARGIN) - plan.predict_s
     clock = RunClock(wanted, plan.epochs, deadline, max(plan.epoch_s), lanes, start)
     return dataclasses.replace(cfg, epochs=plan.epochs), clock
@@ -107,8 +124,16 @@ def _lanes(cfg: TrainConfig, wanted: list[int]) -> int:
     return max(1, min(len(wanted), len(fold_devices(cfg.device, cfg.fold_workers))))
 
 
-def _make_plan(cfg: TrainConfig, data: DataLayout, store: PackedStore, table: pd.DataFrame, wanted: list[int],
-               env: Env, budget_s: float | None, start: float) -> Plan:
+def _make_plan(
+    cfg: TrainConfig,
+    data: DataLayout,
+    store: PackedStore,
+    table: pd.DataFrame,
+    wanted: list[int],
+    env: Env,
+    budget_s: float | None,
+    start: float,
+) -> Plan:
     """The run's sizes, then this machine's speeds, then the epochs that fit: the plan."""
     lanes = _lanes(cfg, wanted)
     global_batch = cfg.batch_size * env.info.world_size
@@ -156,19 +181,39 @@ def _mean_s(seconds: float, info: DistInfo) -> float:
     return max(sum_across([seconds], info)[0] / max(1, info.world_size), 1e-9)
 
 
-def measure_speeds(cfg: TrainConfig, store: PackedStore, table: pd.DataFrame, fold: int, env: Env,
-                   warmup: int = 2, steps: int = 10, max_s: float = 20.0) -> Speeds:
+def measure_speeds(
+    cfg: TrainConfig,
+    store: PackedStore,
+    table: pd.DataFrame,
+    fold: int,
+    env: Env,
+    warmup: int = 2,
+    steps: int = 10,
+    max_s: float = 20.0,
+) -> Speeds:
     """Time ``steps`` training steps (after ``warmup``; fewer past ``max_s`` seconds), a few validation batches,
     a few TTA x8 prediction passes and one checkpoint write, on ``fold``'s rows with a throwaway model."""
     info, cuda = env.info, env.device.type == "cuda"
     train_rows = np.sort(table.loc[table["fold"] != fold, "row"].to_numpy(np.int64))
     val_rows = np.sort(table.loc[table["fold"] == fold, "row"].to_numpy(np.int64))
     t0 = time.perf_counter()
-    loader = BatchLoader(store.images, store.labels, train_rows, batch_size=cfg.batch_size, shuffle=True,
-                         seed=cfg.seed, drop_last=True, rank=info.rank, world_size=info.world_size, pin_memory=cuda)
+    loader = BatchLoader(
+        store.images,
+        store.labels,
+        train_rows,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
+        rank=info.rank,
+        world_size=info.world_size,
+        pin_memory=cuda,
+    )
     if len(loader) == 0:
-        raise ConfigError(f"fold {fold}: {len(train_rows)} training images make no full batch of "
-                          f"{cfg.batch_size * info.world_size}; lower --batch-size")
+        raise ConfigError(
+            f"fold {fold}: {len(train_rows)} training images make no full batch of "
+            f"{cfg.batch_size * info.world_size}; lower --batch-size"
+        )
     t = build_trainer(cfg, max(len(loader), warmup + steps), store.labels[train_rows], env)  # a schedule long enough
     t.net = wrap_model(t.model, cfg.strategy, env.device, info)
     t.net.train()
@@ -199,7 +244,7 @@ def measure_speeds(cfg: TrainConfig, store: PackedStore, table: pd.DataFrame, fo
     pool = np.concatenate([val_rows, train_rows])  # distinct rows: validation reads them back by row
     val_batch = cfg.val_batch_size or 2 * cfg.batch_size
     predict_rows(model, store, pool[:val_batch], val_batch, cfg.img_size, env)  # warm-up
-    rows = pool[:4 * val_batch]
+    rows = pool[: 4 * val_batch]
     t0 = time.perf_counter()
     predict_rows(model, store, rows, val_batch, cfg.img_size, env)
     val_ips = len(rows) / _mean_s(time.perf_counter() - t0, info)
@@ -213,7 +258,9 @@ def measure_speeds(cfg: TrainConfig, store: PackedStore, table: pd.DataFrame, fo
     return Speeds(train_ips, val_ips, predict_ips, setup_s, checkpoint_s)
 
 
-def _predict_speed(model, store: PackedStore, pool: np.ndarray, img_size: int, env: Env, batch_size: int = 256) -> float:
+def _predict_speed(
+    model, store: PackedStore, pool: np.ndarray, img_size: int, env: Env, batch_size: int = 256
+) -> float:
     """Views/s of `hcd predict`'s TTA x8 (its default batch of 256 views) on one device."""
     from hcd_kit.inference import predict_views, to_device
 
@@ -221,7 +268,7 @@ def _predict_speed(model, store: PackedStore, pool: np.ndarray, img_size: int, e
     per_pass = max(1, batch_size // TTA)
     kw = dict(img_size=img_size, device=env.device, tta=TTA, batch_size=batch_size, dtype=env.dtype)
     predict_views(net, store.images, pool[:per_pass], **kw)  # warm-up
-    rows = pool[:4 * per_pass]
+    rows = pool[: 4 * per_pass]
     _sync(env.device)
     t0 = time.perf_counter()
     predict_views(net, store.images, rows, **kw)

@@ -53,15 +53,22 @@ def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarr
     """Model, optimiser, per-step schedule, GradScaler, EMA and loss of one fold, as ``cfg`` says."""
     model = create_model(cfg.model, cfg.pretrained, cfg.weights, cfg.drop_rate, cfg.drop_path, img_size=cfg.img_size)
     model = place_model(prepare_model(model, cfg), env.device)  # --train-blocks, --lora, --grad-ckpt
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
-                                groups=param_groups(model, cfg),  # --layer-decay: one lr per layer
-                                fused=env.device.type == "cuda")  # skips a bad step on the GPU, no host sync
+    optimizer = build_optimizer(
+        model,
+        cfg.optimizer,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.momentum,
+        groups=param_groups(model, cfg),  # --layer-decay: one lr per layer
+        fused=env.device.type == "cuda",
+    )  # skips a bad step on the GPU, no host sync
     return Trainer(
         model=model,
         net=model,
         optimizer=optimizer,
-        scheduler=build_schedule(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch,
-                                 round(cfg.warmup_epochs * steps_per_epoch)),
+        scheduler=build_schedule(
+            optimizer, cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
+        ),
         scaler=grad_scaler(env.device, env.dtype),
         ema=Ema(model, cfg.ema_decay) if cfg.ema else None,
         loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device, cfg.label_smoothing),
@@ -111,7 +118,11 @@ def train_batch(batch, epoch: int, cfg: TrainConfig, env: Env) -> tuple[torch.Te
 
 
 def train_step(
-    t: Trainer, x: torch.Tensor, y: torch.Tensor, env: Env, grad_clip: float,
+    t: Trainer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    env: Env,
+    grad_clip: float,
     adjust_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One optimisation step on a prepared batch; returns its loss as a 0-d float32 tensor on the device, NaN

@@ -40,8 +40,7 @@ from hcd_kit.layout import HISTORY_COLUMNS
 STEP_EVERY = 10  # log the step loss and LR every N steps: enough for a curve, cheap for a synchronous file store
 EPOCH_KEYS = tuple(k for k in HISTORY_COLUMNS if k not in ("epoch", "lr"))  # history.csv's; lr is logged per step
 # --tracker value -> (module that must import, pip extra)
-PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
-            "mlflow": ("mlflow", "mlflow")}
+PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 
 
 class Tracker(Protocol):
@@ -64,8 +63,9 @@ def check_tracker(kind: str) -> None:
     except ImportError as exc:
         missing = isinstance(exc, ModuleNotFoundError) and (exc.name or module).split(".")[0] == module
         why = "is not installed" if missing else f"does not import ({str(exc).splitlines()[0] if str(exc) else exc!r})"
-        raise ConfigError(f'--tracker {kind} needs the {module} package, which {why}: pip install "hcd-kit[{extra}]"'
-                          ) from None
+        raise ConfigError(
+            f'--tracker {kind} needs the {module} package, which {why}: pip install "hcd-kit[{extra}]"'
+        ) from None
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
@@ -126,11 +126,20 @@ class WandbTracker:
         where = Path(os.environ.get("WANDB_DIR") or self.root)
         where.mkdir(parents=True, exist_ok=True)
         settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "hcd", name=name, dir=str(where),
-                              mode=os.environ.get("WANDB_MODE") or "offline", config=config, settings=settings)
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or "hcd",
+            name=name,
+            dir=str(where),
+            mode=os.environ.get("WANDB_MODE") or "offline",
+            config=config,
+            settings=settings,
+        )
         folder = Path(self.run.dir).parent
-        said = (f"wandb: offline run {name} in {folder}; upload it with `wandb sync {folder}`" if self.run.offline
-                else f"wandb: run {name} ({self.run.id})")
+        said = (
+            f"wandb: offline run {name} in {folder}; upload it with `wandb sync {folder}`"
+            if self.run.offline
+            else f"wandb: run {name} ({self.run.id})"
+        )
         err_console.print(said, soft_wrap=True, highlight=False, markup=False)
 
     def _axes(self, fold: int) -> None:
@@ -179,9 +188,10 @@ class MlflowTracker:
         self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in config.items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
-        err_console.print(f"mlflow: run {name} ({self.run_id}) at {self.uri}", soft_wrap=True, highlight=False,
-                          markup=False)
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
+        err_console.print(
+            f"mlflow: run {name} ({self.run_id}) at {self.uri}", soft_wrap=True, highlight=False, markup=False
+        )
 
     def _log(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -261,8 +271,11 @@ class Tracking:
 
 def _warn(kind: str, what: str, exc: Exception) -> None:
     reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-    err_console.print(f"[yellow]warning:[/] --tracker {kind} failed in {what} ({escape(reason)}); training goes on "
-                      "without it", soft_wrap=True, highlight=False)
+    err_console.print(
+        f"[yellow]warning:[/] --tracker {kind} failed in {what} ({escape(reason)}); training goes on without it",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @contextlib.contextmanager

@@ -114,5 +114,7 @@ def _check_recipe(name: str, where: str, one_run: bool) -> None:
     recipe = load_recipe(name)  # an unknown recipe is refused here, naming the choices
     if one_run and recipe.is_blend:
         members = " and ".join(f'{where} "--recipe {m.recipe}"' for m in recipe.members)
-        raise ConfigError(f"{where}: recipe '{name}' trains {len(recipe.members)} runs, a kernel one; push one "
-                          f"kernel per member ({members}), then `hcd ensemble` their runs --weights auto")
+        raise ConfigError(
+            f"{where}: recipe '{name}' trains {len(recipe.members)} runs, a kernel one; push one "
+            f"kernel per member ({members}), then `hcd ensemble` their runs --weights auto"
+        )

@@ -30,8 +30,9 @@ def predict_rows(
     was_training = model.training
     model.eval()
     mine = np.array_split(rows, env.info.world_size)[env.info.rank]
-    loader = BatchLoader(store.images, None, mine, batch_size=batch_size, shuffle=False,
-                         pin_memory=env.device.type == "cuda")
+    loader = BatchLoader(
+        store.images, None, mine, batch_size=batch_size, shuffle=False, pin_memory=env.device.type == "cuda"
+    )
     idx, out = [], []
     for batch in loader:
         x = model_input(to_input(batch.images, img_size, env.device), model)  # NHWC for a CNN (device.py)

@@ -20,20 +20,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODE = "__HCD_MODE__"                      # "train", "predict" or "probe"
-FOLD = "__HCD_FOLD__"                      # a fold number, a list like "0,2", or "all"
-TRAIN_ARGS = "__HCD_TRAIN_WORDS__"         # extra `hcd train` flags as words, e.g. ["--epochs", "8"]
-PREDICT_ARGS = "__HCD_PREDICT_WORDS__"     # extra `hcd predict` flags as words
+MODE = "__HCD_MODE__"  # "train", "predict" or "probe"
+FOLD = "__HCD_FOLD__"  # a fold number, a list like "0,2", or "all"
+TRAIN_ARGS = "__HCD_TRAIN_WORDS__"  # extra `hcd train` flags as words, e.g. ["--epochs", "8"]
+PREDICT_ARGS = "__HCD_PREDICT_WORDS__"  # extra `hcd predict` flags as words
 TTA = "__HCD_TTA__"
 COMPETITION = "__HCD_COMPETITION__"
-WHEEL_DATASET = "__HCD_WHEEL_DATASET__"    # owner/slug of the dataset holding the hcd_kit wheel
+WHEEL_DATASET = "__HCD_WHEEL_DATASET__"  # owner/slug of the dataset holding the hcd_kit wheel
 WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (predict mode), or ""
-MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"    # what the push asked for; compare with the GPUs logged below
-N_FOLDS = "__HCD_N_FOLDS__"                # `hcd folds --n-folds` (train mode)
-FOLD_KERNELS = "__HCD_FOLD_KERNELS__"      # "owner/slug@version,..." of fold kernels to gather (predict), or ""
-HUB_SECRET = "__HCD_HUB_SECRET__"          # name of the Kaggle secret holding a Hugging Face token, or ""
-PROBE_MODEL = "__HCD_PROBE_MODEL__"        # probe mode: the model `hcd embed` uses
-EMBED_ARGS = "__HCD_EMBED_WORDS__"         # probe mode: extra `hcd embed` flags as words (--weights dataset:...)
+MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"  # what the push asked for; compare with the GPUs logged below
+N_FOLDS = "__HCD_N_FOLDS__"  # `hcd folds --n-folds` (train mode)
+FOLD_KERNELS = "__HCD_FOLD_KERNELS__"  # "owner/slug@version,..." of fold kernels to gather (predict), or ""
+HUB_SECRET = "__HCD_HUB_SECRET__"  # name of the Kaggle secret holding a Hugging Face token, or ""
+PROBE_MODEL = "__HCD_PROBE_MODEL__"  # probe mode: the model `hcd embed` uses
+EMBED_ARGS = "__HCD_EMBED_WORDS__"  # probe mode: extra `hcd embed` flags as words (--weights dataset:...)
 # Kaggle stops a session at 12 h: unless TRAIN_ARGS sets --time-budget (or a --config), training + the TTA x8
 # prediction are planned to end within 11 h of training's start, leaving time for install, prepare, cv and the output
 DEFAULT_TIME_BUDGET = "11h"

@@ -70,7 +70,7 @@ def input_path(typed: str) -> str:
         return model_path(typed)
     for prefix in ("/kaggle/input", str(INPUT)):
         if typed == prefix or typed.startswith(prefix.rstrip("/") + "/"):
-            rel = Path(typed[len(prefix):].lstrip("/")).parts
+            rel = Path(typed[len(prefix) :].lstrip("/")).parts
             break
     else:
         return typed
@@ -84,30 +84,46 @@ def input_path(typed: str) -> str:
         ref, rest = rel[0], rel[1:]
     else:
         sys.exit(f"{typed}: names /kaggle/input itself, not a file in an attached dataset")
-    return locate(typed, ref, rest, f"is not attached to this kernel (no folder {ref.split('/')[-1]} under {INPUT}); "
-                                     f"attach it with hcd kernel push --dataset OWNER/{ref.split('/')[-1]}")
+    return locate(
+        typed,
+        ref,
+        rest,
+        f"is not attached to this kernel (no folder {ref.split('/')[-1]} under {INPUT}); "
+        f"attach it with hcd kernel push --dataset OWNER/{ref.split('/')[-1]}",
+    )
 
 
 def dataset_path(typed: str) -> str:
     """dataset:OWNER/SLUG/FILE -> the file in dataset OWNER/SLUG, wherever this session mounted it."""
-    parts = typed[len("dataset:"):].strip("/").split("/")
+    parts = typed[len("dataset:") :].strip("/").split("/")
     if len(parts) < 3 or not all(parts):
         sys.exit(f"{typed}: use dataset:OWNER/SLUG/FILE")
     ref, rest = f"{parts[0]}/{parts[1]}", parts[2:]
-    return locate(typed, ref, rest, f"is not mounted (no folder {parts[1]} under {INPUT}); push the kernel again "
-                                     "with hcd kernel push, which attaches every dataset: reference")
+    return locate(
+        typed,
+        ref,
+        rest,
+        f"is not mounted (no folder {parts[1]} under {INPUT}); push the kernel again "
+        "with hcd kernel push, which attaches every dataset: reference",
+    )
 
 
 def model_path(typed: str) -> str:
     """model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE -> the file in that Kaggle Model, wherever it is mounted."""
-    parts = typed[len("model:"):].strip("/").split("/")
+    parts = typed[len("model:") :].strip("/").split("/")
     if len(parts) < 6 or not all(parts):
         sys.exit(f"{typed}: use model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/FILE")
     owner, model, framework, variation, version = parts[:5]
     tail = f"{model}/{framework.lower()}/{variation}/{version}"
-    return locate(typed, "/".join(parts[:5]), parts[5:], f"is not mounted (no folder {INPUT}/{tail} or "
-                  f"{INPUT}/models/{owner}/{tail}); push the kernel again with hcd kernel push, which attaches "
-                  "every model: reference", kind="model")
+    return locate(
+        typed,
+        "/".join(parts[:5]),
+        parts[5:],
+        f"is not mounted (no folder {INPUT}/{tail} or "
+        f"{INPUT}/models/{owner}/{tail}); push the kernel again with hcd kernel push, which attaches "
+        "every model: reference",
+        kind="model",
+    )
 
 
 def input_paths(args: list[str]) -> list[str]:

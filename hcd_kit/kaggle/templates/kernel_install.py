@@ -6,8 +6,10 @@ def hub_token() -> None:
     """HF_TOKEN from the Kaggle secret HUB_SECRET, for every hcd step after it; its value is never printed."""
     if not HUB_SECRET:
         return
-    attach = (f"attach it in the notebook's Add-ons > Secrets under the name {HUB_SECRET} (a Hugging Face read "
-              "token with access to the model), then run the kernel again")
+    attach = (
+        f"attach it in the notebook's Add-ons > Secrets under the name {HUB_SECRET} (a Hugging Face read "
+        "token with access to the model), then run the kernel again"
+    )
     try:
         from kaggle_secrets import UserSecretsClient  # only inside a Kaggle session
 

@@ -14,8 +14,10 @@ def kernel_mount(ref: str) -> Path:
     for base in dict.fromkeys(known):
         if (base / "run" / "config.toml").is_file():
             return base
-    sys.exit(f"the output of kernel {ref} is not mounted (no run/config.toml in {INPUT}/{slug} or "
-             f"{INPUT}/notebooks/{owner}/{slug}); attach it as a kernel source once it has COMPLETEd")
+    sys.exit(
+        f"the output of kernel {ref} is not mounted (no run/config.toml in {INPUT}/{slug} or "
+        f"{INPUT}/notebooks/{owner}/{slug}); attach it as a kernel source once it has COMPLETEd"
+    )
 
 
 def link_fold_kernels() -> None:
