@@ -12,7 +12,7 @@ steps. Augmentation runs on the device, batch-wise, with draws
 keyed on (seed, epoch, row), so resumed and DDP runs see the same images as an uninterrupted run.
 
 Reads top to bottom: ``train`` (entry) -> ``_train`` (set-up, fold loop) -> ``_run_fold`` (epochs,
-validation, checkpoints) -> ``_train_epoch``, whose step is ``step.train_step``. Run-folder bookkeeping
+validation, checkpoints) -> ``epoch.train_epoch``, whose step is ``step.train_step``. Run-folder bookkeeping
 lives in ``runs.py``, ``last.pt`` in ``checkpoint.py``, validation in ``validate.py``, and ``--time-budget``
 (the plan, the deadline, the run's ETA) in ``speed.py`` and ``budget.py``, ``--tracker`` in ``trackers.py``.
 
@@ -22,24 +22,20 @@ lives in ``runs.py``, ``last.pt`` in ``checkpoint.py``, validation in ``validate
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
-from hcd_kit.console import progress
 from hcd_kit.data.loader import BatchLoader
 from hcd_kit.data.store import PackedStore, open_store
 from hcd_kit.device import choose_precision, cpu_threads, resolve_device, set_threads
-from hcd_kit.errors import ConfigError, DataError, TrainingError
+from hcd_kit.errors import ConfigError
 from hcd_kit.layout import DataLayout, RunLayout
 from hcd_kit.metrics import roc_auc
 from hcd_kit.model import check_model_name, save_weights, weights_source
@@ -47,7 +43,7 @@ from hcd_kit.runs.log import RunLog
 from hcd_kit.runs.oof import write_oof
 from hcd_kit.runs.record import record_run, write_history
 from hcd_kit.runs.state import FoldState
-from hcd_kit.training.checkpoint import Trainer, load_checkpoint, save_checkpoint
+from hcd_kit.training.checkpoint import load_checkpoint, save_checkpoint
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import (
     DistInfo,
@@ -56,9 +52,9 @@ from hcd_kit.training.distributed import (
     launched_by_torchrun,
     run_fold_parallel,
     shutdown_distributed,
-    sum_across,
     wrap_model,
 )
+from hcd_kit.training.epoch import balanced_rows, split_rows, train_epoch
 from hcd_kit.training.finetune import trainable_summary
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
@@ -72,7 +68,7 @@ from hcd_kit.training.runs import (
     write_summary,
 )
 from hcd_kit.training.speed import RunClock, start_budget
-from hcd_kit.training.step import Env, LossMeter, build_trainer, train_batch, train_step
+from hcd_kit.training.step import Env, build_trainer
 from hcd_kit.training.trackers import Tracking, check_tracker, tracking
 from hcd_kit.training.validate import bce as _bce
 from hcd_kit.training.validate import predict_rows as _predict_rows
@@ -103,7 +99,9 @@ def train(
     folds the run was started for (``RUN/plan.json``).
     """
     if launched_by_torchrun() and cfg.strategy != "ddp":  # else every rank trains alone and all write the same files
-        raise ConfigError("started by torchrun but --strategy is not ddp: add --strategy ddp (or run plain `hcd train`)")
+        raise ConfigError(
+            "started by torchrun but --strategy is not ddp: add --strategy ddp (or run plain `hcd train`)"
+        )
     device = resolve_device(cfg.device)
     info = DistInfo()
     if cfg.strategy == "ddp":
@@ -117,8 +115,16 @@ def train(
 
 
 def _train(
-    cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: Sequence[int] | str | None, resume: bool,
-    hooks: Hooks, device: torch.device, info: DistInfo, record: bool = True, clock: RunClock | None = None,
+    cfg: TrainConfig,
+    data: DataLayout,
+    run: RunLayout,
+    folds: Sequence[int] | str | None,
+    resume: bool,
+    hooks: Hooks,
+    device: torch.device,
+    info: DistInfo,
+    record: bool = True,
+    clock: RunClock | None = None,
 ) -> dict[int, FoldResult]:
     """Check everything, record the run (unless ``record`` is off, as in a fold-parallel worker, whose one
     device and single strategy are not the run's settings), then train fold after fold."""
@@ -135,8 +141,12 @@ def _train(
     check_run_dir(cfg, run, wanted, resume)
     threads = set_threads(cfg.threads, env.info.local_world_size)
     where = f"{env.device}" + (f" x{env.info.world_size} ranks (ddp)" if env.info.distributed else "")
-    log = RunLog(run.log, env.info.is_main, f"train {cfg.model} @ {cfg.img_size}px on {where}, precision "
-                 f"{choice.label}, {threads} CPU thread(s), folds {wanted} -> {run.root}")  # the log's first line
+    log = RunLog(
+        run.log,
+        env.info.is_main,
+        f"train {cfg.model} @ {cfg.img_size}px on {where}, precision "
+        f"{choice.label}, {threads} CPU thread(s), folds {wanted} -> {run.root}",
+    )  # the log's first line
     if clock is None:  # --time-budget: planned once, here; a fold-parallel worker has the parent's clock
         cfg, clock = start_budget(cfg, data, run, store, table, wanted, env, resume, log)
     check_pseudo(cfg, data, run, write=record and env.info.is_main)  # --pseudo: RUN/pseudo.json
@@ -155,19 +165,25 @@ def _train(
         for fold in wanted:
             done = finished(run, fold) if resume else None
             if done is not None:
-                log(f"fold {fold}: already finished (best val AUC {done.best_auc:.4f} at epoch {done.best_epoch}); "
-                    "skipped")
+                log(
+                    f"fold {fold}: already finished (best val AUC {done.best_auc:.4f} at epoch {done.best_epoch}); "
+                    "skipped"
+                )
                 results[fold] = done
                 continue
             try:
                 results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock, tracker)
             except KeyboardInterrupt:
                 if run.last(fold).is_file():
-                    log(f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to "
-                        "continue")
+                    log(
+                        f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to "
+                        "continue"
+                    )
                 else:  # last.pt is written at the end of each epoch: none yet
-                    log(f"fold {fold}: interrupted before its first epoch finished, so nothing was kept for it; "
-                        "add --resume to restart it (finished folds are kept)")
+                    log(
+                        f"fold {fold}: interrupted before its first epoch finished, so nothing was kept for it; "
+                        "add --resume to restart it (finished folds are kept)"
+                    )
                 raise
         write_summary(results, run, log)
         tracker.results(results, run.root)
@@ -175,12 +191,20 @@ def _train(
 
 
 def _fold_parallel(
-    cfg: TrainConfig, data: DataLayout, run: RunLayout, folds: list[int], resume: bool, log: RunLog, clock: RunClock,
+    cfg: TrainConfig,
+    data: DataLayout,
+    run: RunLayout,
+    folds: list[int],
+    resume: bool,
+    log: RunLog,
+    clock: RunClock,
 ) -> dict[int, FoldResult]:
     devices = fold_devices(cfg.device, cfg.fold_workers)
     threads = cfg.threads or max(1, cpu_threads() // len(devices))  # share the CPUs, don't fight
-    log(f"fold-parallel: folds {folds} over {len(devices)} worker(s) on {', '.join(devices)}; "
-        f"worker logs in {run.root}/fold*/worker.log")
+    log(
+        f"fold-parallel: folds {folds} over {len(devices)} worker(s) on {', '.join(devices)}; "
+        f"worker logs in {run.root}/fold*/worker.log"
+    )
     worker_cfg = dataclasses.replace(cfg, strategy="single", threads=threads)
     worker = functools.partial(_fold_worker, worker_cfg, str(data.root), str(run.root), resume, clock)
     run_fold_parallel(worker, folds, devices, run.root)
@@ -189,8 +213,9 @@ def _fold_parallel(
     return results
 
 
-def _fold_worker(cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, clock: RunClock, fold: int,
-                 device: str) -> None:
+def _fold_worker(
+    cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, clock: RunClock, fold: int, device: str
+) -> None:
     """One fold on one device, in a fold-parallel worker process: the parent owns RUN/config.toml and plan.json."""
     cfg = dataclasses.replace(cfg, device=device)
     data, run = DataLayout.of(data_dir), RunLayout.of(run_dir)
@@ -201,16 +226,33 @@ def _fold_worker(cfg: TrainConfig, data_dir: str, run_dir: str, resume: bool, cl
 
 
 def _run_fold(
-    cfg: TrainConfig, fold: int, store: PackedStore, table: pd.DataFrame, run: RunLayout, env: Env,
-    resume: bool, hooks: Hooks, log: RunLog, clock: RunClock, tracker: Tracking,
+    cfg: TrainConfig,
+    fold: int,
+    store: PackedStore,
+    table: pd.DataFrame,
+    run: RunLayout,
+    env: Env,
+    resume: bool,
+    hooks: Hooks,
+    log: RunLog,
+    clock: RunClock,
+    tracker: Tracking,
 ) -> FoldResult:
-    train_rows, val_rows = _split(table, fold)
+    train_rows, val_rows = split_rows(table, fold)
     info = env.info
     src = training_source(cfg, fold, store, train_rows, run, log)  # + --pseudo test rows
     train_rows = src.rows
     loader = BatchLoader(
-        src.images, src.labels, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + fold,
-        drop_last=True, rank=info.rank, world_size=info.world_size, pin_memory=env.device.type == "cuda",
+        src.images,
+        src.labels,
+        train_rows,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed + fold,
+        drop_last=True,
+        rank=info.rank,
+        world_size=info.world_size,
+        pin_memory=env.device.type == "cuda",
     )  # drop_last: a tiny last batch gives a noisy step (and BatchNorm fails on one image)
     global_batch = cfg.batch_size * info.world_size
     if len(loader) == 0:
@@ -224,15 +266,17 @@ def _run_fold(
         state = load_checkpoint(run.last(fold), t)
         log(f"fold {fold}: resuming after epoch {state.epoch} (best val AUC so far {state.best_auc:.4f})")
     t.net = wrap_model(t.model, cfg.strategy, env.device, info)
-    log(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, "
-        f"{len(loader)} steps/epoch of {global_batch}; {trainable_summary(t.model, cfg)}")
+    log(
+        f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, "
+        f"{len(loader)} steps/epoch of {global_batch}; {trainable_summary(t.model, cfg)}"
+    )
     clock.start_fold(fold, state.epoch)  # the run's ETA; with --time-budget, this fold's share of the time
 
     for epoch in range(state.epoch, cfg.epochs):
         loader.set_epoch(epoch)
         if cfg.imbalance == "balanced":
             loader.indices = balanced_rows(train_rows, src.labels, cfg.seed, fold, epoch)
-        stats = _train_epoch(t, loader, cfg, fold, epoch, env, hooks, tracker)
+        stats = train_epoch(t, loader, cfg, fold, epoch, env, hooks.loss, tracker)
         evaluated = t.ema.module if t.ema is not None else t.model
         val_batch = cfg.val_batch_size or 2 * cfg.batch_size
         probs = _predict_rows(evaluated, store, val_rows, val_batch, cfg.img_size, env)
@@ -247,8 +291,17 @@ def _run_fold(
                 write_oof(run.oof(fold), store.ids[val_rows], fold, probs, labels)
         state.epoch = epoch + 1
         lr = t.optimizer.param_groups[0]["lr"]
-        state.history.append(dict(epoch=epoch + 1, lr=lr, train_loss=stats["loss"], val_loss=val_loss, val_auc=auc,
-                                  images_per_s=stats["images_per_s"], skipped_steps=stats["skipped"]))
+        state.history.append(
+            dict(
+                epoch=epoch + 1,
+                lr=lr,
+                train_loss=stats["loss"],
+                val_loss=val_loss,
+                val_auc=auc,
+                images_per_s=stats["images_per_s"],
+                skipped_steps=stats["skipped"],
+            )
+        )
         tracker.epoch(fold, state.history[-1])
         stalled = cfg.patience > 0 and state.epoch - state.best_epoch >= cfg.patience
         late = clock.epoch_done(fold, state.epoch, info) and not stalled  # --time-budget: the next epoch won't fit
@@ -256,72 +309,20 @@ def _run_fold(
         if info.is_main:
             write_history(run.history(fold), state.history)
             save_checkpoint(run.last(fold), t, state)
-        log(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}: train_loss {stats['loss']:.4f} val_loss {val_loss:.4f} "
+        log(
+            f"fold {fold} epoch {epoch + 1}/{cfg.epochs}: train_loss {stats['loss']:.4f} val_loss {val_loss:.4f} "
             f"val_auc {auc:.4f}{' *' if improved else ''} lr {lr:.2e} "
-            f"{stats['images_per_s']:,.0f} img/s skipped {stats['skipped']}{clock.eta()}")
+            f"{stats['images_per_s']:,.0f} img/s skipped {stats['skipped']}{clock.eta()}"
+        )
         if hooks.epoch_end is not None:
             hooks.epoch_end(fold, epoch)
         if stalled:
             log(f"fold {fold}: no better val AUC for {cfg.patience} epoch(s); stopping early")
             break
         if late:
-            log(f"fold {fold}: stopped early for the time budget after epoch {state.epoch}/{cfg.epochs} (best.pt keeps "
-                f"epoch {state.best_epoch}); the next epoch would end past this fold's share of the budget")
+            log(
+                f"fold {fold}: stopped early for the time budget after epoch {state.epoch}/{cfg.epochs} (best.pt keeps "
+                f"epoch {state.best_epoch}); the next epoch would end past this fold's share of the budget"
+            )
             break
     return fold_result(fold, state, "trained")
-
-
-def _split(table: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    train_rows = np.sort(table.loc[table["fold"] != fold, "row"].to_numpy(np.int64))
-    val_rows = np.sort(table.loc[table["fold"] == fold, "row"].to_numpy(np.int64))
-    if len(train_rows) == 0 or len(val_rows) == 0:
-        raise DataError(
-            f"fold {fold} has {len(train_rows)} training and {len(val_rows)} validation images; re-run `hcd folds`"
-        )
-    return train_rows, val_rows
-
-
-def balanced_rows(rows: np.ndarray, labels: np.ndarray, seed: int, fold: int, epoch: int) -> np.ndarray:
-    """An epoch's worth of ``rows`` drawn with replacement, half positive and half negative."""
-    pos, neg = rows[labels[rows] == 1], rows[labels[rows] == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        raise DataError(f"fold {fold}'s training images are all one class; --imbalance balanced needs both")
-    rng = np.random.default_rng([seed, fold, epoch, 0xBA1])
-    half = len(rows) // 2
-    return np.concatenate([rng.choice(pos, half), rng.choice(neg, len(rows) - half)])
-
-
-# ------------------------------------------------------------------------------------------ epoch and step
-
-
-def _train_epoch(t: Trainer, loader: BatchLoader, cfg: TrainConfig, fold: int, epoch: int, env: Env,
-                 hooks: Hooks, tracker: Tracking) -> dict:
-    """One pass over ``loader``: returns the mean loss (all ranks), skipped steps and images/s."""
-    t.net.train()
-    steps, world = len(loader), env.info.world_size
-    meter, seen = LossMeter(env.device), 0
-    start = time.perf_counter()
-    bar = progress("img") if env.info.is_main else None
-    with bar or contextlib.nullcontext():
-        title = f"fold {fold} epoch {epoch + 1}/{cfg.epochs}"
-        task = bar.add_task(title, total=steps * loader.batch_size * world) if bar else None
-        for i, batch in enumerate(loader):
-            x, y = train_batch(batch, epoch, cfg, env)
-            adjust = functools.partial(hooks.loss, epoch * steps + i) if hooks.loss is not None else None
-            loss = train_step(t, x, y, env, cfg.grad_clip, adjust)  # a device tensor: no wait for the GPU here
-            meter.add(loss)
-            tracker.step(fold, epoch * steps + i, loss, t.optimizer.param_groups[0]["lr"])
-            if (i + 1) % meter.CHECK_EVERY == 0 or i + 1 == steps:
-                if meter.worst_streak() >= cfg.max_bad_steps:  # skipped steps changed nothing: stopping late is safe
-                    raise TrainingError(
-                        f"fold {fold} epoch {epoch + 1}: {cfg.max_bad_steps} consecutive steps with non-finite loss "
-                        "or gradients; lower --lr, try --precision fp32, or check the data (last.pt keeps the last "
-                        "good epoch)"
-                    )
-            seen += len(y) * world
-            if bar:
-                bar.advance(task, len(y) * world)
-    elapsed = time.perf_counter() - start
-    total, good, skipped = meter.totals()
-    total, good = sum_across([total, good], env.info)  # every rank's losses, not just rank 0's
-    return dict(loss=total / good if good else math.nan, skipped=skipped, images_per_s=seen / max(elapsed, 1e-9))
