@@ -23,7 +23,7 @@ __all__, __getattr__, __dir__ = public_api(
     __name__,
     {
         "dataset": "DatasetResult WHEEL_DATASET build_dataset build_wheel check_slug push_dataset",
-        "fanout": "FanoutRun FoldKernel fanout_specs push_folds run_fanout",
+        "fanout": "FanoutPlan FanoutRun FoldKernel fanout_specs push_folds run_fanout",
         "download": "DownloadResult check_competition download_competition",
         "kernel": "KernelStatus PushResult kernel_output kernel_ref kernel_status push_kernel render_kernel",
         "ledger": "LedgerRecord append_record ledger_path read_ledger update_records write_ledger",
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
         push_dataset,
     )
     from hcd_kit.kaggle.download import DownloadResult, check_competition, download_competition
-    from hcd_kit.kaggle.fanout import FanoutRun, FoldKernel, fanout_specs, push_folds, run_fanout
+    from hcd_kit.kaggle.fanout import FanoutPlan, FanoutRun, FoldKernel, fanout_specs, push_folds, run_fanout
     from hcd_kit.kaggle.kernel import (
         KernelStatus,
         PushResult,

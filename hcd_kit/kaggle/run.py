@@ -32,11 +32,12 @@ from hcd_kit.kaggle.kernel import (
     kernel_digest,
     kernel_output,
     kernel_status,
-    push_kernel,
     render_kernel,
 )
 from hcd_kit.kaggle.ledger import LedgerRecord, ledger_path, read_ledger, update_records
 from hcd_kit.kaggle.poll import poll_until
+from hcd_kit.kaggle.pushonce import push_in_slot
+from hcd_kit.kaggle.sessions import MAX_SESSIONS, account_ledger
 from hcd_kit.kaggle.spec import KernelSpec, check_spec
 from hcd_kit.kaggle.submit import submit_file, wait_for_score
 from hcd_kit.runs.submission import validate_submission
@@ -89,7 +90,10 @@ class RunOptions:
     ``attach`` never pushes (the version in ``last_push.json``); ``out_dir`` defaults to ``ROOT/<name>/output``;
     ``sample_csv`` (the competition's sample) validates the fetched ``submission.csv``; ``message`` submits it (then
     the sample is required) and waits up to ``score_timeout`` s for the score. ``wait_timeout`` bounds the wait for
-    the session, ``poll`` the first poll interval, ``transfer_timeout`` the download, ``timeout`` each call."""
+    the session, ``poll`` the first poll interval, ``transfer_timeout`` the download, ``timeout`` each call.
+    ``session_timeout`` (s) is the client's session time-out of every push (Kaggle stops the session then);
+    ``max_sessions`` the GPU sessions the account runs at once (Kaggle's limit: 2), shared by every `hcd kernel
+    run` of the user on this machine (``sessions.SessionLedger``)."""
 
     attach: bool = False
     out_dir: Path | None = None
@@ -101,6 +105,8 @@ class RunOptions:
     score_timeout: float = 3600.0
     transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT
     timeout: float | None = None
+    session_timeout: float | None = None
+    max_sessions: int = MAX_SESSIONS
 
     def check(self) -> None:
         """Refuse a submission that could not be checked against the sample, before anything is pushed."""
@@ -206,11 +212,21 @@ def run_kernel(
         digest = kernel_digest(folder)
         rec = pick_up(folder, ref, digest, timeout, say)
     pushed = rec is None
+    slots = account_ledger(opt.max_sessions, timeout)  # a GPU session of the account's few, held until it ends
     if rec is None:
-        res = push_kernel(folder, timeout=timeout)  # writes last_push.json: a rerun picks this version up
+        res = push_in_slot(  # writes last_push.json: a rerun picks this version up
+            folder,
+            slots,
+            timeout=timeout,
+            session_timeout=opt.session_timeout,
+            wait_timeout=opt.wait_timeout,
+            poll=opt.poll,
+            say=say,
+        )
         rec = read_last_push(folder) or {}
         say(f"pushed {res.ref} version {res.version} asking for {res.machine_shape} {res.url}".rstrip())
     version = rec.get("version")
+    slots.confirm(ref, version)
     run = KernelRun(ref, version, pushed, "", out)
     started = _started(rec)
     on_poll = hooks.on_poll
@@ -226,6 +242,7 @@ def run_kernel(
         ),
     )
     run.status, run.failure_message = st.status, st.failure_message
+    slots.release(ref)
     if not st.ok:
         run.log = failed_log_tail(ref, out, transfer_timeout, timeout)
         return run
