@@ -23,7 +23,7 @@ Python API (what tests use)::
 
 Endpoints are named by their RPC method (``ListDataFiles``, ``DownloadDataFiles``, ``DownloadDataFile``,
 ``StartSubmissionUpload``, ``CreateSubmission``, ``ListSubmissions``, ``SaveKernel``,
-``GetKernelSessionStatus``, ``ListKernelSessionOutput``, ``StartBlobUpload``, ``GetDatasetStatus``,
+``GetKernel``, ``GetKernelSessionStatus``, ``ListKernelSessionOutput``, ``StartBlobUpload``, ``GetDatasetStatus``,
 ``CreateDataset``, ``CreateDatasetVersion``, ``IntrospectToken``) plus two plain-HTTP ones: ``"GET"`` (any
 file fetched by URL: competition zip or file, kernel output) and ``"PUT"`` (an upload to a createUrl).
 
@@ -41,8 +41,8 @@ State, inspectable and adjustable by tests:
   ListKernelSessionOutput pages them ``output_page_size`` at a time with ``nextPageToken``.
 - ``kernel_next_outcomes[slug] -> [outcome, ...]``: each push of that kernel takes the next outcome from its list
   (then ``kernel_outcome``), e.g. one fold kernel of a fan-out that fails once and completes when pushed again.
-- ``kernel_queued_extra[slug] -> n``: that kernel answers QUEUED for ``n`` more polls first, as kernels beyond
-  Kaggle's limit of concurrent GPU sessions wait in its queue while others run.
+- ``kernel_queued_extra[slug] -> n``: that kernel answers QUEUED for ``n`` more polls first (Kaggle taking its
+  time to start a session; nothing waits for a GPU slot: a push beyond the limit below is refused).
 - SaveKernel lists a ``kernelDataSources`` entry (owner/slug) that names no kernel pushed here, or one whose
   latest version did not end COMPLETE, as ``invalidKernelSources`` (Kaggle attaches only finished output).
 - ``kernel_push_error`` (str): SaveKernel answers ``{"error": ...}`` in a 200 (the client does not raise).
@@ -52,8 +52,42 @@ State, inspectable and adjustable by tests:
   CreateDatasetVersion answer ``{"status": "Error", "error": ...}`` in a 200. CreateDataset for a slug that
   exists answers that the slug is already in use; ``dataset_lost_answers`` (int): that many CreateDataset calls
   create the dataset and then answer HTTP 503, as if the answer got lost (the caller retries).
+- ``submissions_page_size_ignored`` (default False): ListSubmissions pages by ``page`` (1-based) and ``pageSize``
+  (default 20); when True every page holds 50 whatever ``pageSize`` asks (issue #899's server). A page past the
+  end is empty. A PENDING submission counts a poll only when it is on the page listed.
 - ``tokens[access_token] -> username``: accepted ``KAGGLE_API_TOKEN`` values (IntrospectToken, Bearer auth).
 - ``credentials=(user, key)``: when set, Basic auth must match (else HTTP 401); ``None`` accepts anyone.
+
+The real service's limits, ON by default (set a knob to ``None``/0 in a test about something else):
+
+- ``max_gpu_sessions`` (default 2; ``None``: no limit): at most that many GPU kernel versions QUEUED or RUNNING
+  per account. A GPU push (``machineShape`` an Nvidia/Rtx shape, or ``enableGpu`` without a shape) beyond it is
+  answered in an HTTP 200 with ``error`` = ``Maximum batch GPU session count of 2 reached``; no version is created
+  and nothing queues. A session starts at its push and ends when a status call answers COMPLETE or ERROR (the
+  stand-in's sessions advance by status polls), or when ``end_session(slug)`` ends it; a new version of the
+  same kernel supersedes a live one (that one ends as ``cancel``: status follows the latest version).
+  ``hold_gpu_session(slug, polls=n)`` takes a slot as a session started elsewhere (the web editor) would; it ends
+  after ``n`` status calls of any kernel (``None``: only by ``end_session``). ``live_gpu_sessions()`` lists the
+  live ones; ``peak_gpu_sessions`` is the most ever live at once; ``session_log`` is a list of ``(event, slug,
+  version)`` with event ``"start"``, ``"end"``, ``"cancel"`` or ``"refused"`` (version 0: none was created).
+- ``gpu_quota_hours`` (default 30.0) and ``session_hours`` (default 1.0): each GPU session, when it ends,
+  consumes ``session_hours`` of the weekly quota, or the push's ``sessionTimeoutSeconds`` when smaller
+  (``gpu_hours_used`` holds the sum; tests may set it). A GPU push when ``gpu_quota_hours - gpu_hours_used <= 0``
+  is refused in a 200 with ``Maximum weekly GPU quota of 30.00 hours reached``. ``GetAcceleratorQuotaStatistics``
+  (the client's ``quota_view``, kaggle >= 2.2.1) answers ``gpuQuota`` with ``timeUsed``, ``timeReserved`` (live
+  sessions' hours) and ``totalTimeAllowed``, durations as ``"<seconds>s"``.
+- ``dataset_processing_polls`` (default 2): a dataset created or versioned is processing for that many
+  GetDatasetStatus calls (answered ``BLOBS_RECEIVED``, which the client returns as ``"blobs_received"``),
+  then ``READY``. CreateDatasetVersion while it is processing is refused with HTTP 403; a SaveKernel naming it in
+  ``datasetDataSources`` saves and runs the kernel but lists it in ``invalidDatasetSources``.
+  ``datasets[ref]["processing"]`` holds the status calls left.
+- Retired machine shapes are substituted silently (``RETIRED_SHAPES``: ``NvidiaTeslaP100`` -> ``NvidiaTeslaT4``,
+  ``TpuV38`` / ``Tpu1VmV38`` -> ``TpuV5E8``, ``TpuV232`` / ``TpuV2256`` -> CPU ``""``). ``kernel_shapes[slug]`` is
+  the shape the latest push of that kernel got (``NvidiaTeslaT4`` for ``enableGpu`` without a shape; ``""``:
+  CPU).
+- Kernel output: the client writes the session log ``<slug>.log`` (``kernel_log``, sent with the first page)
+  after all the listed files, so it comes LAST in ``kernels_output``'s list, after e.g. ``run/train.log``. Output
+  names may hold folders (``run/train.log``).
 
 Uploads honour the resumable protocol: a PUT with ``Content-Range: bytes */N`` is a probe answered 200 when
 all N bytes arrived, else 308 with ``Range: bytes=0-<last>``; a PUT with ``Content-Range: bytes a-b/N``
@@ -78,6 +112,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 ISO_DATE = "2024-01-02T03:04:05.000Z"
+# Retired machine shapes and what the service runs instead (kaggle's _RETIRED_ACCELERATORS, PR #1192); "" = CPU
+RETIRED_SHAPES = {
+    "NvidiaTeslaP100": "NvidiaTeslaT4",
+    "TpuV38": "TpuV5E8",
+    "Tpu1VmV38": "TpuV5E8",
+    "TpuV232": "",
+    "TpuV2256": "",
+}
+GPU_SHAPE_PREFIXES = ("Nvidia", "Rtx")
+DATASET_PROCESSING = "BLOBS_RECEIVED"  # a DatabundleVersionStatus before READY
 LAST_MODIFIED = formatdate(1704164645, usegmt=True)  # an HTTP date; an ISO date crashes the client
 
 
@@ -124,7 +168,17 @@ class Kernel:
     failure_message: str = ""
     outputs: dict[str, bytes] = field(default_factory=dict)
     log: str = ""
-    queued_extra: int = 0  # more QUEUED polls first (waiting for a GPU session)
+    queued_extra: int = 0  # more QUEUED polls first (Kaggle taking its time to start the session)
+
+
+@dataclass
+class Session:
+    """A live GPU session: a kernel version QUEUED or RUNNING, or a slot held as by the web editor."""
+
+    slug: str
+    version: int
+    hours: float  # quota it consumes when it ends
+    polls_left: int | None = None  # held slot: ends after that many status calls of any kernel
 
 
 @dataclass
@@ -167,6 +221,17 @@ class KaggleStub:
         self.kernel_next_outcomes: dict[str, list[str]] = {}
         self.kernel_queued_extra: dict[str, int] = {}
         self.output_page_size = 2
+        self.submissions_page_size_ignored = False
+        # the real service's limits (module docstring)
+        self.max_gpu_sessions: int | None = 2
+        self.gpu_quota_hours = 30.0
+        self.session_hours = 1.0
+        self.gpu_hours_used = 0.0
+        self.dataset_processing_polls = 2
+        self.gpu_sessions: dict[str, Session] = {}
+        self.peak_gpu_sessions = 0
+        self.session_log: list[tuple[str, str, int]] = []
+        self.kernel_shapes: dict[str, str] = {}
         self.datasets: dict[str, dict] = {}
         self.dataset_error: str | None = None
         self.dataset_lost_answers = 0
@@ -240,6 +305,50 @@ class KaggleStub:
     def calls(self, endpoint: str) -> list[Recorded]:
         with self._lock:
             return [r for r in self.requests if r.endpoint == endpoint]
+
+    # ------------------------------------------------------------------ GPU sessions and quota
+    def live_gpu_sessions(self) -> list[str]:
+        """The slugs of the GPU sessions live now (QUEUED or RUNNING, or held)."""
+        with self._lock:
+            return sorted(self.gpu_sessions)
+
+    def hold_gpu_session(self, slug: str, polls: int | None = None, hours: float | None = None) -> None:
+        """Take a GPU slot as a session started elsewhere (the web editor) does; it ends after ``polls`` status
+        calls of any kernel (``None``: only by ``end_session``)."""
+        with self._lock:
+            self._start_session(Session(slug, 1, self.session_hours if hours is None else hours, polls))
+
+    def end_session(self, slug: str, event: str = "end") -> None:
+        """End a live GPU session now: it consumes its hours, and a kernel's next status is its outcome."""
+        with self._lock:
+            session = self.gpu_sessions.pop(slug, None)
+            if session is None:
+                return
+            self.gpu_hours_used += session.hours
+            self.session_log.append((event, slug, session.version))
+            for (_, short), kernel in self.kernels.items():
+                if short == slug and kernel.version == session.version:
+                    kernel.polls = max(kernel.polls, kernel.queued_extra + self.kernel_polls + 1)
+
+    def _start_session(self, session: Session) -> None:
+        self.gpu_sessions[session.slug] = session
+        self.session_log.append(("start", session.slug, session.version))
+        self.peak_gpu_sessions = max(self.peak_gpu_sessions, len(self.gpu_sessions))
+
+    def _gpu_refusal(self) -> str | None:
+        """Why the service refuses one more GPU session now (``None``: it starts)."""
+        if self.max_gpu_sessions is not None and len(self.gpu_sessions) >= self.max_gpu_sessions:
+            return f"Maximum batch GPU session count of {self.max_gpu_sessions} reached"
+        if self.gpu_quota_hours - self.gpu_hours_used <= 0:
+            return f"Maximum weekly GPU quota of {self.gpu_quota_hours:.2f} hours reached"
+        return None
+
+    def _tick_held_sessions(self) -> None:
+        for session in list(self.gpu_sessions.values()):
+            if session.polls_left is not None:
+                session.polls_left -= 1
+                if session.polls_left <= 0:
+                    self.end_session(session.slug)
 
     def _add_fault(self, endpoint: str, fault: Fault) -> None:
         with self._lock:
@@ -327,10 +436,11 @@ class KaggleStub:
             with zipfile.ZipFile(comp.zip_path) as zf:
                 if rest in zf.namelist():
                     return zf.read(rest)
-        if kind == "kernels" and len(parts) == 3:
+        if kind == "kernels" and len(parts) >= 3:
             kernel = self.kernels.get((parts[0], parts[1]))
-            if kernel is not None and parts[2] in kernel.outputs:
-                return kernel.outputs[parts[2]]
+            name = "/".join(parts[2:])  # output names may hold folders: run/train.log
+            if kernel is not None and name in kernel.outputs:
+                return kernel.outputs[name]
         raise _Reply(404, f"no file at {path}")
 
     # ------------------------------------------------------------------ submissions
@@ -367,7 +477,9 @@ class KaggleStub:
         if name not in self.competitions:
             raise _Reply(404, f"Competition '{name}' not found")
         out = []
-        for sub in self.submissions.get(name, []):
+        size = 50 if self.submissions_page_size_ignored else int(body.get("pageSize") or 20)
+        start = (max(int(body.get("page") or 1), 1) - 1) * size
+        for sub in self.submissions.get(name, [])[start : start + size]:
             if sub["status"] == "PENDING":
                 sub["_polls"] -= 1
                 if sub["_polls"] <= 0:
@@ -387,6 +499,13 @@ class KaggleStub:
         owner, _, short = slug.rpartition("/")
         key = (owner or user, short)
         old = self.kernels.get(key)
+        asked = body.get("machineShape") or ("NvidiaTeslaT4" if body.get("enableGpu") else "")
+        shape = RETIRED_SHAPES.get(asked, asked)
+        gpu = shape.startswith(GPU_SHAPE_PREFIXES)
+        if gpu and (refusal := self._gpu_refusal()):
+            self.session_log.append(("refused", short, 0))
+            return {"error": refusal}  # in an HTTP 200, and no version is created
+        self.kernel_shapes[short] = shape
         unfinished = [ref for ref in body.get("kernelDataSources") or [] if not self._finished(ref)]
         queued = self.kernel_next_outcomes.get(short) or []
         self.kernels[key] = Kernel(
@@ -399,6 +518,11 @@ class KaggleStub:
             queued_extra=self.kernel_queued_extra.get(short, 0),
         )
         kernel = self.kernels[key]
+        if short in self.gpu_sessions:  # the stand-in follows the latest version only: the old one ends
+            self.end_session(short, "cancel")
+        if gpu:
+            hours, cap = self.session_hours, body.get("sessionTimeoutSeconds")
+            self._start_session(Session(short, kernel.version, min(hours, int(cap) / 3600) if cap else hours))
         invalid = {
             f"invalid{kind.capitalize()}Sources": list(sources)
             for kind, sources in self.kernel_invalid_sources.items()
@@ -406,6 +530,9 @@ class KaggleStub:
         }
         if unfinished:
             invalid["invalidKernelSources"] = invalid.get("invalidKernelSources", []) + unfinished
+        processing = [ref for ref in body.get("datasetDataSources") or [] if self._dataset_processing(ref)]
+        if processing:
+            invalid["invalidDatasetSources"] = invalid.get("invalidDatasetSources", []) + processing
         return {
             "ref": f"/code/{key[0]}/{key[1]}",
             "url": f"{self.url}/code/{key[0]}/{key[1]}",
@@ -429,7 +556,16 @@ class KaggleStub:
             raise _Reply(404, f"Kernel '{body.get('userName')}/{body.get('kernelSlug')}' not found")
         return kernel
 
+    def rpc_GetKernel(self, body: dict, user: str) -> dict:
+        """The kernel's metadata (``currentVersionNumber``: its latest version) and source; 404 if never pushed."""
+        kernel = self._kernel(body)
+        owner, slug = body.get("userName", ""), body.get("kernelSlug", "")
+        meta = {"ref": f"{owner}/{slug}", "slug": slug, "title": kernel.body.get("newTitle") or slug}
+        blob = {"source": kernel.body.get("text", ""), "language": "python", "kernelType": "script", "slug": slug}
+        return {"metadata": {**meta, "currentVersionNumber": kernel.version}, "blob": blob}
+
     def rpc_GetKernelSessionStatus(self, body: dict, user: str) -> dict:
+        self._tick_held_sessions()
         kernel = self._kernel(body)
         kernel.polls += 1
         polls = kernel.polls - kernel.queued_extra
@@ -437,13 +573,16 @@ class KaggleStub:
             return {"status": "QUEUED"}
         if polls <= self.kernel_polls:
             return {"status": "RUNNING"}
+        live = self.gpu_sessions.get(body.get("kernelSlug", ""))
+        if live is not None and live.version == kernel.version and live.polls_left is None:
+            self.end_session(live.slug)
         if kernel.outcome == "ERROR":
             return {"status": "ERROR", "failureMessage": kernel.failure_message}
         return {"status": kernel.outcome}
 
     def rpc_ListKernelSessionOutput(self, body: dict, user: str) -> dict:
         kernel = self._kernel(body)
-        names = sorted(kernel.outputs)
+        names = sorted(kernel.outputs)  # the client writes the session log after them all
         start = int(body.get("pageToken") or 0)
         size = min(int(body.get("pageSize") or 20), self.output_page_size)
         base = f"{self.url}/stub/files/kernels/{body['userName']}/{body['kernelSlug']}"
@@ -453,6 +592,19 @@ class KaggleStub:
         if start + size < len(names):
             out["nextPageToken"] = str(start + size)
         return out
+
+    def rpc_GetAcceleratorQuotaStatistics(self, body: dict, user: str) -> dict:
+        reserved = sum(s.hours for s in self.gpu_sessions.values())
+        return {
+            "quotaRefreshTime": ISO_DATE,
+            "gpuQuota": {
+                "timeUsed": f"{round(self.gpu_hours_used * 3600)}s",
+                "timeReserved": f"{round(reserved * 3600)}s",
+                "totalTimeAllowed": f"{round(self.gpu_quota_hours * 3600)}s",
+                "hasEverRun": bool(self.session_log),
+            },
+            "tpuQuota": {"timeUsed": "0s", "totalTimeAllowed": f"{20 * 3600}s"},
+        }
 
     # ------------------------------------------------------------------ blobs and datasets
     def rpc_StartBlobUpload(self, body: dict, user: str) -> dict:
@@ -482,10 +634,19 @@ class KaggleStub:
             if blob is None or not blob.complete:
                 raise _Reply(400, f"Unknown or incomplete upload token {f.get('token')!r}")
 
+    def _dataset_processing(self, ref: str) -> bool:
+        """Whether dataset ``owner/slug`` (a ``/versions/N`` tail ignored) exists here and is still processing."""
+        dataset = self.datasets.get("/".join(ref.split("/")[:2]))
+        return dataset is not None and dataset.get("processing", 0) > 0
+
     def rpc_GetDatasetStatus(self, body: dict, user: str) -> dict:
         ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
         if ref not in self.datasets:
             raise _Reply(404, f"Dataset '{ref}' not found")
+        dataset = self.datasets[ref]
+        if dataset.get("processing", 0) > 0:
+            dataset["processing"] -= 1
+            return {"status": DATASET_PROCESSING}
         return {"status": "READY"}
 
     def rpc_CreateDataset(self, body: dict, user: str) -> dict:
@@ -495,7 +656,7 @@ class KaggleStub:
         ref = f"{body.get('ownerSlug') or user}/{body.get('slug')}"
         if ref in self.datasets:
             return {"status": "Error", "error": f'The requested slug "{body.get("slug")}" is already in use'}
-        self.datasets[ref] = {"body": body, "versions": [body]}
+        self.datasets[ref] = {"body": body, "versions": [body], "processing": self.dataset_processing_polls}
         if self.dataset_lost_answers > 0:
             self.dataset_lost_answers -= 1
             raise _Reply(503, "The service is unavailable")  # created, but the caller never hears so
@@ -507,8 +668,11 @@ class KaggleStub:
         ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
         if ref not in self.datasets:
             raise _Reply(404, f"Dataset '{ref}' not found")
+        if self.datasets[ref].get("processing", 0) > 0:  # the real text is generic: a caller cannot tell why
+            raise _Reply(403, "Permission 'datasets.update' was denied")
         self._dataset_files_ok((body.get("body") or {}).get("files"))
         self.datasets[ref]["versions"].append(body)
+        self.datasets[ref]["processing"] = self.dataset_processing_polls
         return {"ref": f"/datasets/{ref}", "url": f"{self.url}/datasets/{ref}", "status": "Ok"}
 
     def rpc_IntrospectToken(self, body: dict, user: str) -> dict:

@@ -106,6 +106,7 @@ def test_dataset_create_and_version(kaggle_env, tmp_path):
     (folder / "dataset-metadata.json").write_text(
         json.dumps({"id": "testuser/hcd-weights", "title": "hcd weights", "licenses": [{"name": "CC0-1.0"}]})
     )
+    kaggle_env.server.dataset_processing_polls = 0  # the round-trip, not the processing wait (test_kaggle_limits)
     api = ka.get_api()
     created = ka.check_reported("create", ka.call("create", lambda: api.dataset_create_new(str(folder), quiet=True)))
     assert created.status == "Ok"
