@@ -310,3 +310,24 @@ def test_older_kaggle_client_is_refused_at_the_first_call(kaggle_env, comp, tmp_
     assert f"the installed kaggle client is {version}, older than the 2.2.2 hcd needs" in r.stderr
     assert 'pip install -U "kaggle>=2.2.2"' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert kaggle_env.server.requests == [] and not ledger.exists()
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_submissions_reads_past_a_short_page(kaggle_env, comp, tmp_path, ignored):
+    """A server that ignores ``page_size`` answers pages of 50: a short page is not the last one (issue #899)."""
+    src, ids = comp
+    ledger = tmp_path / "l.jsonl"
+    sub = write_sub(tmp_path / "s.csv", ids, [0.3] * len(ids))
+    assert kaggle_env.invoke("submit", sub, "-m", "old one", "--data-dir", src, "--ledger", ledger).exit_code == 0
+    server = kaggle_env.server
+    server.submissions_page_size_ignored = ignored
+    server.submissions[COMP][0]["_polls"] = 1
+    done = {"fileName": "x.csv", "date": "2024-01-02T03:04:05.000Z", "status": "COMPLETE", "publicScore": "0.5"}
+    newer = [{"ref": 10_000 + n, **done} for n in range(60)]
+    server.submissions[COMP][:0] = newer  # newest first: ours is on the second page of 50
+    r = kaggle_env.invoke("submissions", "--ledger", ledger)
+    assert r.exit_code == 0, r.stderr
+    (rec,) = [json.loads(x) for x in ledger.read_text().splitlines()]
+    assert (rec["status"], rec["public_score"]) == ("COMPLETE", 0.3)
+    pages = [c.body.get("page") for c in server.calls("ListSubmissions")]
+    assert pages == ([1, 2, 3] if ignored else [1, 2])  # then an empty page ends the listing

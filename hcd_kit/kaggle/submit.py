@@ -60,7 +60,8 @@ def submit_file(
 
 
 def _list(competition: str, timeout: float | None, pages: int = 5) -> dict[int, object]:
-    """Recent submissions by ref (a few pages: the ledger's unfinished ones are recent)."""
+    """Recent submissions by ref (a few pages: the ledger's unfinished ones are recent). Stops at an empty page
+    or one with nothing new: a server may ignore ``page_size`` (pages of 50), so a short page is not the last."""
     api = kaggle_api.get_api()
     found: dict[int, object] = {}
     for page in range(1, pages + 1):
@@ -75,9 +76,10 @@ def _list(competition: str, timeout: float | None, pages: int = 5) -> dict[int, 
             )
             or []
         )
+        before = len(found)
         for s in subs:
             found[int(s.ref)] = s
-        if len(subs) < 100:
+        if len(found) == before:
             break
     return found
 
