@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -213,7 +214,8 @@ def test_demo_on_the_shipped_sample_trains_what_fits_its_time_budget(tmp_path):
     assert "time plan" in res.stdout
     assert f"5 folds x {plan['epochs']} epochs (chosen for --time-budget {budget})" in " ".join(res.stdout.split())
     log = (run / "train.log").read_text()
-    assert log.count(" epoch 1/") == 5  # every fold trained, however few epochs fitted
+    # every fold trained its first epoch, however few fitted (a fold may also stop early "after epoch 1/N")
+    assert sorted(set(re.findall(r"fold (\d) epoch 1/\d+:", log))) == ["0", "1", "2", "3", "4"]
     assert (tmp_path / "demo" / "submission.csv").is_file()
 
 
