@@ -23,7 +23,8 @@ Python API (what tests use)::
 
 Endpoints are named by their RPC method (``ListDataFiles``, ``DownloadDataFiles``, ``DownloadDataFile``,
 ``StartSubmissionUpload``, ``CreateSubmission``, ``ListSubmissions``, ``SaveKernel``,
-``GetKernel``, ``GetKernelSessionStatus``, ``ListKernelSessionOutput``, ``StartBlobUpload``, ``GetDatasetStatus``,
+``GetKernel``, ``GetKernelSessionStatus``, ``ListKernelSessionOutput``, ``GetAcceleratorQuotaStatistics``,
+``StartBlobUpload``, ``GetDatasetStatus``,
 ``CreateDataset``, ``CreateDatasetVersion``, ``IntrospectToken``) plus two plain-HTTP ones: ``"GET"`` (any
 file fetched by URL: competition zip or file, kernel output) and ``"PUT"`` (an upload to a createUrl).
 
