@@ -282,13 +282,15 @@ def _started(rec: dict) -> float:
 
 
 def failed_log_tail(ref: str, out: Path, transfer_timeout: float, timeout: float | None) -> list[str]:
-    """Fetch what a failed session left (its log first of all) and return the log's tail."""
+    """Fetch what a failed session left and return the tail of its session log ``<slug>.log`` (the traceback;
+    the client lists it last), else of the first other ``*.log`` that has lines (``run/train.log``...)."""
     try:
         files = kernel_output(ref, out, transfer_timeout=transfer_timeout, timeout=timeout)
     except KaggleError as exc:
         return [f"(its log could not be fetched: {exc})"]
-    logs = [f for f in files if f.suffix == ".log"]
-    return log_tail(logs[0]) if logs else ["(the session left no log)"]
+    session = f"{ref.rstrip('/').rsplit('/', 1)[-1]}.log"
+    logs = sorted((f for f in files if f.suffix == ".log"), key=lambda f: f.name != session)
+    return next((tail for f in logs if (tail := log_tail(f))), ["(the session left no log)"])
 
 
 def _submit(
