@@ -19,6 +19,9 @@ Imbalance = Literal["none", "pos-weight", "balanced"]
 TtaViews = Literal[1, 2, 4, 8]  # views per patch: the dihedral subgroups of that size
 BlendMode = Literal["mean", "rank"]  # mean probability, or mean rank (ignores calibration between models)
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]  # hcd train --tracker: each needs its extra
+# `hcd kernel push|run --machine-shape`: the Kaggle accelerators that exist today (kaggle-cli docs, 2026; some are
+# offered only to some accounts or competitions); NvidiaTeslaT4 is T4 x2, the default GPU
+MachineShape = Literal["NvidiaTeslaT4", "NvidiaL4", "NvidiaL4X1", "NvidiaTeslaA100", "NvidiaH100", "NvidiaRtxPro6000"]
 ProbeHead = Literal[
     "logreg", "mlp"
 ]  # hcd probe --head: standardised features -> logistic regression, or one hidden layer of 256
@@ -29,6 +32,7 @@ DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 
 TTA_CHOICES: tuple[int, ...] = get_args(TtaViews)
 BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
+MACHINE_SHAPES: tuple[str, ...] = get_args(MachineShape)
 
 MIN_IMG_SIZE = 32  # the smallest --img-size every stage takes (train, predict, embed); checked when a run is configured
 DEFAULT_MODEL = "resnet18"  # --model takes any timm name; small ImageNet CNNs do well on 96 px tissue

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hcd_kit.choices import TtaViews
+from hcd_kit.choices import MACHINE_SHAPES, TtaViews
 from hcd_kit.cli._app import COMPETITION, Competition, parse_folds
 
 PLACEHOLDER_OWNER = "<your-kaggle-username>"  # owner of a kernel rendered by --dry-run without credentials
@@ -51,9 +51,12 @@ HubSecret = Annotated[
         metavar="NAME",
         show_default="none",
         help="Route A to a registry model's weights (`hcd models`: uni, virchow2, ...): the hub, with your token. Turns "
-        "the kernel's internet on and sets HF_TOKEN from your Kaggle secret NAME at its start (add your Hugging "
-        "Face read token in the notebook's Add-ons > Secrets under that name; only the name is in the kernel). "
-        "Route B, offline: --pretrained-from a dataset made by `hcd weights push MODEL`.",
+        "the kernel's internet on and sets HF_TOKEN from your Kaggle secret NAME at its start (only the name is in "
+        "the kernel). Secrets attach only in the web editor, not through the API: push once (that session stops "
+        "at its start, saying so), attach your Hugging Face read token as NAME in the notebook's Add-ons > "
+        "Secrets, Save Version there, then `hcd kernel run --attach` waits, fetches and submits. Whether a later "
+        "push keeps the secret attached is unconfirmed (if not, its session stops at its start again). Route B, "
+        "offline: --pretrained-from a dataset made by `hcd weights push MODEL`.",
     ),
 ]
 Probe = Annotated[
@@ -82,8 +85,25 @@ def kernel_options(
         Optional[str], opt("Kernel slug.", "NAME", show_default="hcd-train, hcd-train-fold-K or hcd-predict")
     ] = None,
     machine_shape: Annotated[
-        str, opt("Accelerator asked for (the kernel logs what it got).", "SHAPE")
+        str,
+        opt(
+            f"Accelerator: {', '.join(MACHINE_SHAPES)} (NvidiaTeslaT4 is T4 x2; some are offered only to some "
+            "accounts or competitions). Retired shapes (NvidiaTeslaP100, TpuV38, Tpu1VmV38: Kaggle silently runs "
+            "another machine), the internal NvidiaTeslaT4Highmem and TPUs (hcd trains on CUDA) are refused. The "
+            "kernel logs the GPUs it got (gpus.json) and stops at its start when they are fewer (one or none for "
+            "T4 x2) or too old for its torch.",
+            "SHAPE",
+        ),
     ] = "NvidiaTeslaT4",
+    allow_other_gpus: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-gpus",
+            metavar="",
+            help="Let the kernel go on whatever GPUs Kaggle gave it (fewer than the shape has, or none), instead "
+            "of stopping at its start.",
+        ),
+    ] = False,
     internet: Annotated[bool, opt("Give the kernel internet access (off: it needs nothing outside Kaggle).")] = False,
     weights_dataset: Annotated[
         str,
@@ -168,6 +188,7 @@ def spec_from(opts: Mapping[str, Any], **changes: Any):
         internet=o["internet"],
         datasets=o["dataset"] or [],
         machine_shape=o["machine_shape"],
+        allow_other_gpus=o["allow_other_gpus"],
         competition=o["competition"],
         wheel_dataset=o["wheel_dataset"],
         train_args=train.words,

@@ -26,6 +26,54 @@ LEDGER_DEFAULT = "submissions/ledger.jsonl of the nearest folder up that has sub
 Ledger = Annotated[Optional[Path], typer.Option(metavar="FILE", show_default=LEDGER_DEFAULT, help="Ledger file.")]
 Poll = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between the first polls (backs off to 60 s).")]
 Name = Annotated[str, typer.Option(metavar="NAME", help="Kernel slug, or owner/slug.")]
+DatasetWait = Annotated[
+    float,
+    typer.Option(
+        metavar="SECONDS",
+        help="Seconds to wait until Kaggle has processed the upload (READY: a kernel pushed next attaches it; a "
+        "version pushed before gets HTTP 403). A new version also waits for the previous one first.",
+    ),
+]
+NoWait = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        metavar="",
+        help="Return once the upload is accepted, without waiting for READY (`hcd kernel push|run` still waits "
+        "for it before pushing a kernel that attaches it).",
+    ),
+]
+
+
+def dataset_pushed(res, no_wait: bool) -> None:
+    """Print what `hcd dataset push` / `hcd weights push` did."""
+    from hcd_kit.console import console
+
+    what = "created" if res.created else "new version of"
+    state = "; Kaggle is processing it (not waited for)" if no_wait else f", {res.status.upper()}"
+    console.print(f"{what} dataset {res.ref}{state} {res.url}".rstrip(), soft_wrap=True, highlight=False)
+
+
+def dataset_status_line(ref: str):
+    """``on_status`` for ``push_dataset``: one line per new processing status while it waits."""
+    import time
+
+    from hcd_kit.console import console
+
+    seen: list[str] = []
+    start = time.monotonic()
+
+    def show(status: str) -> None:
+        if status != "ready" and status not in seen:
+            seen.append(status)
+            console.print(
+                f"  dataset {ref}: Kaggle is processing it ({status}, {time.monotonic() - start:.0f} s); waiting "
+                "until it is READY",
+                soft_wrap=True,
+                highlight=False,
+            )
+
+    return show
 
 
 def _score(v: float | None) -> str:

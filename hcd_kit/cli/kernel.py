@@ -25,7 +25,17 @@ from hcd_kit.cli._kernel_options import (
 from hcd_kit.cli._kernel_options import (
     opt as _opt,
 )
-from hcd_kit.cli.kaggle import Name, Poll, Timeout, TransferTimeout
+from hcd_kit.cli.fanout import session_options, session_timeout, time_budget
+from hcd_kit.cli.kaggle import (
+    DatasetWait,
+    Name,
+    NoWait,
+    Poll,
+    Timeout,
+    TransferTimeout,
+    dataset_pushed,
+    dataset_status_line,
+)
 
 kernel_app = group(
     "kernel",
@@ -51,7 +61,7 @@ def _timeout(timeout: Timeout = None) -> None:
     """--timeout of `hcd kernel push` and `run` (a signature only)."""
 
 
-@command(kernel_app, "push", signature=signature(kernel_options, _dry_run, _timeout))
+@command(kernel_app, "push", signature=signature(kernel_options, session_options, _dry_run, _timeout))
 def kernel_push(**opts) -> None:
     """Render a Kaggle kernel that trains (and predicts) with hcd on a GPU, and push it.
 
@@ -65,8 +75,10 @@ def kernel_push(**opts) -> None:
     routes: --pretrained-from a dataset of its weights (`hcd weights push uni --private-ok`), or --hub-secret
     NAME (internet on, HF_TOKEN from your Kaggle secret NAME). --probe MODEL runs `hcd embed` + `hcd probe`
     instead of training. Every dataset:OWNER/SLUG/FILE in --train-args/--predict-args is
-    attached and resolved to wherever Kaggle mounts it. --fold each pushes one training kernel per fold and
-    renders the inference kernel that `hcd kernel run --fold each` pushes once they are all COMPLETE.
+    attached and resolved to wherever Kaggle mounts it. --fold each pushes training kernels over the folds
+    (--folds-per-kernel at once each) while GPU sessions are free (Kaggle runs two per account at once and
+    queues none), and renders the inference kernel that `hcd kernel run --fold each` pushes once they are all
+    COMPLETE (it also pushes the fold kernels still waiting for a session).
 
     Example: hcd kernel push --fold 0 --train-args "--epochs 6 --no-pretrained"
     (then: hcd kernel status --name hcd-train-fold-0 --wait)
@@ -89,15 +101,21 @@ def kernel_push(**opts) -> None:
     )
     if spec.hub_secret:
         console.print(
-            f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}: attach it once in the "
-            "notebook's Add-ons > Secrets (until then the session stops at its start, saying so)",
+            f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}, which only the web editor can "
+            "attach (not the API): until then its session stops at its start, saying so. Open the notebook, attach "
+            f"{spec.hub_secret} in Add-ons > Secrets, Save Version there, then `hcd kernel run --attach` (same "
+            "options) waits, fetches and submits; a rerun pushes a new version, and whether that keeps the secret "
+            "is unconfirmed",
             soft_wrap=True,
             highlight=False,
             markup=False,
         )
     if dry_run:
         return
-    res = push_kernel(folder, timeout=opts["timeout"])
+    say = lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False)  # noqa: E731
+    # waits for datasets Kaggle is still processing; Kaggle stops the session after `limit` s
+    limit = session_timeout(opts, time_budget(spec.train_args)[1])
+    res = push_kernel(folder, timeout=opts["timeout"], session_timeout=limit, say=say)
     version = f" version {res.version}" if res.version else ""
     console.print(f"pushed {res.ref}{version} asking for {res.machine_shape} {res.url}".rstrip())
     console.print(f"watch it with: hcd kernel status --name {spec.name} --wait")
@@ -170,12 +188,15 @@ def dataset_push(
     notes: Annotated[str, _opt("Version notes when the dataset exists already.", "TEXT")] = "hcd update",
     dry_run: Annotated[bool, _opt("Assemble the folder but do not upload it.")] = False,
     transfer_timeout: TransferTimeout = 3600.0,
+    wait_timeout: DatasetWait = 1800.0,
+    no_wait: NoWait = False,
 ) -> None:
     """Build and upload the Kaggle dataset that kernels install hcd_kit from (plus weights with --run-dir).
 
     The folder holds the hcd_kit wheel (`pip wheel` of this repository, or --wheel), and with --run-dir
     the run's config.toml and fold{k}_best.pt / fold{k}_oof.csv, plus dataset-metadata.json. The
-    dataset is created, or versioned when it exists.
+    dataset is created, or versioned when it exists, and the command waits until Kaggle has processed it (READY),
+    so a kernel pushed next attaches it: --wait-timeout, or --no-wait (then `hcd kernel push|run` waits instead).
 
     Example: hcd dataset push --run-dir runs/resnet18 --name hcd-weights-r18
     """
@@ -191,8 +212,11 @@ def dataset_push(
     console.print(f"assembled {folder}/: {', '.join(names)}", soft_wrap=True)
     if dry_run:
         return
-    res = push_dataset(folder, notes, transfer_timeout=transfer_timeout)
-    console.print(f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip())
+    wait = None if no_wait else wait_timeout
+    res = push_dataset(
+        folder, notes, transfer_timeout=transfer_timeout, wait_timeout=wait, on_status=dataset_status_line(ref)
+    )
+    dataset_pushed(res, no_wait)
 
 
 # `hcd kernel run` takes the options of `kernel push` (``kernel_options``: a new one is offered here too) but
@@ -232,13 +256,14 @@ def _run_options(
         Optional[Path], _ropt("Folder for the kernel's output files.", "DIR", show_default="ROOT/NAME/output")
     ] = None,
     wait_timeout: Annotated[
-        float,
+        Optional[float],
         _ropt(
             "Seconds to wait for the session (a GPU session lasts 12 h at most); "
             "it keeps running after that: pick it up with --attach.",
             "SECONDS",
+            show_default="12 h; --fold each: its schedule",
         ),
-    ] = 43200.0,
+    ] = None,
     score_timeout: Annotated[float, _ropt("Seconds --submit waits for the score.", "SECONDS")] = 3600.0,
     poll_interval: Annotated[float, _ropt("Seconds between the first polls (backs off to 60 s).", "SECONDS")] = 10.0,
     transfer_timeout: Annotated[float, _ropt("Seconds the download of the output may take.", "SECONDS")] = 3600.0,
@@ -254,7 +279,7 @@ def _run_options(
     """The options of `hcd kernel run` alone (a signature only)."""
 
 
-@command(kernel_app, "run", signature=signature(kernel_options, _timeout, _run_options))
+@command(kernel_app, "run", signature=signature(kernel_options, session_options, _timeout, _run_options))
 def kernel_run(**opts) -> None:
     """Push a kernel (the options of `hcd kernel push`), wait for it, fetch its output, check submission.csv,
     and with --submit -m MSG submit it and wait for the score.
@@ -267,9 +292,15 @@ def kernel_run(**opts) -> None:
     submitted. A session that ends in ERROR or is cancelled prints the tail of its log and Kaggle's message,
     and exits non-zero.
 
-    --fold each pushes one training kernel per fold (--n-folds, each its own GPU session; beyond Kaggle's limit
-    of concurrent sessions they queue), waits for all of them, then runs one inference kernel that attaches
-    their outputs, ensembles the folds with TTA and writes submission.csv. A rerun re-pushes only failed folds.
+    Kaggle runs two GPU sessions per account at once and queues none: hcd keeps at most --max-sessions live
+    (shared by your `hcd kernel run`s on this machine) and waits, saying so, while one started elsewhere (the
+    web editor) holds a slot. A push that got no answer is looked for at Kaggle before any push again.
+
+    --fold each trains --folds-per-kernel folds per kernel (2 on T4 x2, one per GPU: five folds in three
+    sessions), each with the recipe's planned hours as its time budget; a fan-out that the GPU quota left
+    cannot fit is refused first, saying what would. Fold kernels are pushed as sessions end (the status line
+    shows which wait, run, finished or failed), then one inference kernel ensembles their outputs with TTA
+    into submission.csv. A rerun re-pushes only failed fold kernels.
 
     Example: hcd kernel run --fold 0 --train-args "--epochs 6 --no-pretrained" --submit -m "r18 fold 0"
     """
@@ -293,6 +324,9 @@ def kernel_run(**opts) -> None:
 
         return run_each(opts)
     spec = spec_from(opts)
+    options = run_options_from({**opts, "wait_timeout": opts["wait_timeout"] or 43200.0})
+    options.session_timeout = session_timeout(opts, time_budget(spec.train_args)[1])
+    options.max_sessions = opts["max_sessions"]
     live, last = LiveStatus(spec.name), []
 
     def on_poll(st, elapsed: float) -> None:
@@ -307,5 +341,5 @@ def kernel_run(**opts) -> None:
         hooks = RunHooks(
             on_poll=on_poll, on_score=lambda r: console.print(f"  submission {r.ref}: {r.status}"), say=say
         )
-        run = run_kernel(spec, opts["root"], run_options_from(opts), hooks)
+        run = run_kernel(spec, opts["root"], options, hooks)
     report_run(run)

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.cli._app import command, group
-from hcd_kit.cli.kaggle import TransferTimeout
+from hcd_kit.cli.kaggle import DatasetWait, NoWait, TransferTimeout, dataset_pushed, dataset_status_line
 
 weights_app = group(
     "weights",
@@ -64,6 +64,8 @@ def weights_push(
         ),
     ] = False,
     transfer_timeout: TransferTimeout = 3600.0,
+    wait_timeout: DatasetWait = 1800.0,
+    no_wait: NoWait = False,
 ) -> None:
     """Save the pretrained weights of MODEL (a timm name, optionally with its tag: resnet18,
     resnet18.a1_in1k; or a registry model of `hcd models`: uni, h-optimus-0, ...) and push them as a
@@ -72,7 +74,8 @@ def weights_push(
     Run it where the Hugging Face hub is reachable (a laptop, not an offline kernel; gated models need
     your access and HF_TOKEN). The dataset holds model.safetensors (the pretrained state dict, which
     `hcd train --model MODEL --weights FILE` loads offline) and timm's config.json (so --model
-    local-dir:FOLDER works too). It is created, or versioned when it exists. Then train on Kaggle with
+    local-dir:FOLDER works too). It is created, or versioned when it exists, and the command waits until
+    Kaggle has processed it (READY; --wait-timeout, --no-wait). Then train on Kaggle with
     `hcd kernel push --pretrained-from OWNER/SLUG --train-args "--model MODEL"` (or `--probe MODEL`).
 
     Licences: a registry model whose licence does not allow re-hosting (`hcd models` says which) is
@@ -98,10 +101,11 @@ def weights_push(
     names = build_weights_dataset(model, folder, ref, from_file=from_file, private_ok=private_ok)
     console.print(f"assembled {folder}/: {', '.join(names)}", soft_wrap=True)
     if not dry_run:
-        res = push_dataset(folder, notes, transfer_timeout=transfer_timeout)
-        console.print(
-            f"{'created' if res.created else 'new version of'} dataset {res.ref} {res.url}".rstrip(), soft_wrap=True
+        wait = None if no_wait else wait_timeout
+        res = push_dataset(
+            folder, notes, transfer_timeout=transfer_timeout, wait_timeout=wait, on_status=dataset_status_line(ref)
         )
+        dataset_pushed(res, no_wait)
     name = entry.name if entry is not None else model
     if entry is not None and not entry.redistribute:
         console.print(

@@ -6,7 +6,9 @@ the package, or one you pass) and, for inference kernels, a run's ``config.toml`
 sub-folders; the kernel template rebuilds ``RUN/fold{k}/``), then writes ``dataset-metadata.json``. ``push_dataset`` creates the dataset,
 or adds a version when Kaggle already has it (GetDatasetStatus answering 404 means "create"), and checks
 the ``status``/``error`` the ``kaggle`` command ignores. A create retried after a lost answer that is told
-"slug already in use" succeeded if the dataset now exists.
+"slug already in use" succeeded if the dataset now exists. Kaggle processes a new version after the upload: the
+push waits until it is READY (``sources.wait_dataset_ready``), so a kernel pushed next can attach it, and a new
+version waits for the previous one (pushed meanwhile, Kaggle refuses it with a 403, explained as such).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from hcd_kit.errors import ConfigError, DataError, KaggleError
 from hcd_kit.fsutil import atomic_path, atomic_write_json
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
+from hcd_kit.kaggle.sources import DEFAULT_DATASET_WAIT, processing_refusal, wait_dataset_ready
 from hcd_kit.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +144,7 @@ class DatasetResult:
     ref: str
     url: str
     created: bool  # False: a new version of an existing dataset
+    status: str = ""  # Kaggle's processing status when the push returned: "ready" unless not waited for
 
 
 def _exists(api, ref: str) -> bool:
@@ -159,20 +164,34 @@ def push_dataset(
     notes: str,
     transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
     timeout: float | None = None,
+    wait_timeout: float | None = DEFAULT_DATASET_WAIT,
+    on_status: Callable[[str], None] | None = None,
 ) -> DatasetResult:
-    """Create the dataset in ``folder`` or, if Kaggle has it, add a version with ``notes``.
+    """Create the dataset in ``folder`` or, if Kaggle has it, add a version with ``notes``; then wait until Kaggle
+    has processed it (READY), up to ``wait_timeout`` s (None: return at once), ``on_status(status)`` on every poll.
 
-    ``transfer_timeout`` bounds the whole upload (one call of the client); ``timeout`` each other call.
+    A version is pushed only once the previous one is processed (Kaggle refuses it with a 403 meanwhile: waited
+    for, or explained as such). ``transfer_timeout`` bounds the whole upload (one call of the client); ``timeout``
+    each other call.
     """
     folder = str(folder)
     ref = json.loads(Path(folder, "dataset-metadata.json").read_text(encoding="utf-8"))["id"]
     api = kaggle_api.get_api(timeout)
     exists = kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref), timeout=timeout)
     if exists:
+        if wait_timeout is not None:  # the previous version first: a version pushed while it is processed gets a 403
+            wait_dataset_ready(ref, wait_timeout=wait_timeout, on_poll=on_status, timeout=timeout)
         what = f"add a version to dataset '{ref}'"
-        resp = kaggle_api.call(
-            what, lambda: api.dataset_create_version(folder, notes, quiet=True), timeout=transfer_timeout
-        )
+        try:
+            resp = kaggle_api.call(
+                what, lambda: api.dataset_create_version(folder, notes, quiet=True), timeout=transfer_timeout
+            )
+        except KaggleError as exc:
+            response = getattr(exc.__cause__, "response", None)
+            refusal = processing_refusal(ref, timeout) if getattr(response, "status_code", None) == 403 else None
+            if refusal is not None:
+                raise refusal from exc
+            raise
     else:
         what = f"create dataset '{ref}'"
         try:
@@ -189,6 +208,11 @@ def push_dataset(
                 and kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref), timeout=timeout)
             ):
                 raise
-            return DatasetResult(ref=ref, url=f"https://www.kaggle.com/datasets/{ref}", created=True)
-    kaggle_api.check_reported(what, resp)  # the `kaggle` command exits 0 on status "Error"
-    return DatasetResult(ref=ref, url=getattr(resp, "url", None) or "", created=not exists)
+            resp = None
+    if resp is not None:
+        kaggle_api.check_reported(what, resp)  # the `kaggle` command exits 0 on status "Error"
+    url = (getattr(resp, "url", None) or "") if resp is not None else f"https://www.kaggle.com/datasets/{ref}"
+    status = ""
+    if wait_timeout is not None:
+        status = wait_dataset_ready(ref, wait_timeout=wait_timeout, on_poll=on_status, timeout=timeout)
+    return DatasetResult(ref=ref, url=url, created=not exists, status=status)

@@ -34,6 +34,8 @@ from hcd_kit.kaggle.calls import interrupts_held
 from hcd_kit.kaggle.hub_access import check_template, embed_args, script_values
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.refs import dataset_refs, model_refs
+from hcd_kit.kaggle.shapes import min_gpus
+from hcd_kit.kaggle.sources import DEFAULT_DATASET_WAIT, check_sources
 from hcd_kit.kaggle.spec import KernelSpec, check_spec
 from hcd_kit.kaggle.weights import pretrained_train_args
 
@@ -126,6 +128,8 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         "WHEEL_DATASET": datasets[0],
         "WEIGHTS_DATASET": _owned(spec.weights_dataset, user) if spec.weights_dataset else "",
         "MACHINE_SHAPE": spec.machine_shape,
+        "MIN_GPUS": str(min_gpus(spec.machine_shape)),
+        "ALLOW_OTHER_GPUS": "yes" if spec.allow_other_gpus else "",
         "N_FOLDS": str(spec.n_folds),
         "FOLD_KERNELS": ",".join(_owned(k, user) for k in spec.fold_kernels),
         **script_values(spec, user),
@@ -155,25 +159,28 @@ _SOURCE_FIXES = {
 }
 
 
-def _check_sources(ref: str, resp: object) -> None:
-    """Raise if Kaggle saved the kernel but could not attach some of its sources.
+def _invalid_sources(resp: object) -> list[str]:
+    """The sources Kaggle saved the kernel without (``SaveKernelResponse.invalid_*_sources``), each with its fix.
 
-    The service still saves (and starts) the kernel, and the `kaggle` command only prints the lists, so a
+    The service still saves (and starts) that version, and the `kaggle` command only prints the lists, so a
     misspelt dataset or unaccepted rules would otherwise surface after the GPU queue, as a missing input.
     """
     problems = []
     for kind, fix in _SOURCE_FIXES.items():
         for source in getattr(resp, f"invalid_{kind}_sources", None) or []:
             problems.append(f"{kind} '{source}' ({fix.format(source)})")
-    if problems:
-        version = getattr(resp, "version_number", None)
-        saved = f"saved version {version} of" if version else "saved"
-        raise KaggleError(
-            kaggle_api.redact(
-                f"Kaggle {saved} kernel '{ref}' without the sources it could not attach: {'; '.join(problems)}; "
-                "fix them and push again (that version will fail without its inputs)"
-            )
+    return problems
+
+
+def _sources_error(ref: str, version: int | None, problems: list[str]) -> KaggleError:
+    saved = f"saved version {version} of" if version else "saved"
+    return KaggleError(
+        kaggle_api.redact(
+            f"Kaggle {saved} kernel '{ref}' without the sources it could not attach: {'; '.join(problems)}; that "
+            "version runs without them and stops at its start (recorded in last_push.json): fix them and run "
+            "`hcd kernel run` again, which waits for that version to end before pushing another"
         )
+    )
 
 
 def kernel_digest(folder: str | os.PathLike[str]) -> str:
@@ -195,23 +202,40 @@ class PushResult:
     machine_shape: str
 
 
-def push_kernel(folder: str | os.PathLike[str], timeout: float | None = None) -> PushResult:
+def push_kernel(
+    folder: str | os.PathLike[str],
+    timeout: float | None = None,
+    session_timeout: float | None = None,
+    *,
+    sources_wait: float = DEFAULT_DATASET_WAIT,
+    say: Callable[[str], None] | None = None,
+) -> PushResult:
     """Push a rendered kernel folder; a refusal reported inside a 200 answer is a ``KaggleError``.
+    ``session_timeout`` (seconds) is the client's session time-out: Kaggle stops the session then, capping the
+    quota it spends.
 
-    Ctrl-C is held until the push is recorded in ``last_push.json``, so a rerun picks that version up."""
+    Ctrl-C is held until the push is recorded in ``last_push.json``, so a rerun picks that version up. First every
+    source is checked (``sources.check_sources``): each dataset READY, waited for up to ``sources_wait`` s (``say``
+    tells so), each kernel source COMPLETE. Sources the service still could not attach are recorded in
+    ``last_push.json`` (``invalid_sources``) and raised."""
+    check_sources(folder, wait_timeout=sources_wait, say=say, timeout=timeout)
     with interrupts_held():
-        return _push(Path(folder), timeout)
+        return _push(Path(folder), timeout, session_timeout)
 
 
-def _push(folder: Path, timeout: float | None) -> PushResult:
+def _push(folder: Path, timeout: float | None, session_timeout: float | None = None) -> PushResult:
     meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
     api = kaggle_api.get_api()
+    session_limit = str(int(session_timeout)) if session_timeout else None  # the client's `timeout`: seconds
     # no retries: a second push after a lost answer would start (and bill) a second GPU session
     resp = kaggle_api.call(
-        f"push kernel '{meta['id']}'", lambda: api.kernels_push(str(folder)), timeout=timeout, retries=0
+        f"push kernel '{meta['id']}'",
+        lambda: api.kernels_push(str(folder), timeout=session_limit),
+        timeout=timeout,
+        retries=0,
     )
     kaggle_api.check_reported(f"push kernel '{meta['id']}'", resp)  # the `kaggle` command exits 0 on these
-    _check_sources(meta["id"], resp)
+    invalid = _invalid_sources(resp)
     result = PushResult(
         ref=meta["id"],  # the answer's ref is a URL path (/code/owner/slug)
         url=getattr(resp, "url", None) or "",
@@ -222,7 +246,11 @@ def _push(folder: Path, timeout: float | None) -> PushResult:
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "digest": kernel_digest(folder),
     }  # `hcd kernel run` compares it before pushing
+    if invalid:  # a started version that lacks inputs: a rerun must know it (run.pick_up), not push blindly
+        record["invalid_sources"] = invalid
     atomic_write_json(folder / "last_push.json", record)
+    if invalid:
+        raise _sources_error(result.ref, result.version, invalid)
     return result
 
 

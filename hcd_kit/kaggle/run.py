@@ -161,6 +161,16 @@ def pick_up(folder: Path, ref: str, digest: str, timeout: float | None, say: Cal
         return None
     st = kernel_status(ref, timeout=timeout)
     same = rec.get("digest") in (None, digest)  # None: pushed by an older hcd, taken as the same
+    lacking = rec.get("invalid_sources")
+    if lacking:  # saved without some inputs: never picked up; pushed again only once it has ended
+        if st.status in ACTIVE:
+            raise ConfigError(
+                f"version {rec.get('version')} of kernel {ref} was saved without {'; '.join(lacking)} and is still "
+                f"{st.status} (it stops at its start without them): not pushing a second session; run again when "
+                "it has ended (`hcd kernel status --name SLUG --wait`)"
+            )
+        say(f"version {rec.get('version')} of {ref} lacked some sources and ended {st.status}: pushing again")
+        return None
     if st.status in ACTIVE and not same:
         raise ConfigError(
             f"version {rec.get('version')} of kernel {ref}, pushed with other options, is still {st.status}; "

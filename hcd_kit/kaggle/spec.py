@@ -25,6 +25,7 @@ from hcd_kit.config import check_choice
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle.hub_access import check_model_routes, offline_weights_given
 from hcd_kit.kaggle.refs import check_references
+from hcd_kit.kaggle.shapes import check_machine_shape
 from hcd_kit.layout import COMPETITION
 
 DEFAULT_SHAPE = "NvidiaTeslaT4"  # the client's own help names it for T4 x2; the kernel logs what it got
@@ -43,6 +44,7 @@ class KernelSpec:
     mode: str = "train"  # "train" (prepare, folds, train, predict), "predict" (from a weights dataset) or "probe"
     fold: str = "all"
     machine_shape: str = DEFAULT_SHAPE
+    allow_other_gpus: bool = False  # the kernel goes on whatever GPUs it got (else: too few or unusable -> stop)
     internet: bool = False
     competition: str = COMPETITION
     wheel_dataset: str = "hcd-kit"  # slug under your user, or owner/slug
@@ -117,6 +119,7 @@ def check_spec(spec: KernelSpec) -> None:
     if spec.mode == "predict" and not (spec.weights_dataset or spec.fold_kernels):
         raise ConfigError("a predict kernel needs --weights-dataset (made by `hcd dataset push --run-dir RUN`)")
     check_choice("--tta", spec.tta, TtaViews)
+    check_machine_shape(spec.machine_shape)  # retired / internal / TPU shapes refused with the reason
     # `hcd train` starts from ImageNet weights on the hub by default; offline, the session would die at the
     # download after queueing for a GPU, so say it now
     check_references(spec)

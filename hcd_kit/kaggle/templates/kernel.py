@@ -10,11 +10,15 @@ not a rendered copy. Modes:
   probe    prepare -> folds -> embed (PROBE_MODEL, frozen, TTA views) -> probe (a linear probe) -> submission.csv
 With HUB_SECRET (`--hub-secret NAME`), HF_TOKEN is set from that Kaggle secret first (never printed).
 The session's real GPUs are logged first (and saved to gpus.json): Kaggle may not give the machine shape
-that was asked for. Only run/, submission.csv (+ its .json), gpus.json and the log land in /kaggle/working
-(the saved output); the data folder with the packed store lives in /kaggle/temp, which is not saved.
+that was asked for, so fewer CUDA devices than MACHINE_SHAPE has (one or none for a T4 x2), or a GPU the installed
+torch was not built for (a P100 with torch cu128), stops the session at once in one line, unless ALLOW_OTHER_GPUS.
+Only run/, submission.csv (+ its .json), gpus.json and the log land in /kaggle/working (the saved output); the
+data folder with the packed store lives in /kaggle/temp, which is not saved.
 """
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,8 @@ COMPETITION = "__HCD_COMPETITION__"
 WHEEL_DATASET = "__HCD_WHEEL_DATASET__"  # owner/slug of the dataset holding the hcd_kit wheel
 WEIGHTS_DATASET = "__HCD_WEIGHTS_DATASET__"  # owner/slug of a weights dataset (predict mode), or ""
 MACHINE_SHAPE = "__HCD_MACHINE_SHAPE__"  # what the push asked for; compare with the GPUs logged below
+MIN_GPUS = "__HCD_MIN_GPUS__"  # CUDA devices MACHINE_SHAPE has ("2": T4 x2); fewer stop the session at its start
+ALLOW_OTHER_GPUS = "__HCD_ALLOW_OTHER_GPUS__"  # "yes" (--allow-other-gpus): go on whatever GPUs came
 N_FOLDS = "__HCD_N_FOLDS__"  # `hcd folds --n-folds` (train mode)
 FOLD_KERNELS = "__HCD_FOLD_KERNELS__"  # "owner/slug@version,..." of fold kernels to gather (predict), or ""
 HUB_SECRET = "__HCD_HUB_SECRET__"  # name of the Kaggle secret holding a Hugging Face token, or ""
@@ -87,9 +93,9 @@ def main() -> None:
     # paths into attached datasets are checked before anything runs: a wrong one fails now, not after training
     train_args, predict_args = input_paths(TRAIN_ARGS), input_paths(PREDICT_ARGS)
     embed_args = input_paths(EMBED_ARGS)
-    hub_token()
     WORK.mkdir(parents=True, exist_ok=True)
-    log_gpus()
+    log_gpus()  # first: the wrong machine stops the session now, before the install and hours of work
+    hub_token()
     install()
     link_data()
     d, r = str(DATA), str(RUN)
