@@ -275,10 +275,19 @@ def poll_clock(monkeypatch) -> FakeClock:
     return clock
 
 
+def ready_datasets(stub: KaggleStub, *refs: str) -> None:
+    """Datasets ``owner/slug`` that exist on the stand-in, processed (READY), as if pushed long ago: ``hcd kernel
+    push`` checks every dataset a kernel attaches before pushing it."""
+    for ref in refs:
+        stub.datasets.setdefault(ref, {"body": {}, "versions": [{}]})
+
+
 @pytest.fixture
 def kaggle_server():
-    """A running ``KaggleStub`` that accepts Basic auth ``testuser`` / ``FAKE_KAGGLE_KEY`` only."""
+    """A running ``KaggleStub`` that accepts Basic auth ``testuser`` / ``FAKE_KAGGLE_KEY`` only; the account's wheel
+    dataset ``testuser/hcd-kit`` is there, READY (other datasets a test attaches: ``ready_datasets``)."""
     stub = KaggleStub(credentials=(FAKE_KAGGLE_USER, FAKE_KAGGLE_KEY)).start()
+    ready_datasets(stub, f"{FAKE_KAGGLE_USER}/hcd-kit")
     yield stub
     stub.stop()
 

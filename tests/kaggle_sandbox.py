@@ -168,7 +168,7 @@ class Sandbox:
         )
         return env
 
-    def _offline(self, *cmd: str, timeout: float) -> subprocess.CompletedProcess:
+    def _offline(self, *cmd: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """``cmd`` with no network (and, where possible, the input mounted read-only), cwd /kaggle/working."""
         if self.readonly_mount:
             wrapped = [
@@ -184,7 +184,8 @@ class Sandbox:
             ]
         else:
             wrapped = ["unshare", "-n", *cmd]
-        return subprocess.run(wrapped, env=self.env, cwd=self.work, capture_output=True, text=True, timeout=timeout)
+        full = {**self.env, **(env or {})}
+        return subprocess.run(wrapped, env=full, cwd=self.work, capture_output=True, text=True, timeout=timeout)
 
     def probe(self) -> dict:
         """What the sandbox's Python sees: hcd_kit's origin (or None), hcd dists, and where torch comes from."""
@@ -192,6 +193,9 @@ class Sandbox:
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout.strip().splitlines()[-1])
 
-    def run_kernel(self, script: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run a rendered kernel script for real (no ``HCD_KERNEL_DRY_RUN``), offline, as Kaggle would."""
-        return self._offline(str(self.python), str(script), timeout=timeout)
+    def run_kernel(
+        self, script: Path, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run a rendered kernel script for real (no ``HCD_KERNEL_DRY_RUN``), offline, as Kaggle would; ``env``
+        adds variables (e.g. ``HCD_KERNEL_FAKE_GPUS``, the GPUs the kernel's check sees)."""
+        return self._offline(str(self.python), str(script), timeout=timeout, env=env)

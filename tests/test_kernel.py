@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ready_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 # An offline training kernel must say where pretrained weights come from (the hub is out of reach).
@@ -47,6 +48,7 @@ def test_kernel_push_from_project_root(kaggle_env, project):
 
 
 def test_kernel_push_options_and_inference_kernel(kaggle_env, project):
+    ready_datasets(kaggle_env.server, "testuser/hcd-weights-r18", "someone/timm-resnet18")
     r = kaggle_env.invoke(
         "kernel",
         "push",
@@ -55,7 +57,7 @@ def test_kernel_push_options_and_inference_kernel(kaggle_env, project):
         "--weights-dataset",
         "hcd-weights-r18",
         "--machine-shape",
-        "NvidiaTeslaT4Highmem",
+        "NvidiaL4",
         "--internet",
         "--tta",
         "4",
@@ -65,7 +67,8 @@ def test_kernel_push_options_and_inference_kernel(kaggle_env, project):
     assert r.exit_code == 0, r.stderr
     body = kaggle_env.server.calls("SaveKernel")[0].body
     assert body["slug"] == "testuser/hcd-predict"
-    assert body["machineShape"] == "NvidiaTeslaT4Highmem" and body["enableInternet"] is True
+    assert body["machineShape"] == "NvidiaL4" and body["enableInternet"] is True
+    assert 'MIN_GPUS = "1"' in body["text"] and 'ALLOW_OTHER_GPUS = ""' in body["text"]
     assert body["datasetDataSources"] == ["testuser/hcd-kit", "testuser/hcd-weights-r18", "someone/timm-resnet18"]
     assert 'MODE = "predict"' in body["text"] and 'TTA = "4"' in body["text"]
     assert 'WEIGHTS_DATASET = "testuser/hcd-weights-r18"' in body["text"]
@@ -110,6 +113,7 @@ def test_offline_training_kernel_without_local_weights_is_refused(kaggle_env, pr
     ],
 )
 def test_training_kernel_with_weights_or_internet_is_pushed(kaggle_env, project, extra):
+    ready_datasets(kaggle_env.server, "someone/timm-r34")
     r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *extra)
     assert r.exit_code == 0, r.stderr
     assert len(kaggle_env.server.calls("SaveKernel")) == 1
@@ -160,8 +164,11 @@ def test_kernel_push_with_unattachable_sources_fails(kaggle_env, project):
         "https://www.kaggle.com/c/histopathologic-cancer-detection/rules" in line
     )
     assert "kernel 'someone/gone-kernel'" in line and "model 'someone/m/pytorch/default/1'" in line
-    assert "push again" in line
-    assert not (project / "kernels" / "hcd-train" / "last_push.json").exists()
+    assert "that version runs without them" in line and "run `hcd kernel run` again" in line
+    # that version was saved (and started): recorded, so a rerun knows it and never pushes blindly
+    rec = json.loads((project / "kernels" / "hcd-train" / "last_push.json").read_text())
+    assert rec["version"] == 1 and len(rec["invalid_sources"]) == 4
+    assert rec["invalid_sources"][0].startswith("dataset 'testuser/hcd-kti'")
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import ready_datasets
 from test_weights import fake_input, run_kernel
 
 FAKE_HF_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"  # searched for in everything hcd writes or pushes
@@ -179,10 +180,12 @@ def test_an_unattached_secret_stops_the_kernel_in_one_line(hub_kernel, tmp_path,
         assert line.startswith(f"the Kaggle secret HF_TOKEN could not be read ({error}): ")
     else:
         assert line.startswith("the Kaggle secret HF_TOKEN is empty: ")
-    assert "attach it in the notebook's Add-ons > Secrets under the name HF_TOKEN" in line
+    assert "attach it in the notebook's web editor (Add-ons > Secrets" in line and "under the name HF_TOKEN" in line
+    assert "the API cannot attach secrets" in line and "`hcd kernel run --attach`" in line
 
 
 def test_probe_kernel_from_a_weights_dataset(kaggle_env, project, tmp_path):
+    ready_datasets(kaggle_env.server, "someone/uni-weights")
     r = push(kaggle_env, project, "--probe", "uni", "--pretrained-from", "someone/uni-weights", "--tta", "2")
     assert r.exit_code == 0, r.stderr
     (body,) = [c.body for c in kaggle_env.server.calls("SaveKernel")]

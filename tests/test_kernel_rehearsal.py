@@ -103,7 +103,9 @@ def trained(wheel, sample_root, tmp_path_factory) -> Trained:
     tmp = tmp_path_factory.mktemp("rehearsal-train")
     data = make_subset(sample_root, tmp / "data", n_train=64, n_test=16)  # real shipped patches
     box = kaggle_like(tmp / "kaggle", wheel, data)
-    folder = render_kernel(KernelSpec(fold="0,1", tta=2, train_args=TRAIN_ARGS), USER, tmp / "kernels")
+    # a CPU machine has no GPU: the kernel asked for T4 x2 goes on because --allow-other-gpus says so
+    spec = KernelSpec(fold="0,1", tta=2, train_args=TRAIN_ARGS, allow_other_gpus=True)
+    folder = render_kernel(spec, USER, tmp / "kernels")
     make_readonly(box.input)
     before = tree(box.input)
     check_clean(box)
@@ -144,7 +146,16 @@ def test_inference_kernel_from_weights_dataset_runs_for_real(trained, wheel, kag
     )
     assert r.exit_code == 0, r.output
     r = kaggle_env.invoke(
-        "kernel", "push", "--root", tmp_path / "kernels", "--weights-dataset", ds.name, "--tta", "2", "--dry-run"
+        "kernel",
+        "push",
+        "--root",
+        tmp_path / "kernels",
+        "--weights-dataset",
+        ds.name,
+        "--tta",
+        "2",
+        "--dry-run",
+        "--allow-other-gpus",
     )
     assert r.exit_code == 0, r.output
     box = kaggle_like(tmp_path / "kaggle", wheel, trained.data)
@@ -173,7 +184,7 @@ def test_fanout_inference_kernel_reads_fold_kernel_outputs_for_real(trained, whe
     from hcd_kit.kaggle import KernelSpec, render_kernel
     from hcd_kit.kaggle.fanout import fanout_specs
 
-    folds, infer = fanout_specs(KernelSpec(train_args=TRAIN_ARGS, tta=2), 2)
+    folds, infer = fanout_specs(KernelSpec(train_args=TRAIN_ARGS, tta=2, allow_other_gpus=True), 2)
     infer.fold_kernels = [f"{USER}/{s.name}@1" for s in folds]
     folder = render_kernel(infer, USER, tmp_path / "kernels")
     meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -220,7 +231,9 @@ def test_probe_kernel_runs_for_real_offline(wheel, sample_root, kaggle_env, tmp_
     for f in ds.iterdir():
         if f.name != "dataset-metadata.json":
             shutil.copyfile(f, weights / f.name)
-    spec = KernelSpec(name="hcd-probe", mode="probe", probe="test_resnet", pretrained_from=ds.name, tta=2)
+    spec = KernelSpec(
+        name="hcd-probe", mode="probe", probe="test_resnet", pretrained_from=ds.name, tta=2, allow_other_gpus=True
+    )
     folder = render_kernel(spec, USER, tmp_path / "kernels")
     make_readonly(box.input)
     before = tree(box.input)
@@ -232,3 +245,48 @@ def test_probe_kernel_runs_for_real_offline(wheel, sample_root, kaggle_env, tmp_
     assert (box.temp / "features").is_dir() and not (box.work / "features").exists()  # GBs stay in scratch
     assert (box.work / "run" / "submission.csv").read_bytes() == (box.work / "submission.csv").read_bytes()
     assert sub["label"].nunique() > 1
+
+
+# what the kernel's GPU check sees, faked (HCD_KERNEL_FAKE_GPUS, ..._ARCHS): this machine's torch may have no CUDA
+CU128 = "sm_75,sm_80,sm_86,sm_90,sm_100,sm_120"  # the archs of the Kaggle image's torch 2.10 cu128 (no sm_60)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "allow", "why"),
+    [
+        (None, False, "asked for NvidiaTeslaT4 (2 GPU(s)) but the session got 0: no CUDA device"),
+        ("Tesla T4@7.5", False, "asked for NvidiaTeslaT4 (2 GPU(s)) but the session got 1: Tesla T4"),
+        ("Tesla P100-PCIE-16GB@6.0,Tesla P100-PCIE-16GB@6.0", False, "(compute capability 6.0) cannot run"),
+        ("Tesla T4@7.5,Tesla T4@7.5", False, ""),
+        ("Tesla T4@7.5", True, "asked for NvidiaTeslaT4 (2 GPU(s)) but the session got 1: Tesla T4"),
+    ],
+)
+def test_a_t4x2_kernel_on_the_wrong_gpus_stops_before_installing(offline, tmp_path, gpus, allow, why):
+    """The training kernel asked for T4 x2 and got one GPU, none, or GPUs its torch cannot run: it stops in its first
+    seconds with one line (gpus.json written), before pip or any hcd step; --allow-other-gpus goes on."""
+    import time
+
+    from hcd_kit.kaggle import KernelSpec, render_kernel
+
+    spec = KernelSpec(fold="0", train_args=TRAIN_ARGS, allow_other_gpus=allow)
+    folder = render_kernel(spec, USER, tmp_path / "kernels")
+    box = Sandbox.create(tmp_path / "kaggle")  # nothing attached: a kernel that goes on stops at its install
+    env = (
+        {"CUDA_VISIBLE_DEVICES": ""} if gpus is None else {"HCD_KERNEL_FAKE_GPUS": gpus, "HCD_KERNEL_FAKE_ARCHS": CU128}
+    )
+    start = time.monotonic()
+    proc = box.run_kernel(folder / "hcd_train.py", timeout=120, env=env)
+    assert time.monotonic() - start < 60
+    gpus_json = json.loads((box.work / "gpus.json").read_text())
+    assert gpus_json["machine_shape_asked"] == "NvidiaTeslaT4"
+    assert why in gpus_json["gpu_check"] if why else gpus_json["gpu_check"] == "ok"
+    if why and not allow:
+        assert proc.returncode == 1
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("hcd stopped the session before installing anything: ") and why in line
+        assert "pass --allow-other-gpus" in line and "pip install" not in proc.stdout
+        return
+    # it went on to the install (the wheel dataset is not attached in this sandbox, so that is where it stops)
+    assert "hcd-kit is not attached" in proc.stderr
+    if allow:
+        assert f"GPU check: {why}; going on (--allow-other-gpus)" in proc.stdout

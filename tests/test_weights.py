@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import hub_snapshot
+from conftest import hub_snapshot, ready_datasets
 
 from hcd_kit.backbones import get_entry
 
@@ -179,6 +179,7 @@ def test_weights_push_refuses_bad_input_before_uploading(kaggle_env, tmp_path, p
 
 
 def test_dataset_references_are_attached_to_the_pushed_kernel(kaggle_env, project):
+    ready_datasets(kaggle_env.server, "someone/timm-r34", "bob/extra-files", "someone/timm-r50")
     r = kaggle_env.invoke(
         "kernel",
         "push",
