@@ -245,6 +245,7 @@ def test_dataset_create_then_version(kaggle_env, tmp_path, run_dir):
         zf.writestr("hcd_kit/__init__.py", "")
     folder = tmp_path / "ds"
     args = ("dataset", "push", "--run-dir", run_dir, "--name", "hcd-weights-r18", "--wheel", wheel, "--out-dir", folder)
+    args += ("--poll-interval", "0.05")  # the stand-in processes each version for two status calls
     r = kaggle_env.invoke(*args)
     assert r.exit_code == 0, r.stderr
     assert "created dataset testuser/hcd-weights-r18" in r.stdout

@@ -70,7 +70,7 @@ def test_weights_push_then_a_kernel_trains_from_exactly_those_weights(kaggle_env
 
     file, state = pretrained
     folder = tmp_path / "ds"
-    r = kaggle_env.invoke("weights", "push", MODEL, "--from-file", file, "--out-dir", folder)
+    r = kaggle_env.invoke("weights", "push", MODEL, "--from-file", file, "--out-dir", folder, "--poll-interval", "0.05")
     assert r.exit_code == 0, r.stderr
     assert f"created dataset testuser/{SLUG}" in r.stdout
     assert f'hcd kernel push --pretrained-from testuser/{SLUG} --train-args "--model {MODEL}"' in r.stdout
@@ -138,6 +138,7 @@ def test_weights_push_then_a_kernel_trains_from_exactly_those_weights(kaggle_env
 def test_weights_push_again_adds_a_version_and_dry_run_uploads_nothing(kaggle_env, tmp_path, pretrained):
     file, _ = pretrained
     args = ("weights", "push", MODEL, "--from-file", file, "--slug", "my-tiny-weights", "--out-dir", tmp_path / "ds")
+    args += ("--poll-interval", "0.05")  # the stand-in processes each version for two status calls
     r = kaggle_env.invoke(*args, "--dry-run")
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "ds" / "model.safetensors").is_file() and kaggle_env.server.requests == []
@@ -498,7 +499,16 @@ def test_registry_weights_pushed_privately_then_a_kernel_trains_from_them(kaggle
     hf_home, state = kaiko_hub
     folder = tmp_path / "ds"
     r = kaggle_env.run(
-        "weights", "push", KAIKO, "--private-ok", "--out-dir", folder, cwd=tmp_path, env=hub_env(hf_home)
+        "weights",
+        "push",
+        KAIKO,
+        "--private-ok",
+        "--out-dir",
+        folder,
+        "--poll-interval",
+        "0.05",
+        cwd=tmp_path,
+        env=hub_env(hf_home),
     )
     assert r.returncode == 0, r.stderr
     slug = f"{KAIKO}-weights"

@@ -7,23 +7,12 @@ inside the commands so that ``hcd --help`` is instant.
 
 from __future__ import annotations
 
-from hcd_kit.cli import (  # noqa: F401,E402  (order = help order)
-    cv,
-    data,
-    demo,
-    download,
-    features,
-    kaggle,
-    kernel,
-    models,
-    predict,
-    pseudo,
-    recipes,
-    report,
-    runs,
-    train,
-    weights,
-)
 from hcd_kit.cli._app import app, main  # noqa: F401  (main is the console-script entry point)
+
+# isort: off
+# The order of these imports is the order of the commands in `hcd --help`: the pipeline's.
+from hcd_kit.cli import demo, download, data, recipes, models, train, cv, runs, report, predict  # noqa: F401
+from hcd_kit.cli import features, pseudo, kaggle, kernel, dataset, weights  # noqa: F401
+# isort: on
 
 __all__ = ["app", "main"]

@@ -34,6 +34,9 @@ DatasetWait = Annotated[
         "version pushed before gets HTTP 403). A new version also waits for the previous one first.",
     ),
 ]
+DatasetPoll = Annotated[
+    float, typer.Option(metavar="SECONDS", help="Seconds between the first status calls while Kaggle processes it.")
+]
 NoWait = Annotated[
     bool,
     typer.Option(

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.cli._app import command, group
-from hcd_kit.cli.kaggle import DatasetWait, NoWait, TransferTimeout, dataset_pushed, dataset_status_line
+from hcd_kit.cli.kaggle import DatasetPoll, DatasetWait, NoWait, TransferTimeout, dataset_pushed, dataset_status_line
 
 weights_app = group(
     "weights",
@@ -66,6 +66,7 @@ def weights_push(
     transfer_timeout: TransferTimeout = 3600.0,
     wait_timeout: DatasetWait = 1800.0,
     no_wait: NoWait = False,
+    poll_interval: DatasetPoll = 5.0,
 ) -> None:
     """Save the pretrained weights of MODEL (a timm name, optionally with its tag: resnet18,
     resnet18.a1_in1k; or a registry model of `hcd models`: uni, h-optimus-0, ...) and push them as a
@@ -103,7 +104,12 @@ def weights_push(
     if not dry_run:
         wait = None if no_wait else wait_timeout
         res = push_dataset(
-            folder, notes, transfer_timeout=transfer_timeout, wait_timeout=wait, on_status=dataset_status_line(ref)
+            folder,
+            notes,
+            transfer_timeout=transfer_timeout,
+            wait_timeout=wait,
+            on_status=dataset_status_line(ref),
+            poll=poll_interval,
         )
         dataset_pushed(res, no_wait)
     name = entry.name if entry is not None else model

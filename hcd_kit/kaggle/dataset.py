@@ -28,7 +28,7 @@ from hcd_kit.errors import ConfigError, DataError, KaggleError
 from hcd_kit.fsutil import atomic_path, atomic_write_json
 from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
-from hcd_kit.kaggle.sources import DEFAULT_DATASET_WAIT, processing_refusal, wait_dataset_ready
+from hcd_kit.kaggle.sources import DATASET_POLL, DEFAULT_DATASET_WAIT, processing_refusal, wait_dataset_ready
 from hcd_kit.layout import RunLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,9 +166,11 @@ def push_dataset(
     timeout: float | None = None,
     wait_timeout: float | None = DEFAULT_DATASET_WAIT,
     on_status: Callable[[str], None] | None = None,
+    poll: float = DATASET_POLL,
 ) -> DatasetResult:
     """Create the dataset in ``folder`` or, if Kaggle has it, add a version with ``notes``; then wait until Kaggle
-    has processed it (READY), up to ``wait_timeout`` s (None: return at once), ``on_status(status)`` on every poll.
+    has processed it (READY), up to ``wait_timeout`` s (None: return at once), polling every ``poll`` s at first,
+    ``on_status(status)`` on every poll.
 
     A version is pushed only once the previous one is processed (Kaggle refuses it with a 403 meanwhile: waited
     for, or explained as such). ``transfer_timeout`` bounds the whole upload (one call of the client); ``timeout``
@@ -180,7 +182,7 @@ def push_dataset(
     exists = kaggle_api.call(f"check dataset '{ref}'", lambda: _exists(api, ref), timeout=timeout)
     if exists:
         if wait_timeout is not None:  # the previous version first: a version pushed while it is processed gets a 403
-            wait_dataset_ready(ref, wait_timeout=wait_timeout, on_poll=on_status, timeout=timeout)
+            wait_dataset_ready(ref, wait_timeout=wait_timeout, poll=poll, on_poll=on_status, timeout=timeout)
         what = f"add a version to dataset '{ref}'"
         try:
             resp = kaggle_api.call(
@@ -214,5 +216,5 @@ def push_dataset(
     url = (getattr(resp, "url", None) or "") if resp is not None else f"https://www.kaggle.com/datasets/{ref}"
     status = ""
     if wait_timeout is not None:
-        status = wait_dataset_ready(ref, wait_timeout=wait_timeout, on_poll=on_status, timeout=timeout)
+        status = wait_dataset_ready(ref, wait_timeout=wait_timeout, poll=poll, on_poll=on_status, timeout=timeout)
     return DatasetResult(ref=ref, url=url, created=not exists, status=status)
