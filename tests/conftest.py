@@ -282,12 +282,25 @@ def ready_datasets(stub: KaggleStub, *refs: str) -> None:
         stub.datasets.setdefault(ref, {"body": {}, "versions": [{}]})
 
 
+@pytest.fixture(scope="session")
+def tiny_competition_zip(tmp_path_factory) -> Path:
+    """A competition zip holding only sample_submission.csv: enough for ``hcd kernel push``'s source check."""
+    import zipfile
+
+    path = tmp_path_factory.mktemp("tiny-competition") / f"{STUB_COMPETITION}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("sample_submission.csv", "id,label\n")
+    return path
+
+
 @pytest.fixture
-def kaggle_server():
+def kaggle_server(tiny_competition_zip):
     """A running ``KaggleStub`` that accepts Basic auth ``testuser`` / ``FAKE_KAGGLE_KEY`` only; the account's wheel
-    dataset ``testuser/hcd-kit`` is there, READY (other datasets a test attaches: ``ready_datasets``)."""
+    dataset ``testuser/hcd-kit`` is there, READY (other datasets a test attaches: ``ready_datasets``), and the
+    competition exists with its rules accepted (``kaggle_competition`` serves a real zip of it instead)."""
     stub = KaggleStub(credentials=(FAKE_KAGGLE_USER, FAKE_KAGGLE_KEY)).start()
     ready_datasets(stub, f"{FAKE_KAGGLE_USER}/hcd-kit")
+    stub.add_competition(STUB_COMPETITION, tiny_competition_zip)
     yield stub
     stub.stop()
 

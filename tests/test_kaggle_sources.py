@@ -115,6 +115,23 @@ def test_a_dataset_kaggle_does_not_know_is_refused_before_the_push(kaggle_env, p
     assert kaggle_env.server.calls("SaveKernel") == []
 
 
+@pytest.mark.parametrize(
+    "setup, args, expected",
+    [
+        (lambda s: s.rules_accepted.update({"histopathologic-cancer-detection": False}), [], "accept"),
+        (lambda s: None, ["--competition", "no-such-competition"], "Kaggle does not know competition"),
+    ],
+    ids=["rules-not-accepted", "unknown"],
+)
+def test_a_competition_this_account_cannot_read_is_refused_before_the_push(kaggle_env, project, setup, args, expected):
+    setup(kaggle_env.server)
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", *args, *NO_HUB)
+    assert r.exit_code == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert expected in line and "nothing was pushed" in line
+    assert kaggle_env.server.calls("SaveKernel") == []
+
+
 def test_a_kernel_source_without_a_finished_version_is_refused_before_the_push(kaggle_env, tmp_path):
     from hcd_kit.errors import ConfigError, KaggleError
     from hcd_kit.kaggle.sources import check_sources

@@ -5,8 +5,9 @@ a kernel pushed with it gets it back as an invalid source (and runs without it),
 meanwhile is refused with HTTP 403. So ``hcd dataset push`` / ``hcd weights push`` wait for READY
 (``wait_dataset_ready``), and ``push_kernel`` first checks every source of the kernel (``check_sources``): each
 dataset READY (waiting for it, with a line saying so), each kernel source finished (COMPLETE: only a finished
-version's output can be attached). Competition and model sources are left to the service: SaveKernel lists the
-ones it could not attach, and ``push_kernel`` records and reports them.
+version's output can be attached), each competition readable by this account (its rules accepted). Model sources
+are left to the service: SaveKernel lists the ones it could not attach, and ``push_kernel`` records and reports
+them.
 
     wait_dataset_ready("alice/hcd-kit", wait_timeout=1800, on_poll=print)   # "ready" (or a KaggleError)
 """
@@ -113,6 +114,19 @@ def _kernel_state(ref: str, timeout: float | None) -> str:
     return getattr(resp.status, "name", str(resp.status))
 
 
+def _check_competition(ref: str, timeout: float | None) -> None:
+    """One page of the competition's file list: a 404 (no such competition) or a 403 (rules not accepted) is a
+    one-line KaggleError naming the fix, before anything is pushed."""
+    api = kaggle_api.get_api(timeout)
+    kaggle_api.call(
+        f"check competition source '{ref}' before pushing the kernel (nothing was pushed)",
+        lambda: api.competition_list_files(ref, None, 1),
+        timeout=timeout,
+        not_found=f"competition '{ref}'",
+        competition=ref,
+    )
+
+
 def check_sources(
     folder: str | os.PathLike[str],
     *,
@@ -124,6 +138,8 @@ def check_sources(
     """Before pushing the kernel rendered in ``folder``: wait until every dataset it attaches is READY (one line
     ``say``s so when one is not), and refuse a kernel source without a finished (COMPLETE) version."""
     meta = json.loads((Path(folder) / "kernel-metadata.json").read_text(encoding="utf-8"))
+    for ref in meta.get("competition_sources") or []:
+        _check_competition(ref, timeout)
     for ref in meta.get("dataset_sources") or []:
         told: list[str] = []
 
