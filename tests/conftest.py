@@ -312,7 +312,7 @@ def kaggle_env(kaggle_server, tmp_path, monkeypatch) -> KaggleEnv:
     HOME, KAGGLE_CONFIG_DIR and TMPDIR go to fresh folders; other KAGGLE_* vars are cleared; credentials are
     KAGGLE_USERNAME=testuser + KAGGLE_KEY=FAKE_KAGGLE_KEY; KAGGLE_API_ENVIRONMENT=LOCALHOST; HTTP(S)_PROXY is
     the server, NO_PROXY empty. hcd's own retry backoff is shortened (HCD_KAGGLE_BACKOFF=0.05) and its
-    time limit set to 20 s so error paths stay fast.
+    time limit set to 20 s so error paths stay fast; hcd's state folder (HCD_STATE_DIR) is the test's own.
     """
     home = tmp_path / "kaggle-home"
     for sub in ("home", "config", "tmp"):
@@ -333,6 +333,7 @@ def kaggle_env(kaggle_server, tmp_path, monkeypatch) -> KaggleEnv:
         "no_proxy": "",
         "HCD_KAGGLE_BACKOFF": "0.05",
         "HCD_KAGGLE_TIMEOUT": "20",
+        "HCD_STATE_DIR": str(home / "state"),  # the account's GPU-slot ledger: one per test, never the user's
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
