@@ -282,6 +282,13 @@ def ready_datasets(stub: KaggleStub, *refs: str) -> None:
         stub.datasets.setdefault(ref, {"body": {}, "versions": [{}]})
 
 
+def ready_models(stub: KaggleStub, *refs: str) -> None:
+    """Model instance versions ``owner/model/framework/variation/version`` that exist on the stand-in: ``hcd kernel
+    push`` checks every model a kernel attaches before pushing it."""
+    for ref in refs:
+        stub.models.setdefault(ref, ["model.safetensors"])
+
+
 @pytest.fixture(scope="session")
 def tiny_competition_zip(tmp_path_factory) -> Path:
     """A competition zip holding only sample_submission.csv: enough for ``hcd kernel push``'s source check."""

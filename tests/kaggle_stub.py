@@ -234,6 +234,7 @@ class KaggleStub:
         self.session_log: list[tuple[str, str, int]] = []
         self.kernel_shapes: dict[str, str] = {}
         self.datasets: dict[str, dict] = {}
+        self.models: dict[str, list[str]] = {}  # "owner/model/framework/variation/version" -> file names
         self.dataset_error: str | None = None
         self.dataset_lost_answers = 0
         self.tokens: dict[str, str] = {}
@@ -639,6 +640,16 @@ class KaggleStub:
         """Whether dataset ``owner/slug`` (a ``/versions/N`` tail ignored) exists here and is still processing."""
         dataset = self.datasets.get("/".join(ref.split("/")[:2]))
         return dataset is not None and dataset.get("processing", 0) > 0
+
+    def rpc_ListModelInstanceVersionFiles(self, body: dict, user: str) -> dict:
+        """The files of a model instance version (``models`` holds the ones that exist); 404 otherwise."""
+        framework = str(body.get("framework", "")).lower().removeprefix("model_framework_").replace("_", "")
+        keys = ("ownerSlug", "modelSlug", None, "instanceSlug", "versionNumber")
+        ref = "/".join(framework if k is None else str(body.get(k, "")) for k in keys)
+        known = {k.lower(): files for k, files in self.models.items()}  # the framework's case is the client's
+        if ref.lower() not in known:
+            raise _Reply(404, f"Model instance version '{ref}' not found")
+        return {"files": [{"name": n, "size": 1} for n in known[ref.lower()][:1]]}
 
     def rpc_GetDatasetStatus(self, body: dict, user: str) -> dict:
         ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"

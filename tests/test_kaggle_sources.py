@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ready_datasets
+from conftest import ready_datasets, ready_models
 
 NO_HUB = ("--train-args", "--no-pretrained")
 
@@ -130,6 +130,18 @@ def test_a_competition_this_account_cannot_read_is_refused_before_the_push(kaggl
     (line,) = r.stderr.strip().splitlines()
     assert expected in line and "nothing was pushed" in line
     assert kaggle_env.server.calls("SaveKernel") == []
+
+
+def test_a_model_source_kaggle_does_not_know_is_refused_before_the_push(kaggle_env, project):
+    handle = "alice/timm-r34/pyTorch/imagenet/3"
+    args = ("kernel", "push", "--root", project / "kernels", "--train-args", f"--weights=model:{handle}/m.pth")
+    r = kaggle_env.invoke(*args)
+    assert r.exit_code == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert f"Kaggle does not know model '{handle}'" in line and "nothing was pushed" in line
+    assert kaggle_env.server.calls("SaveKernel") == []
+    ready_models(kaggle_env.server, handle)
+    assert kaggle_env.invoke(*args).exit_code == 0 and len(kaggle_env.server.calls("SaveKernel")) == 1
 
 
 def test_a_kernel_source_without_a_finished_version_is_refused_before_the_push(kaggle_env, tmp_path):

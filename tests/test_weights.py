@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import hub_snapshot, ready_datasets
+from conftest import hub_snapshot, ready_datasets, ready_models
 
 from hcd_kit.backbones import get_entry
 
@@ -327,6 +327,7 @@ MODEL_HANDLE = "someone/timm-r34/pyTorch/imagenet/3"  # owner/model/framework/va
 
 
 def test_model_references_are_attached_as_model_sources(kaggle_env, project):
+    ready_models(kaggle_env.server, MODEL_HANDLE, "bob/extra/other/v1/1")  # checked before the push
     r = kaggle_env.invoke(
         "kernel",
         "push",

@@ -5,9 +5,8 @@ a kernel pushed with it gets it back as an invalid source (and runs without it),
 meanwhile is refused with HTTP 403. So ``hcd dataset push`` / ``hcd weights push`` wait for READY
 (``wait_dataset_ready``), and ``push_kernel`` first checks every source of the kernel (``check_sources``): each
 dataset READY (waiting for it, with a line saying so), each kernel source finished (COMPLETE: only a finished
-version's output can be attached), each competition readable by this account (its rules accepted). Model sources
-are left to the service: SaveKernel lists the ones it could not attach, and ``push_kernel`` records and reports
-them.
+version's output can be attached), each competition readable by this account (its rules accepted), each model
+instance version there. What SaveKernel still could not attach is recorded and reported by ``push_kernel``.
 
     wait_dataset_ready("alice/hcd-kit", wait_timeout=1800, on_poll=print)   # "ready" (or a KaggleError)
 """
@@ -127,6 +126,17 @@ def _check_competition(ref: str, timeout: float | None) -> None:
     )
 
 
+def _check_model(ref: str, timeout: float | None) -> None:
+    """A model source ``owner/model/framework/variation/version`` exists and is readable (one page of its files)."""
+    api = kaggle_api.get_api(timeout)
+    kaggle_api.call(
+        f"check model source '{ref}' before pushing the kernel (nothing was pushed)",
+        lambda: api.model_instance_version_files(ref, None, 1),
+        timeout=timeout,
+        not_found=f"model '{ref}'",
+    )
+
+
 def check_sources(
     folder: str | os.PathLike[str],
     *,
@@ -140,6 +150,8 @@ def check_sources(
     meta = json.loads((Path(folder) / "kernel-metadata.json").read_text(encoding="utf-8"))
     for ref in meta.get("competition_sources") or []:
         _check_competition(ref, timeout)
+    for ref in meta.get("model_sources") or []:
+        _check_model(ref, timeout)
     for ref in meta.get("dataset_sources") or []:
         told: list[str] = []
 
