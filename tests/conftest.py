@@ -357,3 +357,26 @@ def kaggle_competition(kaggle_server, subset_factory, tmp_path):
     zip_path = build_competition_zip(src, tmp_path / "served" / f"{STUB_COMPETITION}.zip")
     kaggle_server.add_competition(STUB_COMPETITION, zip_path)
     return src, zip_path
+
+
+def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 60.0) -> str:
+    """Send ``sig`` to ``proc`` and wait for it to end; returns its stderr. If it does not end in ``timeout`` s,
+    fail with what the process was doing: its signal masks (``/proc/PID/status``: blocked, ignored, caught) and,
+    where py-spy is installed, its Python stacks, so an interrupt that got lost can be diagnosed from CI's log."""
+    proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        import shutil
+
+        status = Path(f"/proc/{proc.pid}/status")
+        masks = [ln for ln in status.read_text().splitlines() if ln.startswith("Sig")] if status.exists() else []
+        spy = shutil.which("py-spy")
+        stacks = (
+            subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True).stdout
+            if spy
+            else "(py-spy not installed: no stacks)"
+        )
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"no exit {timeout:g} s after signal {sig}; {masks}\n{stacks}\nstdout: {out}\nstderr: {err}")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STUB_COMPETITION
+from conftest import STUB_COMPETITION, signal_and_wait
 from test_kernel_run import FAST, NO_HUB, kernel_outputs  # noqa: F401  (a fixture)
 
 PAIRS = ["hcd-train-fold-0-1", "hcd-train-fold-2-3", "hcd-train-fold-4"]  # two folds per kernel (T4 x2)
@@ -230,8 +230,7 @@ def test_stopped_during_the_schedule_then_rerun(kaggle_env, project, kernel_outp
     while len(_pushes(server)) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)  # waiting for a slot (or polling)
-    proc.send_signal(sig)  # Ctrl-C, or a kill, while two fold kernels run and three wait
-    _, err = proc.communicate(timeout=60)
+    err = signal_and_wait(proc, sig)  # Ctrl-C, or a kill, while two fold kernels run and three wait
     assert proc.returncode == (130 if sig == signal.SIGINT else -9), err
     assert _pushes(server) == FOLDS[:2]
     server.kernel_polls = 2

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STUB_COMPETITION
+from conftest import STUB_COMPETITION, signal_and_wait
 
 NO_HUB = ("--train-args", "--no-pretrained")
 # Waits that only stop a hang: in this process they run on the fake poll clock (kernel_outputs), where a wait
@@ -121,8 +121,7 @@ def test_ctrl_c_then_rerun_picks_up_the_pushed_version(kaggle_env, project, kern
     deadline = time.monotonic() + 60
     while not server.calls("GetKernelSessionStatus") and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C while waiting for the session
-    _, err = proc.communicate(timeout=60)
+    err = signal_and_wait(proc, signal.SIGINT)  # Ctrl-C while waiting for the session
     assert proc.returncode == 130, err
     assert (project / "kernels" / "hcd-train" / "last_push.json").is_file()
     server.kernel_polls = 2
