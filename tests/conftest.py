@@ -359,6 +359,17 @@ def kaggle_competition(kaggle_server, subset_factory, tmp_path):
     return src, zip_path
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for an ``hcd`` subprocess a test will Ctrl-C: SIGINT at its default, as in a terminal.
+
+    A test run started in the background of a non-interactive shell (``pytest &``, a CI step run as ``cmd &``)
+    inherits SIGINT *ignored*, and so does every child it starts; Python then never raises KeyboardInterrupt, and
+    hcd rightly keeps an inherited ignore (a background job must survive the terminal's Ctrl-C)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 60.0) -> str:
     """Send ``sig`` to ``proc`` and wait for it to end; returns its stderr. If it does not end in ``timeout`` s,
     fail with what the process was doing: its signal masks (``/proc/PID/status``: blocked, ignored, caught) and,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STUB_COMPETITION, signal_and_wait
+from conftest import STUB_COMPETITION, interruptible, signal_and_wait
 from test_kernel_run import FAST, NO_HUB, kernel_outputs  # noqa: F401  (a fixture)
 
 PAIRS = ["hcd-train-fold-0-1", "hcd-train-fold-2-3", "hcd-train-fold-4"]  # two folds per kernel (T4 x2)
@@ -155,6 +155,7 @@ def _hcd(kaggle_env, project, *args):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,  # Ctrl-C reaches it even when this test run itself ignores SIGINT
     )
 
 

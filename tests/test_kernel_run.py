@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STUB_COMPETITION, signal_and_wait
+from conftest import STUB_COMPETITION, interruptible, signal_and_wait
 
 NO_HUB = ("--train-args", "--no-pretrained")
 # Waits that only stop a hang: in this process they run on the fake poll clock (kernel_outputs), where a wait
@@ -116,7 +116,13 @@ def test_ctrl_c_then_rerun_picks_up_the_pushed_version(kaggle_env, project, kern
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hcd_kit"]
     args = ["kernel", "run", *NO_HUB, "--data-dir", str(kernel_outputs), "--poll-interval", "0.05"]
     proc = subprocess.Popen(
-        cmd + args, env=kaggle_env.env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd + args,
+        env=kaggle_env.env,
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,  # Ctrl-C reaches it even when this test run itself ignores SIGINT
     )
     deadline = time.monotonic() + 60
     while not server.calls("GetKernelSessionStatus") and time.monotonic() < deadline:
