@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 from hcd_kit.cli._app import command, group
 from hcd_kit.cli._kernel_options import opt as _opt
-from hcd_kit.cli.kaggle import DatasetPoll, DatasetWait, NoWait, TransferTimeout, dataset_pushed, dataset_status_line
+from hcd_kit.cli.kaggle import DatasetPoll, DatasetWait, NoWait, TransferTimeout, push_and_report
 
 dataset_app = group(
     "dataset",
@@ -43,7 +43,7 @@ def dataset_push(
     Example: hcd dataset push --run-dir runs/resnet18 --name hcd-weights-r18
     """
     from hcd_kit.console import console
-    from hcd_kit.kaggle import WHEEL_DATASET, build_dataset, check_slug, push_dataset
+    from hcd_kit.kaggle import WHEEL_DATASET, build_dataset, check_slug
     from hcd_kit.kaggle import api as kaggle_api
 
     slug = name or ("hcd-weights" if run_dir else WHEEL_DATASET)
@@ -54,13 +54,4 @@ def dataset_push(
     console.print(f"assembled {folder}/: {', '.join(names)}", soft_wrap=True)
     if dry_run:
         return
-    wait = None if no_wait else wait_timeout
-    res = push_dataset(
-        folder,
-        notes,
-        transfer_timeout=transfer_timeout,
-        wait_timeout=wait,
-        on_status=dataset_status_line(ref),
-        poll=poll_interval,
-    )
-    dataset_pushed(res, no_wait)
+    push_and_report(folder, notes, ref, transfer_timeout, wait_timeout, no_wait, poll_interval)

@@ -48,6 +48,23 @@ NoWait = Annotated[
 ]
 
 
+def push_and_report(
+    folder, notes: str, ref: str, transfer_timeout: float, wait_timeout: float, no_wait: bool, poll: float
+) -> None:
+    """Push the assembled dataset ``folder`` (waiting for READY unless ``no_wait``) and say what was done."""
+    from hcd_kit.kaggle import push_dataset
+
+    res = push_dataset(
+        folder,
+        notes,
+        transfer_timeout=transfer_timeout,
+        wait_timeout=None if no_wait else wait_timeout,
+        on_status=dataset_status_line(ref),
+        poll=poll,
+    )
+    dataset_pushed(res, no_wait)
+
+
 def dataset_pushed(res, no_wait: bool) -> None:
     """Print what `hcd dataset push` / `hcd weights push` did."""
     from hcd_kit.console import console

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.cli._app import command, group
-from hcd_kit.cli.kaggle import DatasetPoll, DatasetWait, NoWait, TransferTimeout, dataset_pushed, dataset_status_line
+from hcd_kit.cli.kaggle import DatasetPoll, DatasetWait, NoWait, TransferTimeout, push_and_report
 
 weights_app = group(
     "weights",
@@ -88,7 +88,7 @@ def weights_push(
     """
     from hcd_kit.cli.kernel import owner
     from hcd_kit.console import console
-    from hcd_kit.kaggle import check_slug, push_dataset
+    from hcd_kit.kaggle import check_slug
     from hcd_kit.kaggle.weights import build_weights_dataset, check_licence, default_slug, registry_entry
 
     entry = registry_entry(model)
@@ -102,16 +102,7 @@ def weights_push(
     names = build_weights_dataset(model, folder, ref, from_file=from_file, private_ok=private_ok)
     console.print(f"assembled {folder}/: {', '.join(names)}", soft_wrap=True)
     if not dry_run:
-        wait = None if no_wait else wait_timeout
-        res = push_dataset(
-            folder,
-            notes,
-            transfer_timeout=transfer_timeout,
-            wait_timeout=wait,
-            on_status=dataset_status_line(ref),
-            poll=poll_interval,
-        )
-        dataset_pushed(res, no_wait)
+        push_and_report(folder, notes, ref, transfer_timeout, wait_timeout, no_wait, poll_interval)
     name = entry.name if entry is not None else model
     if entry is not None and not entry.redistribute:
         console.print(
