@@ -30,3 +30,21 @@ class KaggleError(HcdError):
 
 class TrainingError(HcdError):
     """Training cannot go on (e.g. losses stay non-finite)."""
+
+
+class DiskFullError(HcdError):
+    """A write found no room on its disk (or hit a quota); nothing half-written is kept."""
+
+
+class LockedError(HcdError):
+    """A folder is being written by another hcd process (its lock names the holder)."""
+
+    exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is (the CLI turns them into this): ``signum`` sets the exit code."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -3,18 +3,33 @@
 Write to a temporary file in the same folder, flush and fsync it, then ``os.replace`` it over the target
 (atomic on POSIX and Windows). An interrupted run leaves at most a ``.tmp-*`` file behind, which never
 looks like a finished output.
+
+A full disk is one line too (``DiskFullError``): a write that fails for want of space, whether the writer says
+so (``OSError`` ENOSPC / EDQUOT / EFBIG) or not (torch's zip writer raises a bare RuntimeError "unexpected
+pos"), names the file, the bytes it needed and the bytes free, and leaves no partial file. ``check_free_space``
+is the pre-flight check long jobs run before they write anything.
+
+Fault injection, for tests only: ``HCD_FAULT_ENOSPC=PATTERN`` makes every write through this module to a file
+whose name matches the glob PATTERN (e.g. ``best.pt``, ``*.csv``, ``*``) fail with ENOSPC after writing half of
+its bytes, as a disk that fills mid-write does; ``HCD_FAULT_FREE_BYTES=N`` makes every disk look as if it had
+at most N bytes free (for the pre-flight checks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from hcd_kit.errors import DiskFullError
 
 UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
 os.umask(UMASK)  # ... and put it back at once
@@ -40,23 +55,34 @@ def replace_durably(tmp: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
 
     Use it for writers that want a file name (``np.save``, ``torch.save``, ``zipfile``)::
 
-        with atomic_path(run_dir / "best.pt") as tmp:
+        with atomic_path(run_dir / "best.pt", size=payload_bytes(state)) as tmp:
             torch.save(state, tmp)
+
+    ``size``, the bytes the writer is about to write where known, goes into the message if the disk fills.
     """
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_file_beside(target)
     except OSError as exc:  # name the file the user asked for, not the temporary one
+        if is_disk_full(exc):
+            raise disk_full(target, size) from None
         raise OSError(exc.errno, f"cannot write {target}: {exc.strerror}") from None
     try:
         yield tmp
+        inject_enospc(target, tmp)
         replace_durably(tmp, target)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)  # before measuring what is free: the partial file is not kept
+        raise disk_full(target, size, written) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -86,6 +112,117 @@ def atomic_write_json(target: str | os.PathLike[str], data: object) -> None:
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
     with atomic_open(target, "wb") as fh:
         fh.write(data)
+
+
+def append_text(path: str | os.PathLike[str], text: str) -> None:
+    """Append ``text`` to ``path`` (a log), creating its folder; a full disk is a ``DiskFullError``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            inject_enospc(path, None)
+            fh.write(text)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(path, len(text.encode())) from None
+        raise
+
+
+def reserve(path: str | os.PathLike[str], size: int) -> None:
+    """Allocate ``size`` bytes of the file at ``path`` now (``posix_fallocate``), so that a memory-mapped writer
+    cannot run out of space half way (a write to a memory map on a full disk is a SIGBUS, not an error)."""
+    try:
+        inject_enospc(Path(path), None)
+        if not hasattr(os, "posix_fallocate") or not size:
+            return
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if is_disk_full(exc):
+            Path(path).unlink(missing_ok=True)
+            raise disk_full(Path(path), size) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+        # this filesystem cannot reserve blocks: they are allocated while writing, after the free-space check
+
+
+# --- a full disk ----------------------------------------------------------------------------------------
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# torch's zip writer reports a short write without its errno: "unexpected pos" / "failed writing file"
+_SHORT_WRITE = ("unexpected pos", "failed writing file", "file write failed")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a write failed for want of space (or quota, or a file size limit)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _SHORT_WRITE)
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes free to this user on the disk that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    free = shutil.disk_usage(p).free
+    limit = os.environ.get("HCD_FAULT_FREE_BYTES")  # tests only (see the module doc)
+    return min(free, int(limit)) if limit else free
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} TB"  # unreachable
+
+
+def disk_full(target: Path, size: int | None, written: int = 0) -> DiskFullError:
+    """The one line for a write to ``target`` that found no room; the fix is the same for every writer."""
+    free = free_bytes(target)
+    if size:
+        need = f"it needs {human_bytes(size)}"
+    elif written:
+        need = f"it needs more than the {human_bytes(written)} written before it failed"
+    else:
+        need = "it needs more room"
+    return DiskFullError(
+        f"disk full: could not write {target}: {need}, and {human_bytes(free)} is free there; free some space "
+        "(or write to another disk) and run the same command again: finished work is kept"
+    )
+
+
+def check_free_space(folder: str | os.PathLike[str], need: int, what: str, fix: str = "") -> None:
+    """Pre-flight: refuse at once, in one line, when the disk under ``folder`` cannot hold ``need`` bytes."""
+    free = free_bytes(folder)
+    if need > free:
+        raise DiskFullError(
+            f"not enough disk space for {what}: about {human_bytes(need)} needed in {folder}, "
+            f"{human_bytes(free)} free; free some space{fix or ' or choose another folder'}"
+        )
+
+
+def payload_bytes(obj: object) -> int:
+    """Bytes of the arrays and tensors in a nested dict/list (what ``torch.save`` / ``np.save`` will write)."""
+    if isinstance(obj, dict):
+        return sum(payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj)
+    return int(getattr(obj, "nbytes", 0) or 0)
+
+
+def inject_enospc(target: Path, tmp: Path | None) -> None:
+    """Tests only: fail like a full disk if ``HCD_FAULT_ENOSPC`` matches ``target``'s name (see the module doc)."""
+    pattern = os.environ.get("HCD_FAULT_ENOSPC")
+    if not pattern or not fnmatch.fnmatch(target.name, pattern):
+        return
+    if tmp is not None and tmp.exists():  # a disk that fills mid-write leaves half a file behind
+        os.truncate(tmp, tmp.stat().st_size // 2)
+    raise OSError(errno.ENOSPC, "No space left on device (HCD_FAULT_ENOSPC)", str(target))
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

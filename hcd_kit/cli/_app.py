@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Annotated, Optional, TypeVar
 
@@ -16,7 +18,7 @@ from rich.markup import escape
 
 from hcd_kit.choices import DEVICE_HELP, PRECISION_HELP, Precision
 from hcd_kit.console import err_console
-from hcd_kit.errors import ConfigError, HcdError
+from hcd_kit.errors import ConfigError, HcdError, Interrupted
 
 F = TypeVar("F", bound=Callable)
 
@@ -175,14 +177,41 @@ def handle_errors(fn: F) -> F:
                 raise
             where = f": {exc.filename}" if exc.filename else ""
             raise fail(f"{exc.strerror or exc}{where}", 1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if os.environ.get("HCD_DEBUG"):
                 raise
-            raise fail(
-                "interrupted; finished work is kept: run the command again to go on (hcd train needs --resume)", 130
-            ) from None
+            raise interrupted(exc) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    """Ctrl-C, SIGTERM or SIGHUP: one line on how to go on, and exit code 128 + the signal (130, 143, 129)."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+    return fail(
+        f"interrupted{by}; finished work is kept: run the command again to go on (hcd train needs --resume)",
+        128 + signum,
+    )
+
+
+def _raise_interrupted(signum: int, _frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once, as the sender meant
+    raise Interrupted(signum)
+
+
+def stop_signals_as_interrupts() -> dict:
+    """SIGTERM (Kaggle at a session's time limit, ``kill``, a scheduler) and SIGHUP (the terminal closed) end a
+    command as Ctrl-C does: the step in flight is abandoned, the atomic writes keep the last consistent files,
+    one line says how to go on, and the exit code is 128 + the signal (143, 129). A signal that was ignored when
+    hcd started (``nohup`` ignores SIGHUP) stays ignored. Returns the handlers it replaced."""
+    replaced = {}
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return replaced
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            replaced[sig] = signal.signal(sig, _raise_interrupted)
+    return replaced
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -193,19 +222,33 @@ def main(args: Sequence[str] | None = None) -> None:
     rather than by class, because Typer has moved click's classes between releases.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    replaced = stop_signals_as_interrupts()
+    try:
+        code = _run(argv)
+    finally:
+        for sig, handler in replaced.items():  # main() called in-process (tests) leaves the handlers as it found them
+            signal.signal(sig, handler)
+    sys.exit(code)
+
+
+def _run(argv: list[str]) -> int:
     try:
         code = app(args=argv, prog_name="hcd", standalone_mode=False)  # a typer.Exit comes back as its code
     except Exception as exc:
         name = type(exc).__name__
         if name == "NoArgsIsHelpError":  # `hcd kernel` alone: Typer has printed that group's help already
-            sys.exit(0)
+            return 0
         if name == "Abort":  # e.g. Ctrl-D at a prompt
             err_console.print("[bold red]error:[/] aborted")
-            sys.exit(1)
+            return 1
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", soft_wrap=True, highlight=False)
-        sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # before or after a command's body (parsing, imports)
+        if os.environ.get("HCD_DEBUG"):
+            raise
+        return interrupted(exc).exit_code
+    return code if isinstance(code, int) else 0

@@ -128,6 +128,16 @@ def train(
 
       hcd train --fold all --strategy fold-parallel  (one fold per GPU at a time)
     """
+    if run_dir is not None and not plan:  # before torch is imported: a second `hcd train` is refused at once
+        from hcd_kit.locks import hold_run
+
+        with hold_run(run_dir):
+            _train(ctx, data_dir, fold, run_dir, recipe, config, resume, plan, settings)
+    else:
+        _train(ctx, data_dir, fold, run_dir, recipe, config, resume, plan, settings)
+
+
+def _train(ctx, data_dir, fold, run_dir, recipe, config, resume, plan, settings) -> None:
     from hcd_kit.training import load_recipe, resolve_config
     from hcd_kit.training import train as run_training
 

@@ -42,6 +42,7 @@ from hcd_kit.features.store import (
 )
 from hcd_kit.inference.tta import tta_stack, tta_transforms
 from hcd_kit.layout import SPLITS, DataLayout
+from hcd_kit.locks import holding
 from hcd_kit.preprocess import to_input
 
 
@@ -182,6 +183,7 @@ def _embed_split(
                 on_chunk(split, done)
 
 
+@holding(lambda a: a["out"], "hcd embed", "wait for it to finish (or stop it), or embed into another --out")
 def embed(
     data_dir: str | os.PathLike[str],
     model: str,

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from hcd_kit.console import console
+from hcd_kit.fsutil import append_text
 
 
 class RunLog:
@@ -29,6 +30,4 @@ class RunLog:
             return
         self.start()
         console.print(message, soft_wrap=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:  # a log is appended, not replaced
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        append_text(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")  # appended, not replaced

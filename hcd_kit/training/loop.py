@@ -37,6 +37,7 @@ from hcd_kit.data.store import PackedStore, open_store
 from hcd_kit.device import choose_precision, cpu_threads, resolve_device, set_threads
 from hcd_kit.errors import ConfigError
 from hcd_kit.layout import DataLayout, RunLayout
+from hcd_kit.locks import hold_run
 from hcd_kit.metrics import roc_auc
 from hcd_kit.model import check_model_name, save_weights, weights_source
 from hcd_kit.runs.log import RunLog
@@ -56,6 +57,7 @@ from hcd_kit.training.distributed import (
 )
 from hcd_kit.training.epoch import balanced_rows, split_rows, train_epoch
 from hcd_kit.training.finetune import trainable_summary
+from hcd_kit.training.preflight import check_fold_space
 from hcd_kit.training.pseudo import check_pseudo, training_source
 from hcd_kit.training.runs import (
     FoldResult,
@@ -102,16 +104,17 @@ def train(
         raise ConfigError(
             "started by torchrun but --strategy is not ddp: add --strategy ddp (or run plain `hcd train`)"
         )
-    device = resolve_device(cfg.device)
-    info = DistInfo()
-    if cfg.strategy == "ddp":
-        info, device = init_distributed(device)
-    try:
-        data, run = DataLayout.of(data_dir), RunLayout.of(run_dir)
-        return _train(cfg, data, run, folds, resume, hooks or Hooks(), device, info)
-    finally:
+    with hold_run(run_dir):  # one writer per run folder (rank 0 holds it for a DDP job)
+        device = resolve_device(cfg.device)
+        info = DistInfo()
         if cfg.strategy == "ddp":
-            shutdown_distributed()
+            info, device = init_distributed(device)
+        try:
+            data, run = DataLayout.of(data_dir), RunLayout.of(run_dir)
+            return _train(cfg, data, run, folds, resume, hooks or Hooks(), device, info)
+        finally:
+            if cfg.strategy == "ddp":
+                shutdown_distributed()
 
 
 def _train(
@@ -172,7 +175,8 @@ def _train(
                 results[fold] = done
                 continue
             try:
-                results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock, tracker)
+                left = len(wanted) - wanted.index(fold)  # this fold and those after it: their best.pt must fit
+                results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock, tracker, left)
             except KeyboardInterrupt:
                 if run.last(fold).is_file():
                     log(
@@ -237,6 +241,7 @@ def _run_fold(
     log: RunLog,
     clock: RunClock,
     tracker: Tracking,
+    folds_left: int = 1,
 ) -> FoldResult:
     train_rows, val_rows = split_rows(table, fold)
     info = env.info
@@ -265,6 +270,8 @@ def _run_fold(
     if resume and run.last(fold).is_file():
         state = load_checkpoint(run.last(fold), t)
         log(f"fold {fold}: resuming after epoch {state.epoch} (best val AUC so far {state.best_auc:.4f})")
+    if info.is_main:
+        check_fold_space(t, run, fold, folds_left)  # one line now, not a full disk after the fourth fold
     t.net = wrap_model(t.model, cfg.strategy, env.device, info)
     log(
         f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, "

@@ -1,0 +1,302 @@
+"""Faults on disk and in flight: a full disk, a second writer, SIGTERM / SIGHUP, kill -9.
+
+Each case asserts what a user sees (one line, the exit code), that nothing half-written is left, and that the
+rerun (``--resume`` for training) ends where an uninterrupted run ends. A full disk is injected through hcd's
+one writer (``HCD_FAULT_ENOSPC``, ``HCD_FAULT_FREE_BYTES``: see ``hcd_kit.fsutil``), and for real through a file
+size limit (``RLIMIT_FSIZE``), which makes torch's own zip writer fail as it does on a full disk; no root needed.
+Damaged files (truncated, garbage) are ``test_damaged_files.py``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import interruptible, signal_and_wait
+from test_train import make_synthetic
+from typer.testing import CliRunner
+
+from hcd_kit.cli import app
+from hcd_kit.locks import LOCK_NAME, hold
+
+FAST = ["--device", "cpu", "--no-pretrained", "--img-size", "32", "--threads", "1", "--batch-size", "32"]
+TINY = [*FAST, "--model", "test_resnet"]
+RESULT_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "skipped_steps"]  # all but the speed
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    """128 labelled synthetic patches in 2 folds, and 2,000 test patches (enough for a prediction to take a while)."""
+    root = make_synthetic(tmp_path_factory.mktemp("faults"), n=128, n_folds=2)
+    rng = np.random.default_rng(1)
+    n = 2000
+    np.save(root / "packed" / "test_images.npy", rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8))
+    pd.DataFrame({"id": [f"t{i:039x}" for i in range(n)]}).to_csv(root / "packed" / "test_ids.csv", index=False)
+    manifest = json.loads((root / "packed" / "manifest.json").read_text())
+    manifest["splits"]["test"] = {"count": n}
+    (root / "packed" / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def hcd_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("hcd")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "hcd_kit"]
+
+
+def start(*args, **kw) -> subprocess.Popen:
+    """``hcd ARGS`` in the background, SIGINT at its default and no terminal (as a job under a scheduler)."""
+    return subprocess.Popen(
+        [*hcd_cmd(), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=kw.pop("preexec_fn", interruptible),
+        **kw,
+    )
+
+
+def run_hcd(*args, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*hcd_cmd(), *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def invoke(*args, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"hcd ended (exit {proc.returncode}) before the test could act\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"condition not reached in {timeout:g} s")
+        time.sleep(0.05)
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (the SigCgt mask of /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:")), 16)
+    return bool(mask >> (sig - 1) & 1)
+
+
+def error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and "━" not in ln]  # progress bars go to stderr too
+    assert "Traceback" not in stderr, stderr
+    assert lines and lines[-1].startswith("error: "), stderr
+    return lines[-1]
+
+
+def results(run: Path, fold: int = 0) -> pd.DataFrame:
+    """A fold's history.csv, all but its speed column (the one value that depends on the machine's load)."""
+    return pd.read_csv(run / f"fold{fold}" / "history.csv")[RESULT_COLUMNS]
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def reference(synth, tmp_path_factory) -> Path:
+    """An uninterrupted 3-epoch run of fold 0: what every interrupted and resumed run must end with."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    res = invoke("train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY)
+    assert res.exit_code == 0, res.output
+    return run
+
+
+# --- one writer per folder -----------------------------------------------------------------------------------
+
+
+def test_a_second_train_on_one_run_folder_is_refused_naming_the_first(synth, tmp_path):
+    run = tmp_path / "run"
+    first = start("train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "500", *TINY)
+    try:
+        wait_for(lambda: (run / "fold0" / "history.csv").is_file(), first)  # it is training
+        began = time.monotonic()
+        second = run_hcd("train", "--data-dir", synth, "--run-dir", run, "--fold", "1", "--epochs", "2", *TINY)
+        took = time.monotonic() - began
+        assert second.returncode == 3, second.stderr
+        line = error_line(second.stderr)
+        assert f"{run} is in use by hcd train (PID {first.pid} on " in line and "another --run-dir" in line
+        assert not (run / "fold1").exists()  # the second wrote nothing
+        assert first.poll() is None, "the first run must be unaffected"
+        print(f"refused after {took:.2f} s")  # the issue's target is 2 s; a test cannot hold a machine's speed
+
+        readers = run_hcd("cv", "--run-dir", run, timeout=120)  # a reader never waits for the lock
+        assert "in use" not in readers.stderr
+    finally:
+        err = signal_and_wait(first, signal.SIGTERM)
+    assert first.returncode == 143, err
+    assert not (run / LOCK_NAME).exists()  # released: the next command starts without a note
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_note(synth, tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from hcd_kit.locks import hold\n"
+            "with hold(sys.argv[1], 'hcd train'):\n    print('held', flush=True); time.sleep(600)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # kill -9: no chance to release
+    holder.wait()
+    assert json.loads((run / LOCK_NAME).read_text())["pid"] == holder.pid
+
+    res = run_hcd("train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "1", *TINY)
+    assert res.returncode == 0, res.stderr
+    assert f"was left locked by hcd train (PID {holder.pid} on" in " ".join(res.stderr.split())
+    assert "no longer running; taken over" in " ".join(res.stderr.split())
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_locks_are_reentrant_and_a_refused_command_leaves_no_folder(tmp_path):
+    folder = tmp_path / "store"
+    with hold(folder, "hcd prepare"):
+        with hold(folder, "hcd prepare"):  # the demo packs inside its own held work folder
+            assert (folder / LOCK_NAME).is_file()
+        assert (folder / LOCK_NAME).is_file()
+    assert not folder.exists()  # made for the lock alone and left empty: removed again
+
+
+# --- SIGTERM and SIGHUP are Ctrl-C ----------------------------------------------------------------------------
+
+
+def test_sigterm_mid_epoch_then_resume_ends_as_an_uninterrupted_run(synth, reference, tmp_path):
+    run = tmp_path / "run"
+    proc = start("train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY)
+    wait_for(lambda: (run / "fold0" / "last.pt").is_file(), proc)  # epoch 1 is kept; epoch 2 is under way
+    err = signal_and_wait(proc, signal.SIGTERM)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in error_line(err) and "--resume" in error_line(err)
+    log = " ".join((run / "train.log").read_text().split())
+    assert "fold 0: interrupted;" in log and "add --resume to continue" in log
+    assert leftovers(run) == [] and not (run / LOCK_NAME).exists()
+
+    res = run_hcd("train", "--data-dir", synth, "--run-dir", run, "--resume")
+    assert res.returncode == 0, res.stderr
+    pd.testing.assert_frame_equal(results(run), results(reference), check_exact=True)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGHUP, 129), (signal.SIGTERM, 143)])
+def test_a_stop_signal_mid_prediction_keeps_no_partial_submission(synth, reference, tmp_path, sig, code):
+    out = tmp_path / "submission.csv"
+    proc = start("predict", "--run-dir", reference, "--data-dir", synth, "--out", out, "--tta", "8", "--device", "cpu")
+    wait_for(lambda: catches(proc.pid, signal.SIGTERM), proc)  # hcd's handler is in place
+    time.sleep(2.0)  # torch loads, the folds' networks are rebuilt: 16,000 views of test patches are under way
+    err = signal_and_wait(proc, sig)
+    assert proc.returncode == code, err
+    assert f"interrupted by {signal.Signals(sig).name}" in error_line(err)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_an_ignored_sighup_stays_ignored(synth, tmp_path):
+    """``nohup hcd train ...`` must survive the terminal closing: hcd keeps an inherited ignore."""
+
+    def nohup() -> None:
+        interruptible()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    run = tmp_path / "run"
+    proc = start(
+        "train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "2", *TINY, preexec_fn=nohup
+    )
+    wait_for(lambda: (run / "train.log").is_file(), proc)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+
+
+# --- a full disk ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["best.pt", "last.pt", "state.json", "history.csv", "oof.csv", "train.log"])
+def test_a_full_disk_while_training_is_one_line_and_resume_finishes_the_run(synth, reference, tmp_path, name):
+    run = tmp_path / "run"
+    args = ["train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY]
+    res = invoke(*args, env={"HCD_FAULT_ENOSPC": name})
+    assert res.exit_code == 1, res.output
+    line = error_line(res.stderr)
+    assert line.startswith("error: disk full: could not write ") and f"{name}:" in line, line
+    assert "free there" in line and "run the same command again" in line
+    assert leftovers(run) == []
+    if (run / "fold0" / "last.pt").exists() or (run / "fold0" / "best.pt").exists():
+        args.append("--resume")
+    res = invoke(*args)  # the disk has room again
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(results(run), results(reference), check_exact=True)
+
+
+def test_a_real_short_write_from_torch_is_one_line_and_leaves_no_partial_file(synth, tmp_path):
+    """RLIMIT_FSIZE: the kernel refuses writes past 200 kB, and torch's zip writer fails on best.pt as on a full
+    disk, with a bare RuntimeError ("unexpected pos") that hcd must recognise."""
+
+    def small_files() -> None:
+        interruptible()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    run = tmp_path / "run"
+    proc = start(
+        "train",
+        "--data-dir",
+        synth,
+        "--run-dir",
+        run,
+        "--fold",
+        "0",
+        "--epochs",
+        "1",
+        *FAST,
+        "--model",
+        "resnet10t",
+        preexec_fn=small_files,
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    line = error_line(err)
+    assert "could not write " in line and "best.pt" in line, line
+    assert leftovers(run) == [] and not (run / "fold0" / "best.pt").exists()
+
+
+def test_the_preflight_refuses_a_run_whose_checkpoints_cannot_fit(synth, tmp_path):
+    run = tmp_path / "run"
+    res = invoke(
+        "train", "--data-dir", synth, "--run-dir", run, "--fold", "all", "--epochs", "1", *TINY,
+        env={"HCD_FAULT_FREE_BYTES": "1000000"},
+    )  # fmt: skip
+    assert res.exit_code == 1, res.output
+    line = error_line(res.stderr)
+    assert "not enough disk space for 2 fold(s) of this run" in line and "1.0 MB free" in line, line
+    assert not (run / "fold0" / "history.csv").exists()  # refused before the first step
+
+
+# --- kill -9 and the rerun --------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_training_then_resume_ends_as_an_uninterrupted_run(synth, reference, tmp_path):
+    run = tmp_path / "run"
+    proc = start("train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY)
+    wait_for(lambda: (run / "fold0" / "state.json").is_file(), proc)
+    proc.kill()
+    proc.communicate()
+    res = run_hcd("train", "--data-dir", synth, "--run-dir", run, "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "taken over" in " ".join(res.stderr.split())  # the dead holder's lock file was left behind
+    pd.testing.assert_frame_equal(results(run), results(reference), check_exact=True)
+    assert leftovers(run) == []
