@@ -190,6 +190,12 @@ def disk_full(target: Path, size: int | None, written: int = 0) -> DiskFullError
         need = f"it needs more than the {human_bytes(written)} written before it failed"
     else:
         need = "it needs more room"
+    if free > 2 * max(size or 0, written) + (64 << 20):  # room enough on the disk: a quota or a size limit said no
+        return DiskFullError(
+            f"could not write {target}: the file system refused it although {human_bytes(free)} is free on the "
+            f"disk ({need}); a disk quota or a file size limit (`ulimit -f`) is the likely cause: raise it, or "
+            "write to another disk, and run the same command again: finished work is kept"
+        )
     return DiskFullError(
         f"disk full: could not write {target}: {need}, and {human_bytes(free)} is free there; free some space "
         "(or write to another disk) and run the same command again: finished work is kept"

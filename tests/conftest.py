@@ -391,3 +391,14 @@ def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 60.0) -> 
         proc.kill()
         out, err = proc.communicate()
         pytest.fail(f"no exit {timeout:g} s after signal {sig}; {masks}\n{stacks}\nstdout: {out}\nstderr: {err}")
+
+
+def hold_in_another_process(folder: Path, command: str) -> subprocess.Popen:
+    """A process that holds ``folder``'s lock (``hcd_kit.locks.hold``) as ``command`` would, until it is killed."""
+    script = (
+        "import sys, time\nfrom hcd_kit.locks import hold\n"
+        "with hold(sys.argv[1], sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(folder), command], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

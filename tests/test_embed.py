@@ -22,7 +22,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import hub_snapshot, save_timm
+from conftest import hold_in_another_process, hub_snapshot, save_timm
 from typer.testing import CliRunner
 
 from hcd_kit.cli import app
@@ -222,3 +222,27 @@ def test_missing_incomplete_or_damaged_stores_are_one_line_errors(tiny, data, tm
     embed(data, tiny.spec, out, splits=("test",), force=True)
     with pytest.raises(DataError, match="has no train features; run `hcd embed --split train"):
         open_features(out).split("train")
+
+
+def test_a_store_that_cannot_fit_or_is_being_written_is_refused_in_one_line(tiny, data, tmp_path, monkeypatch):
+    out = tmp_path / "feat"
+    base = ["embed", "--data-dir", data, "--model", tiny.spec, "--out", out, "--split", "test"]
+    monkeypatch.setenv("HCD_FAULT_FREE_BYTES", "1000")  # 40 patches x 1 view x 32 float16 features: 2,560 bytes
+    r = runner.invoke(app, [*map(str, base)])
+    assert r.exit_code == 1, r.output
+    (line,) = r.stderr.strip().splitlines()
+    assert "not enough disk space for the test features: about 2.6 KB needed" in line and "1.0 KB free" in line
+    assert not out.exists()
+    monkeypatch.delenv("HCD_FAULT_FREE_BYTES")
+
+    holder = hold_in_another_process(out, "hcd embed")  # another process writing this store
+    try:
+        r = runner.invoke(app, [*map(str, base)])
+        assert r.exit_code == 3, r.output
+        (line,) = r.stderr.strip().splitlines()
+        assert f"is in use by hcd embed (PID {holder.pid} on" in line and "another --out" in line
+    finally:
+        holder.kill()
+        holder.wait()
+    r = runner.invoke(app, [*map(str, base)])  # its holder is gone: taken over
+    assert r.exit_code == 0 and "no longer running; taken over" in " ".join(r.stderr.split())

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import interruptible, signal_and_wait
+from conftest import hold_in_another_process, interruptible, signal_and_wait
 from test_train import make_synthetic
 from typer.testing import CliRunner
 
@@ -143,18 +143,7 @@ def test_a_second_train_on_one_run_folder_is_refused_naming_the_first(synth, tmp
 
 def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_note(synth, tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from hcd_kit.locks import hold\n"
-            "with hold(sys.argv[1], 'hcd train'):\n    print('held', flush=True); time.sleep(600)",
-            str(run),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_in_another_process(run, "hcd train")
     holder.kill()  # kill -9: no chance to release
     holder.wait()
     assert json.loads((run / LOCK_NAME).read_text())["pid"] == holder.pid
@@ -270,7 +259,7 @@ def test_a_real_short_write_from_torch_is_one_line_and_leaves_no_partial_file(sy
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     line = error_line(err)
-    assert "could not write " in line and "best.pt" in line, line
+    assert "could not write " in line and "best.pt" in line and "file size limit" in line, line
     assert leftovers(run) == [] and not (run / "fold0" / "best.pt").exists()
 
 

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
@@ -19,6 +20,7 @@ from rich.markup import escape
 from hcd_kit.choices import DEVICE_HELP, PRECISION_HELP, Precision
 from hcd_kit.console import err_console
 from hcd_kit.errors import ConfigError, HcdError, Interrupted
+from hcd_kit.fsutil import disk_full, is_disk_full
 
 F = TypeVar("F", bound=Callable)
 
@@ -175,6 +177,8 @@ def handle_errors(fn: F) -> F:
         except OSError as exc:  # the file system said no: a full disk, a read-only folder, a file as a folder
             if os.environ.get("HCD_DEBUG"):
                 raise
+            if exc.filename and is_disk_full(exc):  # a writer outside fsutil (the kaggle client, an extraction)
+                raise fail(escape(str(disk_full(Path(exc.filename), None))), 1) from None
             where = f": {exc.filename}" if exc.filename else ""
             raise fail(f"{exc.strerror or exc}{where}", 1) from None
         except KeyboardInterrupt as exc:

@@ -40,6 +40,7 @@ from hcd_kit.features.store import (
     remove_store,
     write_manifest,
 )
+from hcd_kit.fsutil import check_free_space
 from hcd_kit.inference.tta import tta_stack, tta_transforms
 from hcd_kit.layout import SPLITS, DataLayout
 from hcd_kit.locks import holding
@@ -291,6 +292,8 @@ def embed(
     todo = [s for s in splits if not manifest["splits"].get(s, {}).get("complete")]
     manifest["data"].update({s: identity[s] for s in todo})
     manifest["splits"].update({s: {"rows": len(stores[s]), "complete": False} for s in todo})
+    need = sum(len(stores[s]) for s in todo) * len(manifest["views"]) * dim * 2  # float16 features
+    check_free_space(root, need, f"the {'/'.join(todo)} features", " or embed into another --out")
     if force:
         remove_store(root)
     root.mkdir(parents=True, exist_ok=True)
