@@ -11,8 +11,9 @@ is the pre-flight check long jobs run before they write anything.
 
 Fault injection, for tests only: ``HCD_FAULT_ENOSPC=PATTERN`` makes every write through this module to a file
 whose name matches the glob PATTERN (e.g. ``best.pt``, ``*.csv``, ``*``) fail with ENOSPC after writing half of
-its bytes, as a disk that fills mid-write does; ``HCD_FAULT_FREE_BYTES=N`` makes every disk look as if it had
-at most N bytes free (for the pre-flight checks).
+its bytes, as a disk that fills mid-write does. ``HCD_FAULT_KILL=PATTERN`` kills the process there instead
+(SIGKILL: no handler and no clean-up runs, as with kill -9 or the OOM killer). ``HCD_FAULT_FREE_BYTES=N`` makes
+every disk look as if it had at most N bytes free (for the pre-flight checks).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +77,7 @@ def atomic_path(target: str | os.PathLike[str], size: int | None = None) -> Iter
         raise OSError(exc.errno, f"cannot write {target}: {exc.strerror}") from None
     try:
         yield tmp
-        inject_enospc(target, tmp)
+        inject_faults(target, tmp)
         replace_durably(tmp, target)
     except Exception as exc:
         if not is_disk_full(exc):
@@ -120,7 +122,7 @@ def append_text(path: str | os.PathLike[str], text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
-            inject_enospc(path, None)
+            inject_faults(path, None)
             fh.write(text)
     except OSError as exc:
         if is_disk_full(exc):
@@ -132,7 +134,7 @@ def reserve(path: str | os.PathLike[str], size: int) -> None:
     """Allocate ``size`` bytes of the file at ``path`` now (``posix_fallocate``), so that a memory-mapped writer
     cannot run out of space half way (a write to a memory map on a full disk is a SIGBUS, not an error)."""
     try:
-        inject_enospc(Path(path), None)
+        inject_faults(Path(path), None)
         if not hasattr(os, "posix_fallocate") or not size:
             return
         fd = os.open(path, os.O_RDWR)
@@ -221,13 +223,18 @@ def payload_bytes(obj: object) -> int:
     return int(getattr(obj, "nbytes", 0) or 0)
 
 
-def inject_enospc(target: Path, tmp: Path | None) -> None:
-    """Tests only: fail like a full disk if ``HCD_FAULT_ENOSPC`` matches ``target``'s name (see the module doc)."""
-    pattern = os.environ.get("HCD_FAULT_ENOSPC")
-    if not pattern or not fnmatch.fnmatch(target.name, pattern):
+def inject_faults(target: Path, tmp: Path | None) -> None:
+    """Tests only: fail like a full disk (``HCD_FAULT_ENOSPC``) or die like kill -9 (``HCD_FAULT_KILL``) where the
+    pattern matches ``target``'s name, half of the file written (see the module doc)."""
+    enospc, kill = os.environ.get("HCD_FAULT_ENOSPC"), os.environ.get("HCD_FAULT_KILL")
+    hit_enospc = bool(enospc) and fnmatch.fnmatch(target.name, enospc)
+    hit_kill = bool(kill) and fnmatch.fnmatch(target.name, kill)
+    if not (hit_enospc or hit_kill):
         return
-    if tmp is not None and tmp.exists():  # a disk that fills mid-write leaves half a file behind
+    if tmp is not None and tmp.exists():  # a disk that fills (a process killed) mid-write leaves half a file
         os.truncate(tmp, tmp.stat().st_size // 2)
+    if hit_kill:
+        os.kill(os.getpid(), signal.SIGKILL)
     raise OSError(errno.ENOSPC, "No space left on device (HCD_FAULT_ENOSPC)", str(target))
 
 

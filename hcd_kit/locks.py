@@ -4,8 +4,9 @@
 PID, host, command and start time into it. A second process asking for the same folder is refused at once
 with a ``LockedError`` naming the holder. The kernel drops a lock when its process ends, however it ends
 (kill -9 included), so a lock is never stale; a holder that ends cleanly removes the file, and the details
-left in it by one that died are reported as a note when the next process takes the folder over. Readers (``hcd cv``, ``hcd report``,
-``hcd runs``) never lock, so they never wait.
+left in it by one that died are reported as a note when the next process takes the folder over. Whoever
+takes a folder removes the ``.tmp-*`` files a killed writer left in it (``fsutil``'s atomic writes leave none
+otherwise). Readers (``hcd cv``, ``hcd report``, ``hcd runs``) never lock, so they never wait.
 
 Locks are re-entrant within a process (``hcd demo`` trains inside its own work folder), and a torchrun rank
 other than 0 takes none: rank 0 holds the run folder for all of them. Where ``fcntl`` is missing (Windows),
@@ -79,6 +80,8 @@ def hold(
                 highlight=False,
             )
         _write(fd, command)
+        for stale in key.rglob(".tmp-*"):  # half-written by a holder that was killed: never part of any output
+            stale.unlink(missing_ok=True)
         _held[key] = 1
         try:
             yield

@@ -10,6 +10,7 @@ Damaged files (truncated, garbage) are ``test_damaged_files.py``'s.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -39,7 +40,9 @@ def synth(tmp_path_factory) -> Path:
     rng = np.random.default_rng(1)
     n = 2000
     np.save(root / "packed" / "test_images.npy", rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8))
-    pd.DataFrame({"id": [f"t{i:039x}" for i in range(n)]}).to_csv(root / "packed" / "test_ids.csv", index=False)
+    ids = pd.DataFrame({"id": [f"t{i:039x}" for i in range(n)]})
+    ids.to_csv(root / "packed" / "test_ids.csv", index=False)
+    ids.assign(label=0).to_csv(root / "sample_submission.csv", index=False)
     manifest = json.loads((root / "packed" / "manifest.json").read_text())
     manifest["splits"]["test"] = {"count": n}
     (root / "packed" / "manifest.json").write_text(json.dumps(manifest))
@@ -278,14 +281,28 @@ def test_the_preflight_refuses_a_run_whose_checkpoints_cannot_fit(synth, tmp_pat
 # --- kill -9 and the rerun --------------------------------------------------------------------------------
 
 
-def test_kill_9_mid_training_then_resume_ends_as_an_uninterrupted_run(synth, reference, tmp_path):
+@pytest.mark.parametrize("name", ["last.pt", "history.csv"])
+def test_kill_9_while_training_writes_then_resume_ends_as_an_uninterrupted_run(synth, reference, tmp_path, name):
     run = tmp_path / "run"
-    proc = start("train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY)
-    wait_for(lambda: (run / "fold0" / "state.json").is_file(), proc)
-    proc.kill()
-    proc.communicate()
-    res = run_hcd("train", "--data-dir", synth, "--run-dir", run, "--resume")
+    args = ["train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY]
+    res = run_hcd(*args, env={**os.environ, "HCD_FAULT_KILL": name})  # dies half way through writing NAME
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert leftovers(run), "a killed writer leaves its half-written temporary file"
+    res = run_hcd(*args, "--resume")
     assert res.returncode == 0, res.stderr
-    assert "taken over" in " ".join(res.stderr.split())  # the dead holder's lock file was left behind
+    assert "no longer running; taken over" in " ".join(res.stderr.split())
     pd.testing.assert_frame_equal(results(run), results(reference), check_exact=True)
-    assert leftovers(run) == []
+    assert leftovers(run) == [] and not (run / LOCK_NAME).exists()
+
+
+def test_kill_9_while_predicting_then_the_rerun_writes_the_same_submission(synth, reference, tmp_path):
+    args = ["predict", "--run-dir", reference, "--data-dir", synth, "--tta", "2", "--device", "cpu"]
+    clean = run_hcd(*args, "--out", tmp_path / "clean.csv")
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "submission.csv"
+    res = run_hcd(*args, "--out", out, env={**os.environ, "HCD_FAULT_KILL": "submission.csv"})
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert not out.exists() and leftovers(tmp_path)
+    res = run_hcd(*args, "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()

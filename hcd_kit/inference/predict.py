@@ -34,6 +34,7 @@ from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, write_tta_oof
 from hcd_kit.inference.runs import load_fold_model
 from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean, tta_stack, tta_views
 from hcd_kit.layout import RunLayout
+from hcd_kit.locks import holding
 from hcd_kit.metrics import finite_or_none
 from hcd_kit.preprocess import to_input
 from hcd_kit.runs.model import RunModel, read_run_model, select_folds
@@ -147,6 +148,7 @@ def _predict_folds(
     return fold_probs, oof_views, test_s
 
 
+@holding(lambda a: a["run_dir"], "hcd predict", "wait for it to finish (or stop it), then predict")
 def predict_run(
     data_dir: str | os.PathLike[str] | None,
     run_dir: str | os.PathLike[str],
