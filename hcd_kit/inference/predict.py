@@ -29,7 +29,8 @@ from hcd_kit.config import check_choice
 from hcd_kit.console import err_console, progress
 from hcd_kit.data import BatchLoader, PackedStore, open_test_store
 from hcd_kit.device import Precision, amp_dtype, autocast, model_input, place_model, resolve_device, set_threads
-from hcd_kit.errors import ConfigError
+from hcd_kit.errors import ConfigError, DiskFullError
+from hcd_kit.fsutil import check_free_space
 from hcd_kit.inference.oof import OofAuc, oof_auc, oof_plan, write_tta_oof
 from hcd_kit.inference.runs import load_fold_model
 from hcd_kit.inference.tta import fold_ensemble, sigmoid_mean, tta_stack, tta_views
@@ -169,6 +170,8 @@ def predict_run(
     spec = read_run_model(run_dir)
     fold_ids = select_folds(run_dir, folds)
     ids = sample_ids(data_dir)
+    out_path = Path(out) if out is not None else RunLayout.of(run_dir).root / "submission.csv"
+    check_free_space(out_path.parent, 64 * len(ids) * 3, "the submission, its sidecar and the TTA OOF file")
     dev = resolve_device(device)
     dtype = amp_dtype(dev, precision)
     set_threads()  # the CPUs this process may use (its affinity mask)
@@ -187,14 +190,13 @@ def predict_run(
     if train is not None:  # the n-view OOF, so that `hcd ensemble` weighs this run like its n-view test predictions
         try:
             oof_file = write_tta_oof(run_dir, train, val_rows, oof_views, tta)
-        except OSError as exc:  # e.g. a read-only run folder: the submission matters more than this file
-            note = f"{exc.strerror or exc}; `hcd ensemble` will weigh this run by its 1-view OOF"
+        except (OSError, DiskFullError) as exc:  # e.g. a read-only run folder: the submission matters more
+            note = f"{getattr(exc, 'strerror', None) or exc}; `hcd ensemble` will weigh this run by its 1-view OOF"
     # cv_auc means one thing in every ledger row: the single-view OOF AUC that `hcd cv` reports, whether or
     # not this --data-dir had the packed train store; what TTA adds is kept apart as oof_auc_tta.
     cv_auc = recorded_cv_auc(run_dir, fold_ids)
     if cv_auc is None and oof_scores is not None:
         cv_auc = finite_or_none(oof_scores.auc_1)
-    out_path = Path(out) if out is not None else RunLayout.of(run_dir).root / "submission.csv"
     write_submission(ids, probs, out_path)
     side = write_sidecar(
         out_path,
