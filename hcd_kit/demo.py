@@ -21,6 +21,7 @@ from hcd_kit.console import console
 from hcd_kit.data import materialise
 from hcd_kit.errors import DataError
 from hcd_kit.layout import DataLayout, RunLayout
+from hcd_kit.locks import holding
 
 DEMO_RECIPE = "cpu"  # resnet10t from scratch, tuned on hcd-mini (hcd_kit/assets/recipes/cpu.toml)
 # The shipped sample trains for as many of the recipe's epochs as fit this budget (training + the TTA x8
@@ -79,6 +80,7 @@ def loader_throughput(packed_dir: Path, batch_size: int = 256, epochs: int = 3) 
     return n / max(time.perf_counter() - start, 1e-9)
 
 
+@holding(lambda a: a["work_dir"], "hcd demo", "wait for it to finish (or stop it), or use another --work-dir")
 def run_demo(
     work_dir: str | os.PathLike[str] = "hcd-demo",
     data_dir: str | os.PathLike[str] | None = None,
