@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from hcd_kit.damage import damaged, first_line, load_torch
 from hcd_kit.errors import ConfigError
 from hcd_kit.fsutil import atomic_path, atomic_write_json
 
@@ -90,12 +91,20 @@ def read_config(folder: Path) -> dict:
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict:
-    """The tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` state dict (``weights_only``)."""
+    """The tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` state dict (``weights_only``); a damaged
+    or foreign file is a one-line DataError (``damage.damaged``), whatever its reader raised."""
     path = Path(path)
+    fix = "pass a state dict written by torch.save or safetensors (timm's or `hcd weights export`'s)"
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    import torch
-
-    return dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            return load_file(str(path))
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own kinds for a damaged file
+            raise damaged(path, first_line(exc), fix) from None
+    state = load_torch(path, fix)
+    if not isinstance(state, dict):
+        raise damaged(path, f"a {type(state).__name__}, not a state dict", fix)
+    return dict(state)

@@ -124,7 +124,7 @@ def test_malformed_oof_names_the_file(tmp_path) -> None:
     (tmp_path / "fold0" / "oof.csv").write_text("id,prob\na,0.5\n")
     result = runner.invoke(app, ["cv", "--run-dir", str(tmp_path)])
     assert result.exit_code != 0
-    assert "oof.csv lacks column(s) fold, label" in result.stderr
+    assert "oof.csv is damaged (lacks column(s) fold, label)" in result.stderr
 
 
 def test_single_class_fold_is_shown_as_undefined(tmp_path) -> None:

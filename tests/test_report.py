@@ -313,7 +313,7 @@ def test_a_damaged_fold_weights_file_is_a_note_not_a_failure(tiny, tmp_path):
     (run / "fold1" / "best.pt").write_bytes(b"not a weights file")
     res = build_report(run, tiny["data"], ledger=tmp_path / "none.jsonl", n_errors=5, device="cpu")
     text = res.out.read_text(encoding="utf-8")
-    assert "fold 1:" in section(text, "gradcam") and "not a readable weights file" in section(text, "gradcam")
+    assert "fold 1:" in section(text, "gradcam") and "is damaged (not a torch file)" in section(text, "gradcam")
     assert "<img" in section(text, "gradcam") or all(c.fold == 1 for c in res.fp + res.fn)  # fold 0 still explained
 
 

@@ -40,6 +40,10 @@ def prepare(
     workers: Annotated[
         Optional[int], typer.Option(min=1, metavar="N", show_default="all cores", help="Processes to decode with.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", metavar="", help="Pack again even when the manifest says the inputs are unchanged."),
+    ] = False,
 ) -> None:
     """Decode every TIFF patch once into a memory-mapped uint8 store that training reads at memory speed.
 
@@ -47,7 +51,8 @@ def prepare(
     row order) and, last, OUT_DIR/manifest.json. Corrupt, truncated, wrong-size, non-RGB and missing images and
     bad label rows stop the command: the error names a few, DATA_DIR/prepare-problems.csv lists them all,
     and no store is written unless you pass --skip-bad (then the manifest lists what was left out).
-    Re-running on unchanged inputs does nothing.
+    Re-running on unchanged inputs does nothing, unless a packed file is damaged (then that split is packed
+    again) or you pass --force.
 
     Example: hcd prepare --data-dir data
     """
@@ -55,7 +60,7 @@ def prepare(
     from hcd_kit.layout import StoreLayout
 
     splits = ("train", "test") if split is SplitChoice.all else (split.value,)
-    summary = run_prepare(data_dir, out_dir=out_dir, splits=splits, skip_bad=skip_bad, workers=workers)
+    summary = run_prepare(data_dir, out_dir=out_dir, splits=splits, skip_bad=skip_bad, workers=workers, force=force)
     for r in summary.splits.values():
         if r.up_to_date:
             console.print(f"{r.split}: {r.count:,} images, up to date (nothing to do)")

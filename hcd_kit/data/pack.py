@@ -1,7 +1,8 @@
 """``hcd prepare``: decode every TIFF patch once into the packed store (format: ``hcd_kit.data.store``).
 
 Planning and orchestration: which splits need packing (a fingerprint of the inputs in the manifest means
-re-running on unchanged inputs does nothing), in which order (the CSV's), decoding them (``data.decode``
+re-running on unchanged inputs does nothing, unless ``force`` or a packed file no longer holds what its
+record says), in which order (the CSV's), decoding them (``data.decode``
 over ``data.tiff``), and committing the store only when every split succeeded. Writes go to temporary files
 in the output folder; ``manifest.json`` is removed first and written last, so an interrupted run never
 looks complete. When bad inputs (corrupt, truncated, not 96x96, not RGB, missing, bad label rows) stop the
@@ -237,8 +238,11 @@ def prepare(
     splits=SPLITS,
     skip_bad: bool = False,
     workers: int | None = None,
+    force: bool = False,
 ) -> PrepareSummary:
     """Pack ``data_dir``'s patches into ``out_dir`` (default ``data_dir/packed``); see the module docstring.
+
+    ``force`` packs every requested split again, even one whose manifest record says it is up to date.
 
     Raises DataError listing every bad input by kind and name unless ``skip_bad``, in which case the bad
     ones are left out and recorded in the manifest (and in the returned summary).
@@ -252,7 +256,7 @@ def prepare(
     todo = []
     for p in plans:
         record = records.get(p.split)
-        if _is_current(out, record, p, skip_bad):
+        if not force and _is_current(out, record, p, skip_bad):
             results[p.split] = SplitResult(p.split, record.count, record.skipped or {}, up_to_date=True)
         else:
             todo.append(p)
@@ -304,13 +308,16 @@ def prepare(
 
 
 def open_split(data_dir: str | os.PathLike[str], split: Split) -> PackedStore:
-    """One split of ``DIR``'s packed store, packing ``DIR/{split}`` first when it is not packed yet."""
+    """One split of ``DIR``'s packed store, packing ``DIR/{split}`` first when it is not packed yet (or its packed
+    files are damaged); without ``DIR/{split}``, a damaged store is its own one-line error."""
     layout = DataLayout.of(data_dir)
     try:
         return open_store(layout.packed_dir, split)
     except DataError:
         source = layout.train_dir if split == "train" else layout.test_dir
         if not source.is_dir():
+            if layout.packed.images(split).is_file():  # a damaged store with nothing to re-pack it from
+                raise
             raise DataError(
                 f"no packed {split} store and no {source} folder; get the data with `hcd download`"
             ) from None

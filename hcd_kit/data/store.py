@@ -10,6 +10,9 @@ This module is the store format's one reader and one writer. Files under ``DIR/p
     manifest.json      written last: what was packed from what (a store without it is incomplete)
 
 Reading through a memory map keeps RAM use independent of N: the OS pages in what a batch touches.
+``open_store`` first checks each ``.npy`` against its header and the manifest (dtype, shape, count, file size)
+and the ids file's rows, so a store cut short by a copy is one line naming the file and
+``hcd prepare --force``, never a failed memory map; ``hcd prepare`` re-packs such a split by itself.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hcd_kit.damage import damaged, npy_problem, open_npy, read_csv, read_json
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import atomic_write_json, atomic_write_text, replace_durably
 from hcd_kit.layout import IMAGE_SHAPE, SPLITS, Split, StoreLayout
@@ -50,25 +54,58 @@ class PackedStore:
         return pos
 
 
+def repack_command(packed_dir: str | os.PathLike[str], manifest: dict | None = None) -> str:
+    """The command that packs the store in ``packed_dir`` afresh: ``DIR/packed`` is ``DIR``'s own store; a store
+    elsewhere (``--out``) names the data folder its manifest records, if it still can be read."""
+    packed_dir = Path(packed_dir)
+    if packed_dir.name == "packed":
+        return f"hcd prepare --data-dir {packed_dir.parent} --force"
+    sources = [e.get("source") for e in (manifest or {}).get("splits", {}).values() if isinstance(e, dict)]
+    data_dir = next((Path(s).parent for s in sources if isinstance(s, str) and s), "DIR")
+    return f"hcd prepare --data-dir {data_dir} --out {packed_dir} --force"
+
+
+def _read_store_manifest(files: StoreLayout) -> dict:
+    fix = f"run `{repack_command(files.root)}`"
+    manifest = read_json(files.manifest, fix)
+    if not isinstance(manifest.get("splits", {}), dict):
+        raise damaged(files.manifest, "its splits are not a table", fix)
+    return manifest
+
+
+def _check_split(files: StoreLayout, split: Split, count: int | None, fix: str) -> pd.DataFrame:
+    """``split``'s ids table, after checking that its two files hold what the manifest promises (``count``
+    patches, when it says): a ``damaged`` DataError naming the first file that does not."""
+    img, ids = files.images(split), files.ids(split)
+    problem = npy_problem(img, np.uint8, IMAGE_SHAPE, count)
+    if problem is not None:
+        raise damaged(img, problem, fix)
+    n = count if count is not None else np.load(img, mmap_mode="r").shape[0]
+    table = read_csv(ids, fix, ("id", "label") if split == "train" else ("id",), dtype={"id": str})
+    if len(table) != n:
+        raise damaged(ids, f"{len(table)} rows for the {n} images of {img.name}", fix)
+    if split == "train" and not pd.to_numeric(table["label"], errors="coerce").isin([0, 1]).all():
+        raise damaged(ids, "a label that is not 0 or 1", fix)
+    return table
+
+
 def open_store(packed_dir: str | os.PathLike[str], split: Split = "train") -> PackedStore:
-    """Open one split of a packed store read-only; DataError with the command to run if it is absent."""
+    """Open one split of a packed store read-only; a one-line DataError with the command to run if it is
+    absent, or damaged (a file cut short, of another shape than the manifest says, unreadable)."""
     packed_dir = Path(packed_dir)
     files = StoreLayout(packed_dir)
     img, ids = files.images(split), files.ids(split)
     if not files.manifest.is_file() or not img.is_file() or not ids.is_file():
         data_dir = packed_dir.parent if packed_dir.name == "packed" else packed_dir
         raise DataError(f"no packed {split} store in {packed_dir}; run `hcd prepare --data-dir {data_dir}` first")
-    manifest = json.loads(files.manifest.read_text())
+    manifest = _read_store_manifest(files)
+    fix = f"run `{repack_command(packed_dir, manifest)}`"
     if split not in manifest.get("splits", {split: None}):
-        raise DataError(f"packed store in {packed_dir} has no {split} split; run `hcd prepare` again")
-    images = np.load(img, mmap_mode="r")
-    table = pd.read_csv(ids, dtype={"id": str})
-    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
-        raise DataError(f"{img} is not a (N, 96, 96, 3) uint8 array: {images.shape} {images.dtype}")
-    if len(table) != images.shape[0]:
-        raise DataError(
-            f"{ids} has {len(table)} rows but {img} holds {images.shape[0]} images; run `hcd prepare` again"
-        )
+        raise DataError(f"packed store in {packed_dir} has no {split} split; {fix}")
+    record = manifest.get("splits", {}).get(split)
+    count = record.get("count") if isinstance(record, dict) else None
+    table = _check_split(files, split, count if isinstance(count, int) else None, fix)
+    images = open_npy(img, fix, np.uint8, IMAGE_SHAPE)
     labels = table["label"].to_numpy(np.int64) if "label" in table.columns else None
     return PackedStore(images=images, ids=table["id"].to_numpy(str), labels=labels)
 
@@ -103,14 +140,15 @@ def read_manifest(packed_dir: str | os.PathLike[str]) -> dict[str, SplitRecord]:
 
 
 def holds_split(packed_dir: str | os.PathLike[str], split: Split, count: int) -> bool:
-    """Whether the store has both files of ``split`` with ``count`` patches (what a record promises)."""
+    """Whether the store has both files of ``split`` with ``count`` patches, undamaged (what a record promises)."""
     files = StoreLayout.of(packed_dir)
     if not (files.images(split).is_file() and files.ids(split).is_file()):
         return False
     try:
-        return np.load(files.images(split), mmap_mode="r").shape == (count, *IMAGE_SHAPE)
-    except (OSError, ValueError):
+        _check_split(files, split, count, fix="")
+    except DataError:
         return False
+    return True
 
 
 def write_manifest(packed_dir: str | os.PathLike[str], records: dict[str, SplitRecord]) -> None:

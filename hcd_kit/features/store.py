@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hcd_kit.damage import damaged, first_line, npy_problem, read_csv
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_write_json, atomic_write_text, sha256_file
 from hcd_kit.layout import SPLITS, Split, StoreLayout
@@ -108,8 +109,10 @@ def read_manifest(root: str | os.PathLike[str]) -> dict | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
             raise ValueError("no splits")
+        if not all(isinstance(e, dict) for e in manifest["splits"].values()):
+            raise ValueError("a split that is not a table")
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is damaged ({exc}); rebuild the store with `hcd embed --force`") from None
+        raise DataError(f"{path} is damaged ({first_line(exc)}); rebuild the store with `hcd embed --force`") from None
     if manifest.get("format") != FORMAT_VERSION:
         raise DataError(
             f"{path} is of another format ({manifest.get('format')!r}); rebuild it with `hcd embed --force`"
@@ -126,10 +129,10 @@ def read_progress(root: str | os.PathLike[str]) -> dict[str, int]:
         return {}
 
 
-def _read_ids(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    table = pd.read_csv(path, dtype={"id": str})
-    if "id" not in table.columns:
-        raise ValueError(f"{path.name} has no id column")
+def _read_ids(path: Path, rows: int, fix: str) -> tuple[np.ndarray, np.ndarray | None]:
+    table = read_csv(path, fix, ("id",), dtype={"id": str})
+    if len(table) != rows:  # cut short: its rows, not its labels, are what is wrong
+        raise damaged(path, f"{len(table)} rows for {rows} patches", fix)
     if "label" not in table.columns:
         return table["id"].to_numpy(str), None
     label = pd.to_numeric(table["label"], errors="coerce")
@@ -155,19 +158,19 @@ def open_features(root: str | os.PathLike[str]) -> FeatureStore:
         raise DataError(
             f"{files.root} is incomplete ({what or 'not finished'}); run the same `hcd embed` again to finish it"
         )
-    splits = {}
+    splits, fix = {}, "rebuild it with `hcd embed --force`"
     for split, entry in manifest["splits"].items():
         try:
-            feats = np.load(files.features(split), mmap_mode="r")
-            ids, labels = _read_ids(files.ids(split), split)
             want = (int(entry["rows"]), int(manifest["tta"]), int(manifest["dim"]))
-        except DataError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(
-                f"{files.root} is damaged ({split}: {str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                "rebuild it with `hcd embed --force`"
-            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise damaged(files.manifest, f"{split}: {first_line(exc)}", fix) from None
+        if not files.features(split).is_file() or not files.ids(split).is_file():
+            raise DataError(f"{files.root} has no {split} features or ids; {fix}")
+        problem = npy_problem(files.features(split))  # cut short, or not a .npy: never a failed memory map
+        if problem is not None:
+            raise damaged(files.features(split), problem, fix)
+        feats = np.load(files.features(split), mmap_mode="r")
+        ids, labels = _read_ids(files.ids(split), want[0], fix)
         if feats.shape != want or feats.dtype != np.float16 or len(ids) != want[0]:
             raise DataError(
                 f"{files.root} is damaged ({split}: features {feats.shape} {feats.dtype}, {len(ids)} ids, "

@@ -10,28 +10,27 @@ What to rebuild (``RunModel``: the model name and input size) and which folds ex
 from __future__ import annotations
 
 import os
-import pickle
 
 import torch
 from torch import nn
 
+from hcd_kit.damage import damaged, load_torch
 from hcd_kit.errors import DataError
 from hcd_kit.layout import RunLayout
 from hcd_kit.runs.model import RunModel
+from hcd_kit.runs.record import retrain_fold
 
 
 def load_fold_model(run_dir: str | os.PathLike[str], fold: int, spec: RunModel, device: torch.device) -> nn.Module:
     """Fold ``fold``'s best weights in a fresh ``spec.model`` network on ``device``, in eval mode."""
     from hcd_kit.model import create_model
 
-    path = RunLayout.of(run_dir).best(fold)
+    run = RunLayout.of(run_dir)
+    path = run.best(fold)
     model = create_model(spec.model, pretrained=False, img_size=spec.img_size)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise DataError(f"{path} is not a readable weights file ({_first_line(exc)}); re-train fold {fold}") from None
+    state = load_torch(path, fix=retrain_fold(run, fold))  # any damage: one line with the command that retrains
     if not isinstance(state, dict):
-        raise DataError(f"{path} is not a state_dict; it must be the best.pt written by `hcd train`")
+        raise damaged(path, f"a {type(state).__name__}, not the state_dict `hcd train` writes", retrain_fold(run, fold))
     try:
         keys = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # same names, other shapes (e.g. another width of the same family)

@@ -116,7 +116,7 @@ def check_competition(competition: str) -> None:
 
 def read_marker(root: Path, competition: str) -> DownloadResult | None:
     """The recorded download if ``root`` holds it completely (every file present with its size), else None."""
-    try:
+    try:  # a damaged marker (cut short, garbage, another shape) means "not downloaded": it is fetched again
         marker = json.loads((root / MARKER).read_text())
         files: dict[str, int] = marker["files"]
         if marker["competition"] != competition:
@@ -124,9 +124,9 @@ def read_marker(root: Path, competition: str) -> DownloadResult | None:
         for name, size in files.items():
             if (root / name).stat().st_size != size:
                 return None
-    except (OSError, ValueError, KeyError, TypeError):
+        return DownloadResult(root, competition, True, tuple(marker["entries"]), len(files), marker["archive_bytes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return DownloadResult(root, competition, True, tuple(marker["entries"]), len(files), marker["archive_bytes"])
 
 
 # ----------------------------------------------------------------------------------------------- download

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hcd_kit.damage import first_line
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import atomic_write_text, sha256_file
 from hcd_kit.runs.submission import read_sidecar
@@ -121,13 +122,16 @@ def read_ledger(ledger: str | os.PathLike[str]) -> list[LedgerRecord]:
     if not ledger.is_file():
         return []
     out = []
-    for n, line in enumerate(ledger.read_text(encoding="utf-8").splitlines(), start=1):
+    # bytes that are not UTF-8 (a damaged copy) spoil only their own line, which is then named below
+    for n, line in enumerate(ledger.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             out.append(LedgerRecord.from_dict(json.loads(line)))
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{ledger} line {n} is not a ledger record ({exc}); fix or remove that line") from None
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, wrong fields
+            raise DataError(
+                f"{ledger} line {n} is not a ledger record ({first_line(exc)}); fix or remove that line"
+            ) from None
     return out
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hcd_kit.damage import first_line
 from hcd_kit.errors import ConfigError, KaggleError
 from hcd_kit.fsutil import atomic_write_json
 from hcd_kit.kaggle import api as kaggle_api
@@ -58,9 +59,13 @@ def read_last_push(folder: str | os.PathLike[str]) -> dict | None:
         return None
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); remove it to push afresh") from None
-    return rec if isinstance(rec, dict) else None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: cut short or garbage
+        raise ConfigError(f"{path} is damaged ({first_line(exc)}); remove it to push afresh") from None
+    if not isinstance(rec, dict):
+        raise ConfigError(
+            f"{path} is damaged (a JSON {type(rec).__name__}, not a push record); remove it to push afresh"
+        )
+    return rec
 
 
 def mark_push(folder: Path, **fields: object) -> dict:

@@ -98,11 +98,11 @@ class SessionLedger:
         self.path = path or state_dir() / LEDGER
 
     def _read(self) -> list[dict]:
-        try:
+        try:  # damaged (cut short, garbage, another shape): no slots known here; the service's refusal still is
             entries = json.loads(self.path.read_text(encoding="utf-8")).get("sessions", [])
-        except (OSError, ValueError, AttributeError):
+            return [e for e in entries if isinstance(e, dict) and e.get("ref")]
+        except (OSError, ValueError, AttributeError, TypeError):
             return []
-        return [e for e in entries if isinstance(e, dict) and e.get("ref")]
 
     def _write(self, entries: list[dict]) -> None:
         atomic_write_json(self.path, {"sessions": entries})

@@ -38,7 +38,8 @@ def read_run_model(run_dir: str | os.PathLike[str]) -> RunModel:
     path = RunLayout.of(run_dir).config
     if not path.is_file():
         raise ConfigError(f"{path} not found; --run-dir must be a run folder written by `hcd train`")
-    cfg = read_toml(path)
+    fix = f"restore it (predicting needs only its model and img_size, which {path.parent / 'train.log'} names)"
+    cfg = read_toml(path, fix=fix)
     if cfg.get("kind") == "probe":  # `hcd probe` writes a run folder without weights: nothing to re-predict
         root = RunLayout.of(run_dir).root
         raise ConfigError(
@@ -46,7 +47,7 @@ def read_run_model(run_dir: str | os.PathLike[str]) -> RunModel:
             f"{root / 'submission.csv'}; blend it with `hcd ensemble` or submit it"
         )
     if not cfg.get("model"):
-        raise ConfigError(f'{path} has no `model = "<timm name>"` line; it is not a config written by hcd train')
+        raise ConfigError(f'{path} has no `model = "<timm name>"` line, as a config written by hcd train has; {fix}')
     try:  # only the keys inference needs: the rest of the file is training's business
         spec = from_dict(RunModel, {f.name: cfg.get(f.name) for f in fields(RunModel)})
     except ConfigError as exc:

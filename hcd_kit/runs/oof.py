@@ -9,31 +9,45 @@ them here.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hcd_kit.damage import damaged, read_csv
 from hcd_kit.errors import DataError
 from hcd_kit.fsutil import atomic_open
 from hcd_kit.layout import OOF_COLUMNS, RunLayout
 from hcd_kit.metrics import finite_or_none, roc_auc
+from hcd_kit.runs.record import retrain_fold
+
+
+def _rewrite(path: Path) -> str:
+    """The command that writes the OOF file ``path`` again: train its fold again, re-run the probe, or predict."""
+    m = re.fullmatch(r"oof_tta(\d+)\.csv", path.name)
+    if m:
+        return f"write it again with `hcd predict --run-dir {path.parent} --tta {m[1]}`"
+    fold = re.fullmatch(r"fold(\d+)", path.parent.name)
+    run = RunLayout(path.parent.parent)
+    if fold is None:
+        return "write it again"
+    if (run.root / "probe.json").is_file():
+        return f"run `hcd probe --run-dir {run.root}` again with the same --features"
+    return retrain_fold(run, int(fold[1]))
 
 
 def read_oof(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """One fold's ``oof.csv``, checked: the four columns, finite probabilities, labels 0/1."""
-    try:
-        df = pd.read_csv(path, dtype={"id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}); re-run that fold") from None
-    missing = [c for c in OOF_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected {','.join(OOF_COLUMNS)}")
+    """One fold's ``oof.csv`` (or an ``oof_tta{n}.csv``), checked: the four columns, finite probabilities, labels
+    0/1; a one-line DataError naming the command that writes it again otherwise."""
+    path = Path(path)
+    fix = _rewrite(path)
+    df = read_csv(path, fix, OOF_COLUMNS, dtype={"id": str})
     prob = pd.to_numeric(df["prob"], errors="coerce")
     if not np.isfinite(prob.to_numpy(float)).all():
-        raise DataError(f"{path} has missing or non-numeric probabilities; re-run that fold")
+        raise damaged(path, "missing or non-numeric probabilities", fix)
     if not df["label"].isin([0, 1]).all():
-        raise DataError(f"{path} has labels other than 0 and 1")
+        raise damaged(path, "labels other than 0 and 1", fix)
     return df.assign(prob=prob.astype(float), label=df["label"].astype(np.int64))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from hcd_kit.config import dump_toml
+from hcd_kit.damage import damaged, first_line, read_json
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
 from hcd_kit.layout import HISTORY_COLUMNS, DataLayout, RunLayout
@@ -64,6 +65,30 @@ def record_data(data: DataLayout, run: RunLayout) -> None:
     )
 
 
+def _recorded(run: RunLayout, fix: str) -> dict | None:
+    """``RUN/data.json`` as a dict with a ``data_dir``; None for a run without one; ``damaged`` otherwise."""
+    try:
+        info = read_json(run.data, fix)
+    except FileNotFoundError:
+        return None
+    if not isinstance(info.get("data_dir"), str) or not info["data_dir"]:
+        raise damaged(run.data, "no data_dir in it", fix)
+    return info
+
+
+def retrain_fold(run: RunLayout, fold: int) -> str:
+    """The fix for a damaged file of a trained fold (``best.pt``, ``oof.csv``): the command that trains it again."""
+    try:
+        info = _recorded(run, "")
+    except DataError:
+        info = None
+    data = info["data_dir"] if info else "DIR"
+    return (
+        f"delete {run.fold_dir(fold)} and train that fold again: "
+        f"`hcd train --data-dir {data} --run-dir {run.root} --fold {fold} --resume`"
+    )
+
+
 def run_data_dir(
     run_dir: str | os.PathLike[str],
     given: str | os.PathLike[str] | None,
@@ -71,15 +96,15 @@ def run_data_dir(
 ) -> Path:
     """The data folder a command on ``run_dir`` uses: ``given`` (--data-dir) if any, else the one the run
     trained on (``RUN/data.json``, if it still exists), else ``./data``. ``warn`` hears, in one line, when the
-    packed train store there changed since the run trained (its OOF ids and patches may no longer match)."""
+    packed train store there changed since the run trained (its OOF ids and patches may no longer match).
+    A damaged ``data.json`` is a one-line DataError: pass --data-dir."""
     if given is not None:
         return Path(given)
     run = RunLayout.of(run_dir)
-    try:
-        info = json.loads(run.data.read_text(encoding="utf-8"))
-        folder = Path(info["data_dir"])
-    except (OSError, ValueError, KeyError, TypeError):  # an older run, or a damaged record: the old default
+    info = _recorded(run, "pass --data-dir DIR (the data folder the run trained on)")
+    if info is None:  # a run from before hcd recorded it: the old default
         return DEFAULT_DATA_DIR
+    folder = Path(info["data_dir"])
     if not folder.is_dir():
         warn(f"{run.data} names {folder}, which no longer exists; using ./{DEFAULT_DATA_DIR} (pass --data-dir)")
         return DEFAULT_DATA_DIR
@@ -101,12 +126,17 @@ def write_budget_record(run: RunLayout, record: dict[str, Any]) -> None:
 
 
 def read_budget_record(run: RunLayout) -> dict[str, Any]:
-    """``RUN/budget.json`` as a dict; {} when it is missing or unreadable (the run is then planned afresh)."""
+    """``RUN/budget.json`` as a dict; {} when it is missing or damaged (the run's time is then measured afresh)."""
     try:
         record = json.loads(run.budget.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}
+    numbers = isinstance(record, dict) and all(
+        isinstance(record[k], (int, float)) and not isinstance(record[k], bool)
+        for k in ("predict_s", "epoch_s")
+        if k in record
+    )
+    return record if numbers else {}
 
 
 def write_pseudo_record(run: RunLayout, record: dict[str, Any]) -> None:
@@ -121,7 +151,7 @@ def read_pseudo_record(run: RunLayout) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{run.pseudo} is unreadable ({exc}); restore it or use a new --run-dir") from None
+        raise DataError(f"{run.pseudo} is unreadable ({first_line(exc)}); restore it or use a new --run-dir") from None
     if not isinstance(record, dict) or not {"file", "sha256"} <= record.keys():
         raise DataError(f"{run.pseudo} is not a pseudo-label record; restore it or use a new --run-dir")
     return record

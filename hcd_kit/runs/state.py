@@ -12,9 +12,8 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from hcd_kit.errors import DataError
+from hcd_kit.damage import damaged, first_line, read_json
 from hcd_kit.fsutil import atomic_write_text
 
 
@@ -36,12 +35,10 @@ def write_state(path: str | os.PathLike[str], state: FoldState) -> None:
 
 def read_state(path: str | os.PathLike[str]) -> FoldState | None:
     """The fold's progress from ``state.json``; None when there is none; a one-line DataError when damaged."""
+    fix = "delete it and the fold's last.pt to restart the fold"
     try:
-        return FoldState(**json.loads(Path(path).read_text(encoding="utf-8")))
+        return FoldState(**read_json(path, fix))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(
-            f"cannot read {path} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
-            "; delete it and the fold's last.pt to restart the fold"
-        ) from None
+    except TypeError as exc:  # keys FoldState does not have
+        raise damaged(path, first_line(exc), fix) from None

@@ -11,7 +11,6 @@ first, so ``state.json`` never claims more than ``last.pt`` holds.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +101,11 @@ def _read_checkpoint(path: Path) -> dict:
         if not isinstance(ckpt, dict) or not {"model", "optimizer", "scheduler", "state"} <= set(ckpt):
             raise ValueError("not a checkpoint written by hcd train")
         return ckpt
-    except (RuntimeError, KeyError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise _unresumable(path, exc) from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes torch raise any kind (KeyError, IndexError, ...)
+        from hcd_kit.damage import torch_problem
+
+        why = exc if isinstance(exc, (ValueError, OSError)) else ValueError(torch_problem(path, exc))
+        raise _unresumable(path, why) from None
 
 
 def _unresumable(path: Path, exc: BaseException) -> DataError:
