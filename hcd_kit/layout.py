@@ -19,7 +19,9 @@ The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ense
     RUN/data.json             the data folder it trained on and its packed train store's fingerprint
     RUN/environment.json      device, precision (and why), CPU capability, threads, versions
     RUN/fold{k}/best.pt       best weights by validation AUC (plain state_dict, ``weights_only=True``)
-    RUN/fold{k}/last.pt       full checkpoint of the last finished epoch (for ``--resume``)
+    RUN/fold{k}/last.pt       full checkpoint of the last finished epoch (for ``--resume``); removed once the
+                              fold is finished, so a finished fold keeps best.pt + state.json, not the optimiser
+    RUN/fold{k}/state.json    the fold's progress (epochs done, best AUC, finished), read by --resume and cv
     RUN/fold{k}/history.csv   epoch,lr,train_loss,val_loss,val_auc,images_per_s,skipped_steps
     RUN/fold{k}/oof.csv       id,fold,prob,label for the fold's validation ids (from the best weights)
     RUN/oof_tta{n}.csv        id,fold,prob,label again, re-predicted by ``hcd predict --tta n`` (n views averaged)

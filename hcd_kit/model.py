@@ -11,7 +11,9 @@ or, for Kaggle kernels without internet, from a local file (``weights=...``) han
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -170,6 +172,45 @@ def _timm_hub_id(name: str) -> str | None:
         return None
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     return hub or None
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """What a model's state dict holds: ``params`` parameter elements in ``param_bytes``, and its buffers
+    (BatchNorm statistics, ...) in ``buffer_bytes``; ``state_bytes`` is what ``save_weights`` writes (give or take
+    the file's few kB of names)."""
+
+    params: int
+    param_bytes: int
+    buffer_bytes: int
+
+    @property
+    def state_bytes(self) -> int:
+        return self.param_bytes + self.buffer_bytes
+
+
+@functools.lru_cache(maxsize=32)
+def model_size(name: str, img_size: int | None = None) -> ModelSize | None:
+    """The size of ``name`` as ``create_model`` builds it for training (one output), counted on the meta device:
+    nothing is downloaded and no memory is allocated, so a ViT-L takes a second and a ViT-g no more. None when it
+    cannot be sized offline: an ``hf-hub:`` model outside the registry (its architecture is in the hub's
+    config.json), a ``local-dir:`` folder that is not here, or a name timm does not know."""
+    from hcd_kit.backbones import resolve
+
+    try:
+        backbone = resolve(name)
+        if backbone.kind == "hf-hub" and backbone.entry is None:
+            return None
+        with torch.device("meta"):
+            model = create_model(name, pretrained=False, img_size=img_size)
+    except (ConfigError, OSError, RuntimeError, ValueError, KeyError, TypeError, ImportError):
+        return None
+    params = list(model.parameters())
+    return ModelSize(
+        sum(p.numel() for p in params),
+        sum(p.numel() * p.element_size() for p in params),
+        sum(b.numel() * b.element_size() for b in model.buffers()),
+    )
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:

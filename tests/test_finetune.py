@@ -171,6 +171,10 @@ def test_lora_with_layer_decay_gives_each_blocks_adapters_its_lr():
     assert lrs[id(named["base_model.model.head.weight"])] == pytest.approx(1e-2)
 
 
+def _stop(fold, epoch):
+    raise KeyboardInterrupt
+
+
 def test_lora_cli_run_saves_merged_weights_that_predict_loads_strictly(lora_data, tmp_path):
     dev_extra("peft")
     from hcd_kit.inference.runs import load_fold_model
@@ -185,11 +189,16 @@ def test_lora_cli_run_saves_merged_weights_that_predict_loads_strictly(lora_data
     assert not any("lora" in k or "base_layer" in k for k in best)
     spec = read_run_model(run)
     assert (spec.model, spec.img_size) == (VIT, 32)
-    loaded = load_fold_model(run, 0, spec, torch.device("cpu"))  # strict: no missing or unexpected keys
+    load_fold_model(run, 0, spec, torch.device("cpu"))  # strict: no missing or unexpected keys
 
-    cfg = cfg_of(lora=4)  # the trained, still wrapped model, from last.pt
-    t = build_trainer(cfg, 1, np.array([0, 1]), CPU)
-    load_checkpoint(RunLayout.of(run).last(0), t)
+    # the trained, still wrapped model, from last.pt: kept by a fold stopped after its first epoch (a finished fold
+    # keeps none), whose best.pt is that epoch's
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_of(lora=4, epochs=2), lora_data, cut, folds=[0], hooks=Hooks(epoch_end=_stop))
+    loaded = load_fold_model(cut, 0, read_run_model(cut), torch.device("cpu"))
+    t = build_trainer(cfg_of(lora=4), 1, np.array([0, 1]), CPU)
+    load_checkpoint(RunLayout.of(cut).last(0), t)
     lora_b = [p for n, p in t.model.named_parameters() if ".lora_B." in n]
     assert any(p.abs().max() > 0 for p in lora_b)  # the adapters trained: merging them changes the weights
     x, _ = batch(8, seed=3)

@@ -73,6 +73,11 @@ def check_kernel(box: Sandbox, proc, sample_csv: Path, before: dict) -> pd.DataF
     # the saved output holds only what it should: the packed store stayed in scratch (/kaggle/temp)
     assert {p.name for p in box.work.iterdir()} == SAVED
     assert not [p for p in box.work.rglob("*") if p.suffix == ".npy" or p.name == "packed"]
+    # no optimiser state it will not use: every fold finished, so none kept its last.pt; the size is printed last
+    assert not list(box.work.rglob("last.pt"))
+    files = [p for p in box.work.rglob("*") if p.is_file() and not p.is_symlink()]
+    size = sum(p.stat().st_size for p in files) / 1e9
+    assert f"output: {len(files)} files, {size:.2f} GB of 20 GB in {box.work}" in proc.stdout.splitlines()[-1]
     assert tree(box.input) == before, "the kernel wrote into /kaggle/input"
     sub = validate_submission(box.work / "submission.csv", sample_csv)
     assert len(sub) == len(pd.read_csv(sample_csv)) and sub["label"].between(0, 1).all()
@@ -119,6 +124,7 @@ def test_training_kernel_runs_for_real_offline(trained):
     assert (box.temp / "data" / "packed" / "manifest.json").is_file()  # hcd prepare packed into scratch
     run = box.work / "run"
     assert [p.parent.name for p in sorted(run.glob("fold*/best.pt"))] == ["fold0", "fold1"]
+    assert all(json.loads((run / f"fold{k}" / "state.json").read_text())["finished"] for k in (0, 1))
     assert 'model = "test_resnet"' in (run / "config.toml").read_text()
     assert set(sub["id"]) == set(pd.read_csv(trained.data / "sample_submission.csv", dtype={"id": str})["id"])
     assert "hcd_kit prepare" in proc.stdout and "hcd_kit cv" in proc.stdout

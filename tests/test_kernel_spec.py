@@ -134,3 +134,76 @@ def test_the_kernel_script_quotes_as_a_shell_would(kaggle_env, project, word):
     assert r.exit_code == 0, r.stderr
     kernel = runpy.run_path(str(project / "kernels" / "hcd-train" / "hcd_train.py"), run_name="kernel")
     assert kernel["quoted"](word) == shlex.quote(word)
+
+
+# ------------------------------------------------------------------------- the saved output within Kaggle's 20 GB
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--train-args", "--model vit_large_patch16_224 --no-pretrained"],  # a ViT-L fine-tune from timm's name
+        ["--train-args", "--model uni", "--pretrained-from", "uni-weights"],  # UNI (a ViT-L), weights offline
+    ],
+    ids=["vit-l", "uni"],
+)
+def test_the_plan_of_five_vit_l_folds_says_the_output_fits(kaggle_env, project, options):
+    """Five folds of a ViT-L fine-tune in one kernel: every fold's best.pt (1.2 GB: 303 M fp32 weights) and the
+    last.pt of the fold in flight when the session might be stopped (weights + AdamW's two moments: 3.6 GB), sized
+    on the meta device (nothing downloaded): under Kaggle's 20 GB."""
+    r = kaggle_env.invoke("kernel", "push", "--root", project / "kernels", "--dry-run", "--fold", "all", *options)
+    assert r.exit_code == 0, r.stderr
+    line = "output: about 9.8 GB of Kaggle's 20 GB (5 x best.pt 1.2 GB, 1 last.pt in flight 3.6 GB)"
+    assert line in r.stdout.splitlines()
+    script = (project / "kernels" / "hcd-train" / "hcd_train.py").read_text()
+    assert 'OUTPUT_LIMIT = "20000000000"' in script  # the kernel prints its output's size against the same limit
+
+
+@pytest.mark.parametrize(
+    "fold, says, with_lora",
+    [  # UNI2-h (ViT-H, 681 M): best.pt 2.7 GB, last.pt 8.2 GB (with LoRA: the weights alone, 2.7 GB)
+        (
+            "all",
+            "5 x best.pt 2.7 GB, 1 last.pt in flight 8.2 GB",
+            "16.4 GB of Kaggle's 20 GB (5 x best.pt 2.7 GB, 1 last",
+        ),
+        # --fold each on T4 x2: two folds at once per kernel, one per GPU, each holding its last.pt
+        (
+            "each",
+            "2 x best.pt 2.7 GB, 2 last.pt in flight 8.2 GB each",
+            "11.0 GB of Kaggle's 20 GB (2 x best.pt 2.7 GB",
+        ),
+    ],
+    ids=["one-kernel", "fold-each"],
+)
+def test_a_kernel_whose_output_cannot_fit_is_refused_in_one_line(kaggle_env, project, fold, says, with_lora):
+    args = ["--root", project / "kernels", "--fold", fold, "--train-args", "--model uni2-h --no-pretrained"]
+    r = kaggle_env.invoke("kernel", "push", "--dry-run", *args)
+    assert r.exit_code == 2, r.stdout
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: the kernel's saved output would be about 21.9 GB") and says in line, line
+    assert "over the 18 GB hcd allows of Kaggle's 20 GB" in line
+    assert "--folds-per-kernel 1" in line and "--lora 8" in line  # what fits
+    assert not (project / "kernels").exists()
+    r = kaggle_env.invoke("kernel", "run", *args)  # refused before any push
+    assert r.exit_code == 2 and kaggle_env.server.calls("SaveKernel") == []
+    r = kaggle_env.invoke("kernel", "push", "--dry-run", *args[:-1], "--model uni2-h --no-pretrained --lora 8")
+    assert r.exit_code == 0, r.stderr  # LoRA: no optimiser state for the backbone's weights
+    assert f"output: about {with_lora}" in r.stdout
+
+
+def test_the_estimate_follows_the_folds_in_flight_and_an_unsized_model_is_unknown():
+    from hcd_kit.kaggle import KernelSpec
+    from hcd_kit.kaggle.fanout import fanout_specs
+    from hcd_kit.kaggle.output import FoldBytes, output_estimate, output_line
+
+    fold = FoldBytes(weights=10**9, optimizer=2 * 10**9, ema=10**9)  # last.pt 4 GB
+    spec = KernelSpec(train_args="--no-pretrained", train_overrides={"pretrained": False}, fold_bytes=fold)
+    assert (output_estimate(spec).folds, output_estimate(spec).in_flight) == (5, 1)
+    parallel = KernelSpec(train_overrides={"strategy": "fold-parallel"}, fold_bytes=fold, train_args="--no-pretrained")
+    assert output_estimate(parallel).in_flight == 2  # one fold per GPU of T4 x2
+    folds, infer = fanout_specs(spec, 5, folds_per_kernel=2)
+    assert [output_estimate(f).in_flight for f in folds] == [2, 2, 1]  # the fan-out trains its pairs fold-parallel
+    assert output_estimate(infer) is None and output_line(infer) == ""  # predicting saves a submission
+    unsized = KernelSpec(train_args="--no-pretrained")
+    assert output_line(unsized).startswith("output: size unknown")

@@ -157,7 +157,8 @@ def test_an_interrupt_says_what_was_kept_of_the_fold(synth, tmp_path):
             fast_config(epochs=1), synth, run.root, folds=[0, 1], hooks=Hooks(loss=stop_in_the_second_folds_first_step)
         )
     log = " ".join(run.log.read_text().split())
-    assert run.last(0).is_file() and not run.last(1).exists()
+    assert run.best(0).is_file() and not run.last(0).exists()  # fold 0 finished: no optimiser state kept
+    assert not run.last(1).exists()
     assert (
         "fold 1: interrupted before its first epoch finished, so nothing was kept for it; add --resume to "
         "restart it (finished folds are kept)"
@@ -336,14 +337,14 @@ def test_resume_alone_continues_the_folds_the_run_was_started_for(synth, tmp_pat
     assert json.loads((run / "plan.json").read_text()) == {"folds": [0, 1, 2]}
 
 
-def _interrupted_after_epoch_1(synth, run: Path) -> None:
+def _interrupted_after_epoch_1(synth, run: Path, **kw) -> None:
     """Fold 0 of a 2-epoch run, stopped (as Ctrl-C stops it) once epoch 1's last.pt and state.json are written."""
 
     def stop(fold, epoch):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(fast_config(epochs=2), synth, run, folds=[0], hooks=Hooks(epoch_end=stop))
+        train(fast_config(epochs=2, **kw), synth, run, folds=[0], hooks=Hooks(epoch_end=stop))
 
 
 def test_damaged_last_checkpoint_is_one_line(synth, tmp_path):
@@ -372,8 +373,9 @@ def test_progress_is_read_from_state_json_without_loading_the_checkpoint(synth, 
     )
     res = train(fast_config(epochs=1), synth, run, folds=[1], resume=True)
     assert res[1].status == "already finished" and res[1].best_auc == pytest.approx(state["best_auc"])
-    assert "last.pt" not in loads
-    (run / "fold1" / "last.pt").write_bytes(b"damaged")  # a finished fold needs only best.pt: still skipped
+    assert "last.pt" not in loads and not (run / "fold1" / "last.pt").exists()
+    # killed between state.json (finished) and the removal of last.pt: both there, and the fold is still skipped
+    (run / "fold1" / "last.pt").write_bytes(b"damaged")
     assert train(fast_config(epochs=1), synth, run, folds=[1], resume=True)[1].status == "already finished"
 
 
@@ -381,7 +383,7 @@ def test_checkpoint_of_a_disabled_scaler_resumes_under_an_enabled_one(synth, tmp
     # A fold started on the CPU (bf16: no GradScaler) and resumed on a CUDA GPU (fp16: GradScaler on) must
     # go on; here the enabled scaler is the CPU's own float16 one.
     run = tmp_path / "run"
-    train(fast_config(epochs=1, precision="bf16"), synth, run, folds=[0])
+    _interrupted_after_epoch_1(synth, run, precision="bf16")  # a finished fold keeps no last.pt to resume
     t = build_trainer(fast_config(), 4, np.array([0, 1]), Env(torch.device("cpu"), torch.float16))
     assert t.scaler.is_enabled()
     state = load_checkpoint(run / "fold0" / "last.pt", t)
@@ -411,6 +413,26 @@ def test_torchrun_without_ddp_is_refused(synth, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     res = invoke("--data-dir", synth, "--run-dir", tmp_path / "run", *FAST)
     assert res.exit_code == 2 and "add --strategy ddp" in res.output
+
+
+def test_a_finished_fold_keeps_best_pt_and_state_json_but_no_last_pt(synth, tmp_path):
+    """A finished fold never resumes, so its last.pt (the optimiser state: gigabytes for a ViT-L) goes once its
+    state.json says finished; a fold stopped early by --patience is finished too. --resume skips both folds by their
+    state.json, and `hcd cv` reports them."""
+    run = RunLayout.of(tmp_path / "run")
+    frozen = Hooks(loss=lambda step, loss: loss * 0)  # no step moves the weights: the val AUC never improves
+    res = train(fast_config(epochs=3, patience=1, weight_decay=0.0), synth, run.root, folds=[0, 1], hooks=frozen)
+    assert [r.epochs_run for r in res.values()] == [2, 2]  # stopped early, after epoch 2 of 3
+    for k in (0, 1):
+        assert sorted(p.name for p in run.fold_dir(k).iterdir()) == ["best.pt", "history.csv", "oof.csv", "state.json"]
+        assert json.loads(run.state(k).read_text())["finished"] is True
+    r = invoke("--run-dir", run.root, "--data-dir", synth, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "fold 0: already finished" in r.output and "fold 1: already finished" in r.output
+    assert "resuming" not in r.output and not run.last(0).exists()
+    r = CliRunner().invoke(app, ["cv", "--run-dir", str(run.root), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert "stopped before" not in r.output and "fold" in r.output
 
 
 def test_cv_says_which_folds_are_unfinished(synth, tmp_path):

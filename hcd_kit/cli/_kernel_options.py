@@ -197,7 +197,30 @@ def spec_from(opts: Mapping[str, Any], **changes: Any):
         tta=o["tta"],
         pretrained_from=o["pretrained_from"],
         n_folds=o["n_folds"],
+        fold_bytes=None if o["weights_dataset"] or o["probe"] else fold_bytes(train),
     )
+
+
+def say_output(spec, who: str = "") -> None:
+    """The plan's line about the kernel's saved output (``who``: whose, for a fan-out's fold kernels)."""
+    from hcd_kit.console import console
+    from hcd_kit.kaggle.output import output_line
+
+    line = output_line(spec)
+    if line:
+        console.print(who + line, soft_wrap=True, highlight=False, markup=False)
+
+
+def fold_bytes(train):
+    """One fold's best.pt and last.pt for the training settings of ``train`` (``TrainArgs``) on Kaggle's GPU (the
+    CUDA recipe unless --recipe), sized by the training layer on the meta device; None: the model is not sizable."""
+    from hcd_kit.kaggle.output import FoldBytes
+    from hcd_kit.training.checkpoint import checkpoint_size
+    from hcd_kit.training.recipes import default_recipe, recipe_config
+
+    cfg = recipe_config(train.options.get("recipe") or default_recipe("cuda"), train.overrides)
+    size = checkpoint_size(cfg)
+    return None if size is None else FoldBytes(size.weights, size.optimizer, size.ema)
 
 
 def fanout_specs_from(opts: Mapping[str, Any]):

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hcd_kit.cli._kernel_options import owner, run_options_from, spec_from
+from hcd_kit.cli._kernel_options import owner, run_options_from, say_output, spec_from
 
 DEFAULT_BUDGET_H = 11.0  # the kernel template's own default (DEFAULT_TIME_BUDGET): training + TTA end before 12 h
 SAFETY = 1.25  # a recipe's expected hours, times this, rounded up to a quarter hour, is a fold kernel's budget
@@ -112,6 +112,7 @@ def _plan(opts: Mapping[str, Any]):
     budget, hours = time_budget(base.train_args, opts["n_folds"], min(per, opts["n_folds"]))
     plan = FanoutPlan(per, budget, hours)
     folds, infer = fanout_specs(base, opts["n_folds"], opts["name"], per, budget)
+    say_output(folds[0], f"{folds[0].name} (the most folds of the fold kernels): ")
     return base, folds, infer, plan, session_timeout(opts, hours)
 
 

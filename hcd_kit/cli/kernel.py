@@ -19,6 +19,7 @@ from hcd_kit.cli._kernel_options import (
     kernel_options,
     owner,
     run_options_from,
+    say_output,
     signature,
     spec_from,
 )
@@ -90,6 +91,7 @@ def kernel_push(**opts) -> None:
         f"rendered {folder}/ ({spec.mode}, folds {spec.fold}, machine shape {spec.machine_shape}, internet {net})",
         soft_wrap=True,
     )
+    say_output(spec)
     if spec.hub_secret:
         console.print(
             f"the kernel sets HF_TOKEN from your Kaggle secret {spec.hub_secret}, which only the web editor can "
@@ -271,6 +273,7 @@ def kernel_run(**opts) -> None:
 
         return run_each(opts)
     spec = spec_from(opts)
+    say_output(spec)
     options = run_options_from({**opts, "wait_timeout": opts["wait_timeout"] or 43200.0})
     options.session_timeout = session_timeout(opts, time_budget(spec.train_args)[1])
     options.max_sessions = opts["max_sessions"]

@@ -106,6 +106,14 @@ def _with_fold_args(base: KernelSpec, group: list[int], time_budget: str | None)
     return words
 
 
+def _fold_overrides(base: KernelSpec, group: list[int]) -> dict | None:
+    """The settings a fold kernel's train args give: the fold-parallel strategy added for several folds at once
+    (what its saved output holds follows from it: a last.pt per fold in flight)."""
+    if base.train_overrides is None or len(group) < 2:
+        return base.train_overrides
+    return {"strategy": "fold-parallel", **base.train_overrides}
+
+
 def fanout_specs(
     base: KernelSpec,
     n_folds: int,
@@ -133,6 +141,7 @@ def fanout_specs(
             name=f"{prefix}-fold-{'-'.join(map(str, g))}",
             n_folds=n_folds,
             train_args=_with_fold_args(base, g, time_budget),
+            train_overrides=_fold_overrides(base, g),
         )
         for g in groups
     ]

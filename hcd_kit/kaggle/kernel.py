@@ -32,6 +32,7 @@ from hcd_kit.kaggle import api as kaggle_api
 from hcd_kit.kaggle.api import DEFAULT_TRANSFER_TIMEOUT
 from hcd_kit.kaggle.calls import interrupts_held
 from hcd_kit.kaggle.hub_access import check_template, embed_args, script_values
+from hcd_kit.kaggle.output import OUTPUT_LIMIT_BYTES
 from hcd_kit.kaggle.poll import poll_until
 from hcd_kit.kaggle.refs import dataset_refs, model_refs
 from hcd_kit.kaggle.shapes import min_gpus
@@ -135,6 +136,7 @@ def render_kernel(spec: KernelSpec, user: str, root: str | os.PathLike[str] = DE
         **script_values(spec, user),
     }
     check_template(script, values)
+    values["OUTPUT_LIMIT"] = str(OUTPUT_LIMIT_BYTES)  # after the check: an older customised template may lack it
     for key, value in values.items():
         # a JSON string (or list of strings) is a valid Python literal, so any value is quoted safely
         script = script.replace(f'"__HCD_{key}__"', json.dumps(value))

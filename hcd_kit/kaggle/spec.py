@@ -4,7 +4,8 @@ before anything is rendered or pushed.
 ``kernel_spec`` derives what the options imply (the mode from ``--weights-dataset``/``--probe``, the default name,
 internet on with ``--hub-secret``) and ``check_spec`` refuses a kernel that cannot run on Kaggle: a bad name or fold,
 malformed ``dataset:``/``model:`` references (``refs``), a registry model without a route to its weights
-(``hub_access``), an offline training kernel that would download pretrained weights. ``--train-args`` arrives as
+(``hub_access``), an offline training kernel that would download pretrained weights, a training kernel whose saved
+output would not fit Kaggle's 20 GB (``output``). ``--train-args`` arrives as
 words (``hcd_kit.argv``: split once); the CLI has the training layer read them first
 (``hcd_kit.training.parse_train_args``: unknown flags and bad values refused), and the spec carries the
 ``TrainConfig`` overrides that reading gave.
@@ -24,6 +25,7 @@ from hcd_kit.choices import TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle.hub_access import check_model_routes, offline_weights_given
+from hcd_kit.kaggle.output import FoldBytes, check_output
 from hcd_kit.kaggle.refs import check_references
 from hcd_kit.kaggle.shapes import check_machine_shape
 from hcd_kit.layout import COMPETITION
@@ -60,6 +62,8 @@ class KernelSpec:
     fold_kernels: list[str] = field(default_factory=list)  # predict from these kernels' run/ (kernel_sources);
     # an entry OWNER/SLUG@VERSION names the version gathered (logged by the kernel, part of its digest)
     train_overrides: dict[str, Any] | None = None
+    fold_bytes: FoldBytes | None = None  # one fold's best.pt and last.pt, sized by the CLI from the training
+    # settings (``output``: the saved output is held to Kaggle's 20 GB); None: not sized, not checked
 
     def __post_init__(self) -> None:
         self.train_args = argv.split(self.train_args, "--train-args")
@@ -135,3 +139,4 @@ def check_spec(spec: KernelSpec) -> None:
             '/kaggle/input/SLUG/FILE" (or dataset:OWNER/SLUG/FILE, or model:OWNER/MODEL/FRAMEWORK/VARIATION/'
             'VERSION/FILE for a Kaggle Model), or --train-args "--no-pretrained", or --internet'
         )
+    check_output(spec)  # the saved output (every fold's best.pt, a last.pt per fold in flight) within Kaggle's 20 GB

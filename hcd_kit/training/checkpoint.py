@@ -7,6 +7,12 @@ where its last finished epoch left it. ``state.json`` repeats the progress alone
 a fold got (``--resume`` skipping finished folds, ``hcd cv``) reads a few hundred bytes instead of loading the
 optimiser state (gigabytes for a ViT-L fine-tune). Both are rewritten atomically every epoch, ``last.pt``
 first, so ``state.json`` never claims more than ``last.pt`` holds.
+
+A finished fold (its last epoch, or stopped early by ``--patience`` or ``--time-budget``) never resumes, so it
+keeps no ``last.pt``: its final ``state.json`` (finished) is written, then ``last.pt`` is removed. Killed between
+the two, the fold holds both, and ``--resume`` still skips it. What it keeps is ``best.pt`` (the weights),
+``state.json``, ``history.csv`` and ``oof.csv``; a Kaggle kernel's saved output stays small
+(``checkpoint_size`` estimates both files before a kernel is pushed).
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ class Trainer:
 
 
 def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
+    """Write ``last.pt`` (``path``), then ``state.json`` beside it; for a finished fold, ``state.json`` alone, then
+    ``last.pt`` goes (a finished fold never resumes, and its optimiser state would be gigabytes of dead weight)."""
+    if state.finished:
+        write_state(state_path(path), state)
+        Path(path).unlink(missing_ok=True)
+        return
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     ckpt = {
         "model": t.model.state_dict(),
@@ -83,7 +95,8 @@ def load_checkpoint(path: Path, t: Trainer) -> FoldState:
 
 def read_fold_state(path: Path) -> FoldState:
     """Only the progress of the fold whose ``last.pt`` is ``path`` (is it finished, its best AUC, its history):
-    from ``state.json``, or from ``last.pt`` itself for a fold written before hcd kept ``state.json``."""
+    from ``state.json`` (a finished fold has no ``last.pt``), or from ``last.pt`` itself for a fold written before
+    hcd kept ``state.json``."""
     try:
         state = read_state(state_path(path))
     except DataError as exc:  # damaged: last.pt holds the same progress
@@ -111,3 +124,44 @@ def _read_checkpoint(path: Path) -> dict:
 def _unresumable(path: Path, exc: BaseException) -> DataError:
     first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     return DataError(f"cannot resume from {path} ({first}); delete it to restart the fold")
+
+
+@dataclass(frozen=True)
+class CheckpointSize:
+    """What one fold's files weigh, in bytes: ``weights`` (the model's state dict: ``best.pt``, and the model in
+    ``last.pt``), ``optimizer`` (AdamW's two moments, or SGD's momentum, of the trained parameters) and ``ema``
+    (the averaged copy, with --ema; 0 without)."""
+
+    weights: int
+    optimizer: int
+    ema: int
+
+    @property
+    def best(self) -> int:
+        return self.weights
+
+    @property
+    def last(self) -> int:
+        return self.weights + self.optimizer + self.ema
+
+
+def checkpoint_size(cfg) -> CheckpointSize | None:
+    """``best.pt`` and ``last.pt`` of one fold trained with ``cfg`` (a ``TrainConfig``), from the model's size on
+    the meta device (nothing downloaded or allocated); None when the model cannot be sized offline.
+
+    The weights train in fp32 (mixed precision keeps fp32 masters), so every moment is as large as the trained
+    parameters: all of them, or none of the backbone's with --lora (only the small adapters and the head train).
+    --train-blocks is counted as training everything (an upper bound)."""
+    from hcd_kit.backbones import resolve
+    from hcd_kit.model import model_size
+
+    try:
+        size = resolve(cfg.model).input_size or cfg.img_size  # a foundation model trains at its own input size
+    except ConfigError:
+        return None
+    sized = model_size(cfg.model, size)
+    if sized is None:
+        return None
+    trained = 0 if cfg.lora else sized.param_bytes
+    moments = 1 if cfg.optimizer == "sgd" else 2
+    return CheckpointSize(sized.state_bytes, moments * trained, sized.state_bytes if cfg.ema else 0)

@@ -125,7 +125,7 @@ def check_folds(wanted: Sequence[int] | str | None, n_folds: int) -> list[int]:
 
 def check_run_dir(cfg: TrainConfig, layout: RunLayout, folds: list[int], resume: bool) -> None:
     """Refuse to mix settings in one run folder or to overwrite a fold silently."""
-    started = [f for f in folds if layout.last(f).exists() or layout.best(f).exists()]
+    started = [f for f in folds if any(p.exists() for p in (layout.last(f), layout.best(f), layout.state(f)))]
     if started and not resume:
         raise ConfigError(
             f"{layout.fold_dir(started[0])} already holds a trained fold; pass --resume to continue "
@@ -173,11 +173,11 @@ def fold_result(fold: int, state: FoldState, status: str) -> FoldResult:
 
 
 def finished(run: RunLayout, fold: int) -> FoldResult | None:
-    """The fold's result if its ``last.pt`` says it is finished, else None."""
-    path = run.last(fold)
-    if not path.is_file():
+    """The fold's result if its progress (``state.json``, or an older run's ``last.pt``) says it is finished, else
+    None. A finished fold keeps no ``last.pt`` (``checkpoint.save_checkpoint``): its ``state.json`` says so."""
+    if not (run.state(fold).is_file() or run.last(fold).is_file()):
         return None
-    state = read_fold_state(path)
+    state = read_fold_state(run.last(fold))
     return fold_result(fold, state, "already finished") if state.finished else None
 
 

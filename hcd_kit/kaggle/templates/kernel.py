@@ -13,7 +13,8 @@ The session's real GPUs are logged first (and saved to gpus.json): Kaggle may no
 that was asked for, so fewer CUDA devices than MACHINE_SHAPE has (one or none for a T4 x2), or a GPU the installed
 torch was not built for (a P100 with torch cu128), stops the session at once in one line, unless ALLOW_OTHER_GPUS.
 Only run/, submission.csv (+ its .json), gpus.json and the log land in /kaggle/working (the saved output); the
-data folder with the packed store lives in /kaggle/temp, which is not saved.
+data folder with the packed store lives in /kaggle/temp, which is not saved. A finished fold keeps best.pt, not
+last.pt (the optimiser state), and the kernel ends by printing the size of its output against Kaggle's limit.
 """
 
 import json
@@ -40,6 +41,7 @@ FOLD_KERNELS = "__HCD_FOLD_KERNELS__"  # "owner/slug@version,..." of fold kernel
 HUB_SECRET = "__HCD_HUB_SECRET__"  # name of the Kaggle secret holding a Hugging Face token, or ""
 PROBE_MODEL = "__HCD_PROBE_MODEL__"  # probe mode: the model `hcd embed` uses
 EMBED_ARGS = "__HCD_EMBED_WORDS__"  # probe mode: extra `hcd embed` flags as words (--weights dataset:...)
+OUTPUT_LIMIT = "__HCD_OUTPUT_LIMIT__"  # bytes Kaggle saves from /kaggle/working (hcd_kit.kaggle.output)
 # Kaggle stops a session at 12 h: unless TRAIN_ARGS sets --time-budget (or a --config), training + the TTA x8
 # prediction are planned to end within 11 h of training's start, leaving time for install, prepare, cv and the output
 DEFAULT_TIME_BUDGET = "11h"
@@ -89,7 +91,34 @@ def hcd(*args: str) -> None:
 # __HCD_PARTS__
 
 
+def report_output() -> None:
+    """Print what Kaggle will save (every file under WORK), loudly when it is over Kaggle's limit. Links (a predict
+    kernel's run/ points into /kaggle/input) are counted apart: they are not copies."""
+    files, links = [], []
+    for folder, _, names in os.walk(WORK):
+        for name in names:
+            path = Path(folder) / name
+            (links if path.is_symlink() else files).append(path)
+    try:
+        total, limit = sum(p.stat().st_size for p in files), int(OUTPUT_LIMIT)
+    except OSError as exc:  # never hide how the kernel ended
+        return print(f"output: its size could not be read ({exc})", flush=True)
+    kept = sorted(str(p.relative_to(WORK)) for p in files if p.name == "last.pt")  # folds stopped mid-way
+    note = f"; {len(links)} links into the inputs" if links else ""
+    note += f"; unfinished folds keep {', '.join(kept)}" if kept else ""
+    print(f"output: {len(files)} files, {total / 1e9:.2f} GB of {limit / 1e9:g} GB in {WORK}{note}", flush=True)
+    if total > limit:
+        print(f"WARNING: OUTPUT OVER KAGGLE'S {limit / 1e9:g} GB: Kaggle will not save it", file=sys.stderr, flush=True)
+
+
 def main() -> None:
+    try:
+        steps()
+    finally:
+        report_output()
+
+
+def steps() -> None:
     # paths into attached datasets are checked before anything runs: a wrong one fails now, not after training
     train_args, predict_args = input_paths(TRAIN_ARGS), input_paths(PREDICT_ARGS)
     embed_args = input_paths(EMBED_ARGS)

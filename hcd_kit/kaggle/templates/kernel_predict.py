@@ -33,8 +33,8 @@ def link_fold_kernels() -> None:
             sys.exit(f"kernel {ref} left no run/fold*/best.pt in {src}: its training did not finish")
         for fold in folds:
             (RUN / fold.name).mkdir(exist_ok=True)
-            for f in sorted(fold.iterdir()):
-                if f.is_file() and not (RUN / fold.name / f.name).exists():
+            for f in sorted(fold.iterdir()):  # not a last.pt (a fold stopped mid-way): predict needs best.pt
+                if f.is_file() and f.name != "last.pt" and not (RUN / fold.name / f.name).exists():
                     (RUN / fold.name / f.name).symlink_to(f)
             print(f"{fold.name} from kernel {ref} (version {version or '?'} when pushed) at {fold}", flush=True)
 
