@@ -73,7 +73,7 @@ def atomic_path(target: str | os.PathLike[str], size: int | None = None) -> Iter
         tmp = temp_file_beside(target)
     except OSError as exc:  # name the file the user asked for, not the temporary one
         if is_disk_full(exc):
-            raise disk_full(target, size) from None
+            raise disk_full(target, size, cause=exc) from None
         raise OSError(exc.errno, f"cannot write {target}: {exc.strerror}") from None
     try:
         yield tmp
@@ -84,7 +84,7 @@ def atomic_path(target: str | os.PathLike[str], size: int | None = None) -> Iter
             raise
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)  # before measuring what is free: the partial file is not kept
-        raise disk_full(target, size, written) from None
+        raise disk_full(target, size, written, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -126,15 +126,18 @@ def append_text(path: str | os.PathLike[str], text: str) -> None:
             fh.write(text)
     except OSError as exc:
         if is_disk_full(exc):
-            raise disk_full(path, len(text.encode())) from None
+            raise disk_full(path, len(text.encode()), cause=exc) from None
         raise
 
 
 def reserve(path: str | os.PathLike[str], size: int) -> None:
     """Allocate ``size`` bytes of the file at ``path`` now (``posix_fallocate``), so that a memory-mapped writer
-    cannot run out of space half way (a write to a memory map on a full disk is a SIGBUS, not an error)."""
+    cannot run out of space half way (a write to a memory map on a full disk is a SIGBUS, not an error).
+    ``path`` may be a ``temp_file_beside`` file: errors name the file it will become."""
+    path = Path(path)
+    target = final_name(path)
     try:
-        inject_faults(Path(path), None)
+        inject_faults(target, None)
         if not hasattr(os, "posix_fallocate") or not size:
             return
         fd = os.open(path, os.O_RDWR)
@@ -144,11 +147,18 @@ def reserve(path: str | os.PathLike[str], size: int) -> None:
             os.close(fd)
     except OSError as exc:
         if is_disk_full(exc):
-            Path(path).unlink(missing_ok=True)
-            raise disk_full(Path(path), size) from None
+            path.unlink(missing_ok=True)
+            raise disk_full(target, size, cause=exc) from None
         if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             raise
         # this filesystem cannot reserve blocks: they are allocated while writing, after the free-space check
+
+
+def final_name(path: Path) -> Path:
+    """The file a ``temp_file_beside`` file becomes (``.tmp-NAME.xxxxxxxx`` -> ``NAME``); other paths as they are."""
+    if not path.name.startswith(".tmp-"):
+        return path
+    return path.with_name(path.name.removeprefix(".tmp-").rsplit(".", 1)[0])
 
 
 # --- a full disk ----------------------------------------------------------------------------------------
@@ -183,8 +193,11 @@ def human_bytes(n: float) -> str:
     return f"{n} TB"  # unreachable
 
 
-def disk_full(target: Path, size: int | None, written: int = 0) -> DiskFullError:
-    """The one line for a write to ``target`` that found no room; the fix is the same for every writer."""
+def disk_full(target: Path, size: int | None, written: int = 0, cause: BaseException | None = None) -> DiskFullError:
+    """The one line for a write to ``target`` that found no room; the fix is the same for every writer.
+
+    ENOSPC is a full disk (or, with space left, a file system out of inodes); EDQUOT and EFBIG, or torch's
+    errno-less short write with plenty of space left, are a quota or a file size limit."""
     free = free_bytes(target)
     if size:
         need = f"it needs {human_bytes(size)}"
@@ -192,15 +205,18 @@ def disk_full(target: Path, size: int | None, written: int = 0) -> DiskFullError
         need = f"it needs more than the {human_bytes(written)} written before it failed"
     else:
         need = "it needs more room"
-    if free > 2 * max(size or 0, written) + (64 << 20):  # room enough on the disk: a quota or a size limit said no
+    code = getattr(cause, "errno", None)
+    roomy = free > 2 * max(size or 0, written) + (64 << 20)
+    if code in (errno.EDQUOT, errno.EFBIG) or (code is None and roomy):
         return DiskFullError(
             f"could not write {target}: the file system refused it although {human_bytes(free)} is free on the "
             f"disk ({need}); a disk quota or a file size limit (`ulimit -f`) is the likely cause: raise it, or "
             "write to another disk, and run the same command again: finished work is kept"
         )
+    inodes = " (or out of inodes: `df -i`)" if roomy else ""
     return DiskFullError(
-        f"disk full: could not write {target}: {need}, and {human_bytes(free)} is free there; free some space "
-        "(or write to another disk) and run the same command again: finished work is kept"
+        f"disk full{inodes}: could not write {target}: {need}, and {human_bytes(free)} is free there; free some "
+        "space (or write to another disk) and run the same command again: finished work is kept"
     )
 
 

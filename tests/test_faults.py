@@ -222,11 +222,11 @@ def test_an_ignored_sighup_stays_ignored(synth, tmp_path):
 def test_a_full_disk_while_training_is_one_line_and_resume_finishes_the_run(synth, reference, tmp_path, name):
     run = tmp_path / "run"
     args = ["train", "--data-dir", synth, "--run-dir", run, "--fold", "0", "--epochs", "3", *TINY]
-    res = invoke(*args, env={"HCD_FAULT_ENOSPC": name})
+    res = invoke(*args, env={"HCD_FAULT_ENOSPC": name, "HCD_FAULT_FREE_BYTES": "12000000"})  # a disk nearly full
     assert res.exit_code == 1, res.output
     line = error_line(res.stderr)
     assert line.startswith("error: disk full: could not write ") and f"{name}:" in line, line
-    assert "free there" in line and "run the same command again" in line
+    assert "12.0 MB is free there" in line and "run the same command again" in line
     assert leftovers(run) == []
     if (run / "fold0" / "last.pt").exists() or (run / "fold0" / "best.pt").exists():
         args.append("--resume")
@@ -306,3 +306,50 @@ def test_kill_9_while_predicting_then_the_rerun_writes_the_same_submission(synth
     res = run_hcd(*args, "--out", out)
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()
+
+
+# --- hcd prepare ------------------------------------------------------------------------------------------
+
+
+def store_files(packed: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(packed.iterdir()) if p.name != "manifest.json"}
+
+
+def test_prepare_on_a_full_disk_a_small_disk_or_a_held_store_is_one_line(subset_factory):
+    data = subset_factory(n_train=64, n_test=16)
+    res = invoke("prepare", "--data-dir", data, "--workers", "1", env={"HCD_FAULT_FREE_BYTES": "100000"})
+    assert res.exit_code == 1, res.output
+    line = error_line(res.stderr)
+    assert "not enough disk space for the packed train/test store: about 2.2 MB needed" in line, line
+    assert not (data / "packed").exists()
+
+    env = {"HCD_FAULT_ENOSPC": "train_images.npy", "HCD_FAULT_FREE_BYTES": "3000000"}
+    res = invoke("prepare", "--data-dir", data, "--workers", "1", env=env)
+    assert res.exit_code == 1, res.output
+    line = error_line(res.stderr)
+    assert f"disk full: could not write {data / 'packed' / 'train_images.npy'}: it needs 1.8 MB" in line, line
+    assert "3.0 MB is free there" in line
+    assert not (data / "packed").exists()  # no half store, no temporary file, no empty folder
+
+    holder = hold_in_another_process(data / "packed", "hcd prepare")
+    try:
+        res = invoke("prepare", "--data-dir", data, "--workers", "1")
+        assert res.exit_code == 3, res.output
+        assert f"is in use by hcd prepare (PID {holder.pid} on" in error_line(res.stderr)
+    finally:
+        holder.kill()
+        holder.wait()
+    res = invoke("prepare", "--data-dir", data, "--workers", "1")
+    assert res.exit_code == 0, res.output
+    assert (data / "packed" / "manifest.json").is_file() and leftovers(data) == []
+
+
+@pytest.mark.parametrize("name", ["train_images.npy", "test_ids.csv", "manifest.json"])
+def test_kill_9_while_preparing_then_the_rerun_packs_the_same_store(subset_factory, name):
+    clean, cut = subset_factory(n_train=64, n_test=16), subset_factory(n_train=64, n_test=16)
+    assert run_hcd("prepare", "--data-dir", clean, "--workers", "1").returncode == 0
+    res = run_hcd("prepare", "--data-dir", cut, "--workers", "1", env={**os.environ, "HCD_FAULT_KILL": name})
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    res = run_hcd("prepare", "--data-dir", cut, "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    assert store_files(cut / "packed") == store_files(clean / "packed") and leftovers(cut) == []

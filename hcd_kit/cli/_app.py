@@ -178,7 +178,7 @@ def handle_errors(fn: F) -> F:
             if os.environ.get("HCD_DEBUG"):
                 raise
             if exc.filename and is_disk_full(exc):  # a writer outside fsutil (the kaggle client, an extraction)
-                raise fail(escape(str(disk_full(Path(exc.filename), None))), 1) from None
+                raise fail(escape(str(disk_full(Path(exc.filename), None, cause=exc))), 1) from None
             where = f": {exc.filename}" if exc.filename else ""
             raise fail(f"{exc.strerror or exc}{where}", 1) from None
         except KeyboardInterrupt as exc:

@@ -40,8 +40,9 @@ from hcd_kit.data.store import (
     write_manifest,
 )
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import sha256_file, temp_file_beside
-from hcd_kit.layout import PREPARE_REPORT, SPLITS, DataLayout, Split, StoreLayout
+from hcd_kit.fsutil import check_free_space, sha256_file, temp_file_beside
+from hcd_kit.layout import IMAGE_SHAPE, PREPARE_REPORT, SPLITS, DataLayout, Split, StoreLayout
+from hcd_kit.locks import holding
 
 # --- planning: what to pack, from what -------------------------------------------------------------------
 
@@ -232,6 +233,11 @@ def _commit(out: Path, plan: SplitPlan, npy: Path, result: SplitResult) -> Split
     )
 
 
+@holding(
+    lambda a: a["out_dir"] or DataLayout.of(a["data_dir"]).packed_dir,
+    "hcd prepare",
+    "wait for it to finish (or stop it), or pack into another --out-dir",
+)
 def prepare(
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -268,6 +274,8 @@ def prepare(
         if not p.ids:
             why = f"{p.problems.summary()}; {_report(layout, out, [p])}" if p.problems else "no .tif files"
             raise DataError(f"nothing to pack in {p.folder} ({why}); check --data-dir")
+    need = sum(len(p.ids) for p in todo) * int(np.prod(IMAGE_SHAPE))
+    check_free_space(out, need, f"the packed {'/'.join(p.split for p in todo)} store", " or pass another --out-dir")
     created = _make_out(out)
     tmps: list[Path] = []
     try:

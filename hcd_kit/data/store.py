@@ -28,7 +28,7 @@ import pandas as pd
 
 from hcd_kit.damage import damaged, npy_problem, open_npy, read_csv, read_json
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_write_json, atomic_write_text, replace_durably
+from hcd_kit.fsutil import atomic_write_json, atomic_write_text, replace_durably, reserve
 from hcd_kit.layout import IMAGE_SHAPE, SPLITS, Split, StoreLayout
 
 FORMAT_VERSION = 1
@@ -174,19 +174,14 @@ def create_images(npy: Path, n: int) -> None:
     """Create a ``.npy`` for ``n`` patches at ``npy`` (usually a temporary file), blocks reserved up front.
 
     Filling a sparse file makes the filesystem allocate blocks page by page as workers write, which on a
-    VM costs more than the decoding; one fallocate call makes writing about twice as fast.
+    VM costs more than the decoding; one fallocate call makes writing about twice as fast, and a disk that
+    cannot hold the store says so now, in one line (a worker writing to a memory map on a full disk would
+    die of SIGBUS instead).
     """
     arr = np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(n, *IMAGE_SHAPE))
     size = arr.offset + arr.nbytes
     del arr
-    if hasattr(os, "posix_fallocate") and size:
-        fd = os.open(npy, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError:  # not supported by this filesystem: blocks get allocated while writing instead
-            pass
-        finally:
-            os.close(fd)
+    reserve(npy, size)
 
 
 def commit_split(
