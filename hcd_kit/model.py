@@ -219,13 +219,13 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     A LoRA-adapted model (``--lora``, a peft wrapper) is saved merged: the adapters folded into the base
     weights of a CPU copy, so the file is the plain timm state dict ``create_model`` + ``load_state_dict`` read.
     """
-    from hcd_kit.fsutil import atomic_path
+    from hcd_kit.fsutil import atomic_path, payload_bytes
 
     model = getattr(model, "module", model)  # unwrap DataParallel / DDP
     if hasattr(model, "peft_config"):  # peft.PeftModel
         model = _merged_copy(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=payload_bytes(state)) as tmp:
         torch.save(state, tmp)
 
 

@@ -286,3 +286,14 @@ def test_records_that_are_only_a_shortcut_are_ignored_when_damaged(trained, tmp_
     assert read_budget_record(RunLayout(tmp_path)) == {}
     assert read_manifest(tmp_path / "packed") == {}
     assert read_sidecar(tmp_path / "sub.csv") == {}
+
+
+def test_resume_refuses_an_emptied_config_instead_of_training_the_default_model(tmp_path):
+    from hcd_kit.errors import DataError
+    from hcd_kit.training import resolve_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("")  # emptied by a crash elsewhere, a bad copy, an editor
+    with pytest.raises(DataError, match=r"config.toml is damaged \(it names no model\)"):
+        resolve_config(None, {}, run, resume=True)

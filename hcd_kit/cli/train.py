@@ -109,7 +109,8 @@ def train(
     """Train a timm model on one fold, several or all, keeping honest out-of-fold (OOF) predictions.
 
     Needs DATA_DIR/packed (`hcd prepare`) and DATA_DIR/folds.csv (`hcd folds`).
-    Writes RUN_DIR/config.toml, RUN_DIR/train.log and, per fold, RUN_DIR/foldK/ best.pt, last.pt,
+    Writes RUN_DIR/config.toml, RUN_DIR/train.log and, per fold, RUN_DIR/foldK/ best.pt, state.json, last.pt
+    (until the fold finishes),
     history.csv, oof.csv. oof.csv (id,fold,prob,label) holds the fold's validation predictions from its
     best epoch. Mixed precision is on by default; a step with a NaN/inf loss is skipped and counted,
     never trained on.

@@ -1,7 +1,8 @@
 """A fold's progress, ``RUN/foldK/state.json``: its one writer and reader (``FoldState``).
 
 ``hcd train`` rewrites it atomically after every epoch, right after ``last.pt`` (the resumable checkpoint,
-``hcd_kit.training.checkpoint``), so it never claims more than ``last.pt`` holds. Whoever only asks how far a
+``hcd_kit.training.checkpoint``), so it never claims more than ``last.pt`` holds; once the fold is finished it
+is written alone and ``last.pt`` is deleted. Whoever only asks how far a
 fold got (``--resume`` skipping finished folds, ``hcd cv``) reads these few hundred bytes instead of loading
 the optimiser state (gigabytes for a ViT-L fine-tune).
 """

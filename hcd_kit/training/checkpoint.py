@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_path
+from hcd_kit.fsutil import atomic_path, payload_bytes
 from hcd_kit.runs.state import FoldState, read_state, write_state
 from hcd_kit.training.optim import Ema
 
@@ -59,7 +59,7 @@ def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
         "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},  # dropout, drop-path
         "state": vars(state),
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=payload_bytes(ckpt)) as tmp:
         torch.save(ckpt, tmp)
     write_state(state_path(path), state)
 
@@ -143,6 +143,14 @@ class CheckpointSize:
     @property
     def last(self) -> int:
         return self.weights + self.optimizer + self.ema
+
+    @classmethod
+    def of(cls, t: Trainer) -> CheckpointSize:
+        """The sizes of the fold ``t`` trains, from its built model (what ``hcd train`` checks before a fold)."""
+        weights = payload_bytes(t.model.state_dict())
+        trained = sum(p.numel() * p.element_size() for p in t.model.parameters() if p.requires_grad)
+        moments = 1 if isinstance(t.optimizer, torch.optim.SGD) else 2
+        return cls(weights, moments * trained, weights if t.ema is not None else 0)
 
 
 def checkpoint_size(cfg) -> CheckpointSize | None:

@@ -2,8 +2,10 @@
 
 ``train(cfg, data_dir, run_dir, folds)`` trains the requested folds of ``DIR/folds.csv`` on ``DIR/packed``
 and writes, per fold (``hcd_kit.layout.RunLayout``): ``best.pt`` (best validation AUC), ``last.pt``
-(everything needed to resume, every epoch), ``history.csv`` and ``oof.csv`` (the fold's validation
-probabilities from the best weights, so the union over folds is an honest out-of-fold CV estimate).
+(everything needed to resume, every epoch until the fold finishes, then deleted) and ``state.json`` (its
+progress), ``history.csv`` and ``oof.csv`` (the fold's validation probabilities from the best weights, so the
+union over folds is an honest out-of-fold CV estimate). The run folder is held (``locks.hold_run``) while it
+trains, and each fold first checks that the disk can hold its checkpoints (``preflight``).
 Every step runs under autocast (float16 + GradScaler on CUDA, bfloat16 on a CPU that has it natively, else
 float32: ``device.choose_precision``); a step whose loss or gradients are not finite is skipped and counted
 instead of poisoning the weights, and ``max_bad_steps`` of them in a row stop the fold with a clear error.
@@ -177,8 +179,10 @@ def _train(
             try:
                 left = len(wanted) - wanted.index(fold)  # this fold and those after it: their best.pt must fit
                 results[fold] = _run_fold(cfg, fold, store, table, run, env, resume, hooks, log, clock, tracker, left)
-            except KeyboardInterrupt:
-                if run.last(fold).is_file():
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
+                if finished(run, fold) is not None:
+                    log(f"fold {fold}: interrupted after it finished; --resume skips it")
+                elif run.last(fold).is_file():
                     log(
                         f"fold {fold}: interrupted; {run.last(fold)} keeps the last finished epoch: add --resume to "
                         "continue"

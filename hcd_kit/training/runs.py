@@ -69,6 +69,11 @@ def resolve_config(
     run = Path(run_dir) if run_dir else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model)
     saved = RunLayout.of(run).config
     if resume and config_path is None and saved.is_file():  # the run's recorded settings, img_size included
+        if "model" not in read_toml(saved):  # emptied or cut short: resuming on defaults would train another model
+            raise DataError(
+                f"{saved} is damaged (it names no model); restore it (train.log's first line names the model "
+                "and size) or pass --config with the run's settings"
+            )
         cfg = load_config(TrainConfig, saved, overrides)
         if recipe is not None and cfg.recipe is not None and chosen.name != cfg.recipe:
             raise ConfigError(
