@@ -11,7 +11,7 @@ from hcd_kit.cli._app import app, main  # noqa: F401  (main is the console-scrip
 
 # isort: off
 # The order of these imports is the order of the commands in `hcd --help`: the pipeline's.
-from hcd_kit.cli import demo, download, data, recipes, models, train, cv, runs, report, predict  # noqa: F401
+from hcd_kit.cli import demo, download, data, recipes, models, train, cv, runs, report, predict, evaluate  # noqa: F401
 from hcd_kit.cli import features, pseudo, kaggle, kernel, dataset, weights  # noqa: F401
 # isort: on
 

@@ -109,6 +109,55 @@ def _check_options(tta: int, blend: str, batch_size: int) -> None:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
 
 
+def load_folds(
+    run_dir: str | os.PathLike[str], spec: RunModel, folds: Sequence[int], device: str, precision: Precision
+) -> tuple[dict[int, nn.Module], torch.device, torch.dtype | None]:
+    """Each of ``folds``' rebuilt network (on the CPU until its turn comes: ``predict_folds``), and the device
+    and autocast dtype to predict with. Every fold's weights are checked before any image is touched, so a
+    wrong file fails in seconds. Shared by ``hcd predict`` and ``hcd evaluate``."""
+    dev = resolve_device(device)
+    dtype = amp_dtype(dev, precision)
+    set_threads()  # the CPUs this process may use (its affinity mask)
+    models = {k: load_fold_model(run_dir, k, spec, torch.device("cpu")) for k in folds}
+    return models, dev, dtype
+
+
+def predict_folds(
+    models: dict[int, nn.Module],
+    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]],
+    *,
+    img_size: int,
+    device: torch.device,
+    tta: int,
+    batch_size: int,
+    dtype: torch.dtype | None,
+) -> tuple[dict[int, list[np.ndarray]], list[float]]:
+    """Each fold's per-view logits (``predict_views``) of each of its ``parts`` (``images``, ``rows``), in order,
+    and the seconds all folds spent on each part's position in the list.
+
+    One progress bar per fold, all shown from the start (a fold's clock starts when its turn comes).
+    ``models`` is emptied as it goes, so only one fold's weights sit on the device at a time.
+    """
+    views: dict[int, list[np.ndarray]] = {}
+    seconds = [0.0] * max((len(p) for p in parts.values()), default=0)
+    kw = dict(img_size=img_size, device=device, tta=tta, batch_size=batch_size, dtype=dtype)
+    with progress("img") as bar:
+        tasks = {
+            k: bar.add_task(f"fold {k}", total=sum(len(rows) for _, rows in parts[k]), start=False) for k in models
+        }
+        for k in list(models):
+            model = to_device(models.pop(k), device)
+            bar.start_task(tasks[k])
+            advance = lambda n, task=tasks[k]: bar.advance(task, n)  # noqa: E731
+            views[k] = []
+            for i, (images, rows) in enumerate(parts[k]):
+                t0 = time.perf_counter()
+                views[k].append(predict_views(model, images, rows, on_batch=advance, **kw))
+                seconds[i] += time.perf_counter() - t0
+            del model
+    return views, seconds
+
+
 def _predict_folds(
     models: dict[int, nn.Module],
     spec: RunModel,
@@ -122,31 +171,16 @@ def _predict_folds(
     batch_size: int,
     dtype: torch.dtype | None,
 ):
-    """Each fold's test probabilities, its validation rows' per-view logits, and the seconds spent on test.
-
-    ``models`` is emptied as it goes, so only one fold's weights sit on the device at a time.
-    """
-    fold_probs, oof_views, test_s = [], {}, 0.0
-    kw = dict(img_size=spec.img_size, device=dev, tta=tta, batch_size=batch_size, dtype=dtype)
-    with progress("img") as bar:  # one bar per fold, all shown from the start: the test patches, then its OOF ones
-        tasks = {
-            k: bar.add_task(
-                f"fold {k}", total=len(test_rows) + (len(val_rows[k]) if train is not None else 0), start=False
-            )
-            for k in models
-        }  # a fold's clock starts when its turn comes
-        for k in list(models):
-            model = to_device(models.pop(k), dev)
-            bar.start_task(tasks[k])
-            advance = lambda n, task=tasks[k]: bar.advance(task, n)  # noqa: E731
-            t0 = time.perf_counter()
-            views = predict_views(model, store.images, test_rows, on_batch=advance, **kw)
-            test_s += time.perf_counter() - t0
-            fold_probs.append(sigmoid_mean(views))
-            if train is not None:
-                oof_views[k] = predict_views(model, train.images, val_rows[k], on_batch=advance, **kw)
-            del model
-    return fold_probs, oof_views, test_s
+    """Each fold's test probabilities, its validation rows' per-view logits, and the seconds spent on test."""
+    parts = {
+        k: [(store.images, test_rows)] + ([(train.images, val_rows[k])] if train is not None else []) for k in models
+    }  # per fold: the test patches, then its OOF ones
+    views, seconds = predict_folds(
+        models, parts, img_size=spec.img_size, device=dev, tta=tta, batch_size=batch_size, dtype=dtype
+    )
+    fold_probs = [sigmoid_mean(v[0]) for v in views.values()]
+    oof_views = {k: v[1] for k, v in views.items() if train is not None}
+    return fold_probs, oof_views, seconds[0]
 
 
 @holding(lambda a: a["run_dir"], "hcd predict", "wait for it to finish (or stop it), then predict")
@@ -172,11 +206,7 @@ def predict_run(
     ids = sample_ids(data_dir)
     out_path = Path(out) if out is not None else RunLayout.of(run_dir).root / "submission.csv"
     check_free_space(out_path.parent, 64 * len(ids) * 3, "the submission, its sidecar and the TTA OOF file")
-    dev = resolve_device(device)
-    dtype = amp_dtype(dev, precision)
-    set_threads()  # the CPUs this process may use (its affinity mask)
-    # Every fold's weights are checked (on the CPU) before any image is touched: a wrong file fails in seconds.
-    models = {k: load_fold_model(run_dir, k, spec, torch.device("cpu")) for k in fold_ids}
+    models, dev, dtype = load_folds(run_dir, spec, fold_ids, device, precision)
     store = open_test_store(data_dir)
     test_rows = store.index_of(ids)
     train, val_rows, note = oof_plan(run_dir, data_dir, fold_ids) if oof else (None, {}, "OOF check turned off")

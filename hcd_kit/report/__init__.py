@@ -1,12 +1,14 @@
 """``hcd report``: one self-contained HTML page per run (config, environment, OOF AUC with and without TTA,
-learning curves, ROC / PR, calibration, confusion matrix, the most confident errors and their Grad-CAM,
-training time, submissions), every picture inline, nothing fetched: it opens from disk anywhere.
+evaluations on other labelled data, learning curves, ROC / PR, calibration, confusion matrix, the most
+confident errors and their Grad-CAM, training time, submissions), every picture inline, nothing fetched: it
+opens from disk anywhere.
 
     res = build_report("runs/r18", data_dir="data")    # -> runs/r18/report.html
     fp, fn = most_confident_errors(oof, youden_threshold(oof["label"], oof["prob"]), 12)
 
 Modules: ``data`` (read the run), ``analysis`` (pure numbers), ``figures`` (PNG data URIs), ``patches`` and
-``gradcam`` (the error gallery), ``html`` (the Jinja2 template), ``build`` (the whole report).
+``gradcam`` (the error gallery), ``evaluations`` (the scores of ``hcd evaluate``), ``html`` (the Jinja2
+template), ``build`` (the whole report).
 """
 
 from __future__ import annotations

@@ -12,27 +12,11 @@ A patch is called positive when ``prob >= threshold`` (scikit-learn's ROC conven
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-
-def youden_threshold(labels, probs) -> float:
-    """The probability threshold maximising Youden's J = TPR - FPR over the ROC curve; 0.5 for one class.
-
-    Ties go to the highest threshold (the first maximum along the curve), which keeps the choice stable.
-    """
-    from sklearn.metrics import roc_curve
-
-    y, p = np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=float)
-    if y.size == 0 or y.min() == y.max():
-        return 0.5
-    fpr, tpr, thr = roc_curve(y, p)
-    finite = np.isfinite(thr)  # scikit-learn's first threshold is +inf (nothing called positive)
-    j = np.where(finite, tpr - fpr, -np.inf)
-    return float(thr[int(np.argmax(j))])
+# The threshold and calibration are shared with `hcd evaluate`: they live with the other metrics.
+from hcd_kit.metrics import Calibration, calibration, youden_threshold  # noqa: F401
 
 
 def most_confident_errors(oof: pd.DataFrame, threshold: float, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -56,32 +40,6 @@ def confusion_counts(oof: pd.DataFrame, threshold: float) -> tuple[int, int, int
     pred = oof["prob"].to_numpy(float) >= threshold
     y = oof["label"].to_numpy(np.int64) == 1
     return int((~pred & ~y).sum()), int((pred & ~y).sum()), int((~pred & y).sum()), int((pred & y).sum())
-
-
-@dataclass
-class Calibration:
-    """Reliability of the probabilities: per equal-width bin, mean prediction, observed rate and count."""
-
-    edges: np.ndarray  # n_bins + 1 bin edges over [0, 1]
-    mean_prob: np.ndarray  # NaN for an empty bin
-    frac_pos: np.ndarray  # NaN for an empty bin
-    count: np.ndarray
-    brier: float
-    ece: float  # expected calibration error: count-weighted mean |frac_pos - mean_prob|
-
-
-def calibration(labels, probs, n_bins: int = 10) -> Calibration:
-    y, p = np.asarray(labels, dtype=float), np.clip(np.asarray(probs, dtype=float), 0.0, 1.0)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_prob = np.bincount(idx, weights=p, minlength=n_bins) / count
-        frac_pos = np.bincount(idx, weights=y, minlength=n_bins) / count
-    used = count > 0
-    ece = float(np.sum(count[used] * np.abs(frac_pos[used] - mean_prob[used])) / max(1, count.sum()))
-    brier = float(np.mean((p - y) ** 2)) if y.size else math.nan
-    return Calibration(edges, mean_prob, frac_pos, count, brier, ece)
 
 
 def best_epoch(history: pd.DataFrame) -> int | None:

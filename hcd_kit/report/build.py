@@ -21,12 +21,14 @@ from hcd_kit.metrics import roc_auc
 from hcd_kit.report import figures, html
 from hcd_kit.report.analysis import best_epoch, calibration, confusion_counts, youden_threshold
 from hcd_kit.report.data import RunData, _version, auc_rows, collect, num
+from hcd_kit.report.evaluations import evaluation_rows
 from hcd_kit.report.patches import Card, error_cards, gradcam_cards
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("config", "Config & recipe"),
     ("environment", "Environment"),
     ("oof-auc", "OOF AUC"),
+    ("evaluations", "Evaluations"),
     ("learning-curves", "Learning curves"),
     ("roc-pr", "ROC & PR"),
     ("calibration", "Calibration"),
@@ -130,6 +132,9 @@ def build_report(
         explained_cards, layers, cam_note = explained.cards, explained.layers, explained.note
     if cam_note:
         notes["gradcam"] = cam_note
+    eval_header, eval_rows, eval_note = evaluation_rows(data.run.root)  # `hcd evaluate`'s scores on other data
+    if eval_note:
+        notes["evaluations"] = eval_note
     total = sum(t.seconds for t in data.times)
     auc_table = auc_rows(data.cv, data.tta)
     context = dict(
@@ -150,6 +155,8 @@ def build_report(
         mean_auc=num(data.cv.mean_auc),
         std_auc=num(data.cv.std_auc),
         auc_figure=_auc_figure(data),
+        eval_header=eval_header,
+        eval_rows=eval_rows,
         curves=figures.learning_curves(data.histories) if data.histories else None,
         best_rows=_best_rows(data),
         roc_pr=figures.roc_pr(oof, data.tta),
