@@ -25,6 +25,8 @@ The run folder, written by ``hcd train`` and read by ``cv``, ``predict``, ``ense
     RUN/fold{k}/history.csv   epoch,lr,train_loss,val_loss,val_auc,images_per_s,skipped_steps
     RUN/fold{k}/oof.csv       id,fold,prob,label for the fold's validation ids (from the best weights)
     RUN/oof_tta{n}.csv        id,fold,prob,label again, re-predicted by ``hcd predict --tta n`` (n views averaged)
+    RUN/evaluations/NAME.json ``hcd evaluate`` on a labelled folder the run never saw (AUC + interval, ...)
+    RUN/.hcd.lock             while a command writes the run (``hcd_kit.locks``): its PID, host and command
 """
 
 from __future__ import annotations

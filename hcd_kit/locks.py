@@ -16,6 +16,7 @@ folders are not locked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
@@ -71,6 +72,13 @@ def hold(
     created = not key.exists()
     key.mkdir(parents=True, exist_ok=True)
     fd = _lock(key, fix)
+    if fd is None:  # a file system without locks (some FUSE and network mounts): run unguarded, as hcd did before
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+        return
     try:
         previous = _read(fd)
         if previous.get("pid"):  # a holder that ended without releasing (kill -9, a power cut) left its details
@@ -95,8 +103,9 @@ def hold(
                 key.rmdir()  # a folder made for the lock alone, left empty by a refused command
 
 
-def _lock(folder: Path, fix: str) -> int:
-    """An open descriptor of ``folder``'s lock file, exclusively locked; ``LockedError`` if another holds it."""
+def _lock(folder: Path, fix: str) -> int | None:
+    """An open descriptor of ``folder``'s lock file, exclusively locked; ``LockedError`` if another holds it;
+    None, after a note, where the file system cannot lock."""
     path = lock_path(folder)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -106,6 +115,17 @@ def _lock(folder: Path, fix: str) -> int:
             info = _read(fd)
             os.close(fd)
             raise LockedError(f"{folder} is in use by {_describe(info)}; {fix}") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            err_console.print(
+                f"note: the file system of {folder} cannot lock files: nothing stops a second command writing there",
+                soft_wrap=True,
+                highlight=False,
+            )
+            return None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 return fd

@@ -167,6 +167,21 @@ def test_locks_are_reentrant_and_a_refused_command_leaves_no_folder(tmp_path):
     assert not folder.exists()  # made for the lock alone and left empty: removed again
 
 
+def test_a_file_system_without_locks_runs_unguarded_after_a_note(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import hcd_kit.locks as locks
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")  # what some FUSE and network mounts answer
+
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
+    with hold(tmp_path / "run", "hcd train"):
+        (tmp_path / "run" / "config.toml").write_text("")
+    assert "cannot lock files: nothing stops a second command" in " ".join(capsys.readouterr().err.split())
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.toml"]
+
+
 # --- SIGTERM and SIGHUP are Ctrl-C ----------------------------------------------------------------------------
 
 

@@ -132,7 +132,7 @@ def evaluate(
         n_boot=bootstrap,
     )
     if run_kind(run_dir) == "probe":
-        from hcd_kit.features.probe_evaluation import evaluate_probe  # not yet in features' public_api table
+        from hcd_kit.features import evaluate_probe
 
         res = evaluate_probe(run_dir, data_dir, tta=tta, **options)  # type: ignore[arg-type]
     else:

@@ -49,8 +49,8 @@ def report(
     and each oof_tta{N}.csv), learning curves with each fold's best epoch, ROC and precision-recall curves,
     a reliability plot, the confusion matrix at the Youden threshold, the N most confident false positives
     and false negatives (patches from --data-dir's packed store) with Grad-CAM from the fold model that
-    predicted each, training time per fold, and the run's submissions with their leaderboard scores from
-    the ledger. Every image is inline and nothing is fetched from the network. A section that cannot be
+    predicted each, training time per fold, every `hcd evaluate` of the run on a labelled folder, and the
+    run's submissions with their leaderboard scores from the ledger. Every image is inline and nothing is fetched from the network. A section that cannot be
     made (a probe run has no epochs or weights; no packed store) says why and the rest is still written.
 
     Example: hcd report --run-dir runs/r18

@@ -6,7 +6,8 @@
 
 Modules: ``store`` (the feature store's format, read and written), ``embedding`` (``hcd embed``), ``probes``
 (``hcd probe``: per-fold logistic regression or a small MLP, written as a run that ``hcd cv``, ``hcd
-ensemble`` and ``hcd submit`` take like any other). Names load on first use (``hcd_kit.lazy``);
+ensemble`` and ``hcd submit`` take like any other), ``probe_evaluation`` (``hcd evaluate`` of a probe run: the
+probes refitted and checked against their OOF, applied to a labelled folder's features). Names load on first use (``hcd_kit.lazy``);
 no module is named like a function, so ``features.embed`` is always the function.
 """
 
@@ -20,6 +21,7 @@ __all__, __getattr__, __dir__ = public_api(
     __name__,
     {
         "embedding": "EmbedResult PooledFeatures SplitEmbed embed",
+        "probe_evaluation": "evaluate_probe",
         "probes": "ProbeFold ProbeResult parse_c probe",
         "store": "FeatureSplit FeatureStore open_features",
     },
@@ -27,5 +29,6 @@ __all__, __getattr__, __dir__ = public_api(
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.features.embedding import EmbedResult, PooledFeatures, SplitEmbed, embed
+    from hcd_kit.features.probe_evaluation import evaluate_probe
     from hcd_kit.features.probes import ProbeFold, ProbeResult, parse_c, probe
     from hcd_kit.features.store import FeatureSplit, FeatureStore, open_features
