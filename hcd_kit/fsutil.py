@@ -116,17 +116,27 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
         fh.write(data)
 
 
-def append_text(path: str | os.PathLike[str], text: str) -> None:
-    """Append ``text`` to ``path`` (a log), creating its folder; a full disk is a ``DiskFullError``."""
+def append_text(path: str | os.PathLike[str], text: str, sync: bool = False) -> None:
+    """Append ``text`` to ``path`` (a log, a ledger) in one ``O_APPEND`` write, so that concurrent appends never
+    interleave; ``sync`` waits until it is on the disk. A full disk is a ``DiskFullError``."""
     path = Path(path)
+    data = text.encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~UMASK)
+        try:
             inject_faults(path, None)
-            fh.write(text)
+            start = os.fstat(fd).st_size
+            if os.write(fd, data) < len(data):  # the disk filled mid-line: take the half line back
+                os.ftruncate(fd, start)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         if is_disk_full(exc):
-            raise disk_full(path, len(text.encode()), cause=exc) from None
+            raise disk_full(path, len(data), cause=exc) from None
         raise
 
 

@@ -262,3 +262,20 @@ def test_kill_9_mid_embed_then_the_rerun_gives_a_clean_runs_features(tiny, data,
     assert "taken over" in " ".join(again.stderr.split()) and not list(out.glob(".tmp-*"))
     a, b = open_features(clean).split("test"), open_features(out).split("test")
     assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.features, b.features)
+
+
+@pytest.mark.parametrize("name", ["test_features.npy", "progress.json", "manifest.json"])
+def test_a_full_disk_mid_embed_is_one_line_and_the_rerun_gives_a_clean_runs_features(tiny, data, tmp_path, name):
+    base = ["embed", "--data-dir", data, "--model", tiny.spec, "--split", "test"]
+    clean, out = tmp_path / "clean", tmp_path / "cut"
+    assert runner.invoke(app, [*map(str, base), "--out", str(clean)]).exit_code == 0
+    env = {"HCD_FAULT_ENOSPC": name, "HCD_FAULT_FREE_BYTES": "100000"}
+    r = runner.invoke(app, [*map(str, base), "--out", str(out)], env=env)
+    assert r.exit_code == 1, r.output
+    (line,) = r.stderr.strip().splitlines()
+    assert f"disk full: could not write {out / name}: " in line and "100.0 KB is free there" in line, line
+    assert not list(out.glob(".tmp-*"))
+    r = runner.invoke(app, [*map(str, base), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    a, b = open_features(clean).split("test"), open_features(out).split("test")
+    assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.features, b.features)

@@ -250,6 +250,45 @@ def test_a_full_disk_while_training_is_one_line_and_resume_finishes_the_run(synt
     pd.testing.assert_frame_equal(results(run), results(reference), check_exact=True)
 
 
+@pytest.mark.parametrize(
+    "command, name",
+    [("predict", "submission.csv"), ("predict", "submission.csv.json"), ("report", "report.html")],
+)
+def test_a_full_disk_while_predicting_or_reporting_is_one_line_and_the_rerun_writes_it(
+    synth, reference, tmp_path, command, name
+):
+    out = tmp_path / ("submission.csv" if command == "predict" else "report.html")
+    args = [command, "--run-dir", reference, "--data-dir", synth, "--out", out, "--device", "cpu"]
+    args += ["--tta", "1"] if command == "predict" else ["--n-errors", "0"]
+    res = invoke(*args, env={"HCD_FAULT_ENOSPC": name, "HCD_FAULT_FREE_BYTES": "500000"})
+    assert res.exit_code == 1, res.output
+    line = error_line(res.stderr)
+    assert f"disk full: could not write {tmp_path / name}: " in line and "500.0 KB is free there" in line, line
+    assert not (tmp_path / name).exists() and leftovers(tmp_path) == []
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / name).is_file()
+
+
+def test_a_full_disk_mid_line_leaves_the_ledger_as_it_was(tmp_path, monkeypatch):
+    from hcd_kit.errors import DiskFullError
+    from hcd_kit.fsutil import append_text
+
+    ledger = tmp_path / "ledger.jsonl"
+    append_text(ledger, '{"file": "a.csv"}\n', sync=True)
+    written = []
+    real_write = os.write
+
+    def short_write(fd, data):  # the disk fills after 5 bytes of the line, as a real one does: no error, fewer bytes
+        written.append(data)
+        return real_write(fd, data[:5])
+
+    monkeypatch.setattr(os, "write", short_write)
+    with pytest.raises(DiskFullError, match=r"disk full.*ledger.jsonl: it needs 18 bytes"):
+        append_text(ledger, '{"file": "b.csv"}\n', sync=True)
+    assert written and ledger.read_text() == '{"file": "a.csv"}\n'
+
+
 def test_a_real_short_write_from_torch_is_one_line_and_leaves_no_partial_file(synth, tmp_path):
     """RLIMIT_FSIZE: the kernel refuses writes past 200 kB, and torch's zip writer fails on best.pt as on a full
     disk, with a bare RuntimeError ("unexpected pos") that hcd must recognise."""

@@ -30,7 +30,7 @@ import pandas as pd
 
 from hcd_kit.damage import damaged, first_line, npy_problem, read_csv
 from hcd_kit.errors import ConfigError, DataError
-from hcd_kit.fsutil import atomic_write_json, atomic_write_text, sha256_file
+from hcd_kit.fsutil import atomic_write_json, atomic_write_text, reserve, sha256_file
 from hcd_kit.layout import SPLITS, Split, StoreLayout
 
 FORMAT_VERSION = 1
@@ -267,6 +267,7 @@ class SplitWriter:
         self.start = 0 if self.array is None else done
         if self.array is None:
             self.array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+            reserve(path, self.array.offset + self.array.nbytes)  # a full disk: one line now, not a SIGBUS later
             if labels is None:
                 text = "id\n" + "".join(f"{i}\n" for i in ids)
             else:

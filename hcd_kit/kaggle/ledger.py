@@ -22,7 +22,7 @@ from typing import Any
 
 from hcd_kit.damage import first_line
 from hcd_kit.errors import DataError
-from hcd_kit.fsutil import atomic_write_text, sha256_file
+from hcd_kit.fsutil import append_text, atomic_write_text, sha256_file
 from hcd_kit.runs.submission import read_sidecar
 
 DEFAULT_LEDGER = Path("submissions") / "ledger.jsonl"
@@ -105,15 +105,7 @@ def as_score(v: Any) -> float | None:
 
 def append_record(ledger: str | os.PathLike[str], record: LedgerRecord) -> None:
     """Append one line with a single O_APPEND write, so concurrent appends never interleave."""
-    ledger = Path(ledger)
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    line = (record.to_json() + "\n").encode("utf-8")
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_text(ledger, record.to_json() + "\n", sync=True)
 
 
 def read_ledger(ledger: str | os.PathLike[str]) -> list[LedgerRecord]:
