@@ -368,3 +368,90 @@ def test_the_page_passes_the_browser_check(tiny, tmp_path):
     assert facts["images"] == facts["images_loaded"] == len(Page(tiny["html"]).all("img"))
     with Image.open(shot) as im:
         assert im.size[0] == 1280 and im.size[1] > 2000
+
+
+def synthetic_history(n_epochs: int, rng) -> pd.DataFrame:
+    e = np.arange(1, n_epochs + 1)
+    return pd.DataFrame(
+        {
+            "epoch": e,
+            "lr": 3e-3 * np.cos(np.linspace(0, 1.5, n_epochs)) ** 2,
+            "train_loss": 0.7 * np.exp(-e / (n_epochs / 2)) + rng.uniform(0, 0.05, n_epochs),
+            "val_loss": 0.7 * np.exp(-e / (n_epochs / 1.5)) + 0.1 + rng.uniform(0, 0.08, n_epochs),
+            "val_auc": 0.6 + 0.35 * (1 - np.exp(-e / (n_epochs / 3))) + rng.uniform(0, 0.03, n_epochs),
+            "images_per_s": 100.0,
+            "skipped_steps": 0,
+        }
+    )
+
+
+def plot_figure(kind: str):
+    from hcd_kit.metrics import calibration
+    from hcd_kit.report import figures
+
+    rng = np.random.default_rng(0)
+    if kind.startswith("curves"):
+        folds, epochs = map(int, kind.split("-")[1].split("x"))
+        return figures.learning_curves_figure({k: synthetic_history(epochs, rng) for k in range(folds)})
+    n = 2000
+    oof = pd.DataFrame(
+        {"id": [str(i) for i in range(n)], "fold": rng.integers(0, 5, n), "label": rng.integers(0, 2, n)}
+    )
+    oof["prob"] = np.clip(0.4 * oof["label"] + rng.uniform(0, 0.6, n), 0, 1)
+    if kind == "roc_pr":
+        return figures.roc_pr_figure(oof, {2: oof.assign(prob=oof["prob"] ** 1.1), 8: oof})
+    if kind == "reliability":
+        return figures.reliability_figure(calibration(oof["label"], oof["prob"]))
+    auc = {"1 view": [0.97, 0.98, 0.99, 0.97, 0.98], "TTA x8": [0.98, 0.99, 0.995, 0.98, 0.99]}
+    return figures.auc_bars_figure(auc, ["fold 0", "fold 1", "fold 2", "fold 3", "pooled"])
+
+
+def overlap(a, b, tol: float = 0.5) -> bool:
+    """Whether two display boxes share more than a sliver (``tol`` pixels) each way."""
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > tol and min(a.y1, b.y1) - max(a.y0, b.y0) > tol
+
+
+@pytest.mark.parametrize(
+    "kind", ["curves-1x6", "curves-2x6", "curves-5x6", "curves-5x60", "roc_pr", "reliability", "bars"]
+)
+def test_plot_panels_do_not_overlap(kind):
+    """Drawn as the report saves it: every legend stays off every panel's data area and off every label; no
+    panel's tick labels, axis labels or title reach into another panel or its labels; and no two tick labels of
+    one axis touch (many epochs, five folds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plot_figure(kind)
+    fig.set_dpi(96)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+
+    def ticks(axis):
+        lo, hi = sorted(axis.get_view_interval())
+        eps = 1e-9 * max(1.0, hi - lo)
+        on = [t.label1 for t in axis.get_major_ticks() if lo - eps <= t.get_loc() <= hi + eps]
+        return [t for t in on if t.get_visible() and t.get_text()]
+
+    def labels(ax):
+        texts = [*ticks(ax.xaxis), *ticks(ax.yaxis), ax.xaxis.label, ax.yaxis.label, ax.title]
+        texts += [ax.xaxis.get_offset_text(), ax.yaxis.get_offset_text()]
+        return [t.get_window_extent(r) for t in texts if t.get_visible() and t.get_text()]
+
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend())]
+    assert legends, "the figure has a legend"
+    for legend in legends:
+        box = legend.get_window_extent(r)
+        for ax in axes:
+            assert not overlap(box, ax.get_window_extent(r)), f"a legend lies on the data of '{ax.get_title()}'"
+            assert not any(overlap(box, b) for b in labels(ax)), f"a legend lies on the labels of '{ax.get_title()}'"
+    for i, a in enumerate(axes):
+        for axis in (a.xaxis, a.yaxis):
+            boxes = sorted((t.get_window_extent(r) for t in ticks(axis)), key=lambda b: (b.x0, b.y0))
+            assert not any(overlap(p, q) for p, q in zip(boxes, boxes[1:])), "two tick labels of one axis touch"
+        for b in axes[i + 1 :]:
+            for box in labels(a):
+                assert not overlap(box, b.get_window_extent(r)), "a label reaches into the next panel"
+                assert not any(overlap(box, other) for other in labels(b)), "two panels' labels collide"
+            for box in labels(b):
+                assert not overlap(box, a.get_window_extent(r)), "a label reaches into the previous panel"
