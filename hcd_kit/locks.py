@@ -108,7 +108,12 @@ def _lock(folder: Path, fix: str) -> int | None:
     None, after a note, where the file system cannot lock."""
     path = lock_path(folder)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only folder (a Kaggle input): whoever writes there fails on its own writes
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

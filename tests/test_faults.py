@@ -182,6 +182,24 @@ def test_a_file_system_without_locks_runs_unguarded_after_a_note(tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.toml"]
 
 
+def test_a_read_only_run_folder_still_predicts(synth, reference, tmp_path, monkeypatch):
+    """A run read from a Kaggle input or a shared disk: hcd predict cannot lock it, and needs not to."""
+    import errno
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # the folder's file system refuses new files, as /kaggle/input does
+        if str(path).endswith(LOCK_NAME):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    out = tmp_path / "submission.csv"
+    res = invoke("predict", "--run-dir", reference, "--data-dir", synth, "--out", out, "--tta", "1", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and not (reference / LOCK_NAME).exists()
+
+
 # --- SIGTERM and SIGHUP are Ctrl-C ----------------------------------------------------------------------------
 
 
