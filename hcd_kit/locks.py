@@ -59,7 +59,7 @@ def hold(
     A folder created for the lock alone is removed again if the block leaves nothing else in it (a command
     refused by its checks leaves no empty run folder behind).
     """
-    key = Path(folder).absolute()
+    key = Path(folder).resolve()  # one key per folder, however it is spelled (a symlink, ..)
     if fcntl is None or _other_rank() or key in _held:
         _held[key] = _held.get(key, 0) + 1
         try:
