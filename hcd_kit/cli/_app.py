@@ -119,6 +119,14 @@ Competition = Annotated[
 # --device and --precision, as every command that has them spells them (hcd train's come from TrainConfig)
 Device = Annotated[str, typer.Option(metavar="DEVICE", help=DEVICE_HELP)]
 PrecisionOption = Annotated[Precision, typer.Option(help=PRECISION_HELP)]
+# --batch-size and --fold of the commands that predict with a run's folds (predict, evaluate)
+ViewBatch = Annotated[
+    int,
+    typer.Option(
+        metavar="N", help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU."
+    ),
+]
+FoldsToUse = Annotated[str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")]
 
 
 def command(

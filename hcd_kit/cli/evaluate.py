@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hcd_kit.choices import TtaViews
-from hcd_kit.cli._app import Device, PrecisionOption, command, parse_folds
+from hcd_kit.cli._app import Device, FoldsToUse, PrecisionOption, ViewBatch, command, parse_folds
 
 
 def _num(x: float | None, digits: int = 4) -> str:
@@ -91,16 +91,8 @@ def evaluate(
     ] = 1000,
     device: Device = "auto",
     precision: PrecisionOption = "auto",
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.",
-        ),
-    ] = 256,
-    fold: Annotated[
-        str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")
-    ] = "all",
+    batch_size: ViewBatch = 256,
+    fold: FoldsToUse = "all",
 ) -> None:
     """Score a finished run on labelled patches it never saw: another hospital's, a held-back slice, a colleague's.
 

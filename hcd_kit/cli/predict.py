@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from hcd_kit.choices import BlendMode, TtaViews
-from hcd_kit.cli._app import Device, PrecisionOption, command, parse_folds
+from hcd_kit.cli._app import Device, FoldsToUse, PrecisionOption, ViewBatch, command, parse_folds
 
 
 def _auc(x: float | None) -> str:
@@ -40,16 +40,8 @@ def predict(
     blend: Annotated[BlendMode, typer.Option(help="How to average folds: mean (probability) or rank.")] = "mean",
     device: Device = "auto",
     precision: PrecisionOption = "auto",
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="Views per forward pass (batch-size / tta patches in all their views); raise it on a big GPU.",
-        ),
-    ] = 256,
-    fold: Annotated[
-        str, typer.Option(metavar="FOLDS", help="Folds to use: all, one number, or a list like 0,2.")
-    ] = "all",
+    batch_size: ViewBatch = 256,
+    fold: FoldsToUse = "all",
     oof: Annotated[
         bool,
         typer.Option(
