@@ -193,3 +193,23 @@ class RunLayout(_Folder):
             if m and p.is_dir():
                 out.append(int(m.group(1)))
         return sorted(out)
+
+
+@dataclass(frozen=True)
+class CheckpointSize:
+    """What one fold's files weigh, in bytes: ``weights`` (the model's state dict: ``best.pt``, and the model in
+    ``last.pt``), ``optimizer`` (AdamW's two moments, or SGD's momentum, of the trained parameters: ``last.pt``)
+    and ``ema`` (``last.pt``'s averaged copy, with --ema; 0 without). Sized by ``training.checkpoint`` (from a
+    built fold, or on the meta device for a kernel's plan, ``kaggle.output``)."""
+
+    weights: int
+    optimizer: int
+    ema: int = 0
+
+    @property
+    def best(self) -> int:
+        return self.weights
+
+    @property
+    def last(self) -> int:
+        return self.weights + self.optimizer + self.ema

@@ -195,9 +195,10 @@ def test_a_kernel_whose_output_cannot_fit_is_refused_in_one_line(kaggle_env, pro
 def test_the_estimate_follows_the_folds_in_flight_and_an_unsized_model_is_unknown():
     from hcd_kit.kaggle import KernelSpec
     from hcd_kit.kaggle.fanout import fanout_specs
-    from hcd_kit.kaggle.output import FoldBytes, output_estimate, output_line
+    from hcd_kit.kaggle.output import output_estimate, output_line
+    from hcd_kit.layout import CheckpointSize
 
-    fold = FoldBytes(weights=10**9, optimizer=2 * 10**9, ema=10**9)  # last.pt 4 GB
+    fold = CheckpointSize(weights=10**9, optimizer=2 * 10**9, ema=10**9)  # last.pt 4 GB
     spec = KernelSpec(train_args="--no-pretrained", train_overrides={"pretrained": False}, fold_bytes=fold)
     assert (output_estimate(spec).folds, output_estimate(spec).in_flight) == (5, 1)
     parallel = KernelSpec(train_overrides={"strategy": "fold-parallel"}, fold_bytes=fold, train_args="--no-pretrained")

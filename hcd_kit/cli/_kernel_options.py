@@ -214,13 +214,11 @@ def say_output(spec, who: str = "") -> None:
 def fold_bytes(train):
     """One fold's best.pt and last.pt for the training settings of ``train`` (``TrainArgs``) on Kaggle's GPU (the
     CUDA recipe unless --recipe), sized by the training layer on the meta device; None: the model is not sizable."""
-    from hcd_kit.kaggle.output import FoldBytes
     from hcd_kit.training.checkpoint import checkpoint_size
     from hcd_kit.training.recipes import default_recipe, recipe_config
 
     cfg = recipe_config(train.options.get("recipe") or default_recipe("cuda"), train.overrides)
-    size = checkpoint_size(cfg)
-    return None if size is None else FoldBytes(size.weights, size.optimizer, size.ema)
+    return checkpoint_size(cfg)
 
 
 def fanout_specs_from(opts: Mapping[str, Any]):

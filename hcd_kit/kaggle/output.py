@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle.shapes import min_gpus
+from hcd_kit.layout import CheckpointSize
 
 if TYPE_CHECKING:
     from hcd_kit.kaggle.spec import KernelSpec
@@ -29,31 +30,13 @@ SMALL_BYTES = 50 * 10**6  # submission.csv (+ .json), oof*.csv, history.csv, sta
 
 
 @dataclass(frozen=True)
-class FoldBytes:
-    """One fold's files, in bytes: ``weights`` (``best.pt``, and the model in ``last.pt``), ``optimizer`` (the
-    moments ``last.pt`` keeps of the trained parameters) and ``ema`` (``last.pt``'s averaged copy; 0 without --ema)."""
-
-    weights: int
-    optimizer: int
-    ema: int = 0
-
-    @property
-    def best(self) -> int:
-        return self.weights
-
-    @property
-    def last(self) -> int:
-        return self.weights + self.optimizer + self.ema
-
-
-@dataclass(frozen=True)
 class OutputEstimate:
     """A training kernel's saved output at its largest: ``folds`` x ``best.pt`` + ``in_flight`` x ``last.pt`` + the
     small files."""
 
     folds: int  # folds the kernel trains: each keeps its best.pt
     in_flight: int  # folds trained at once: each holds a last.pt until it finishes
-    fold: FoldBytes
+    fold: CheckpointSize
 
     @property
     def total(self) -> int:
@@ -143,7 +126,7 @@ def _what_fits(est: OutputEstimate, spec: KernelSpec) -> str:
     if est.fold.ema and replace(est, fold=replace(est.fold, ema=0)).fits:
         fits.append("no EMA copy in last.pt (drop --ema from --train-args)")
     lora = (spec.train_overrides or {}).get("lora")
-    if est.fold.optimizer and not lora and replace(est, fold=FoldBytes(est.fold.weights, 0, est.fold.ema)).fits:
+    if est.fold.optimizer and not lora and replace(est, fold=CheckpointSize(est.fold.weights, 0, est.fold.ema)).fits:
         fits.append('LoRA, whose optimiser state is tiny (--train-args "--lora 8")')
     if not fits:
         return "even one fold per kernel does not fit: choose a smaller --model, or --lora with fewer folds per kernel"

@@ -25,10 +25,10 @@ from hcd_kit.choices import TtaViews
 from hcd_kit.config import check_choice
 from hcd_kit.errors import ConfigError
 from hcd_kit.kaggle.hub_access import check_model_routes, offline_weights_given
-from hcd_kit.kaggle.output import FoldBytes, check_output
+from hcd_kit.kaggle.output import check_output
 from hcd_kit.kaggle.refs import check_references
 from hcd_kit.kaggle.shapes import check_machine_shape
-from hcd_kit.layout import COMPETITION
+from hcd_kit.layout import COMPETITION, CheckpointSize
 
 DEFAULT_SHAPE = "NvidiaTeslaT4"  # the client's own help names it for T4 x2; the kernel logs what it got
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{3,48})[a-z0-9]")
@@ -62,7 +62,7 @@ class KernelSpec:
     fold_kernels: list[str] = field(default_factory=list)  # predict from these kernels' run/ (kernel_sources);
     # an entry OWNER/SLUG@VERSION names the version gathered (logged by the kernel, part of its digest)
     train_overrides: dict[str, Any] | None = None
-    fold_bytes: FoldBytes | None = None  # one fold's best.pt and last.pt, sized by the CLI from the training
+    fold_bytes: CheckpointSize | None = None  # one fold's best.pt and last.pt, sized by the CLI from the training
     # settings (``output``: the saved output is held to Kaggle's 20 GB); None: not sized, not checked
 
     def __post_init__(self) -> None:

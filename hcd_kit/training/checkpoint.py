@@ -25,6 +25,7 @@ from torch import nn
 
 from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_path, payload_bytes
+from hcd_kit.layout import CheckpointSize
 from hcd_kit.runs.state import FoldState, read_state, write_state
 from hcd_kit.training.optim import Ema
 
@@ -126,31 +127,12 @@ def _unresumable(path: Path, exc: BaseException) -> DataError:
     return DataError(f"cannot resume from {path} ({first}); delete it to restart the fold")
 
 
-@dataclass(frozen=True)
-class CheckpointSize:
-    """What one fold's files weigh, in bytes: ``weights`` (the model's state dict: ``best.pt``, and the model in
-    ``last.pt``), ``optimizer`` (AdamW's two moments, or SGD's momentum, of the trained parameters) and ``ema``
-    (the averaged copy, with --ema; 0 without)."""
-
-    weights: int
-    optimizer: int
-    ema: int
-
-    @property
-    def best(self) -> int:
-        return self.weights
-
-    @property
-    def last(self) -> int:
-        return self.weights + self.optimizer + self.ema
-
-    @classmethod
-    def of(cls, t: Trainer) -> CheckpointSize:
-        """The sizes of the fold ``t`` trains, from its built model (what ``hcd train`` checks before a fold)."""
-        weights = payload_bytes(t.model.state_dict())
-        trained = sum(p.numel() * p.element_size() for p in t.model.parameters() if p.requires_grad)
-        moments = 1 if isinstance(t.optimizer, torch.optim.SGD) else 2
-        return cls(weights, moments * trained, weights if t.ema is not None else 0)
+def size_of(t: Trainer) -> CheckpointSize:
+    """The sizes of the fold ``t`` trains, from its built model (what ``hcd train`` checks before a fold)."""
+    weights = payload_bytes(t.model.state_dict())
+    trained = sum(p.numel() * p.element_size() for p in t.model.parameters() if p.requires_grad)
+    moments = 1 if isinstance(t.optimizer, torch.optim.SGD) else 2
+    return CheckpointSize(weights, moments * trained, weights if t.ema is not None else 0)
 
 
 def checkpoint_size(cfg) -> CheckpointSize | None:

@@ -3,7 +3,7 @@ folder's disk cannot hold what the remaining folds will write (``fsutil.check_fr
 at the end of an epoch (or of the fourth fold) with a full disk.
 
 What a fold writes, at its peak: ``best.pt`` (the evaluated weights), and ``last.pt`` (weights, the optimiser's
-moments, EMA: ``checkpoint.CheckpointSize``) twice while the new one is written beside the old before it
+moments, EMA: ``layout.CheckpointSize``) twice while the new one is written beside the old before it
 replaces it. Every fold still to train keeps a ``best.pt``; a finished fold drops its ``last.pt``. Logs, history
 and OOF files are small beside these (a megabyte is allowed for them).
 """
@@ -11,8 +11,8 @@ and OOF files are small beside these (a megabyte is allowed for them).
 from __future__ import annotations
 
 from hcd_kit.fsutil import check_free_space, human_bytes
-from hcd_kit.layout import RunLayout
-from hcd_kit.training.checkpoint import CheckpointSize, Trainer
+from hcd_kit.layout import CheckpointSize, RunLayout
+from hcd_kit.training.checkpoint import Trainer, size_of
 
 SMALL_FILES = 1 << 20  # logs, history.csv, oof.csv, state.json
 
@@ -24,7 +24,7 @@ def fold_disk_need(size: CheckpointSize, folds_left: int, resuming: bool) -> int
 
 
 def check_fold_space(t: Trainer, run: RunLayout, fold: int, folds_left: int) -> None:
-    size = CheckpointSize.of(t)
+    size = size_of(t)
     check_free_space(
         run.root,
         fold_disk_need(size, folds_left, run.last(fold).is_file()),
