@@ -107,6 +107,15 @@ def project(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def checkout_wheel(tmp_path_factory) -> Path:
+    """The wheel ``hcd dataset push`` builds from this checkout, built once for every test that installs it
+    (read-only: copy it before changing anything)."""
+    from hcd_kit.kaggle import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_data_untouched():
     """hcd-mini is shared, read-only input (root can write to it anyway): no test may leave anything there."""

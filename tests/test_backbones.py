@@ -107,8 +107,19 @@ def test_registry_models_build_offline_without_weights():
     assert input_normalisation(model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-def test_renormalisation_feeds_the_weights_their_own_statistics():
+def test_renormalisation_feeds_the_weights_their_own_statistics(monkeypatch):
     """hcd feeds ImageNet-normalised input; h-optimus-0's weights must see (raw - its mean) / its std."""
+    import dataclasses
+
+    import hcd_kit.backbones as backbones
+
+    real = backbones.resolve  # its real architecture and registry entry, one block deep (not 40: 1.1B parameters)
+
+    def one_block(spec):
+        b = real(spec)
+        return dataclasses.replace(b, kwargs={**b.kwargs, "depth": 1}) if spec == "h-optimus-0" else b
+
+    monkeypatch.setattr(backbones, "resolve", one_block)
     entry = get_entry("h-optimus-0")
     model = create_model("h-optimus-0", pretrained=False)
     seen = {}

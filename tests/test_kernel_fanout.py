@@ -222,7 +222,7 @@ def test_rerun_after_stopping_anywhere_pushes_nothing_twice(kaggle_env, project,
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_stopped_during_the_schedule_then_rerun(kaggle_env, project, kernel_outputs, sig):
+def test_stopped_during_the_schedule_then_rerun(kaggle_env, project, kernel_outputs, sig, monkeypatch):
     server = kaggle_env.server
     server.kernel_polls = 10_000
     args = ["kernel", "run", "--fold", "each", "--folds-per-kernel", "1", *NO_HUB, "--data-dir", kernel_outputs]
@@ -237,8 +237,9 @@ def test_stopped_during_the_schedule_then_rerun(kaggle_env, project, kernel_outp
     server.kernel_polls = 2
     for k in server.kernels.values():
         k.polls = 0
-    r = kaggle_env.run(*args, *FAST, cwd=project)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(project)  # the same command again, in the same folder (here in-process: no second start-up)
+    r = kaggle_env.invoke(*args, *FAST)
+    assert r.exit_code == 0, r.stderr
     assert _pushes(server) == [*FOLDS, PREDICT] and server.peak_gpu_sessions == 2
     assert (project / "kernels" / PREDICT / "output" / "submission.csv").is_file()
 

@@ -35,10 +35,8 @@ def offline():
 
 
 @pytest.fixture(scope="module")
-def wheel(offline, tmp_path_factory) -> Path:
-    from hcd_kit.kaggle import build_wheel
-
-    return build_wheel(tmp_path_factory.mktemp("wheel"))
+def wheel(offline, checkout_wheel) -> Path:
+    return checkout_wheel
 
 
 def kaggle_like(root: Path, wheel: Path, data: Path) -> Sandbox:

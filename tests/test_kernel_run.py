@@ -109,7 +109,7 @@ def test_gave_up_waiting_then_attach_pushes_nothing(kaggle_env, project, kernel_
     assert row["kernel"] == "testuser/hcd-train" and row["kernel_version"] == 1
 
 
-def test_ctrl_c_then_rerun_picks_up_the_pushed_version(kaggle_env, project, kernel_outputs):
+def test_ctrl_c_then_rerun_picks_up_the_pushed_version(kaggle_env, project, kernel_outputs, monkeypatch):
     server = kaggle_env.server
     server.kernel_polls = 10_000
     exe = Path(sys.executable).with_name("hcd")
@@ -131,8 +131,9 @@ def test_ctrl_c_then_rerun_picks_up_the_pushed_version(kaggle_env, project, kern
     assert proc.returncode == 130, err
     assert (project / "kernels" / "hcd-train" / "last_push.json").is_file()
     server.kernel_polls = 2
-    r = kaggle_env.run(*args, *FAST, cwd=project)  # the same command again, no --attach
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(project)  # the same command again, no --attach, in-process (one start-up saved)
+    r = kaggle_env.invoke(*args, *FAST)
+    assert r.exit_code == 0, r.stderr
     assert len(server.calls("SaveKernel")) == 1
     assert "picking up testuser/hcd-train version 1" in r.stdout and "not pushing again" in r.stdout
     assert (project / "kernels" / "hcd-train" / "output" / "submission.csv").is_file()

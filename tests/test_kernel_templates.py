@@ -16,13 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ("hcd_kit/kaggle/templates/kernel.py", "hcd_kit/kaggle/templates/kernel-metadata.json")
 
 
-def test_wheel_ships_the_templates_and_renders_a_kernel_outside_a_clone(kaggle_env, tmp_path):
+def test_wheel_ships_the_templates_and_renders_a_kernel_outside_a_clone(kaggle_env, tmp_path, checkout_wheel):
     """`pip install hcd-kit` (here: the wheel built from this checkout, unpacked onto PYTHONPATH), then
     `hcd kernel push --dry-run` in an empty folder: a kernel is rendered with no repository around."""
-    from hcd_kit.kaggle import build_wheel
-
-    wheel = build_wheel(tmp_path / "dist", REPO)
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(checkout_wheel) as zf:
         names = zf.namelist()
         assert set(TEMPLATES) <= set(names), names
         site = tmp_path / "site"

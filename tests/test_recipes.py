@@ -154,59 +154,30 @@ def test_hcd_recipes_lists_every_recipe_with_cost_and_source(tmp_path):
     assert bad.returncode == 2 and "not a readable GPU report" in bad.stderr
 
 
-def test_demo_trains_exactly_the_cpu_recipe(tmp_path):
-    """`hcd demo` and `hcd train --recipe cpu` (same data, folds and seed) give the same out-of-fold predictions."""
-    res = hcd("demo", "--epochs", "1", "--work-dir", tmp_path / "demo", "--device", "cpu", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "recipe cpu" in res.stdout
-    data = tmp_path / "demo" / "data"
-    res = hcd(
-        "train",
-        "--recipe",
-        "cpu",
-        "--epochs",
-        "1",
-        "--fold",
-        "all",
-        "--device",
-        "cpu",
-        "--data-dir",
-        data,
-        "--run-dir",
-        tmp_path / "again",
-        cwd=tmp_path,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    demo_cfg, again_cfg = (
-        read_toml(tmp_path / "demo" / "run" / "config.toml"),
-        read_toml(tmp_path / "again" / "config.toml"),
-    )
-    assert {k: v for k, v in demo_cfg.items() if k not in ("device",)} == {
-        k: v for k, v in again_cfg.items() if k != "device"
-    }
-    for k in range(5):
-        a = pd.read_csv(tmp_path / "demo" / "run" / f"fold{k}" / "oof.csv")
-        b = pd.read_csv(tmp_path / "again" / f"fold{k}" / "oof.csv")
-        pd.testing.assert_frame_equal(a, b)
-
-
-def test_demo_on_the_shipped_sample_trains_what_fits_its_time_budget(tmp_path):
-    """Without --epochs the shipped sample trains as many epochs as the planner, having measured this machine, fits
-    in the budget; the demo says so, and what it chose is what the run recorded. The budget given is derived from
-    this machine's own measured plan for one epoch, so the test holds on a fast and on a slow CPU alike."""
+@pytest.fixture(scope="module")
+def budget_demo(tmp_path_factory):
+    """`hcd demo` on the shipped sample with a time budget and no --epochs, run once for the two tests below. The
+    budget is derived from this machine's own measured plan for one epoch, so it holds on a fast and a slow CPU."""
     from hcd_kit.data import create_folds, materialise, prepare
-    from hcd_kit.training import recipe_config
     from hcd_kit.training.budget import MARGIN
     from hcd_kit.training.speed import plan_run
 
-    probe = materialise(tmp_path / "probe")
+    tmp = tmp_path_factory.mktemp("demo")
+    probe = materialise(tmp / "probe")
     prepare(probe.root)
     create_folds(probe.root, n_folds=5, seed=0)
     one = plan_run(recipe_config("cpu", {"epochs": 1, "device": "cpu", "pretrained": False}), probe.root)
     budget = f"{math.ceil(1.6 * one.total_s / (1 - MARGIN))}s"  # room for one epoch and more on this machine
-    res = hcd("demo", "--time-budget", budget, "--work-dir", tmp_path / "demo", "--device", "cpu", cwd=tmp_path)
+    res = hcd("demo", "--time-budget", budget, "--work-dir", tmp / "demo", "--device", "cpu", cwd=tmp)
     assert res.returncode == 0, res.stderr[-2000:]
-    run = tmp_path / "demo" / "run"
+    return tmp, budget, res
+
+
+def test_demo_on_the_shipped_sample_trains_what_fits_its_time_budget(budget_demo):
+    """Without --epochs the shipped sample trains as many epochs as the planner, having measured this machine, fits
+    in the budget; the demo says so, and what it chose is what the run recorded."""
+    tmp, budget, res = budget_demo
+    run = tmp / "demo" / "run"
     plan = json.loads((run / "budget.json").read_text())
     cfg = read_toml(run / "config.toml")
     assert cfg["time_budget"] == budget and cfg["epochs"] == plan["epochs"] and 1 <= plan["epochs"] < 20
@@ -216,7 +187,26 @@ def test_demo_on_the_shipped_sample_trains_what_fits_its_time_budget(tmp_path):
     log = (run / "train.log").read_text()
     # every fold trained its first epoch, however few fitted (a fold may also stop early "after epoch 1/N")
     assert sorted(set(re.findall(r"fold (\d) epoch 1/\d+:", log))) == ["0", "1", "2", "3", "4"]
-    assert (tmp_path / "demo" / "submission.csv").is_file()
+    assert (tmp / "demo" / "submission.csv").is_file()
+
+
+def test_demo_trains_exactly_the_cpu_recipe(budget_demo):
+    """`hcd demo` and `hcd train --recipe cpu` (same data, folds, seed and epochs) give the same settings and the same
+    out-of-fold predictions (fold 0 retrained: one fold shows it, five would only take five times as long)."""
+    tmp, _, res = budget_demo
+    assert "recipe cpu" in res.stdout
+    demo_cfg = read_toml(tmp / "demo" / "run" / "config.toml")
+    again = tmp / "again"
+    args = ["--recipe", "cpu", "--epochs", demo_cfg["epochs"], "--fold", "0", "--device", "cpu"]
+    res = hcd("train", *args, "--data-dir", tmp / "demo" / "data", "--run-dir", again, cwd=tmp)
+    assert res.returncode == 0, res.stderr[-2000:]
+    again_cfg = read_toml(again / "config.toml")
+    asked = {"device", "time_budget", "fold"}  # how each was asked for: the run's settings are the rest
+    assert {k: v for k, v in demo_cfg.items() if k not in asked} == {
+        k: v for k, v in again_cfg.items() if k not in asked
+    }
+    a = pd.read_csv(tmp / "demo" / "run" / "fold0" / "oof.csv")
+    pd.testing.assert_frame_equal(a, pd.read_csv(again / "fold0" / "oof.csv"))
 
 
 def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):

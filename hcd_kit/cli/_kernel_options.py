@@ -179,7 +179,7 @@ def spec_from(opts: Mapping[str, Any], **changes: Any):
     o = {**opts, **changes}
     folds = parse_folds(o["fold"])
     train = parse_train_args(o["train_args"], "--train-args", one_run=True)  # a kernel trains one run
-    return kernel_spec(
+    spec = dict(
         folds=folds,
         name=o["name"],
         weights_dataset=o["weights_dataset"],
@@ -197,8 +197,11 @@ def spec_from(opts: Mapping[str, Any], **changes: Any):
         tta=o["tta"],
         pretrained_from=o["pretrained_from"],
         n_folds=o["n_folds"],
-        fold_bytes=None if o["weights_dataset"] or o["probe"] else fold_bytes(train),
     )
+    checked = kernel_spec(**spec)  # every cheap check first: a refused kernel is refused before timm loads
+    if checked.mode != "train":
+        return checked
+    return kernel_spec(**spec, fold_bytes=fold_bytes(train))  # then the output's size, from the model
 
 
 def say_output(spec, who: str = "") -> None:
