@@ -1,9 +1,10 @@
 """Training augmentation, batch-wise on the model's device, with draws that depend only on (seed, epoch, row).
 
 ``augment_batch(x, index, epoch, seed, cfg)`` takes a float (B, 3, H, W) batch in [0, 1] and applies, per
-sample: a random resized crop (an affine sampling grid + ``grid_sample``, at the input size), one of the 8
-dihedral transforms (patches have no canonical orientation), H&E stain jitter in HED space (Ruifrok &
-Johnston's stain matrix; Tellez et al. 2018), then brightness / contrast / saturation and hue jitter. Every random
+sample: a random resized crop (an affine sampling grid + ``grid_sample``, at the input size), a small rotation,
+one of the 8 dihedral transforms (patches have no canonical orientation), H&E stain jitter in HED space (Ruifrok &
+Johnston's stain matrix; Tellez et al. 2018), brightness / contrast / saturation and hue jitter, then gamma, blur
+and random erasing (``distort.py``; off by default). Every random
 number comes from a counter-based hash (splitmix64) of ``(seed, epoch, store row, draw number)``, not from a
 generator's state, so a patch is augmented identically whichever batch, rank or resumed run it lands in:
 two DDP processes see exactly what one process sees. There is no Python loop over samples: the dihedral
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hcd_kit.preprocess import dihedral
+from hcd_kit.training import distort
 from hcd_kit.training.config import AugmentConfig
 
 # Draw numbers: each random quantity of a sample has its own hash stream, so turning one option off never
@@ -30,7 +32,7 @@ _DIHEDRAL, _BRIGHT, _CONTRAST, _SAT, _HUE = 0, 1, 2, 3, 4
 _ALPHA = (5, 6, 7)  # per-stain multiplicative jitter (H, E, D)
 _BETA = (8, 9, 10)  # per-stain additive jitter
 _SCALE, _RATIO, _CX, _CY = 11, 12, 13, 14
-_N_DRAWS = 15
+_N_DRAWS = distort.N_DRAWS  # 15-22: distort.py's (gamma, blur, rotation, erasing)
 
 # Ruifrok & Johnston (2001) optical densities of haematoxylin, eosin and DAB (rows), as in skimage.color.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
@@ -209,12 +211,20 @@ def augment_batch(
         u = torch.from_numpy(u_np).to(device=y.device, dtype=torch.float32, non_blocking=True)
         if cfg.crop_scale < 1.0:
             y = random_crop(y, u, cfg.crop_scale)
+        if cfg.rotate > 0:
+            y = distort.rotate(y, u, cfg.rotate)
         if cfg.dihedral:
             y = random_dihedral(y, torch.from_numpy(np.minimum(u_np[:, _DIHEDRAL] * 8, 7).astype(np.int64)))
         if cfg.stain > 0:
             y = stain_jitter(y, u, cfg.stain)
         if cfg.color > 0 or cfg.hue > 0:
             y = _mix(y, *color_matrix(y, u, cfg.color, cfg.hue))
+        if cfg.gamma > 0:
+            y = distort.gamma(y.clamp_(0.0, 1.0), u, cfg.gamma)
+        if cfg.blur > 0:
+            y = distort.blur(y, u, cfg.blur)
+        if cfg.erase > 0:
+            y = distort.erase(y, u, cfg.erase)
         return y.clamp_(0.0, 1.0).to(dtype)
 
 

@@ -53,9 +53,15 @@ class AugmentConfig:
     hue: float = 0.02  # hue shift strength, 0 = off
     stain: float = 0.0  # H&E stain jitter strength (HED space), 0 = off; 0.01 moves colours ~3 %, 0.05 ~14 %
     crop_scale: float = 1.0  # min area fraction of random resized crop; 1.0 = off
+    # training/distort.py: what a scanner or a slide does (0 = off)
+    gamma: float = 0.0  # gamma jitter: x ** g, log g uniform in [-gamma, gamma]; 0.2 = g in 0.82..1.22
+    blur: float = 0.0  # Gaussian blur, sigma uniform in [0, blur] pixels (at most 1.5)
+    rotate: float = 0.0  # small rotations, uniform in [-rotate, rotate] degrees, reflected corners (at most 45)
+    erase: float = 0.0  # probability of erasing one rectangle (2-10 % of the patch, never the labelled centre)
 
     def __post_init__(self) -> None:
-        for key, hi in (("color", 1.0), ("hue", 0.5), ("stain", 1.0)):
+        limits = (("color", 1.0), ("hue", 0.5), ("stain", 1.0), ("gamma", 1.0), ("blur", 1.5), ("rotate", 45.0))
+        for key, hi in (*limits, ("erase", 1.0)):
             v = getattr(self, key)
             if not 0.0 <= v <= hi:
                 raise ConfigError(f"augment.{key} must be in [0, {hi}], got {v}")
@@ -64,7 +70,8 @@ class AugmentConfig:
 
     @property
     def is_identity(self) -> bool:
-        return not self.dihedral and self.color == 0 and self.hue == 0 and self.stain == 0 and self.crop_scale >= 1
+        jitter = (self.color, self.hue, self.stain, self.gamma, self.blur, self.rotate, self.erase)
+        return not self.dihedral and not any(jitter) and self.crop_scale >= 1
 
 
 @dataclass
