@@ -106,3 +106,33 @@ def test_erasing_hides_one_rectangle_beside_the_centre_filled_with_the_patch_mea
 def test_out_of_range_settings_are_refused_naming_the_key(key: str, bad: float) -> None:
     with pytest.raises(ConfigError, match=f"augment.{key} must be in"):
         AugmentConfig(**{key: bad})
+
+
+def test_a_run_stopped_mid_epoch_with_every_distortion_resumes_to_the_same_history(tmp_path) -> None:
+    """Ctrl-C (SIGTERM is the same path) in the middle of epoch 2, then --resume: every result column of
+    history.csv equals the uninterrupted run's exactly; only the measured speed may differ."""
+    import pandas as pd
+    from test_train import fast_config, make_synthetic
+
+    from hcd_kit.training import Hooks, train
+
+    data = make_synthetic(tmp_path / "data", n=192, n_folds=2)
+    cfg = fast_config(epochs=3, model="test_resnet", augment=SCANNER)
+    steps = []
+    train(cfg, data, tmp_path / "full", folds=[0], hooks=Hooks(loss=lambda step, loss: steps.append(step) or loss))
+    steps_per_epoch = len(steps) // 3
+    assert steps_per_epoch >= 2
+
+    def stop(step, loss):
+        if step == steps_per_epoch + 1:  # the second step of epoch 2: mid-epoch
+            raise KeyboardInterrupt
+        return loss
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, tmp_path / "cut", folds=[0], hooks=Hooks(loss=stop))
+    assert len(pd.read_csv(tmp_path / "cut" / "fold0" / "history.csv")) == 1  # epoch 1 kept, epoch 2 cut
+    train(cfg, data, tmp_path / "cut", folds=[0], resume=True)
+    columns = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "skipped_steps"]
+    full, cut = (pd.read_csv(tmp_path / r / "fold0" / "history.csv")[columns] for r in ("full", "cut"))
+    assert len(full) == 3
+    pd.testing.assert_frame_equal(cut, full, check_exact=True)
