@@ -101,7 +101,8 @@ def run_demo(
     ``epochs``, and to none otherwise.
     """
     from hcd_kit.data import create_folds, prepare
-    from hcd_kit.inference import predict_run, write_plots
+    from hcd_kit.inference import predict_run
+    from hcd_kit.report import write_plots
     from hcd_kit.runs import cv_report, validate_submission
     from hcd_kit.training import recipe_config, train
 

@@ -36,7 +36,7 @@ def cv(
     from rich.table import Table
 
     from hcd_kit.console import console, err_console
-    from hcd_kit.inference import write_plots
+    from hcd_kit.report import write_plots
     from hcd_kit.runs import cv_report
 
     report = cv_report(run_dir)

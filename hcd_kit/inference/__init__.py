@@ -2,7 +2,7 @@
 (``hcd evaluate``), blends of runs, pseudo-label selection, and a fold exported as a timm ``local-dir:`` folder.
 The files of a run folder (OOF, submission, evaluations, runs table) are read and written by ``hcd_kit.runs``.
 
-    from hcd_kit.inference import predict_run, cv_report
+    from hcd_kit.inference import predict_run
     predict_run("data", "runs/r18", tta=8, out="submissions/r18.csv")
 
 Names load on first use (``hcd_kit.lazy``), so importing one module of the package imports no more than it needs.
@@ -18,7 +18,6 @@ __all__, __getattr__, __dir__ = public_api(
     __name__,
     {
         "blend": "BlendChoice search_blend signed",
-        "cv": "write_plots",
         "ensemble": "EnsembleResult check_weights ensemble_runs parse_weights",
         "evaluate": "evaluate_run",
         "export": "ExportResult export_fold save_local_dir",
@@ -32,7 +31,6 @@ __all__, __getattr__, __dir__ = public_api(
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.inference.blend import BlendChoice, search_blend, signed
-    from hcd_kit.inference.cv import write_plots
     from hcd_kit.inference.ensemble import EnsembleResult, check_weights, ensemble_runs, parse_weights
     from hcd_kit.inference.evaluate import evaluate_run
     from hcd_kit.inference.export import ExportResult, export_fold, save_local_dir

@@ -8,7 +8,7 @@ opens from disk anywhere.
 
 Modules: ``data`` (read the run), ``analysis`` (pure numbers), ``figures`` (PNG data URIs), ``patches`` and
 ``gradcam`` (the error gallery), ``evaluations`` (the scores of ``hcd evaluate``), ``html`` (the Jinja2
-template), ``build`` (the whole report).
+template), ``build`` (the whole report), ``plots`` (the PNGs ``hcd cv`` leaves in the run folder).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__, __getattr__, __dir__ = public_api(
         "analysis": "calibration confusion_counts most_confident_errors youden_threshold",
         "build": "SECTIONS SECTION_IDS ReportResult build_report",
         "gradcam": "GradCam UnsupportedModel",
+        "plots": "save_png write_plots",
     },
 )
 
@@ -30,3 +31,4 @@ if TYPE_CHECKING:
     from hcd_kit.report.analysis import calibration, confusion_counts, most_confident_errors, youden_threshold
     from hcd_kit.report.build import SECTION_IDS, SECTIONS, ReportResult, build_report
     from hcd_kit.report.gradcam import GradCam, UnsupportedModel
+    from hcd_kit.report.plots import save_png, write_plots

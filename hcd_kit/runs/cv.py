@@ -5,7 +5,7 @@ each fold's best weights) and returns the numbers: per-fold n / positives / AUC,
 fold AUCs, and the **overall OOF AUC** pooled over all folds, the best estimate of the leaderboard score
 from training data alone (fold AUCs hide calibration differences between folds; the pooled AUC does not).
 It also says what looks wrong: a fold without predictions, an unfinished fold, ids predicted by two folds.
-``read_histories`` gives each fold's ``history.csv`` for the learning curves (drawn by ``hcd_kit.inference.cv``).
+``read_histories`` gives each fold's ``history.csv`` for the learning curves (drawn by ``hcd_kit.report.plots``).
 """
 
 from __future__ import annotations
