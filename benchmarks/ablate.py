@@ -2,7 +2,7 @@
 
 Each variant is a set of ``TrainConfig`` overrides on a base (a recipe name or a TOML file); every
 (variant, seed) is a real ``hcd_kit.training.train`` of all folds of DIR/folds.csv followed by
-``hcd_kit.inference.cv_report``, so the figure is exactly what ``hcd train`` + ``hcd cv`` would report.
+``hcd_kit.runs.cv_report``, so the figure is exactly what ``hcd train`` + ``hcd cv`` would report.
 Jobs can run side by side (``--jobs``): on one GPU small models leave most of it idle, so 4-8 jobs share it
 well; on a 2-core CPU use ``--jobs 1`` (two torch jobs fight over the cores). This is a benchmark, not a
 test: it takes minutes to hours.
