@@ -199,8 +199,8 @@ class RunLayout(_Folder):
 class CheckpointSize:
     """What one fold's files weigh, in bytes: ``weights`` (the model's state dict: ``best.pt``, and the model in
     ``last.pt``), ``optimizer`` (AdamW's two moments, or SGD's momentum, of the trained parameters: ``last.pt``)
-    and ``ema`` (``last.pt``'s averaged copy, with --ema; 0 without). Sized by ``training.checkpoint`` (from a
-    built fold, or on the meta device for a kernel's plan, ``kaggle.output``)."""
+    and ``ema`` (``last.pt``'s averaged copy, with --ema or --swa-epochs; 0 without). Sized by
+    ``training.checkpoint`` (from a built fold, or on the meta device for a kernel's plan, ``kaggle.output``)."""
 
     weights: int
     optimizer: int

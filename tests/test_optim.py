@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hcd_kit.training import Ema, build_optimizer, build_schedule
+from hcd_kit.training import Ema, Swa, build_optimizer, build_schedule
 
 
 def _lrs(opt, sched, steps: int) -> list[float]:
@@ -85,3 +85,32 @@ def test_ema_tracks_weights_and_round_trips():
         ema.update(model)
     assert torch.allclose(ema.module.weight, model.weight, atol=1e-6)  # converges to constant weights
     assert math.isclose(ema.decay, 0.9)
+
+
+def test_swa_is_the_plain_mean_of_the_last_epochs_weights_and_round_trips():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    swa = Swa(model, epochs=3, total=5)  # epochs 3, 4, 5 (2, 3, 4 counted from 0) are averaged
+    seen = []
+    for epoch in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(float(epoch + 1))  # each epoch ends with new weights
+            model[1].running_mean.add_(1.0)
+            model[1].num_batches_tracked.add_(7)
+        swa.update(model, epoch)
+        if epoch >= 2:
+            seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        if epoch == 2:  # the first averaged epoch is copied exactly
+            assert torch.equal(swa.module[0].weight, model[0].weight) and swa.count == 1
+    assert swa.count == 3
+    for key, value in swa.module.state_dict().items():
+        if value.is_floating_point():
+            mean = sum(s[key] for s in seen) / 3
+            assert torch.allclose(value, mean, atol=1e-6), key
+        else:
+            assert torch.equal(value, model.state_dict()[key]), key  # the step counter is the model's
+    assert not any(p.requires_grad for p in swa.module.parameters())
+
+    other = Swa(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), epochs=1, total=9)
+    other.load_state_dict(swa.state_dict())
+    assert other.count == 3 and other.first == 2 and torch.equal(other.module[0].weight, swa.module[0].weight)

@@ -28,7 +28,7 @@ __all__, __getattr__, __dir__ = public_api(
         "config": "AugmentConfig RUNTIME_KEYS TrainConfig",
         "finetune": "param_groups prepare_model trainable_summary",
         "loop": "Hooks train",
-        "optim": "Ema build_optimizer build_schedule",
+        "optim": "Ema Swa build_optimizer build_schedule",
         "recipes": "Recipe default_recipe list_recipes load_recipe recipe_config recipe_names",
         "runs": "FoldResult resolve_config",
         "speed": "measure_speeds plan_run",
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from hcd_kit.training.config import RUNTIME_KEYS, AugmentConfig, TrainConfig
     from hcd_kit.training.finetune import param_groups, prepare_model, trainable_summary
     from hcd_kit.training.loop import Hooks, train
-    from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
+    from hcd_kit.training.optim import Ema, Swa, build_optimizer, build_schedule
     from hcd_kit.training.recipes import Recipe, default_recipe, list_recipes, load_recipe, recipe_config, recipe_names
     from hcd_kit.training.runs import FoldResult, resolve_config
     from hcd_kit.training.speed import measure_speeds, plan_run

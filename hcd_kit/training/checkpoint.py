@@ -27,7 +27,7 @@ from hcd_kit.errors import ConfigError, DataError
 from hcd_kit.fsutil import atomic_path, payload_bytes
 from hcd_kit.layout import CheckpointSize
 from hcd_kit.runs.state import FoldState, read_state, write_state
-from hcd_kit.training.optim import Ema
+from hcd_kit.training.optim import Ema, Swa
 
 
 @dataclass
@@ -41,6 +41,14 @@ class Trainer:
     scaler: torch.amp.GradScaler
     ema: Ema | None
     loss_fn: nn.Module
+    swa: Swa | None = None  # --swa-epochs
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What a fold validates and saves as best.pt: the EMA, the SWA mean once an epoch is in it, or the model."""
+        if self.ema is not None:
+            return self.ema.module
+        return self.swa.module if self.swa is not None and self.swa.count else self.model
 
 
 def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
@@ -57,6 +65,7 @@ def save_checkpoint(path: Path, t: Trainer, state: FoldState) -> None:
         "scheduler": t.scheduler.state_dict(),
         "scaler": t.scaler.state_dict(),
         "ema": t.ema.state_dict() if t.ema is not None else None,
+        "swa": t.swa.state_dict() if t.swa is not None else None,
         "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},  # dropout, drop-path
         "state": vars(state),
     }
@@ -87,6 +96,10 @@ def load_checkpoint(path: Path, t: Trainer) -> FoldState:
         if ckpt["ema"] is None:
             raise ConfigError(f"{path} was trained without --ema; resume with the same settings")
         t.ema.load_state_dict(ckpt["ema"])
+    if t.swa is not None:
+        if ckpt.get("swa") is None:
+            raise ConfigError(f"{path} was trained without --swa-epochs; resume with the same settings")
+        t.swa.load_state_dict(ckpt["swa"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     cuda_rng = ckpt["rng"]["cuda"]
     if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
@@ -132,7 +145,7 @@ def size_of(t: Trainer) -> CheckpointSize:
     weights = payload_bytes(t.model.state_dict())
     trained = sum(p.numel() * p.element_size() for p in t.model.parameters() if p.requires_grad)
     moments = 1 if isinstance(t.optimizer, torch.optim.SGD) else 2
-    return CheckpointSize(weights, moments * trained, weights if t.ema is not None else 0)
+    return CheckpointSize(weights, moments * trained, weights if t.ema is not None or t.swa is not None else 0)
 
 
 def checkpoint_size(cfg) -> CheckpointSize | None:
@@ -154,4 +167,5 @@ def checkpoint_size(cfg) -> CheckpointSize | None:
         return None
     trained = 0 if cfg.lora else sized.param_bytes
     moments = 1 if cfg.optimizer == "sgd" else 2
-    return CheckpointSize(sized.state_bytes, moments * trained, sized.state_bytes if cfg.ema else 0)
+    averaged = sized.state_bytes if cfg.ema or cfg.swa_epochs else 0  # a second copy of the weights in last.pt
+    return CheckpointSize(sized.state_bytes, moments * trained, averaged)

@@ -137,6 +137,9 @@ class TrainConfig:
     grad_clip: float = _opt(2.0, "Max gradient norm; 0 = off.")
     ema: bool = _opt(False, "Validate and save an exponential moving average (EMA) of the weights.")
     ema_decay: float = _opt(0.999, "EMA decay, in (0, 1).")
+    swa_epochs: int = _opt(
+        0, "Stochastic weight averaging: validate and save the mean of the weights of the last N epochs; 0 = off."
+    )
     label_smoothing: float = _opt(0.0, "Label smoothing: targets become y (1 - e) + e/2, e in [0, 0.5).")
     mixup: float = _opt(0.0, "Mixup Beta(a, a) strength a: each image is blended with another of the batch; 0 = off.")
     patience: int = _opt(0, "Stop a fold after N epochs without a better val AUC; 0 = never.")
@@ -178,6 +181,7 @@ class TrainConfig:
             "momentum",
             "train_blocks",
             "lora",
+            "swa_epochs",
         ):
             _require(key, getattr(self, key) >= 0, "must be >= 0", getattr(self, key))
         _require("lr", self.lr > 0, "must be positive", self.lr)
@@ -194,6 +198,8 @@ class TrainConfig:
         if self.time_budget is not None:
             parse_duration(self.time_budget)  # 11h, 1h30m, 90s, 5400; a one-line error otherwise
         _require("ema_decay", 0 < self.ema_decay < 1, "must be in (0, 1)", self.ema_decay)
+        if self.ema and self.swa_epochs:
+            raise ConfigError("--ema and --swa-epochs both average the weights; choose one")
         for key, choices in (
             ("optimizer", Optimizer),
             ("schedule", Schedule),

@@ -83,6 +83,8 @@ def train_epoch(
             seen += len(y) * world
             if bar:
                 bar.advance(task, len(y) * world)
+    if t.swa is not None:
+        t.swa.update(t.model, epoch)  # the weights this epoch ended with, if it is one of the last
     elapsed = time.perf_counter() - start
     total, good, skipped = meter.totals()
     total, good = sum_across([total, good], env.info)  # every rank's losses, not just rank 0's

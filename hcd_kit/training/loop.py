@@ -288,7 +288,7 @@ def _run_fold(
         if cfg.imbalance == "balanced":
             loader.indices = balanced_rows(train_rows, src.labels, cfg.seed, fold, epoch)
         stats = train_epoch(t, loader, cfg, fold, epoch, env, hooks.loss, tracker)
-        evaluated = t.ema.module if t.ema is not None else t.model
+        evaluated = t.evaluated  # the model, or its EMA / SWA average
         val_batch = cfg.val_batch_size or 2 * cfg.batch_size
         probs = _predict_rows(evaluated, store, val_rows, val_batch, cfg.img_size, env)
         labels = store.labels[val_rows]

@@ -149,6 +149,40 @@ class Ema:
         self.module.load_state_dict(state["model"])
 
 
+class Swa:
+    """Stochastic weight averaging (Izmailov et al. 2018): the equal-weight mean of the weights at the end of each
+    of the schedule's last ``epochs`` epochs (of ``total``). BatchNorm statistics are averaged the same way, with
+    no extra pass over the data: at the low learning rate of a schedule's end they barely move. ``count`` is the
+    epochs averaged so far; ``module``, the average (eval mode), is what a fold validates and saves once
+    ``count`` > 0."""
+
+    def __init__(self, model: nn.Module, epochs: int, total: int) -> None:
+        self.first = max(0, total - epochs)  # the first averaged epoch, counted from 0
+        self.count = 0
+        self.module = copy.deepcopy(_unwrap(model)).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, epoch: int) -> None:
+        """Fold the weights at the end of ``epoch`` (from 0) into the mean, if it is one of the last epochs."""
+        if epoch < self.first:
+            return
+        self.count += 1
+        for avg, cur in zip(self.module.state_dict().values(), _unwrap(model).state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(cur, 1.0 / self.count)  # weight 1 the first time: an exact copy
+            else:
+                avg.copy_(cur)  # BatchNorm's step counter
+
+    def state_dict(self) -> dict:
+        return {"first": self.first, "count": self.count, "model": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.first, self.count = int(state["first"]), int(state["count"])
+        self.module.load_state_dict(state["model"])
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DataParallel / DistributedDataParallel."""
     return getattr(model, "module", model)

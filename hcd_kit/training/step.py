@@ -37,7 +37,7 @@ from hcd_kit.training.checkpoint import Trainer
 from hcd_kit.training.config import TrainConfig
 from hcd_kit.training.distributed import DistInfo, all_ranks
 from hcd_kit.training.finetune import param_groups, prepare_model
-from hcd_kit.training.optim import Ema, build_optimizer, build_schedule
+from hcd_kit.training.optim import Ema, Swa, build_optimizer, build_schedule
 
 
 @dataclass
@@ -72,6 +72,7 @@ def build_trainer(cfg: TrainConfig, steps_per_epoch: int, train_labels: np.ndarr
         scaler=grad_scaler(env.device, env.dtype),
         ema=Ema(model, cfg.ema_decay) if cfg.ema else None,
         loss_fn=_loss_fn(cfg.imbalance, train_labels, env.device, cfg.label_smoothing),
+        swa=Swa(model, cfg.swa_epochs, cfg.epochs) if cfg.swa_epochs else None,
     )
 
 
