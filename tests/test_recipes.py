@@ -205,8 +205,13 @@ def test_demo_trains_exactly_the_cpu_recipe(budget_demo):
     assert {k: v for k, v in demo_cfg.items() if k not in asked} == {
         k: v for k, v in again_cfg.items() if k not in asked
     }
-    a = pd.read_csv(tmp / "demo" / "run" / "fold0" / "oof.csv")
-    pd.testing.assert_frame_equal(a, pd.read_csv(again / "fold0" / "oof.csv"))
+    results = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "skipped_steps"]  # all but the measured speed
+    demo_hist = pd.read_csv(tmp / "demo" / "run" / "fold0" / "history.csv")[results]
+    again_hist = pd.read_csv(again / "fold0" / "history.csv")[results]
+    pd.testing.assert_frame_equal(again_hist.iloc[: len(demo_hist)], demo_hist)
+    if len(demo_hist) == demo_cfg["epochs"]:  # a loaded machine may stop the budgeted fold early: then its OOF differs
+        a = pd.read_csv(tmp / "demo" / "run" / "fold0" / "oof.csv")
+        pd.testing.assert_frame_equal(a, pd.read_csv(again / "fold0" / "oof.csv"))
 
 
 def test_a_blend_recipe_trains_one_run_per_member(subset_factory, tmp_path):
