@@ -55,13 +55,13 @@ class AugmentConfig:
     crop_scale: float = 1.0  # min area fraction of random resized crop; 1.0 = off
     # training/distort.py: what a scanner or a slide does (0 = off)
     gamma: float = 0.0  # gamma jitter: x ** g, log g uniform in [-gamma, gamma]; 0.2 = g in 0.82..1.22
-    blur: float = 0.0  # Gaussian blur, sigma uniform in [0, blur] pixels (at most 1.5)
+    blur: float = 0.0  # Gaussian blur, sigma uniform in [0, blur] pixels of the 96 px patch (at most 1.5)
     rotate: float = 0.0  # small rotations, uniform in [-rotate, rotate] degrees, reflected corners (at most 45)
     erase: float = 0.0  # probability of erasing one rectangle (2-10 % of the patch, never the labelled centre)
 
     def __post_init__(self) -> None:
-        limits = (("color", 1.0), ("hue", 0.5), ("stain", 1.0), ("gamma", 1.0), ("blur", 1.5), ("rotate", 45.0))
-        for key, hi in (*limits, ("erase", 1.0)):
+        limits = {"color": 1.0, "hue": 0.5, "stain": 1.0, "gamma": 1.0, "blur": 1.5, "rotate": 45.0, "erase": 1.0}
+        for key, hi in limits.items():
             v = getattr(self, key)
             if not 0.0 <= v <= hi:
                 raise ConfigError(f"augment.{key} must be in [0, {hi}], got {v}")
