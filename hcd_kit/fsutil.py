@@ -12,8 +12,10 @@ is the pre-flight check long jobs run before they write anything.
 Fault injection, for tests only: ``HCD_FAULT_ENOSPC=PATTERN`` makes every write through this module to a file
 whose name matches the glob PATTERN (e.g. ``best.pt``, ``*.csv``, ``*``) fail with ENOSPC after writing half of
 its bytes, as a disk that fills mid-write does. ``HCD_FAULT_KILL=PATTERN`` kills the process there instead
-(SIGKILL: no handler and no clean-up runs, as with kill -9 or the OOM killer). ``HCD_FAULT_FREE_BYTES=N`` makes
-every disk look as if it had at most N bytes free (for the pre-flight checks).
+(SIGKILL: no handler and no clean-up runs, as with kill -9 or the OOM killer). ``HCD_FAULT_STALL=PATTERN``
+stops the writer there until a signal ends the process, after creating the file ``HCD_FAULT_STALL_READY`` names,
+so a test can signal it mid-write on any machine. ``HCD_FAULT_FREE_BYTES=N`` makes every disk look as if it had
+at most N bytes free (for the pre-flight checks).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -250,15 +253,21 @@ def payload_bytes(obj: object) -> int:
 
 
 def inject_faults(target: Path, tmp: Path | None) -> None:
-    """Tests only: fail like a full disk (``HCD_FAULT_ENOSPC``) or die like kill -9 (``HCD_FAULT_KILL``) where the
-    pattern matches ``target``'s name, half of the file written (see the module doc)."""
+    """Tests only: fail like a full disk (``HCD_FAULT_ENOSPC``), die like kill -9 (``HCD_FAULT_KILL``) or wait for a
+    signal (``HCD_FAULT_STALL``) where the pattern matches ``target``'s name, half of the file written (module doc)."""
     enospc, kill = os.environ.get("HCD_FAULT_ENOSPC"), os.environ.get("HCD_FAULT_KILL")
+    stall = os.environ.get("HCD_FAULT_STALL")
     hit_enospc = bool(enospc) and fnmatch.fnmatch(target.name, enospc)
     hit_kill = bool(kill) and fnmatch.fnmatch(target.name, kill)
-    if not (hit_enospc or hit_kill):
+    hit_stall = bool(stall) and fnmatch.fnmatch(target.name, stall)
+    if not (hit_enospc or hit_kill or hit_stall):
         return
     if tmp is not None and tmp.exists():  # a disk that fills (a process killed) mid-write leaves half a file
         os.truncate(tmp, tmp.stat().st_size // 2)
+    if hit_stall:
+        Path(os.environ.get("HCD_FAULT_STALL_READY", os.devnull)).touch()
+        while True:  # until a signal's handler raises here
+            time.sleep(0.05)
     if hit_kill:
         os.kill(os.getpid(), signal.SIGKILL)
     raise OSError(errno.ENOSPC, "No space left on device (HCD_FAULT_ENOSPC)", str(target))

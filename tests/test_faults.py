@@ -35,10 +35,10 @@ RESULT_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "skipped_s
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    """128 labelled synthetic patches in 2 folds, and 2,000 test patches (enough for a prediction to take a while)."""
+    """128 labelled synthetic patches in 2 folds, and 256 test patches."""
     root = make_synthetic(tmp_path_factory.mktemp("faults"), n=128, n_folds=2)
     rng = np.random.default_rng(1)
-    n = 2000
+    n = 256
     np.save(root / "packed" / "test_images.npy", rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8))
     ids = pd.DataFrame({"id": [f"t{i:039x}" for i in range(n)]})
     ids.to_csv(root / "packed" / "test_ids.csv", index=False)
@@ -221,10 +221,15 @@ def test_sigterm_mid_epoch_then_resume_ends_as_an_uninterrupted_run(synth, refer
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGHUP, 129), (signal.SIGTERM, 143)])
 def test_a_stop_signal_mid_prediction_keeps_no_partial_submission(synth, reference, tmp_path, sig, code):
-    out = tmp_path / "submission.csv"
-    proc = start("predict", "--run-dir", reference, "--data-dir", synth, "--out", out, "--tta", "8", "--device", "cpu")
-    wait_for(lambda: catches(proc.pid, signal.SIGTERM), proc)  # hcd's handler is in place
-    time.sleep(2.0)  # torch loads, the folds' networks are rebuilt: 16,000 views of test patches are under way
+    """Signalled while the submission is half written (held there by HCD_FAULT_STALL, so the moment does not
+    depend on the machine's speed): the exit code of the signal, one line, no submission and no temporary file."""
+    out, ready = tmp_path / "submission.csv", tmp_path / "stalled"
+    env = {**os.environ, "HCD_FAULT_STALL": "submission.csv", "HCD_FAULT_STALL_READY": str(ready)}
+    args = ["predict", "--run-dir", reference, "--data-dir", synth, "--out", out, "--tta", "2", "--device", "cpu"]
+    proc = start(*args, env=env)
+    wait_for(ready.is_file, proc)  # every view predicted, half of submission.csv's temporary file written
+    assert leftovers(tmp_path)  # the half-written temporary file is there while it waits
+    ready.unlink()
     err = signal_and_wait(proc, sig)
     assert proc.returncode == code, err
     assert f"interrupted by {signal.Signals(sig).name}" in error_line(err)
