@@ -369,14 +369,17 @@ def kaggle_competition(kaggle_server, subset_factory, tmp_path):
 
 
 def interruptible() -> None:
-    """``preexec_fn`` for an ``hcd`` subprocess a test will Ctrl-C: SIGINT at its default, as in a terminal.
+    """``preexec_fn`` for an ``hcd`` subprocess a test will signal: SIGINT and SIGHUP at their defaults, as in a
+    terminal.
 
     A test run started in the background of a non-interactive shell (``pytest &``, a CI step run as ``cmd &``)
-    inherits SIGINT *ignored*, and so does every child it starts; Python then never raises KeyboardInterrupt, and
-    hcd rightly keeps an inherited ignore (a background job must survive the terminal's Ctrl-C)."""
+    inherits SIGINT *ignored*, and one started under ``nohup`` inherits SIGHUP ignored, and so does every child it
+    starts; hcd rightly keeps an inherited ignore (a background job must survive the terminal's Ctrl-C, a nohup job
+    its hang-up), so the test would wait for an exit that never comes."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 60.0) -> str:
