@@ -265,7 +265,8 @@ def inject_faults(target: Path, tmp: Path | None) -> None:
     if tmp is not None and tmp.exists():  # a disk that fills (a process killed) mid-write leaves half a file
         os.truncate(tmp, tmp.stat().st_size // 2)
     if hit_stall:
-        Path(os.environ.get("HCD_FAULT_STALL_READY", os.devnull)).touch()
+        if os.environ.get("HCD_FAULT_STALL_READY"):
+            Path(os.environ["HCD_FAULT_STALL_READY"]).touch()
         while True:  # until a signal's handler raises here
             time.sleep(0.05)
     if hit_kill:
