@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     tta = ["--n", "256", "--model", "resnet10t"] if args.quick else []
     steps.append(("tta-cost", [py, "benchmarks/predict.py", "--device", dev, *tta, "--json"]))
-    steps.append(("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"]))
+    steps.append(("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-n", "0", "-q", "-p", "no:cacheprovider", "tests"]))
     for name, cmd in steps:
         res = run_step(name, cmd, args.step_timeout, env)
         report["steps"].append(res)

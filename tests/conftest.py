@@ -29,11 +29,33 @@ NO_GPU = "needs a CUDA GPU"
 TEST_COLUMNS = 80  # what CI (no terminal) gets anyway: the narrow case, where cropping and folding show
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per usable CPU, at most 4 (each worker imports torch, and a
+    suite this size gains little past 4)."""
+    return max(1, min(4, len(usable_cpus())))
+
+
 def pytest_configure(config) -> None:
     """Fix the terminal width before any test module imports rich or Typer (both read it when first used):
-    in-process consoles, Typer's help and every ``hcd`` subprocess then see ``TEST_COLUMNS`` columns."""
+    in-process consoles, Typer's help and every ``hcd`` subprocess then see ``TEST_COLUMNS`` columns.
+
+    Under pytest-xdist each worker is pinned to its own share of the CPUs before torch is imported: hcd sizes its
+    threads from the CPUs it may use, so two workers on two cores run one thread each, side by side, instead of
+    two threads each fighting over both cores (5-10x slower). The subprocesses a test starts inherit the pin."""
     os.environ["COLUMNS"] = str(TEST_COLUMNS)
     os.environ.pop("TERMINAL_WIDTH", None)  # Typer's own cap on the help's width, read once at its import
+    worker = getattr(config, "workerinput", None)
+    if worker is not None and hasattr(os, "sched_setaffinity"):
+        cpus, index, count = usable_cpus(), int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
+        if count <= len(cpus):
+            os.sched_setaffinity(0, cpus[index::count])
 
 
 def pytest_collection_modifyitems(config, items) -> None:
