@@ -56,6 +56,10 @@ def pytest_configure(config) -> None:
         cpus, index, count = usable_cpus(), int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
         if count <= len(cpus):
             os.sched_setaffinity(0, cpus[index::count])
+            PINNED.update(before=cpus, share=cpus[index::count])
+
+
+PINNED: dict[str, list[int]] = {}  # under xdist: the CPUs this worker could use, and the share it was pinned to
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -123,3 +123,22 @@ def test_threads_come_from_the_affinity_mask(monkeypatch):
         assert set_threads(threads=3) == 3  # --threads wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_test_worker_runs_on_its_own_cpus(request):
+    """The suite's xdist workers (pyproject addopts) are pinned to disjoint shares of the CPUs, so hcd's threads,
+    sized from the affinity mask, never oversubscribe the cores: on 2 cores, two workers of one thread each."""
+    from conftest import PINNED
+
+    worker = getattr(request.config, "workerinput", None)
+    if worker is None or not PINNED:
+        pytest.skip("not under pytest-xdist (-n 0), more workers than CPUs, or no affinity masks on this OS")
+    index, count = int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
+    mine = sorted(os.sched_getaffinity(0))
+    assert mine == PINNED["share"] == PINNED["before"][index::count]
+    assert cpu_threads() == len(mine) == len(PINNED["before"]) // count + (index < len(PINNED["before"]) % count)
+    # a subprocess inherits the pin: an `hcd` command started by a test sizes its threads from the same CPUs
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"], capture_output=True, text=True
+    )
+    assert out.stdout.strip() == str(mine)
