@@ -36,9 +36,15 @@ def usable_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+PINNED: dict[str, list[int]] = {}  # under xdist: the CPUs this worker could use, and the share it was pinned to
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject's addopts): one worker per usable CPU, at most 4 (each worker imports torch, and a
-    suite this size gains little past 4)."""
+    suite this size gains little past 4); one where workers cannot be pinned (macOS, Windows), as they would
+    oversubscribe the cores."""
+    if not hasattr(os, "sched_setaffinity"):
+        return 1
     return max(1, min(4, len(usable_cpus())))
 
 
@@ -57,9 +63,6 @@ def pytest_configure(config) -> None:
         if count <= len(cpus):
             os.sched_setaffinity(0, cpus[index::count])
             PINNED.update(before=cpus, share=cpus[index::count])
-
-
-PINNED: dict[str, list[int]] = {}  # under xdist: the CPUs this worker could use, and the share it was pinned to
 
 
 def pytest_collection_modifyitems(config, items) -> None:
