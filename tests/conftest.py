@@ -29,13 +29,6 @@ NO_GPU = "needs a CUDA GPU"
 TEST_COLUMNS = 80  # what CI (no terminal) gets anyway: the narrow case, where cropping and folding show
 
 
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (all of them where the OS cannot say)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
 PINNED: dict[str, list[int]] = {}  # under xdist: the CPUs this worker could use, and the share it was pinned to
 
 
@@ -45,7 +38,7 @@ def pytest_xdist_auto_num_workers(config) -> int:
     oversubscribe the cores."""
     if not hasattr(os, "sched_setaffinity"):
         return 1
-    return max(1, min(4, len(usable_cpus())))
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def pytest_configure(config) -> None:
@@ -59,7 +52,8 @@ def pytest_configure(config) -> None:
     os.environ.pop("TERMINAL_WIDTH", None)  # Typer's own cap on the help's width, read once at its import
     worker = getattr(config, "workerinput", None)
     if worker is not None and hasattr(os, "sched_setaffinity"):
-        cpus, index, count = usable_cpus(), int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
+        cpus = sorted(os.sched_getaffinity(0))
+        index, count = int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
         if count <= len(cpus):
             os.sched_setaffinity(0, cpus[index::count])
             PINNED.update(before=cpus, share=cpus[index::count])
