@@ -101,7 +101,7 @@ def run_one(
     threads: int,
     folds: str | list[int] = "all",
 ) -> dict:
-    """One (variant, seed): train all folds, then the pooled OOF AUC. Runs in a worker process."""
+    """One (variant, seed): train ``folds``, then their pooled OOF AUC. Runs in a worker process."""
     import contextlib
     import io
 
