@@ -10,9 +10,14 @@ test: it takes minutes to hours.
     python benchmarks/ablate.py --data-dir D --grid benchmarks/ablations.toml --seeds 0,1,2 --json
     python benchmarks/ablate.py --data-dir D --base cpu --set epochs=4 --seeds 0
     python benchmarks/ablate.py --data-dir D --grid benchmarks/ablations2.toml --folds 0 --seeds 0   # a screen
+    python benchmarks/ablate.py --summary benchmarks/results/ablations2.jsonl   # the table of a results file
 
 ``--folds`` trains only some folds (a screen: one fold of one seed is a fifth of a row's cost); the AUC is then
 the pooled OOF AUC of those folds, comparable only with rows screened on the same folds and seeds.
+
+``--out`` appends one JSON line per finished run (variant, overrides, seed, folds, pooled AUC, fold AUCs,
+seconds); a grid measured over several sessions or machines collects in one such file, and ``--summary FILE``
+prints its table: one row per (variant, folds), mean ± sd over the seeds, TTA×8 where a line has ``auc_tta8``.
 
 The grid file has an optional ``[base]`` table (TrainConfig keys) and one ``[variants.NAME]`` table per
 variant (keys overriding the base; ``augment.stain = 0.05`` style dotted keys for the augment table).
@@ -37,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", type=Path, required=True, help="competition folder with packed/ and folds.csv")
+    p.add_argument("--data-dir", type=Path, default=None, help="competition folder with packed/ and folds.csv")
     p.add_argument("--work-dir", type=Path, default=Path("ablations"), help="where the runs go")
     p.add_argument("--base", default="cpu", help="recipe name or TOML file the variants start from")
     p.add_argument("--grid", type=Path, default=None, help="TOML file with [base] and [variants.NAME] tables")
@@ -55,7 +60,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also append each finished run to this JSON-lines file")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--summary",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="train nothing: print the table of these --out files (mean ± sd per variant and folds)",
+    )
+    args = p.parse_args(argv)
+    if args.summary is None and args.data_dir is None:
+        p.error("--data-dir is required (or --summary FILE to read results)")
+    return args
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """One row per (variant, folds) of ``--out`` records, in first-seen order: seeds, mean ± sd of the pooled AUC,
+    of TTA×8 where measured, and of the seconds where timed. A screen (some folds) and a full run never mix."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if "auc" in r:  # a failed run has only "error"
+            groups.setdefault((r["variant"], tuple(r.get("folds") or ())), []).append(r)
+
+    def stats(values: list[float]) -> tuple[float | None, float | None]:
+        if not values:
+            return None, None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+    rows = []
+    for (variant, folds), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        mean, sd = stats([r["auc"] for r in rs])
+        tta_mean, tta_sd = stats([r["auc_tta8"] for r in rs if r.get("auc_tta8") is not None])
+        secs = [r["seconds"] for r in rs if r.get("seconds") is not None]
+        rows.append(
+            dict(
+                variant=variant,
+                folds=list(folds),
+                seeds=[r["seed"] for r in rs],
+                mean=mean,
+                sd=sd,
+                tta8_mean=tta_mean,
+                tta8_sd=tta_sd,
+                seconds_mean=statistics.fmean(secs) if secs else None,
+            )
+        )
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    def num(v: float | None, fmt: str) -> str:
+        return f"{'-':>7}" if v is None else format(v, fmt)
+
+    print(f"{'variant':<22} {'folds':<11} {'seeds':<7} {'mean':>7} {'sd':>7} {'TTA x8':>7} {'s/run':>7}")
+    for r in rows:
+        folds = ",".join(map(str, r["folds"])) or "?"
+        seeds = ",".join(map(str, r["seeds"]))
+        print(
+            f"{r['variant']:<22} {folds:<11} {seeds:<7} {num(r['mean'], '7.4f')} {num(r['sd'], '7.4f')} "
+            f"{num(r['tta8_mean'], '7.4f')} {num(r['seconds_mean'], '7.0f')}"
+        )
 
 
 def _nest(flat: dict) -> dict:
@@ -123,6 +187,7 @@ def run_one(
         report = cv_report(run_dir)
     return {
         "seed": seed,
+        "folds": [f.fold for f in report.folds],
         "auc": report.overall_auc,
         "fold_aucs": [f.auc for f in report.folds],
         "seconds": time.perf_counter() - start,
@@ -131,6 +196,17 @@ def run_one(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summary is not None:
+        records = []
+        for path in args.summary:
+            try:
+                lines = path.read_text().splitlines()
+                records += [json.loads(line) for line in lines if line.strip()]
+            except (OSError, ValueError) as exc:
+                sys.exit(f"error: cannot read {path}: {exc}")
+        rows = summarise(records)
+        print(json.dumps(rows, indent=1)) if args.json else print_summary(rows)
+        return 0
     base, found = variants(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     from hcd_kit.device import cpu_threads
@@ -164,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(res)
             if args.out:
                 with open(args.out, "a") as fh:
-                    fh.write(json.dumps({"variant": name, **res}) + "\n")
+                    fh.write(json.dumps({"variant": name, "overrides": found[name], **res}) + "\n")
             if not args.json:
                 print(
                     f"{name} seed {seed}: "
