@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError) as exc:
                 sys.exit(f"error: cannot read {path}: {exc}")
         rows = summarise(records)
-        print(json.dumps(rows, indent=1)) if args.json else print_summary(rows)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            print_summary(rows)
         return 0
     base, found = variants(args)
     seeds = [int(s) for s in args.seeds.split(",")]
